@@ -1,0 +1,188 @@
+"""The terminal's configuration: one TOML file, validated field by field.
+
+Every section is a frozen dataclass whose defaults are the embedded defaults the demo runs
+on. Unknown keys are errors (a typo must not silently fall back to a default), and every
+error names the field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from localpay.errors import ConfigError
+
+Role = Literal["till", "validator"]
+
+
+@dataclass(frozen=True)
+class TerminalSection:
+    id: str = "DEMO-TERMINAL-01"
+    role: Role = "validator"
+    #: route number (validator) or merchant id (till)
+    place: str = "85"
+    #: validator: "city", "village", "express", "airport"
+    bus_type: str = "city"
+    #: till: "local_food" or "general"
+    merchant_category: str = "general"
+    merchant_name: str = "Demo Shop"
+    city: str = "Goyang"
+    language: Literal["ko", "en"] = "ko"
+
+
+@dataclass(frozen=True)
+class FaresSection:
+    adult: int = 1500
+    youth: int = 900
+    child: int = 550
+
+
+@dataclass(frozen=True)
+class RiskSection:
+    #: most one transaction may be, in won
+    max_amount: int = 50_000
+    #: offline won per card since the last sync
+    card_offline_amount: int = 100_000
+    #: offline transactions per card since the last sync
+    card_offline_count: int = 30
+    #: offline won for the whole terminal since the last sync
+    terminal_exposure: int = 5_000_000
+    #: UID-only cards are weaker: lower limits
+    uid_max_amount: int = 10_000
+    uid_card_offline_amount: int = 30_000
+    #: validator: the same card again within this many seconds is "already paid"
+    duplicate_window_s: int = 30
+    #: how far a wallet QR's clock may be from ours
+    qr_clock_skew_s: int = 30
+
+
+@dataclass(frozen=True)
+class CentralSection:
+    url: str = ""
+    sync_interval_s: int = 30
+    batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class KeysSection:
+    #: paths relative to the home folder; the files hold the secrets, never this TOML
+    terminal_key: str = "keys/terminal.key"
+    token_key: str = "keys/token.key"
+    issuer_public_key: str = ""
+    central_public_key: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    terminal: TerminalSection = field(default_factory=TerminalSection)
+    fares: FaresSection = field(default_factory=FaresSection)
+    risk: RiskSection = field(default_factory=RiskSection)
+    central: CentralSection = field(default_factory=CentralSection)
+    keys: KeysSection = field(default_factory=KeysSection)
+
+    def replace(self, section: str, **changes: Any) -> Config:
+        """A copy with some fields of one section changed (validated like a file)."""
+        current = dataclasses.asdict(getattr(self, section))
+        current.update(changes)
+        return dataclasses.replace(self, **{section: _build(type(getattr(self, section)),
+                                                            current, section)})
+
+
+def _check(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where}: expected one of {list(choices)}, found {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _check(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {hint}, found {value!r}")
+    if hint is int:
+        # bool is an int subclass; true/false where a number is meant is a typo
+        if type(value) is not int:
+            raise ConfigError(f"{where}: expected a whole number, found {value!r}")
+        if value < 0:
+            raise ConfigError(f"{where}: expected a number of 0 or more, found {value}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, found {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, found {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where}]: expected a table, found {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"[{where}]: unknown key {unknown[0]!r}; expected one of {sorted(names)}"
+        )
+    values = {k: _check(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**values)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document into a :class:`Config`."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; expected one of {sorted(sections)}")
+    hints = typing.get_type_hints(Config)
+    built = {name: _build(hints[name], value, name) for name, value in data.items()}
+    config = Config(**built)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Cross-field rules that a single field's type cannot express."""
+    t, r = config.terminal, config.risk
+    if not t.id or len(t.id) > 64:
+        raise ConfigError(f"terminal.id: expected 1 to 64 characters, found {t.id!r}")
+    if r.uid_max_amount > r.max_amount:
+        raise ConfigError(
+            f"risk.uid_max_amount: expected at most risk.max_amount ({r.max_amount}), "
+            f"found {r.uid_max_amount}"
+        )
+    if t.role == "validator" and config.fares.adult <= 0:
+        raise ConfigError("fares.adult: a validator needs a fare above 0")
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a terminal config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from err
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
+    try:
+        return from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+DEFAULT = Config()

@@ -1,0 +1,132 @@
+"""The one exception tree of localpay.
+
+Every error that crosses a package boundary is one of these, so callers can catch
+``LocalpayError`` and know they have seen everything that this code raises on purpose.
+Each branch also mixes in the nearest builtin, so ``except ValueError`` or
+``except TimeoutError`` keeps working for code that does not know our names::
+
+    LocalpayError
+    ├── ConfigError (ValueError)             bad config file, missing or unreadable key
+    │   └── KeyFileError
+    ├── LedgerError                          the offline ledger
+    │   ├── LedgerCorruptError               broken chain / bad signature / unreadable file
+    │   ├── LedgerWriteError (OSError)       could not commit (disk full, I/O error)
+    │   └── LedgerStateError                 misuse: append-only violation, bad prune
+    ├── ReaderError (OSError)                card readers and code scanners
+    │   ├── ReaderTimeoutError (TimeoutError)
+    │   ├── CardRemovedError                 the card left the field mid-transaction
+    │   └── ReaderUnavailableError           no such reader, backend missing, no service
+    ├── ParseError (ValueError)              any malformed input from outside
+    │   ├── TLVError                         BER-TLV
+    │   ├── APDUError                        APDU responses / status words
+    │   ├── QRFormatError                    QR payloads (MPM, CPM, wallet)
+    │   └── ScanError                        scanner lines
+    ├── SyncError                            batches, the central chain, proofs
+    │   ├── SyncProtocolError (ValueError)   malformed request or answer
+    │   ├── ChainMismatchError               gap, fork or tampered batch
+    │   └── ProofError                       inclusion / consistency proof does not verify
+    └── TransactionError                     a transaction that cannot proceed (not a decline)
+
+A *decline* is not an error: it is a normal outcome with a reason code, see
+``terminal.risk``.
+"""
+
+from __future__ import annotations
+
+
+class LocalpayError(Exception):
+    """Root of every error localpay raises on purpose."""
+
+
+class ConfigError(LocalpayError, ValueError):
+    """A configuration value, file or key is missing or invalid."""
+
+
+class KeyFileError(ConfigError):
+    """A key file is missing, unreadable, has loose permissions or bad contents."""
+
+
+class LedgerError(LocalpayError):
+    """Something about the offline ledger."""
+
+
+class LedgerCorruptError(LedgerError):
+    """The ledger is not what was written: broken chain, bad signature or bad file.
+
+    ``seq`` is the first bad sequence number when one is known.
+    """
+
+    def __init__(self, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
+
+
+class LedgerWriteError(LedgerError, OSError):
+    """An entry could not be made durable (disk full, I/O error, read-only file)."""
+
+
+class LedgerStateError(LedgerError):
+    """The ledger was asked for something it refuses (update, delete, bad prune)."""
+
+
+class ReaderError(LocalpayError, OSError):
+    """A card reader or code scanner failed."""
+
+
+class ReaderTimeoutError(ReaderError, TimeoutError):
+    """Nothing was presented, or the card did not answer, in time."""
+
+
+class CardRemovedError(ReaderError):
+    """The card left the field before the transaction finished."""
+
+
+class ReaderUnavailableError(ReaderError):
+    """The reader does not exist, its backend is not installed or its service is down."""
+
+
+class ParseError(LocalpayError, ValueError):
+    """Input from outside is malformed."""
+
+
+class TLVError(ParseError):
+    """Malformed BER-TLV."""
+
+
+class APDUError(ParseError):
+    """A malformed APDU response or an unexpected status word."""
+
+
+class QRFormatError(ParseError):
+    """A QR payload that is not a valid code of its format."""
+
+
+class ScanError(ParseError):
+    """A scanner line that is not a usable code."""
+
+
+class SyncError(LocalpayError):
+    """Something about syncing with the central service."""
+
+
+class SyncProtocolError(SyncError, ValueError):
+    """A malformed request or answer."""
+
+
+class ChainMismatchError(SyncError):
+    """A batch does not continue the chain: a gap, a fork or tampering.
+
+    ``seq`` is the first offending sequence number when one is known.
+    """
+
+    def __init__(self, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
+
+
+class ProofError(SyncError):
+    """An inclusion or consistency proof, or a checkpoint signature, does not verify."""
+
+
+class TransactionError(LocalpayError):
+    """A transaction cannot proceed (wrong state, unknown reference); not a decline."""

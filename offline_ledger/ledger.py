@@ -1,0 +1,618 @@
+"""The offline ledger: an append-only, hash-chained, signed SQLite journal.
+
+One process writes (the terminal); any number may read. Every append is one durable commit
+(WAL, ``synchronous=FULL``): when :meth:`Ledger.append` returns, the entry survives a power
+cut, and only then may the terminal show an approval. When it raises
+:class:`~localpay.errors.LedgerWriteError` nothing was recorded and the payment must be
+declined.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from localpay.errors import (
+    LedgerCorruptError,
+    LedgerError,
+    LedgerStateError,
+    LedgerWriteError,
+)
+from offline_ledger import encoding
+from offline_ledger.encoding import ZERO_HASH, EntryFields
+from offline_ledger.schema import migrate
+
+log = logging.getLogger(__name__)
+
+FORMAT = "1"
+_COLUMNS = (
+    "seq, kind, terminal_id, card_token, amount, ref_seq, place, wall_ms, mono, detail, "
+    "prev_hash, entry_hash, signature"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One committed ledger entry."""
+
+    fields: EntryFields
+    entry_hash: bytes
+    signature: bytes
+
+    @property
+    def seq(self) -> int:
+        return self.fields.seq
+
+    @property
+    def kind(self) -> str:
+        return self.fields.kind
+
+    @property
+    def amount(self) -> int:
+        return self.fields.amount
+
+    def encoded(self) -> bytes:
+        return encoding.encode(self.fields)
+
+    def as_dict(self) -> dict[str, Any]:
+        f = self.fields
+        return {
+            "seq": f.seq,
+            "kind": f.kind,
+            "terminal_id": f.terminal_id,
+            "card_token": f.card_token,
+            "amount": f.amount,
+            "ref_seq": f.ref_seq,
+            "place": f.place,
+            "wall_ms": f.wall_ms,
+            "mono": f.mono,
+            "detail": f.detail,
+            "prev_hash": f.prev_hash.hex(),
+            "entry_hash": self.entry_hash.hex(),
+            "signature": self.signature.hex(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CardState:
+    """What the ledger knows about one card, read in one query for the risk rules."""
+
+    offline_amount: int = 0
+    offline_count: int = 0
+    last_tap_mono: int = 0
+    last_tap_seq: int = 0
+    balance: int | None = None
+    denied: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    seq: int
+    entry_hash: bytes
+    mono: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    entries: int
+    first_seq: int
+    last_seq: int
+    head_hash: bytes
+
+    def summary(self) -> str:
+        if not self.entries:
+            return "ledger intact: no entries"
+        return (
+            f"ledger intact: {self.entries} entries, seq {self.first_seq}..{self.last_seq}, "
+            f"head {self.head_hash.hex()[:16]}"
+        )
+
+
+def _public_hex(key: Ed25519PublicKey) -> str:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def _wrap(err: sqlite3.Error, what: str) -> LedgerError:
+    """Turn a sqlite3 error into ours: write failures, corruption, or misuse."""
+    name = getattr(err, "sqlite_errorname", "")
+    text = f"{what}: {err}"
+    if name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")):
+        return LedgerWriteError(text)
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or isinstance(
+        err, sqlite3.DatabaseError
+    ) and not isinstance(err, (sqlite3.OperationalError, sqlite3.IntegrityError)):
+        return LedgerCorruptError(text)
+    if "append-only" in str(err):
+        return LedgerStateError(text)
+    if isinstance(err, sqlite3.OperationalError):
+        return LedgerWriteError(text)
+    return LedgerError(text)
+
+
+class Ledger:
+    """The terminal's offline ledger in one SQLite file.
+
+    ``Ledger(path, key=..., terminal_id=...)`` opens or creates a ledger for writing;
+    ``Ledger(path)`` opens an existing one read-only (verify, show). ``memory=True`` keeps
+    it in memory for tests. Opening for writing verifies the last ``tail_check`` entries
+    and refuses a broken ledger with :class:`LedgerCorruptError`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        key: Ed25519PrivateKey | None = None,
+        terminal_id: str = "",
+        memory: bool = False,
+        tail_check: int = 64,
+        max_pages: int | None = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else None
+        self.writable = key is not None
+        self._key = key
+        self._conn = self._connect(memory)
+        try:
+            if self.writable:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                if max_pages is not None:
+                    self._conn.execute(f"PRAGMA max_page_count={int(max_pages)}")
+                migrate(self._conn)
+                self._init_meta(terminal_id)
+            else:
+                self._check_readable()
+            self.terminal_id = self.meta("terminal_id")
+            self.public_key = Ed25519PublicKey.from_public_bytes(
+                bytes.fromhex(self.meta("public_key"))
+            )
+            self._head = self._read_head()
+            self.exposure = self._read_exposure()
+        except sqlite3.Error as err:
+            self._conn.close()
+            raise _wrap(err, f"cannot open ledger {self.path or ':memory:'}") from err
+        except BaseException:
+            self._conn.close()
+            raise
+        if self.writable and tail_check:
+            try:
+                self.verify(start=max(self.first_seq(), self._head.seq - tail_check + 1))
+            except BaseException:
+                self._conn.close()
+                raise
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _connect(self, memory: bool) -> sqlite3.Connection:
+        if memory:
+            return sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        if self.path is None:
+            raise LedgerStateError("a ledger needs a path, or memory=True")
+        if not self.writable:
+            if not self.path.exists():
+                raise LedgerError(f"no ledger at {self.path}")
+            uri = f"file:{self.path}?mode=ro"
+            return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise LedgerWriteError(f"cannot create folder for ledger {self.path}: {err}") from err
+        return sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+
+    def _check_readable(self) -> None:
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        if not {"entries", "meta", "migrations"} <= tables:
+            raise LedgerCorruptError(f"{self.path} is an SQLite file but not a localpay ledger")
+
+    def _init_meta(self, terminal_id: str) -> None:
+        assert self._key is not None
+        pub = _public_hex(self._key.public_key())
+        existing = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        if not existing:
+            if not terminal_id:
+                raise LedgerStateError("a new ledger needs a terminal_id")
+            self._conn.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [
+                    ("format", FORMAT),
+                    ("terminal_id", terminal_id),
+                    ("public_key", pub),
+                    ("created_ms", str(int(time.time() * 1000))),
+                ],
+            )
+            return
+        if existing.get("public_key") != pub:
+            raise LedgerStateError(
+                f"the key given does not match this ledger (ledger key "
+                f"{existing.get('public_key', '?')[:16]}..., given {pub[:16]}...)"
+            )
+        if terminal_id and existing.get("terminal_id") != terminal_id:
+            raise LedgerStateError(
+                f"this ledger belongs to terminal {existing.get('terminal_id')!r}, "
+                f"not {terminal_id!r}"
+            )
+
+    def meta(self, key: str) -> str:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise LedgerCorruptError(f"ledger meta has no {key!r}")
+        return str(row[0])
+
+    def _read_head(self) -> Head:
+        row = self._conn.execute(
+            "SELECT seq, entry_hash, mono FROM entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            return Head(row[0], row[1], row[2])
+        prune = self._conn.execute(
+            "SELECT upto_seq, anchor_hash, anchor_mono FROM prunes ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if prune is not None:
+            return Head(prune[0], prune[1], prune[2])
+        return Head(0, ZERO_HASH, 0)
+
+    def _read_exposure(self) -> int:
+        if not self.writable:
+            return 0
+        row = self._conn.execute("SELECT COALESCE(SUM(offline_amount), 0) FROM card_counters")
+        return int(row.fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appending -------------------------------------------------------------------------
+
+    @property
+    def head(self) -> Head:
+        return self._head
+
+    def next_mono(self, wall_ms: int) -> int:
+        """The monotonic stamp the next entry gets: never below the last one + 1."""
+        return max(self._head.mono + 1, wall_ms)
+
+    def append(
+        self,
+        kind: str,
+        *,
+        card_token: str = "",
+        amount: int = 0,
+        ref_seq: int = 0,
+        place: str = "",
+        detail: dict[str, Any] | None = None,
+        wall_ms: int | None = None,
+        offline_delta: int | None = None,
+        tap: bool = False,
+        nonce: tuple[str, int] | None = None,
+    ) -> Entry:
+        """Sign and durably commit one entry; return it once it is on disk.
+
+        ``offline_delta`` adds to the card's offline amount (and, when positive, its count);
+        ``tap`` records the entry as the card's last tap; ``nonce`` (text, expiry in ms)
+        marks a one-time QR code as used. All of it commits in the same transaction.
+        """
+        if self._key is None:
+            raise LedgerStateError("this ledger was opened read-only")
+        if type(amount) is not int:  # noqa: E721 - bool and float must not pass for money
+            raise LedgerStateError(f"amount must be integer won, not {type(amount).__name__}")
+        if wall_ms is None:
+            wall_ms = int(time.time() * 1000)
+        head = self._head
+        fields = EntryFields(
+            seq=head.seq + 1,
+            kind=kind,
+            terminal_id=self.terminal_id,
+            card_token=card_token,
+            amount=amount,
+            ref_seq=ref_seq,
+            place=place,
+            wall_ms=wall_ms,
+            mono=self.next_mono(wall_ms),
+            detail=encoding.canonical_detail(detail),
+            prev_hash=head.entry_hash,
+        )
+        data = encoding.encode(fields)
+        digest = encoding.entry_hash(data)
+        signature = self._key.sign(data)
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    f"INSERT INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        fields.seq, kind, fields.terminal_id, card_token, amount, ref_seq,
+                        place, wall_ms, fields.mono, fields.detail, fields.prev_hash, digest,
+                        signature,
+                    ),
+                )
+                if card_token and (offline_delta or tap):
+                    delta = offline_delta or 0
+                    conn.execute(
+                        "INSERT INTO card_counters VALUES (?, MAX(?, 0), ?, ?, ?) "
+                        "ON CONFLICT (card_token) DO UPDATE SET "
+                        "offline_amount = MAX(offline_amount + ?, 0), "
+                        "offline_count = offline_count + ?, "
+                        "last_tap_mono = CASE WHEN ? THEN ? ELSE last_tap_mono END, "
+                        "last_tap_seq = CASE WHEN ? THEN ? ELSE last_tap_seq END",
+                        (
+                            card_token, delta, int(delta > 0), fields.mono if tap else 0,
+                            fields.seq if tap else 0, delta, int(delta > 0), tap, fields.mono,
+                            tap, fields.seq,
+                        ),
+                    )
+                if nonce is not None:
+                    conn.execute(
+                        "INSERT INTO qr_nonces VALUES (?, ?, ?)", (nonce[0], fields.seq, nonce[1])
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise _wrap(err, f"entry {fields.seq} ({kind}) not recorded") from err
+        self._head = Head(fields.seq, digest, fields.mono)
+        if offline_delta:
+            self.exposure = max(self.exposure + offline_delta, 0)
+        return Entry(fields, digest, signature)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def card_state(self, card_token: str) -> CardState:
+        """Counters, balance snapshot and deny-list status of one card, in one query."""
+        try:
+            row = self._conn.execute(
+                "SELECT c.offline_amount, c.offline_count, c.last_tap_mono, c.last_tap_seq, "
+                "(SELECT balance FROM balances WHERE card_token = :t), "
+                "(SELECT reason FROM deny_list WHERE card_token = :t) "
+                "FROM (SELECT :t AS t) LEFT JOIN card_counters c ON c.card_token = :t",
+                {"t": card_token},
+            ).fetchone()
+        except sqlite3.Error as err:
+            raise _wrap(err, "cannot read card state") from err
+        return CardState(row[0] or 0, row[1] or 0, row[2] or 0, row[3] or 0, row[4], row[5])
+
+    def nonce_used(self, nonce: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM qr_nonces WHERE nonce = ?", (nonce,)).fetchone()
+        return row is not None
+
+    def first_seq(self) -> int:
+        row = self._conn.execute("SELECT MIN(seq) FROM entries").fetchone()
+        return int(row[0]) if row[0] is not None else self._head.seq + 1
+
+    def count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    @staticmethod
+    def _entry(row: tuple[Any, ...]) -> Entry:
+        return Entry(EntryFields(*row[:11]), row[11], row[12])
+
+    def entry(self, seq: int) -> Entry | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE seq = ?", (seq,)
+        ).fetchone()
+        return self._entry(row) if row else None
+
+    def entries(self, start: int = 1, end: int | None = None, *, batch: int = 2000) -> Iterator[Entry]:
+        """Entries from ``start`` to ``end`` inclusive, in order, read in batches."""
+        last = end if end is not None else self._head.seq
+        seq = start
+        while seq <= last:
+            try:
+                rows = self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM entries WHERE seq >= ? AND seq <= ? "
+                    "ORDER BY seq LIMIT ?",
+                    (seq, last, batch),
+                ).fetchall()
+            except sqlite3.Error as err:
+                raise _wrap(err, f"cannot read entries from {seq}") from err
+            if not rows:
+                return
+            for row in rows:
+                yield self._entry(row)
+            seq = rows[-1][0] + 1
+
+    def refunded_total(self, seq: int) -> int:
+        """Won already given back (refunds and voids) against payment ``seq``."""
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE ref_seq = ? "
+            "AND kind IN ('refund', 'void')",
+            (seq,),
+        ).fetchone()
+        return int(row[0])
+
+    # -- verification ----------------------------------------------------------------------
+
+    def verify(
+        self, public_key: Ed25519PublicKey | None = None, *, start: int | None = None
+    ) -> VerifyReport:
+        """Walk the chain from ``start`` (default: the first entry kept) and check every
+        encoding, hash link, sequence number and signature.
+
+        Raises :class:`LedgerCorruptError` with ``seq`` set to the first bad entry.
+        """
+        key = public_key or self.public_key
+        first = self.first_seq() if start is None else start
+        prev: bytes | None = None
+        prev_mono = -1
+        if first > 1:
+            before = self.entry(first - 1)
+            if before is not None:
+                prev, prev_mono = before.entry_hash, before.fields.mono
+            else:
+                anchor = self._conn.execute(
+                    "SELECT anchor_hash, anchor_mono FROM prunes WHERE upto_seq = ?",
+                    (first - 1,),
+                ).fetchone()
+                if anchor is None:
+                    raise LedgerCorruptError(
+                        f"entry {first - 1} is missing and no prune record accounts for it",
+                        first - 1,
+                    )
+                prev, prev_mono = anchor[0], anchor[1]
+        else:
+            prev = ZERO_HASH
+        count = 0
+        expected_seq = first
+        head_hash = prev
+        try:
+            for entry in self.entries(first):
+                f = entry.fields
+                if f.seq != expected_seq:
+                    raise LedgerCorruptError(
+                        f"entry {expected_seq} is missing (next is {f.seq})", expected_seq
+                    )
+                if f.prev_hash != prev:
+                    raise LedgerCorruptError(
+                        f"entry {f.seq} does not link to entry {f.seq - 1}", f.seq
+                    )
+                if f.mono <= prev_mono:
+                    raise LedgerCorruptError(f"entry {f.seq} goes back in time (mono)", f.seq)
+                try:
+                    data = encoding.encode(f)
+                except LedgerError as err:
+                    raise LedgerCorruptError(f"entry {f.seq} cannot be encoded: {err}", f.seq) from err
+                if encoding.entry_hash(data) != entry.entry_hash:
+                    raise LedgerCorruptError(f"entry {f.seq} does not match its hash", f.seq)
+                if f.terminal_id != self.terminal_id:
+                    raise LedgerCorruptError(f"entry {f.seq} names another terminal", f.seq)
+                try:
+                    key.verify(entry.signature, data)
+                except InvalidSignature:
+                    raise LedgerCorruptError(f"entry {f.seq} has a bad signature", f.seq) from None
+                prev, prev_mono, head_hash = entry.entry_hash, f.mono, entry.entry_hash
+                expected_seq += 1
+                count += 1
+        except sqlite3.Error as err:
+            raise LedgerCorruptError(f"ledger unreadable near entry {expected_seq}: {err}",
+                                     expected_seq) from err
+        return VerifyReport(count, first, expected_seq - 1, head_hash or ZERO_HASH)
+
+    # -- side tables -----------------------------------------------------------------------
+
+    def _write(self, what: str, statements: list[tuple[str, Any]]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    if isinstance(params, list):
+                        conn.executemany(sql, params)
+                    else:
+                        conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise _wrap(err, what) from err
+
+    def deny_version(self) -> int:
+        return int(self._conn.execute("SELECT deny_version FROM sync_state").fetchone()[0])
+
+    def apply_deny_delta(
+        self, version: int, add: dict[str, str], remove: list[str] = ()  # type: ignore[assignment]
+    ) -> None:
+        """Apply a deny-list delta (token → reason added, tokens removed) at ``version``."""
+        if version <= self.deny_version():
+            raise LedgerStateError(
+                f"deny list version {version} is not newer than {self.deny_version()}"
+            )
+        self._write(
+            "deny list not updated",
+            [
+                (
+                    "INSERT OR REPLACE INTO deny_list VALUES (?, ?, ?)",
+                    [(t, version, r) for t, r in add.items()],
+                ),
+                ("DELETE FROM deny_list WHERE card_token = ?", [(t,) for t in remove]),
+                ("UPDATE sync_state SET deny_version = ?", (version,)),
+            ],
+        )
+
+    def set_balances(self, balances: dict[str, int], as_of_seq: int) -> None:
+        """Store balance snapshots from the central service."""
+        now = int(time.time() * 1000)
+        self._write(
+            "balances not stored",
+            [
+                (
+                    "INSERT OR REPLACE INTO balances VALUES (?, ?, ?, ?)",
+                    [(t, b, as_of_seq, now) for t, b in balances.items()],
+                )
+            ],
+        )
+
+    def synced_upto(self) -> int:
+        return int(self._conn.execute("SELECT synced_upto FROM sync_state").fetchone()[0])
+
+    def mark_synced(self, upto_seq: int, checkpoint: str) -> None:
+        """Record that the central chain holds every entry up to ``upto_seq``.
+
+        Offline counters restart from the entries after it, which are still offline.
+        """
+        if upto_seq > self._head.seq or upto_seq < self.synced_upto():
+            raise LedgerStateError(
+                f"cannot mark {upto_seq} synced (head {self._head.seq}, synced "
+                f"{self.synced_upto()})"
+            )
+        self._write(
+            "sync state not stored",
+            [
+                ("UPDATE sync_state SET synced_upto = ?, checkpoint = ?", (upto_seq, checkpoint)),
+                ("UPDATE card_counters SET offline_amount = 0, offline_count = 0", ()),
+                (
+                    "UPDATE card_counters SET offline_amount = s.a, offline_count = s.n FROM "
+                    "(SELECT card_token AS t, SUM(CASE WHEN kind IN ('payment','tap') THEN amount "
+                    "ELSE -amount END) AS a, SUM(kind IN ('payment','tap')) AS n FROM entries "
+                    "WHERE seq > ? AND kind IN ('payment','tap','refund','void') "
+                    "GROUP BY card_token) AS s WHERE card_token = s.t",
+                    (upto_seq,),
+                ),
+            ],
+        )
+        self.exposure = self._read_exposure()
+
+    def prune(self, upto_seq: int, checkpoint: str) -> int:
+        """Delete entries up to ``upto_seq`` once the central chain has proved them.
+
+        Recorded in ``prunes`` with the anchor hash so that verification continues from it.
+        Returns how many entries were removed.
+        """
+        if upto_seq > self.synced_upto():
+            raise LedgerStateError(
+                f"cannot prune up to {upto_seq}: only {self.synced_upto()} are proved synced"
+            )
+        anchor = self.entry(upto_seq)
+        if anchor is None:
+            raise LedgerStateError(f"entry {upto_seq} is not in the ledger")
+        before = self.count()
+        self._write(
+            "prune not done",
+            [
+                (
+                    "INSERT INTO prunes (upto_seq, anchor_hash, anchor_mono, checkpoint, "
+                    "pruned_at) VALUES (?, ?, ?, ?, ?)",
+                    (upto_seq, anchor.entry_hash, anchor.fields.mono, checkpoint,
+                     int(time.time() * 1000)),
+                ),
+                ("DELETE FROM entries WHERE seq <= ?", (upto_seq,)),
+            ],
+        )
+        return before - self.count()

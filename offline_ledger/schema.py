@@ -1,0 +1,130 @@
+"""Named migrations of the ledger schema, applied in order and recorded in ``migrations``.
+
+A migration is never edited once released: add a new one instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_entries",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE entries (
+            seq         INTEGER PRIMARY KEY,
+            kind        TEXT    NOT NULL,
+            terminal_id TEXT    NOT NULL,
+            card_token  TEXT    NOT NULL,
+            amount      INTEGER NOT NULL,
+            ref_seq     INTEGER NOT NULL,
+            place       TEXT    NOT NULL,
+            wall_ms     INTEGER NOT NULL,
+            mono        INTEGER NOT NULL,
+            detail      TEXT    NOT NULL,
+            prev_hash   BLOB    NOT NULL,
+            entry_hash  BLOB    NOT NULL,
+            signature   BLOB    NOT NULL
+        );
+        CREATE INDEX entries_ref ON entries (ref_seq) WHERE ref_seq != 0;
+        -- Pruning is the only way an entry may leave, and only up to a recorded prune.
+        CREATE TABLE prunes (
+            id          INTEGER PRIMARY KEY,
+            upto_seq    INTEGER NOT NULL,
+            anchor_hash BLOB    NOT NULL,
+            anchor_mono INTEGER NOT NULL,
+            checkpoint  TEXT    NOT NULL,
+            pruned_at   INTEGER NOT NULL
+        );
+        CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only: UPDATE refused'); END;
+        CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+        WHEN OLD.seq > COALESCE((SELECT MAX(upto_seq) FROM prunes), 0)
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only: DELETE refused'); END;
+        CREATE TRIGGER prunes_no_update BEFORE UPDATE ON prunes
+        BEGIN SELECT RAISE(ABORT, 'prune records are append-only'); END;
+        CREATE TRIGGER prunes_no_delete BEFORE DELETE ON prunes
+        BEGIN SELECT RAISE(ABORT, 'prune records are append-only'); END;
+        """,
+    ),
+    (
+        "0002_side_tables",
+        """
+        CREATE TABLE deny_list (
+            card_token TEXT PRIMARY KEY,
+            version    INTEGER NOT NULL,
+            reason     TEXT    NOT NULL
+        );
+        CREATE TABLE balances (
+            card_token TEXT PRIMARY KEY,
+            balance    INTEGER NOT NULL,
+            as_of_seq  INTEGER NOT NULL,
+            synced_at  INTEGER NOT NULL
+        );
+        -- Offline exposure per card since the last sync, and the last tap for the
+        -- validator's duplicate-tap window. Derived from entries, kept for speed.
+        CREATE TABLE card_counters (
+            card_token     TEXT PRIMARY KEY,
+            offline_amount INTEGER NOT NULL DEFAULT 0,
+            offline_count  INTEGER NOT NULL DEFAULT 0,
+            last_tap_mono  INTEGER NOT NULL DEFAULT 0,
+            last_tap_seq   INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE qr_nonces (
+            nonce     TEXT PRIMARY KEY,
+            seq       INTEGER NOT NULL,
+            expires_ms INTEGER NOT NULL
+        );
+        CREATE TABLE sync_state (
+            id           INTEGER PRIMARY KEY CHECK (id = 1),
+            synced_upto  INTEGER NOT NULL,
+            checkpoint   TEXT    NOT NULL,
+            deny_version INTEGER NOT NULL
+        );
+        INSERT INTO sync_state VALUES (1, 0, '', 0);
+        """,
+    ),
+]
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+    applied = []
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO migrations VALUES (?, ?)", (name, int(time.time() * 1000))
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    out: list[str] = []
+    buf = ""
+    for line in sql.strip().splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -1,0 +1,3 @@
+from terminal.cli import main
+
+main()

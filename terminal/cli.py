@@ -1,0 +1,263 @@
+"""The ``localpay`` command line (also ``python -m terminal``).
+
+Errors a user can cause become a one-line message and a non-zero exit, never a traceback
+(``--debug`` shows it). PANs are redacted in every output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from localpay import __version__
+from localpay.errors import LedgerCorruptError, LedgerError, LocalpayError
+from terminal.home import Home, default_home
+
+log = logging.getLogger("localpay")
+
+
+class Context:
+    def __init__(self, home: Path, debug: bool) -> None:
+        self.home = Home(home)
+        self.debug = debug
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+class LocalpayGroup(click.Group):
+    """Turns our own errors into a clear message and exit code 2 (1 is for verdicts)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LocalpayError as err:
+            if ctx.find_object(Context) and ctx.find_object(Context).debug:  # type: ignore[union-attr]
+                raise
+            raise click.ClickException(f"{type(err).__name__}: {err}") from err
+
+
+def db_option(func: Any) -> Any:
+    return click.option(
+        "--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Ledger file (default: ledger.sqlite in the home folder).",
+    )(func)
+
+
+@click.group(cls=LocalpayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="localpay")
+@click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), envvar="LOCALPAY_HOME",
+    default=None, show_envvar=True,
+    help="Folder holding config, keys and ledger (default: ~/.local/share/localpay for a "
+    "user, /var/lib/localpay for the service).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, verbose: int, debug: bool) -> None:
+    """Offline payment terminal for a city's local currency: till and bus validator."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    ctx.obj = Context(home or default_home(), debug)
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the demo's ledgers in this folder instead of a temporary one.")
+def demo(keep: Path | None) -> None:
+    """Play a simulated morning on a validator and a till, with the network down.
+
+    Needs no config, no server and no hardware: virtual cards, embedded defaults.
+    """
+    from terminal import demo as demo_mod
+
+    def show(step: demo_mod.Step) -> None:
+        d = step.decision
+        mark = {"approved": "APPROVED", "declined": "DECLINED", "already_paid": "ALREADY PAID"}
+        why = f" ({d.reason.value}: {d.reason.message})" if d.reason else ""
+        if d.outcome == "already_paid":
+            why = f" ({d.detail})"
+        click.echo(f"{step.at}  {step.terminal:<9}  {step.what:<38} {mark[d.outcome]}{why}")
+
+    click.echo("localpay demo: a morning on bus route 85 and at a local-food shop, offline\n")
+    with tempfile.TemporaryDirectory(prefix="localpay-demo-") as tmp:
+        home = keep or Path(tmp)
+        result = demo_mod.run(home, show)
+    _demo_summary(result)
+
+
+def _demo_summary(result: Any) -> None:
+    rows = []
+    for name in ("validator", "till"):
+        steps = [s for s in result.steps if s.terminal == name]
+        outcomes = Counter(s.decision.outcome for s in steps)
+        approved = [s.decision for s in steps if s.decision.approved]
+        charged = sum(d.amount for d in approved if d.entry and d.entry.kind in ("tap", "payment"))
+        refunded = sum(d.amount for d in approved if d.entry and d.entry.kind in ("refund", "void"))
+        reasons = Counter(s.decision.reason.value for s in steps if s.decision.reason)
+        rows.append((name, outcomes, charged, refunded, reasons))
+    click.echo("\nSummary")
+    header = f"{'terminal':<10} {'approved':>8} {'declined':>8} {'dup':>4} {'charged':>10} " \
+             f"{'refunded':>9} {'net':>10}  declined because"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for name, outcomes, charged, refunded, reasons in rows:
+        why = ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items())) or "-"
+        click.echo(f"{name:<10} {outcomes['approved']:>8} {outcomes['declined']:>8} "
+                   f"{outcomes['already_paid']:>4} {charged:>10,} {refunded:>9,} "
+                   f"{charged - refunded:>10,}  {why}")
+    click.echo("\nLedgers")
+    for name, (seq, head, summary) in result.ledgers.items():
+        click.echo(f"{name:<10} head seq {seq}  hash {head[:16]}…  {summary}")
+
+
+# -- ledger --------------------------------------------------------------------------------
+
+
+@cli.group()
+def ledger() -> None:
+    """Inspect and verify an offline ledger."""
+
+
+def _ledger_path(ctx: Context, db: Path | None) -> Path:
+    return db if db is not None else ctx.home.ledger_path
+
+
+@ledger.command("verify")
+@db_option
+@click.option("--pubkey", default=None, help="Terminal public key (hex) to verify against, "
+              "instead of the one recorded in the ledger.")
+@pass_ctx
+def ledger_verify(ctx: Context, db: Path | None, pubkey: str | None) -> None:
+    """Check every entry's hash link and signature.
+
+    Exit 0 and one summary line when intact; exit 1 naming the first bad entry when not.
+    """
+    from firmware_cfg.keys import public_from_hex
+    from offline_ledger import Ledger
+
+    key = public_from_hex(pubkey, "--pubkey") if pubkey else None
+    path = _ledger_path(ctx, db)
+    try:
+        with Ledger(path) as led:
+            report = led.verify(key)
+    except LedgerCorruptError as err:
+        where = f"first bad entry: seq {err.seq}" if err.seq is not None else "file unreadable"
+        click.echo(f"ledger BROKEN: {where}: {err}", err=True)
+        sys.exit(1)
+    except LedgerError as err:
+        click.echo(f"ledger BROKEN: {err}", err=True)
+        sys.exit(1)
+    click.echo(report.summary())
+
+
+@ledger.command("show")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per entry.")
+@click.option("--from", "start", type=click.IntRange(min=1), default=1, show_default=True,
+              help="First sequence number to show.")
+@click.option("--limit", type=click.IntRange(min=0), default=0,
+              help="Show at most this many entries (0: all).")
+@pass_ctx
+def ledger_show(ctx: Context, db: Path | None, as_json: bool, start: int, limit: int) -> None:
+    """List ledger entries (card tokens and display forms only, never a PAN)."""
+    from offline_ledger import Ledger
+
+    with Ledger(_ledger_path(ctx, db)) as led:
+        for n, entry in enumerate(led.entries(start)):
+            if limit and n >= limit:
+                break
+            if as_json:
+                click.echo(json.dumps(entry.as_dict(), ensure_ascii=False))
+                continue
+            f = entry.fields
+            ref = f" ref {f.ref_seq}" if f.ref_seq else ""
+            click.echo(f"{f.seq:>8} {f.kind:<13} {f.amount:>9,} {f.place:<8} "
+                       f"{f.card_token[:12]:<12}{ref} {entry.entry_hash.hex()[:12]}")
+
+
+# -- simulate and bench --------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--role", type=click.Choice(["validator", "till"]), default="validator",
+              show_default=True)
+@click.option("--taps", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="How many presentations to drive through the terminal.")
+@db_option
+@click.option("--trace", is_flag=True,
+              help="Print one JSON line per approval, flushed only once it is durable.")
+@click.option("--first-card", type=click.IntRange(min=0), default=0,
+              help="Number of the first card of the virtual pool.")
+@pass_ctx
+def simulate(ctx: Context, role: str, taps: int, db: Path | None, trace: bool,
+             first_card: int) -> None:
+    """Drive N presentations through the real core and ledger; print figures as JSON.
+
+    Keys are made in the home folder on first use. The terminal-wide exposure limit is
+    lifted, as for a long run with no sync.
+    """
+    from terminal import simulate as sim
+    from terminal.core import Decision
+    from terminal.home import open_terminal
+
+    config = sim.simulation_config(ctx.home.config(), role)
+    terminal = open_terminal(ctx.home, config, ledger_path=db, create_keys=True)
+    if terminal.fault is not None:
+        raise terminal.fault
+
+    def emit(decision: Decision) -> None:
+        if decision.approved and decision.entry is not None:
+            sys.stdout.write(json.dumps({"seq": decision.entry.seq,
+                                         "entry_hash": decision.entry.entry_hash.hex(),
+                                         "amount": decision.amount}) + "\n")
+            sys.stdout.flush()
+
+    try:
+        figures = sim.run(terminal, taps, first_card=first_card,
+                          on_decision=emit if trace else None)
+    finally:
+        if terminal.ledger is not None:
+            terminal.ledger.close()
+    click.echo(json.dumps(figures.as_dict(terminal)))
+
+
+@cli.command()
+@click.option("--taps", type=click.IntRange(min=100), default=5000, show_default=True,
+              help="Taps measured at each ledger size.")
+@click.option("--sizes", default="1000,1000000", show_default=True,
+              help="Ledger sizes (entries) to measure at, comma-separated.")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder on the disk to measure (default: a temporary folder).")
+def bench(taps: int, sizes: str, folder: Path | None) -> None:
+    """Tap-to-decision on the validator path vs. the disk's own fsync rate (JSON)."""
+    from terminal import bench as bench_mod
+
+    try:
+        size_list = [int(s.replace("_", "")) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {sizes!r}",
+                                 param_hint="--sizes") from None
+    result = bench_mod.run(sizes=size_list, taps=taps, folder=folder,
+                           progress=lambda msg: click.echo(msg, err=True))
+    click.echo(json.dumps(result, indent=2))
+
+
+def main() -> None:
+    cli(prog_name="localpay")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,299 @@
+"""The transaction core shared by both roles, independent of any UI or hardware.
+
+One transaction walks ``idle → presented → read → decide → commit → show → idle``
+(a decline skips ``commit``; a till's refund starts at ``decide``). An approval is returned
+only after its ledger entry is durable; what the ledger could not record is declined with
+:attr:`Reason.LEDGER_WRITE_FAILED`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+from firmware_cfg.config import Config
+from localpay.errors import (
+    CardRemovedError,
+    LedgerCorruptError,
+    LedgerError,
+    LedgerWriteError,
+    ParseError,
+    QRFormatError,
+    ReaderError,
+    TransactionError,
+)
+from localpay.types import Presentation
+from offline_ledger import Entry, Ledger
+from terminal.cards import CardIdentity, ReadContext, find_application
+from terminal.risk import Reason, RiskInput, evaluate, remaining_balance
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["approved", "declined", "already_paid"]
+
+
+class State(Enum):
+    IDLE = "idle"
+    PRESENTED = "presented"
+    READ = "read"
+    DECIDE = "decide"
+    COMMIT = "commit"
+    SHOW = "show"
+
+
+_ALLOWED: dict[State, frozenset[State]] = {
+    State.IDLE: frozenset({State.PRESENTED, State.DECIDE}),
+    State.PRESENTED: frozenset({State.READ, State.SHOW}),
+    State.READ: frozenset({State.DECIDE, State.SHOW}),
+    State.DECIDE: frozenset({State.COMMIT, State.SHOW}),
+    State.COMMIT: frozenset({State.SHOW}),
+    State.SHOW: frozenset({State.IDLE}),
+}
+
+
+class Declined(TransactionError):
+    """Raised by a card application that declines by itself (expired QR, EMV decline)."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(detail or reason.message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome shown to the rider or clerk."""
+
+    outcome: Outcome
+    amount: int
+    reason: Reason | None = None
+    card: CardIdentity | None = None
+    entry: Entry | None = None
+    balance: int | None = None
+    elapsed_ms: float = 0.0
+    detail: str = ""
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome == "approved"
+
+    @property
+    def message(self) -> str:
+        if self.reason is not None:
+            return self.reason.message
+        if self.outcome == "already_paid":
+            return "Already paid: this card tapped a moment ago."
+        return "Approved."
+
+
+StateListener = Callable[[State, "Decision | None"], None]
+
+
+class Terminal:
+    """A till or a validator over one ledger. Not thread-safe: one transaction at a time."""
+
+    def __init__(
+        self,
+        config: Config,
+        ledger: Ledger | None,
+        token_key: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+        ledger_fault: LedgerError | None = None,
+        read_options: dict[str, object] | None = None,
+    ) -> None:
+        if ledger is None and ledger_fault is None:
+            raise TransactionError("a terminal needs a ledger, or the fault that stopped it")
+        self.config = config
+        self.role = config.terminal.role
+        self.ledger = ledger
+        self.token_key = token_key
+        self.clock = clock
+        self.fault = ledger_fault
+        self.read_options = dict(read_options or {})
+        self.state = State.IDLE
+        self.listeners: list[StateListener] = []
+
+    # -- state machine ---------------------------------------------------------------------
+
+    def _to(self, new: State, decision: Decision | None = None) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise TransactionError(f"transaction cannot go from {self.state.value} to {new.value}")
+        self.state = new
+        for listener in self.listeners:
+            listener(new, decision)
+
+    def _show(self, decision: Decision) -> Decision:
+        self._to(State.SHOW, decision)
+        self._to(State.IDLE)
+        return decision
+
+    def _decline(self, reason: Reason, amount: int, started: float, *,
+                 card: CardIdentity | None = None, detail: str = "") -> Decision:
+        log.info("declined %s: %s %s", amount, reason.value, detail)
+        return self._show(Decision("declined", amount, reason, card,
+                                   elapsed_ms=(time.perf_counter() - started) * 1000,
+                                   detail=detail))
+
+    # -- the two roles ---------------------------------------------------------------------
+
+    def tap(self, presentation: Presentation) -> Decision:
+        """Validator: charge the fare for this card, once per duplicate-tap window."""
+        if self.role != "validator":
+            raise TransactionError("tap() is the validator's; a till uses pay()")
+        return self._transaction(presentation, None)
+
+    def pay(self, presentation: Presentation, amount: int) -> Decision:
+        """Till: charge ``amount`` won to the card or code presented."""
+        if self.role != "till":
+            raise TransactionError("pay() is the till's; a validator uses tap()")
+        return self._transaction(presentation, amount)
+
+    def _transaction(self, p: Presentation, amount: int | None) -> Decision:
+        started = time.perf_counter()
+        self._to(State.PRESENTED)
+        shown_amount = amount if amount is not None else self.config.fares.adult
+        if self.fault is not None or self.ledger is None:
+            return self._decline(Reason.LEDGER_BROKEN, shown_amount, started,
+                                 detail=str(self.fault))
+        ledger = self.ledger
+        now_ms = int(self.clock() * 1000)
+        found = find_application(p)
+        if found is None:
+            return self._decline(Reason.UNSUPPORTED, shown_amount, started,
+                                 detail=f"{p.kind} via {p.reader}")
+        app_name, read = found
+        try:
+            card = read(p, ReadContext(self.token_key, shown_amount, now_ms, self.read_options))
+        except Declined as err:
+            return self._decline(err.reason, shown_amount, started, detail=str(err))
+        except CardRemovedError as err:
+            return self._decline(Reason.CARD_REMOVED, shown_amount, started, detail=str(err))
+        except QRFormatError as err:
+            return self._decline(Reason.QR_INVALID, shown_amount, started, detail=str(err))
+        except (ParseError, ReaderError) as err:
+            return self._decline(Reason.UNREADABLE, shown_amount, started,
+                                 detail=f"{app_name}: {err}")
+        self._to(State.READ)
+        if amount is None:
+            amount = getattr(self.config.fares, card.rider, self.config.fares.adult)
+        self._to(State.DECIDE)
+        if card.verdict is not None:
+            return self._decline(Reason(card.verdict), amount, started, card=card)
+        try:
+            state = ledger.card_state(card.token)
+            if card.nonce is not None and ledger.nonce_used(card.nonce[0]):
+                return self._decline(Reason.QR_REPLAY, amount, started, card=card)
+        except LedgerError as err:
+            return self._ledger_failed(err, amount, started, card)
+        mono = ledger.next_mono(now_ms)
+        window_ms = self.config.risk.duplicate_window_s * 1000
+        if (self.role == "validator" and state.last_tap_seq
+                and mono - state.last_tap_mono < window_ms):
+            return self._show(Decision(
+                "already_paid", 0, None, card, balance=remaining_balance(state, 0),
+                elapsed_ms=(time.perf_counter() - started) * 1000,
+                detail=f"paid at entry {state.last_tap_seq}",
+            ))
+        reason = evaluate(self.config.risk, RiskInput(amount, state, ledger.exposure, card.weak))
+        if reason is not None:
+            return self._decline(reason, amount, started, card=card)
+        self._to(State.COMMIT)
+        try:
+            entry = ledger.append(
+                "tap" if self.role == "validator" else "payment",
+                card_token=card.token,
+                amount=amount,
+                place=self.config.terminal.place,
+                detail=self._detail(card),
+                wall_ms=now_ms,
+                offline_delta=amount,
+                tap=self.role == "validator",
+                nonce=card.nonce,
+            )
+        except LedgerError as err:
+            return self._ledger_failed(err, amount, started, card)
+        return self._show(Decision(
+            "approved", amount, None, card, entry, remaining_balance(state, amount),
+            (time.perf_counter() - started) * 1000,
+        ))
+
+    def _detail(self, card: CardIdentity) -> dict[str, str | int | bool]:
+        t = self.config.terminal
+        detail: dict[str, str | int | bool] = {"scheme": card.scheme, "card": card.display,
+                                               "rider": card.rider}
+        if self.role == "validator":
+            detail["bus_type"] = t.bus_type
+        else:
+            detail["merchant_category"] = t.merchant_category
+        if card.atc is not None:
+            detail["atc"] = card.atc
+        return detail
+
+    def _ledger_failed(self, err: LedgerError, amount: int, started: float,
+                       card: CardIdentity | None) -> Decision:
+        if isinstance(err, LedgerWriteError):
+            log.error("ledger write failed, declining: %s", err)
+            return self._decline(Reason.LEDGER_WRITE_FAILED, amount, started, card=card,
+                                 detail=str(err))
+        if isinstance(err, LedgerCorruptError):
+            self.fault = err
+        log.error("ledger failed, declining: %s", err)
+        return self._decline(Reason.LEDGER_BROKEN, amount, started, card=card, detail=str(err))
+
+    # -- the till's corrections ------------------------------------------------------------
+
+    def refund(self, seq: int, amount: int | None = None) -> Decision:
+        """Give back ``amount`` (default: all that is left) of payment ``seq``."""
+        return self._correction("refund", seq, amount)
+
+    def void(self, seq: int) -> Decision:
+        """Cancel payment ``seq`` whole; refused once anything of it was refunded."""
+        return self._correction("void", seq, None)
+
+    def _correction(self, kind: Literal["refund", "void"], seq: int,
+                    amount: int | None) -> Decision:
+        started = time.perf_counter()
+        if self.role != "till":
+            raise TransactionError(f"{kind} is done at a till, not at a validator")
+        self._to(State.DECIDE)
+        if self.fault is not None or self.ledger is None:
+            return self._decline(Reason.LEDGER_BROKEN, amount or 0, started,
+                                 detail=str(self.fault))
+        ledger = self.ledger
+        try:
+            original = ledger.entry(seq)
+            already = ledger.refunded_total(seq) if original else 0
+        except LedgerError as err:
+            return self._ledger_failed(err, amount or 0, started, None)
+        if original is None or original.kind != "payment":
+            return self._decline(Reason.NOT_REFUNDABLE, amount or 0, started,
+                                 detail=f"entry {seq} is not a payment in this ledger")
+        left = original.amount - already
+        if kind == "void":
+            if already:
+                return self._decline(Reason.NOT_REFUNDABLE, original.amount, started,
+                                     detail=f"entry {seq} was partly refunded; refund the rest")
+            amount = original.amount
+        elif amount is None:
+            amount = left
+        if type(amount) is not int or amount <= 0:  # noqa: E721
+            return self._decline(Reason.INVALID_AMOUNT, 0, started, detail=f"{amount!r}")
+        if amount > left:
+            return self._decline(Reason.REFUND_EXCEEDS, amount, started,
+                                 detail=f"{left} won left of entry {seq}")
+        self._to(State.COMMIT)
+        f = original.fields
+        try:
+            entry = ledger.append(
+                kind, card_token=f.card_token, amount=amount, ref_seq=seq, place=f.place,
+                detail={"merchant_category": self.config.terminal.merchant_category},
+                wall_ms=int(self.clock() * 1000), offline_delta=-amount,
+            )
+        except LedgerError as err:
+            return self._ledger_failed(err, amount, started, None)
+        return self._show(Decision("approved", amount, None, None, entry,
+                                   elapsed_ms=(time.perf_counter() - started) * 1000))

@@ -1,0 +1,124 @@
+"""Offline risk rules and the reasons a payment is declined.
+
+Every decline carries a :class:`Reason`: a stable code for the ledger, logs and the central
+service, and a message in plain words (Korean and English) for the screen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from firmware_cfg.config import RiskSection
+from offline_ledger import CardState
+
+
+class Reason(str, Enum):
+    """Why a presentation was not approved. The value is the stable code."""
+
+    DENY_LISTED = "deny_listed"
+    OVER_LIMIT = "over_limit"
+    CARD_OFFLINE_AMOUNT = "card_offline_amount"
+    CARD_OFFLINE_COUNT = "card_offline_count"
+    TERMINAL_EXPOSURE = "terminal_exposure"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    INVALID_AMOUNT = "invalid_amount"
+    LEDGER_WRITE_FAILED = "ledger_write_failed"
+    LEDGER_BROKEN = "ledger_broken"
+    UNREADABLE = "unreadable"
+    CARD_REMOVED = "card_removed"
+    UNSUPPORTED = "unsupported"
+    QR_INVALID = "qr_invalid"
+    QR_EXPIRED = "qr_expired"
+    QR_REPLAY = "qr_replay"
+    EMV_DECLINED = "emv_declined"
+    REFUND_EXCEEDS = "refund_exceeds"
+    NOT_REFUNDABLE = "not_refundable"
+    WRONG_ROLE = "wrong_role"
+
+    @property
+    def message(self) -> str:
+        return MESSAGES[self][0]
+
+    @property
+    def message_ko(self) -> str:
+        return MESSAGES[self][1]
+
+
+MESSAGES: dict[Reason, tuple[str, str]] = {
+    Reason.DENY_LISTED: ("This card is blocked. Please contact the card issuer.",
+                         "사용이 정지된 카드입니다. 발급사에 문의하세요."),
+    Reason.OVER_LIMIT: ("Amount is over the offline limit for one payment.",
+                        "1회 오프라인 한도를 넘었습니다."),
+    Reason.CARD_OFFLINE_AMOUNT: ("This card has reached its offline spending limit.",
+                                 "이 카드의 오프라인 사용 한도를 넘었습니다."),
+    Reason.CARD_OFFLINE_COUNT: ("This card has reached its offline payment count.",
+                                "이 카드의 오프라인 사용 횟수를 넘었습니다."),
+    Reason.TERMINAL_EXPOSURE: ("This terminal must sync before taking more offline payments.",
+                               "단말기 동기화가 필요합니다."),
+    Reason.INSUFFICIENT_BALANCE: ("Not enough balance on this card.", "잔액이 부족합니다."),
+    Reason.INVALID_AMOUNT: ("The amount is not valid.", "금액이 올바르지 않습니다."),
+    Reason.LEDGER_WRITE_FAILED: ("The payment could not be recorded; nothing was charged.",
+                                 "거래를 기록하지 못했습니다. 결제되지 않았습니다."),
+    Reason.LEDGER_BROKEN: ("This terminal's ledger needs service; nothing was charged.",
+                           "단말기 점검이 필요합니다. 결제되지 않았습니다."),
+    Reason.UNREADABLE: ("The card could not be read. Please tap again.",
+                        "카드를 읽을 수 없습니다. 다시 대주세요."),
+    Reason.CARD_REMOVED: ("The card was removed too early. Please tap again.",
+                          "카드를 너무 빨리 뗐습니다. 다시 대주세요."),
+    Reason.UNSUPPORTED: ("This card or code is not accepted here.",
+                         "이 카드나 코드는 사용할 수 없습니다."),
+    Reason.QR_INVALID: ("This code is not valid.", "유효하지 않은 코드입니다."),
+    Reason.QR_EXPIRED: ("This code has expired. Please show a new one.",
+                        "만료된 코드입니다. 새 코드를 보여주세요."),
+    Reason.QR_REPLAY: ("This code was already used.", "이미 사용된 코드입니다."),
+    Reason.EMV_DECLINED: ("The card declined offline.", "카드가 거래를 거절했습니다."),
+    Reason.REFUND_EXCEEDS: ("The refund is more than what is left of the payment.",
+                            "환불 금액이 결제 금액을 넘습니다."),
+    Reason.NOT_REFUNDABLE: ("That entry is not a payment that can be refunded.",
+                            "환불할 수 없는 거래입니다."),
+    Reason.WRONG_ROLE: ("This terminal does not do that.", "이 단말기에서는 할 수 없습니다."),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RiskInput:
+    """What the rules look at for one decision."""
+
+    amount: int
+    card: CardState
+    terminal_exposure: int
+    weak_card: bool = False
+
+
+def evaluate(limits: RiskSection, data: RiskInput) -> Reason | None:
+    """Apply the offline rules in order; return the first that declines, or ``None``.
+
+    The order puts the card's status first (a blocked card is told so, not "over limit"),
+    then the per-transaction, per-card and terminal-wide limits, then the balance.
+    """
+    amount, card = data.amount, data.card
+    if type(amount) is not int or amount <= 0:  # noqa: E721 - a bool is not money
+        return Reason.INVALID_AMOUNT
+    if card.denied is not None:
+        return Reason.DENY_LISTED
+    max_amount = limits.uid_max_amount if data.weak_card else limits.max_amount
+    if amount > max_amount:
+        return Reason.OVER_LIMIT
+    card_cap = limits.uid_card_offline_amount if data.weak_card else limits.card_offline_amount
+    if card.offline_amount + amount > card_cap:
+        return Reason.CARD_OFFLINE_AMOUNT
+    if card.offline_count + 1 > limits.card_offline_count:
+        return Reason.CARD_OFFLINE_COUNT
+    if data.terminal_exposure + amount > limits.terminal_exposure:
+        return Reason.TERMINAL_EXPOSURE
+    if card.balance is not None and card.balance - card.offline_amount < amount:
+        return Reason.INSUFFICIENT_BALANCE
+    return None
+
+
+def remaining_balance(card: CardState, spent_now: int) -> int | None:
+    """Balance left after this payment, where the last sync told us the balance."""
+    if card.balance is None:
+        return None
+    return card.balance - card.offline_amount - spent_now
