@@ -255,6 +255,22 @@ def bench(taps: int, sizes: str, folder: Path | None) -> None:
     click.echo(json.dumps(result, indent=2))
 
 
+#: Modules that add commands: each defines ``COMMANDS``, a list of click commands or groups.
+_EXTENSIONS: tuple[str, ...] = (
+)
+
+
+def _register_extensions() -> None:
+    import importlib
+
+    for name in _EXTENSIONS:
+        for command in importlib.import_module(name).COMMANDS:
+            cli.add_command(command)
+
+
+_register_extensions()
+
+
 def main() -> None:
     cli(prog_name="localpay")
 
