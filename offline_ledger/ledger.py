@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -127,9 +128,9 @@ def _wrap(err: sqlite3.Error, what: str) -> LedgerError:
     text = f"{what}: {err}"
     if name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")):
         return LedgerWriteError(text)
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or isinstance(
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or (isinstance(
         err, sqlite3.DatabaseError
-    ) and not isinstance(err, (sqlite3.OperationalError, sqlite3.IntegrityError)):
+    ) and not isinstance(err, (sqlite3.OperationalError, sqlite3.IntegrityError))):
         return LedgerCorruptError(text)
     if "append-only" in str(err):
         return LedgerStateError(text)
@@ -146,6 +147,9 @@ class Ledger:
     it in memory for tests. Opening for writing verifies the last ``tail_check`` entries
     and refuses a broken ledger with :class:`LedgerCorruptError`.
     """
+
+    #: every ledger not yet closed, so tests can fail one that leaks an open database
+    _open: ClassVar[weakref.WeakSet[Ledger]] = weakref.WeakSet()
 
     def __init__(
         self,
@@ -189,6 +193,7 @@ class Ledger:
             except BaseException:
                 self._conn.close()
                 raise
+        Ledger._open.add(self)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -267,7 +272,12 @@ class Ledger:
         return int(row.fetchone()[0])
 
     def close(self) -> None:
+        Ledger._open.discard(self)
         self._conn.close()
+
+    @classmethod
+    def open_instances(cls) -> list[Ledger]:
+        return list(cls._open)
 
     def __enter__(self) -> Ledger:
         return self
@@ -307,7 +317,7 @@ class Ledger:
         """
         if self._key is None:
             raise LedgerStateError("this ledger was opened read-only")
-        if type(amount) is not int:  # noqa: E721 - bool and float must not pass for money
+        if type(amount) is not int:
             raise LedgerStateError(f"amount must be integer won, not {type(amount).__name__}")
         if wall_ms is None:
             wall_ms = int(time.time() * 1000)
@@ -408,7 +418,9 @@ class Ledger:
         ).fetchone()
         return self._entry(row) if row else None
 
-    def entries(self, start: int = 1, end: int | None = None, *, batch: int = 2000) -> Iterator[Entry]:
+    def entries(
+        self, start: int = 1, end: int | None = None, *, batch: int = 2000
+    ) -> Iterator[Entry]:
         """Entries from ``start`` to ``end`` inclusive, in order, read in batches."""
         last = end if end is not None else self._head.seq
         seq = start
@@ -486,7 +498,9 @@ class Ledger:
                 try:
                     data = encoding.encode(f)
                 except LedgerError as err:
-                    raise LedgerCorruptError(f"entry {f.seq} cannot be encoded: {err}", f.seq) from err
+                    raise LedgerCorruptError(
+                        f"entry {f.seq} cannot be encoded: {err}", f.seq
+                    ) from err
                 if encoding.entry_hash(data) != entry.entry_hash:
                     raise LedgerCorruptError(f"entry {f.seq} does not match its hash", f.seq)
                 if f.terminal_id != self.terminal_id:

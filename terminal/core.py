@@ -280,7 +280,7 @@ class Terminal:
             amount = original.amount
         elif amount is None:
             amount = left
-        if type(amount) is not int or amount <= 0:  # noqa: E721
+        if type(amount) is not int or amount <= 0:
             return self._decline(Reason.INVALID_AMOUNT, 0, started, detail=f"{amount!r}")
         if amount > left:
             return self._decline(Reason.REFUND_EXCEEDS, amount, started,

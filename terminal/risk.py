@@ -7,13 +7,13 @@ service, and a message in plain words (Korean and English) for the screen.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from firmware_cfg.config import RiskSection
 from offline_ledger import CardState
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why a presentation was not approved. The value is the stable code."""
 
     DENY_LISTED = "deny_listed"
@@ -98,7 +98,7 @@ def evaluate(limits: RiskSection, data: RiskInput) -> Reason | None:
     then the per-transaction, per-card and terminal-wide limits, then the balance.
     """
     amount, card = data.amount, data.card
-    if type(amount) is not int or amount <= 0:  # noqa: E721 - a bool is not money
+    if type(amount) is not int or amount <= 0:
         return Reason.INVALID_AMOUNT
     if card.denied is not None:
         return Reason.DENY_LISTED

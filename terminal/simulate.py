@@ -23,8 +23,8 @@ from terminal.core import Decision, Terminal
 def simulation_config(config: Config, role: str) -> Config:
     config = config.replace("terminal", role=role)
     return config.replace(
-        "risk", terminal_exposure=10**15, card_offline_amount=10**12, uid_card_offline_amount=10**12,
-        card_offline_count=10**9,
+        "risk", terminal_exposure=10**15, card_offline_amount=10**12,
+        uid_card_offline_amount=10**12, card_offline_count=10**9,
     )
 
 
@@ -93,7 +93,7 @@ def run(
             if terminal.role == "validator":
                 decision = terminal.tap(p)
             else:
-                decision = terminal.pay(p, rng.randrange(1_000, 30_001, 100))
+                decision = terminal.pay(p, rng.randrange(1_000, 10_001, 100))
             figures.latencies_ms.append((time.monotonic() - p.sensed_at) * 1000)
             figures.outcomes[decision.outcome] += 1
             if decision.reason is not None:

@@ -1,0 +1,79 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from firmware_cfg.config import DEFAULT, Config
+from firmware_cfg.keys import DEMO_TOKEN_KEY
+from offline_ledger import Ledger
+from terminal.core import Terminal
+
+# Screens and tones render headless everywhere the suite runs.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_ledgers() -> Iterator[None]:
+    """Fail a test that leaves a ledger open (python-can's leak check, for databases)."""
+    before = set(map(id, Ledger.open_instances()))
+    yield
+    gc.collect()
+    leaked = [led for led in Ledger.open_instances() if id(led) not in before]
+    for led in leaked:
+        led.close()
+    assert not leaked, f"test left {len(leaked)} ledger(s) open: {[str(x.path) for x in leaked]}"
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, key: Ed25519PrivateKey) -> Iterator[Ledger]:
+    led = Ledger(tmp_path / "ledger.sqlite", key=key, terminal_id="T-TEST-01")
+    yield led
+    led.close()
+
+
+class FakeClock:
+    """A wall clock the test moves by hand (time itself cannot be driven otherwise)."""
+
+    def __init__(self, start: float = 1_790_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+MakeTerminal = Callable[..., Terminal]
+
+
+@pytest.fixture
+def make_terminal(ledger: Ledger, clock: FakeClock) -> MakeTerminal:
+    """A terminal of the given role over the test's ledger; keyword args change config."""
+
+    def make(role: str = "validator", config: Config = DEFAULT, **risk: int) -> Terminal:
+        cfg = config.replace("terminal", role=role, id="T-TEST-01",
+                             place="85" if role == "validator" else "M0001")
+        if risk:
+            cfg = cfg.replace("risk", **risk)
+        return Terminal(cfg, ledger, DEMO_TOKEN_KEY, clock=clock)
+
+    return make

@@ -1,0 +1,95 @@
+"""The canonical entry encoding: fixed vectors, round trips, and typed errors on bad bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
+
+from localpay.errors import LedgerCorruptError, LedgerStateError
+from offline_ledger import encoding
+from offline_ledger.encoding import KINDS, EntryFields
+
+VECTORS = json.loads((Path(__file__).parent / "data" / "entry_vectors.json").read_text())
+
+texts = st.text(max_size=40)
+fields_strategy = st.builds(
+    EntryFields,
+    seq=st.integers(0, 2**64 - 1),
+    kind=st.sampled_from(KINDS),
+    terminal_id=texts,
+    card_token=texts,
+    amount=st.integers(-(2**63), 2**63 - 1),
+    ref_seq=st.integers(0, 2**64 - 1),
+    place=texts,
+    wall_ms=st.integers(-(2**63), 2**63 - 1),
+    mono=st.integers(0, 2**64 - 1),
+    detail=texts,
+    prev_hash=st.binary(min_size=32, max_size=32),
+)
+
+
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=lambda v: v["fields"]["kind"])
+def test_vectors(vector: dict) -> None:
+    raw = dict(vector["fields"])
+    raw["prev_hash"] = bytes.fromhex(raw["prev_hash"])
+    fields = EntryFields(**raw)
+    data = encoding.encode(fields)
+    assert data.hex() == vector["encoding"]
+    assert encoding.entry_hash(data).hex() == vector["entry_hash"]
+    key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(VECTORS["private_key_seed"]))
+    assert key.sign(data).hex() == vector["signature"]
+    assert encoding.decode(data) == fields
+
+
+@given(fields_strategy)
+def test_round_trip(fields: EntryFields) -> None:
+    assert encoding.decode(encoding.encode(fields)) == fields
+
+
+@given(st.binary(max_size=300))
+def test_decode_any_bytes_gives_fields_or_typed_error(data: bytes) -> None:
+    try:
+        result = encoding.decode(data)
+    except LedgerCorruptError:
+        return
+    assert isinstance(result, EntryFields)
+
+
+@given(fields_strategy, st.data())
+def test_truncation_is_a_typed_error(fields: EntryFields, data: st.DataObject) -> None:
+    encoded = encoding.encode(fields)
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    with pytest.raises(LedgerCorruptError):
+        encoding.decode(encoded[:cut])
+
+
+def test_trailing_bytes_refused() -> None:
+    raw = dict(VECTORS["vectors"][0]["fields"], prev_hash=bytes(32))
+    data = encoding.encode(EntryFields(**raw))
+    with pytest.raises(LedgerCorruptError, match="after its end"):
+        encoding.decode(data + b"\x00")
+
+
+def test_unknown_kind_and_bad_values_refused() -> None:
+    base = EntryFields(1, "tap", "T", "", 1, 0, "", 0, 1, "{}", bytes(32))
+    with pytest.raises(LedgerStateError, match="unknown entry kind"):
+        encoding.encode(dataclasses.replace(base, kind="gift"))
+    with pytest.raises(LedgerStateError, match="out of range"):
+        encoding.encode(dataclasses.replace(base, seq=-1))
+    with pytest.raises(LedgerStateError, match="32 bytes"):
+        encoding.encode(dataclasses.replace(base, prev_hash=b"\x00"))
+    with pytest.raises(LedgerStateError, match="at most"):
+        encoding.encode(dataclasses.replace(base, place="x" * 70_000))
+
+
+def test_canonical_detail_is_sorted_and_typed() -> None:
+    assert encoding.canonical_detail({"b": 1, "a": "가"}) == '{"a":"가","b":1}'
+    assert encoding.canonical_detail(None) == "{}"
+    with pytest.raises(LedgerStateError, match="only str, int and bool"):
+        encoding.canonical_detail({"amount": 1.5})
