@@ -17,6 +17,10 @@ from localpay.errors import ReaderUnavailableError
 #: kind -> (module, class, the setup.cfg extra that brings its dependency)
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "virtual": ("drivers.virtual", "VirtualReader", ""),
+    "pcsc": ("drivers.pcsc", "PcscReader", "pcsc"),
+    "nfc": ("drivers.nfc", "NfcReader", "nfc"),
+    "serial": ("drivers.serial_scanner", "SerialScanner", "serial"),
+    "camera": ("drivers.camera", "CameraScanner", "camera"),
 }
 
 
