@@ -56,27 +56,28 @@ MIGRATIONS: list[tuple[str, str]] = [
             card_token TEXT PRIMARY KEY,
             version    INTEGER NOT NULL,
             reason     TEXT    NOT NULL
-        );
+        ) WITHOUT ROWID;
         CREATE TABLE balances (
             card_token TEXT PRIMARY KEY,
             balance    INTEGER NOT NULL,
             as_of_seq  INTEGER NOT NULL,
             synced_at  INTEGER NOT NULL
-        );
+        ) WITHOUT ROWID;
         -- Offline exposure per card since the last sync, and the last tap for the
         -- validator's duplicate-tap window. Derived from entries, kept for speed.
+        -- WITHOUT ROWID: one b-tree instead of two, one page fewer per commit.
         CREATE TABLE card_counters (
             card_token     TEXT PRIMARY KEY,
             offline_amount INTEGER NOT NULL DEFAULT 0,
             offline_count  INTEGER NOT NULL DEFAULT 0,
             last_tap_mono  INTEGER NOT NULL DEFAULT 0,
             last_tap_seq   INTEGER NOT NULL DEFAULT 0
-        );
+        ) WITHOUT ROWID;
         CREATE TABLE qr_nonces (
             nonce     TEXT PRIMARY KEY,
             seq       INTEGER NOT NULL,
             expires_ms INTEGER NOT NULL
-        );
+        ) WITHOUT ROWID;
         CREATE TABLE sync_state (
             id           INTEGER PRIMARY KEY CHECK (id = 1),
             synced_upto  INTEGER NOT NULL,

@@ -46,8 +46,7 @@ def card_token(token_key: bytes, namespace: str, value: bytes | str) -> str:
     ``namespace`` ("pan", "uid", "wallet") keeps a UID from ever colliding with a PAN.
     """
     raw = value.encode() if isinstance(value, str) else value
-    mac = hmac.new(token_key, namespace.encode() + b":" + raw, hashlib.sha256)
-    return mac.hexdigest()[:32]
+    return hmac.digest(token_key, namespace.encode() + b":" + raw, hashlib.sha256).hex()[:32]
 
 
 def display_pan(pan: str) -> str:
