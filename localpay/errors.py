@@ -24,7 +24,9 @@ Each branch also mixes in the nearest builtin, so ``except ValueError`` or
     ├── SyncError                            batches, the central chain, proofs
     │   ├── SyncProtocolError (ValueError)   malformed request or answer
     │   ├── ChainMismatchError               gap, fork or tampered batch
-    │   └── ProofError                       inclusion / consistency proof does not verify
+    │   ├── ProofError                       inclusion / consistency proof does not verify
+    │   ├── SyncAuthError (PermissionError)  unknown terminal, bad request signature, replay
+    │   └── SyncUnavailableError (ConnectionError)  central service or its store unreachable
     └── TransactionError                     a transaction that cannot proceed (not a decline)
 
 A *decline* is not an error: it is a normal outcome with a reason code, see
@@ -126,6 +128,14 @@ class ChainMismatchError(SyncError):
 
 class ProofError(SyncError):
     """An inclusion or consistency proof, or a checkpoint signature, does not verify."""
+
+
+class SyncAuthError(SyncError, PermissionError):
+    """The central service refuses who is asking: unknown terminal, bad signature, replay."""
+
+
+class SyncUnavailableError(SyncError, ConnectionError):
+    """The central service or its store cannot be reached now; worth trying again later."""
 
 
 class TransactionError(LocalpayError):
