@@ -1,0 +1,50 @@
+"""QR payment codes: EMVCo merchant- and consumer-presented modes, the signed wallet code.
+
+:func:`detect` tells the formats apart by their fixed openings, and :func:`parse_any`
+parses whatever was scanned into one :class:`Parsed`:
+
+- MPM (EMV QRCPS MPM): ``000201`` (Payload Format Indicator "01");
+- CPM (EMV QRCPS CPM): Base64 of ``85 05 "CPV01"``, i.e. ``hQVDUFYw``;
+- the wallet code: ``LPW1:``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from localpay.errors import QRFormatError
+from terminal.qr import cpm, mpm, wallet
+
+Kind = Literal["mpm", "cpm", "wallet"]
+
+
+def detect(payload: str) -> Kind:
+    if not isinstance(payload, str):
+        raise QRFormatError(f"a QR payload is text, not {type(payload).__name__}")
+    text = payload.strip()
+    if text.startswith(wallet.PREFIX):
+        return "wallet"
+    if text.startswith("000201"):
+        return "mpm"
+    if text.startswith("hQVDUFYw"):
+        return "cpm"
+    raise QRFormatError("unknown QR format: not an EMVCo MPM/CPM code nor a wallet code")
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    kind: Kind
+    mpm: mpm.Mpm | None = None
+    cpm: cpm.Cpm | None = None
+    wallet: wallet.SignedCode | None = None
+
+
+def parse_any(payload: str) -> Parsed:
+    """Detect and parse (a wallet code's signature is not checked here)."""
+    kind = detect(payload)
+    if kind == "wallet":
+        return Parsed(kind, wallet=wallet.decode(payload.strip()))
+    if kind == "mpm":
+        return Parsed(kind, mpm=mpm.parse(payload))
+    return Parsed(kind, cpm=cpm.parse(payload))

@@ -1,0 +1,123 @@
+"""QR codes as a card application: who is paying, from a scanned code.
+
+- Wallet code: signature by a provisioned issuer key, time window with clock skew, and
+  the nonce handed to the core (``CardIdentity.nonce``), which declines a replay and records
+  the nonce with the payment in one commit. Token: the wallet id under the ``wallet``
+  namespace. An offline allowance in the code caps the amount of this payment.
+- EMVCo CPM: the PAN (5A, or from 57) becomes the same keyed token an EMV card with that
+  PAN gets; the payload's hash is a one-time nonce so the same code cannot pay twice.
+- EMVCo MPM: the till shows these, the payer's app scans them; one scanned *here* is not a
+  payment and is refused as unsupported.
+
+Options read from ``ReadContext.options`` (all optional):
+
+==========================  ===============================================================
+``wallet_issuer_keys``      issuer public keys: ``Ed25519PublicKey``, 32 raw bytes or hex
+``qr_clock_skew_s``         allowed clock difference for wallet codes (30)
+``cpm_nonce_ttl_s``         how long a CPM code's nonce is kept against replay (86400)
+``emv_aids``                AIDs accepted, also for CPM codes (the scheme's own by default)
+==========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from localpay.errors import ConfigError, QRFormatError
+from localpay.types import Presentation
+from terminal.cards import CardIdentity, ReadContext, card_token, display_pan
+from terminal.emv.reader import DEFAULT_AIDS
+from terminal.qr import cpm, detect, mpm, wallet
+from terminal.risk import Reason
+
+DEFAULT_SKEW_S = 30
+DEFAULT_CPM_NONCE_TTL_S = 86_400
+
+
+def _declined(reason: Reason, detail: str) -> Exception:
+    # imported here: the core imports the applications, so they must not import it first
+    from terminal.core import Declined
+
+    return Declined(reason, detail)
+
+
+def claims(p: Presentation) -> bool:
+    return p.kind == "qr"
+
+
+def issuer_keys(options: dict[str, Any]) -> list[Ed25519PublicKey]:
+    """The provisioned wallet issuer keys, from any of the forms the options allow."""
+    out = []
+    for key in options.get("wallet_issuer_keys", ()):
+        if isinstance(key, Ed25519PublicKey):
+            out.append(key)
+            continue
+        try:
+            raw = bytes.fromhex(key) if isinstance(key, str) else bytes(key)
+            out.append(Ed25519PublicKey.from_public_bytes(raw))
+        except ValueError as err:
+            raise ConfigError(f"wallet issuer key is not 32 bytes: {err}") from err
+    return out
+
+
+def read(p: Presentation, ctx: ReadContext) -> CardIdentity:
+    kind = detect(p.payload)
+    if kind == "wallet":
+        return _wallet(p.payload.strip(), ctx)
+    if kind == "cpm":
+        return _cpm(p.payload, ctx)
+    mpm.parse(p.payload)  # a malformed one is QR_INVALID, a good one unsupported
+    raise _declined(Reason.UNSUPPORTED,
+                   "a merchant-presented code: the payer scans it with a payment app")
+
+
+def _wallet(text: str, ctx: ReadContext) -> CardIdentity:
+    keys = issuer_keys(ctx.options)
+    if not keys:
+        raise _declined(Reason.UNSUPPORTED, "no wallet issuer key is provisioned")
+    try:
+        code = wallet.verify(text, keys)
+    except QRFormatError as err:
+        raise _declined(Reason.QR_INVALID, str(err)) from err
+    skew = int(ctx.options.get("qr_clock_skew_s", DEFAULT_SKEW_S))
+    problem = wallet.time_problem(code, ctx.now_ms, skew)
+    if problem == "expired":
+        raise _declined(Reason.QR_EXPIRED, f"code expired at {code.expires_at} (+{skew} s)")
+    if problem is not None:
+        raise _declined(Reason.QR_INVALID, f"code issued at {code.issued_at}: {problem}")
+    if code.allowance is not None and ctx.amount > code.allowance:
+        raise _declined(Reason.INSUFFICIENT_BALANCE,
+                       f"{ctx.amount} won is over the code's offline allowance")
+    wid = code.wallet_id
+    return CardIdentity(
+        token=card_token(ctx.token_key, "wallet", wid),
+        display=f"wallet …{wid[-4:]}",
+        scheme="wallet",
+        label="wallet QR",
+        nonce=(code.nonce_key, (code.expires_at + skew) * 1000),
+        allowance=code.allowance,
+    )
+
+
+def _cpm(text: str, ctx: ReadContext) -> CardIdentity:
+    code = cpm.parse(text)
+    aids = tuple(ctx.options.get("emv_aids", DEFAULT_AIDS))
+    accepted = [a for a in code.applications
+                if any((f := a.find(0x4F)) is not None and f.value.startswith(t) for t in aids)]
+    if not accepted:
+        raise _declined(Reason.UNSUPPORTED, "no application in the code is accepted here")
+    pan = code.pan()
+    token, display = card_token(ctx.token_key, "pan", pan), display_pan(pan)
+    del pan  # the full PAN ends here (PCI DSS 3.5.1)
+    ttl = int(ctx.options.get("cpm_nonce_ttl_s", DEFAULT_CPM_NONCE_TTL_S))
+    digest = hashlib.sha256(code.payload.encode("ascii")).hexdigest()[:32]
+    label = code.value(0x50)
+    return CardIdentity(
+        token=token, display=display, scheme="cpm",
+        label=label.decode("ascii", "replace") if label else "",
+        aid=code.aid.hex().upper(), atc=code.atc,
+        nonce=("c:" + digest, ctx.now_ms + ttl * 1000),
+    )
