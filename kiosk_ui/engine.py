@@ -1,0 +1,250 @@
+"""The terminal behind the screens, on threads of its own.
+
+The screen thread never waits on a reader or a disk: a *poller* thread calls the injected
+source of presentations (a callable with a timeout, e.g. a reader's ``poll``) and a *worker*
+thread owns the :class:`~terminal.core.Terminal` and its ledger, taking presentations and
+the screens' commands from one queue, one at a time (the terminal is not thread-safe).
+Decisions, state changes and status snapshots go back on an outbox the screen thread drains
+each frame, so a decision is on screen in the frame after the ledger commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kiosk_ui.model import (
+    Action,
+    Busy,
+    CancelCmd,
+    Command,
+    DayView,
+    Event,
+    Fault,
+    Ignored,
+    Pay,
+    PaymentRow,
+    RefreshCmd,
+    RefundCmd,
+    Result,
+    ResultView,
+    SyncView,
+)
+from localpay.errors import LedgerError, LocalpayError, ReaderError
+from localpay.types import Presentation
+from terminal.core import Decision, State, Terminal
+
+if TYPE_CHECKING:  # the ledger is reached only through the terminal's own objects
+    from offline_ledger import Entry
+
+log = logging.getLogger(__name__)
+
+#: a callable that waits at most ``timeout`` seconds for a card or code
+PresentationSource = Callable[[float], Presentation | None]
+#: tells whether the central service is reachable now (None: not known, shown as offline)
+LinkState = Callable[[], bool | None]
+
+STATUS_EVERY_S = 2.0
+POLL_TIMEOUT_S = 0.2
+#: entries read back when listing today's payments (a till takes hundreds a day, not more)
+DAY_SCAN_LIMIT = 5000
+
+
+class _Stop:
+    pass
+
+
+class Engine:
+    """Runs ``terminal`` for the screens. Call :meth:`start`, drain :meth:`events`, :meth:`stop`."""
+
+    def __init__(self, terminal: Terminal, source: PresentationSource | None, *,
+                 link: LinkState | None = None) -> None:
+        self.terminal = terminal
+        self.source = source
+        self.link = link
+        self.inbox: queue.Queue[Presentation | Command | _Stop] = queue.Queue()
+        self.outbox: queue.Queue[Event] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pending: int | None = None
+        self._reader_ok = True
+        self._day_key: tuple[int, str] | None = None
+        terminal.listeners.append(self._on_state)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        worker = threading.Thread(target=self._work, name="kiosk-terminal", daemon=True)
+        self._threads.append(worker)
+        if self.source is not None:
+            poller = threading.Thread(target=self._poll, name="kiosk-reader", daemon=True)
+            self._threads.append(poller)
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self.inbox.put(_Stop())
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        if self._on_state in self.terminal.listeners:
+            self.terminal.listeners.remove(self._on_state)
+
+    def send(self, command: Command) -> None:
+        self.inbox.put(command)
+
+    def present(self, presentation: Presentation) -> None:
+        """Hand a presentation in directly (what the poller does with the source's)."""
+        self.inbox.put(presentation)
+
+    def events(self) -> list[Event]:
+        """Everything the worker reported since the last call (never blocks)."""
+        out: list[Event] = []
+        while True:
+            try:
+                out.append(self.outbox.get_nowait())
+            except queue.Empty:
+                return out
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        assert self.source is not None
+        while not self._stop.is_set():
+            try:
+                found = self.source(POLL_TIMEOUT_S)
+            except ReaderError as err:
+                log.error("reader failed: %s", err)
+                self._reader_ok = False
+                self._stop.wait(1.0)
+                continue
+            self._reader_ok = True
+            if found is not None:
+                self.inbox.put(found)
+
+    def _work(self) -> None:
+        self._status(force_day=True)
+        next_status = time.monotonic() + STATUS_EVERY_S
+        while True:
+            try:
+                item = self.inbox.get(timeout=max(0.0, next_status - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if isinstance(item, _Stop):
+                return
+            if item is not None:
+                try:
+                    self._handle(item)
+                except LocalpayError as err:
+                    log.error("kiosk command failed: %s", err)
+                    self.outbox.put(Fault(str(err)))
+                except Exception as err:  # the screen must say so rather than freeze
+                    log.exception("kiosk worker error")
+                    self.outbox.put(Fault(f"{type(err).__name__}: {err}"))
+            if item is None or time.monotonic() >= next_status:
+                self._status()
+                next_status = time.monotonic() + STATUS_EVERY_S
+
+    def _on_state(self, state: State, decision: Decision | None) -> None:
+        if state == State.PRESENTED:
+            self.outbox.put(Busy())
+
+    def _handle(self, item: Presentation | Command) -> None:
+        t = self.terminal
+        if isinstance(item, Presentation):
+            if t.role == "validator":
+                self._decided(t.tap(item), "tap")
+            elif self._pending is not None:
+                amount, self._pending = self._pending, None
+                self._decided(t.pay(item, amount), "payment")
+            else:
+                self.outbox.put(Ignored())
+        elif isinstance(item, Pay):
+            self._pending = item.amount
+        elif isinstance(item, CancelCmd):
+            self._pending = None
+        elif isinstance(item, RefundCmd):
+            self._decided(t.refund(item.seq, item.amount), "refund")
+        elif isinstance(item, RefreshCmd):
+            self._status(force_day=True)
+
+    def _decided(self, decision: Decision, action: Action) -> None:
+        self.outbox.put(Result(ResultView.from_decision(decision, action), time.perf_counter()))
+        self._status()
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _status(self, force_day: bool = False) -> None:
+        t = self.terminal
+        online = bool(self.link()) if self.link is not None else False
+        ledger = t.ledger
+        if ledger is None or t.fault is not None:
+            self.outbox.put(SyncView(online, 0, 0, False, self._reader_ok))
+            return
+        try:
+            head = ledger.head.seq
+            waiting = head - ledger.synced_upto()
+        except LedgerError as err:
+            log.error("cannot read sync state: %s", err)
+            self.outbox.put(SyncView(online, 0, 0, False, self._reader_ok))
+            return
+        self.outbox.put(SyncView(online, waiting, head, True, self._reader_ok))
+        if t.role == "till":
+            today = dt.datetime.fromtimestamp(t.clock()).astimezone().date().isoformat()
+            if force_day or self._day_key != (head, today):
+                self._day_key = (head, today)
+                self.outbox.put(self._today(today))
+
+    def _today(self, today: str) -> DayView:
+        """Today's payments, refunds and voids, newest first, with totals (local time)."""
+        ledger = self.terminal.ledger
+        assert ledger is not None
+        day_start = dt.datetime.fromisoformat(today).astimezone()
+        start_ms = int(day_start.timestamp() * 1000)
+        head = ledger.head.seq
+        first = max(ledger.first_seq(), head - DAY_SCAN_LIMIT + 1)
+        found: list[Entry] = []
+        chunk_end = head
+        # Walk back from the head in chunks until an entry from before today shows up.
+        while chunk_end >= first:
+            chunk_start = max(first, chunk_end - 199)
+            entries = list(ledger.entries(chunk_start, chunk_end))
+            found.extend(e for e in entries if e.fields.wall_ms >= start_ms)
+            if entries and entries[0].fields.wall_ms < start_ms:
+                break
+            chunk_end = chunk_start - 1
+        found.sort(key=lambda e: e.seq, reverse=True)
+        given_back: dict[int, int] = {}
+        for e in found:
+            if e.kind in ("refund", "void") and e.fields.ref_seq:
+                given_back[e.fields.ref_seq] = given_back.get(e.fields.ref_seq, 0) + e.amount
+        rows = []
+        for e in found:
+            if e.kind not in ("payment", "refund", "void"):
+                continue
+            f = e.fields
+            when = dt.datetime.fromtimestamp(f.wall_ms / 1000).astimezone().strftime("%H:%M")
+            refunded = given_back.get(e.seq, 0) if e.kind == "payment" else 0
+            rows.append(PaymentRow(e.seq, e.kind, e.amount, f.wall_ms, when, _card_of(f.detail),
+                                   f.ref_seq or None, refunded))
+        paid = sum(r.amount for r in rows if r.kind == "payment")
+        back = sum(r.amount for r in rows if r.kind != "payment")
+        count = sum(1 for r in rows if r.kind == "payment")
+        return DayView(tuple(rows), count, paid, back)
+
+
+def _card_of(detail: str) -> str:
+    """The card's display form (first 6 / last 4, or a masked UID) from an entry's detail."""
+    try:
+        parsed = json.loads(detail)
+    except ValueError:
+        return ""
+    card = parsed.get("card", "") if isinstance(parsed, dict) else ""
+    return card if isinstance(card, str) else ""

@@ -1,0 +1,105 @@
+"""Every text the kiosk shows, in Korean and English.
+
+One table, so that the overflow tests can walk all of it and the font check can ask for
+every glyph before the first frame. Decline reasons come from :mod:`terminal.risk`
+(``Reason.message`` / ``Reason.message_ko``) and are not repeated here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from terminal.risk import Reason
+
+Language = Literal["ko", "en"]
+LANGUAGES: tuple[Language, ...] = ("ko", "en")
+
+#: key -> (English, Korean). ``{n}``-style fields are filled by :func:`tr`.
+STRINGS: dict[str, tuple[str, str]] = {
+    "tap_card": ("Tap card", "카드를 대주세요"),
+    "fare": ("Fare {amount}", "요금 {amount}"),
+    "reading": ("Reading card…", "카드 읽는 중…"),
+    "keep_card": ("Keep the card on the reader", "카드를 떼지 마세요"),
+    "approved": ("Approved", "승인되었습니다"),
+    "declined": ("Declined", "거절되었습니다"),
+    "already_paid": ("Already paid", "이미 결제되었습니다"),
+    "already_paid_sub": ("This card was charged a moment ago. No second fare.",
+                         "방금 결제된 카드입니다. 다시 결제되지 않았습니다."),
+    "refunded": ("Refunded", "환불되었습니다"),
+    "sale_amount": ("Amount {amount}", "금액 {amount}"),
+    "balance": ("Balance {amount}", "잔액 {amount}"),
+    "points_now": ("+{points} points", "+{points} 포인트 적립"),
+    "points_week": ("{points} points this week", "이번 주 {points} 포인트"),
+    "offline": ("Offline", "오프라인"),
+    "online": ("Online", "온라인"),
+    "waiting_sync": ("{n} waiting to sync", "동기화 대기 {n}건"),
+    "all_synced": ("All synced", "동기화 완료"),
+    "ledger_fault": ("Needs service", "점검 필요"),
+    "reader_fault": ("Reader problem", "리더기 오류"),
+    "route": ("Bus {place}", "{place}번 버스"),
+    "lang_button": ("한국어", "English"),
+    "amount_prompt": ("Enter amount", "금액을 입력하세요"),
+    "pay_card": ("Card", "카드"),
+    "pay_qr": ("QR", "QR"),
+    "clear": ("Clear", "지움"),
+    "delete": ("Del", "←"),
+    "cancel": ("Cancel", "취소"),
+    "ok": ("OK", "확인"),
+    "back": ("Back", "뒤로"),
+    "menu_refund": ("Refund", "환불"),
+    "menu_today": ("Today", "오늘 거래"),
+    "wait_card_hint": ("Hold the card on the reader", "카드를 리더기에 대주세요"),
+    "qr_hint": ("Scan with your local-currency app", "지역화폐 앱으로 스캔하세요"),
+    "qr_or_scan": ("or show your payment code to the scanner",
+                   "또는 결제 코드를 스캐너에 보여주세요"),
+    "enter_amount_first": ("Enter the amount first", "먼저 금액을 입력하세요"),
+    "refund_pick": ("Choose a payment to refund", "환불할 결제를 고르세요"),
+    "refund_none": ("No payments today that can be refunded",
+                    "오늘 환불할 수 있는 결제가 없습니다"),
+    "refund_of": ("Refund of #{seq}, {time}, paid {amount}",
+                  "#{seq} 환불, {time}, 결제 {amount}"),
+    "refund_left": ("At most {amount}", "최대 {amount}"),
+    "refund_go": ("Refund", "환불하기"),
+    "today_title": ("Today's payments", "오늘의 거래"),
+    "today_none": ("No payments yet today", "오늘 거래가 아직 없습니다"),
+    "today_totals": ("{count} payments  Paid {paid}  Refunded {refunded}  Net {net}",
+                     "결제 {count}건  결제액 {paid}  환불 {refunded}  합계 {net}"),
+    "kind_payment": ("Payment", "결제"),
+    "kind_refund": ("Refund", "환불"),
+    "kind_void": ("Void", "취소"),
+    "page": ("{page}/{pages}", "{page}/{pages}"),
+    "prev": ("Prev", "이전"),
+    "next": ("Next", "다음"),
+    "more_rows": ("and {n} earlier", "이전 {n}건 더 있음"),
+    "internal_error": ("Terminal error: call for service", "단말기 오류: 점검이 필요합니다"),
+    "demo_keys": ("Demo: F1–F4 riders, F5 blocked card, F6 bad code",
+                  "데모: F1–F4 승객, F5 정지 카드, F6 잘못된 코드"),
+    "till": ("Till", "계산대"),
+}
+
+
+def tr(language: Language, key: str, **fields: object) -> str:
+    """The text for ``key`` in ``language``, with ``fields`` filled in."""
+    en, ko = STRINGS[key]
+    text = ko if language == "ko" else en
+    return text.format(**fields) if fields else text
+
+
+def won(amount: int, language: Language) -> str:
+    """Integer won as people read it: ``1,500원`` / ``1,500 won`` (KRW has no minor unit)."""
+    return f"{amount:,}원" if language == "ko" else f"{amount:,} won"
+
+
+def reason_text(reason: Reason, language: Language) -> str:
+    return reason.message_ko if language == "ko" else reason.message
+
+
+def all_texts(language: Language) -> list[str]:
+    """Every fixed text and every decline reason, for glyph checks (fields left as words)."""
+    sample = {"amount": won(1_234_567, language), "n": 12345, "points": 2900, "place": "85",
+              "seq": 123456, "time": "23:59", "count": 999, "paid": won(99_999_999, language),
+              "refunded": won(9_999_999, language), "net": won(90_000_000, language),
+              "page": 10, "pages": 10}
+    texts = [tr(language, k, **sample) for k in STRINGS]
+    texts += [reason_text(r, language) for r in Reason]
+    return texts
