@@ -1,0 +1,400 @@
+"""The terminal's side of sync: batches up, deny lists and balances down, proofs checked.
+
+:class:`SyncClient` runs in a background thread (or its own process, ``localpay sync``) with
+its own connection to the ledger, so a tap never waits for the network: the only writes it
+makes (``mark_synced``, the deny list, balances) are single short transactions that queue
+behind the terminal's appends on SQLite's lock.
+
+For every batch it verifies the checkpoint signature (c2sp.org/signed-note), the inclusion
+proof of the batch's last entry (RFC 9162 §2.1.3.2; the hash chain makes that entry commit
+to all before it) and the consistency of the new checkpoint with the one it kept (RFC 9162
+§2.1.4.2), and only then marks the entries synced, which is what allows pruning. A central
+log that rewrites its history fails the consistency check and is reported as
+:class:`~localpay.errors.ProofError`. Progress is in the ledger (``synced_upto``) and in a
+small state file beside it, both written after each batch, so a crash or a power cut resumes
+exactly where it stopped: a batch the service already took is answered again, not doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from localpay.errors import (
+    ChainMismatchError,
+    ProofError,
+    SyncAuthError,
+    SyncError,
+    SyncProtocolError,
+    SyncUnavailableError,
+)
+from offline_ledger import Ledger
+from offline_ledger.ledger import Entry
+from sync import merkle
+from sync.checkpoint import Checkpoint, NoteVerifier
+from sync.protocol import (
+    H_NONCE,
+    H_SIGNATURE,
+    H_TERMINAL,
+    H_TIME,
+    BatchReceipt,
+    b64,
+    batch_body,
+    get_int,
+    new_nonce,
+    request_message,
+    response_message,
+    unb64,
+)
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: a random wait up to ``base * 2**attempt``."""
+
+    base: float = 0.5
+    cap: float = 300.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        return self.rng.uniform(0, min(self.cap, self.base * (2 ** min(attempt, 30))))
+
+
+@dataclass
+class SyncSummary:
+    sent: int = 0
+    batches: int = 0
+    duplicates: int = 0
+    synced_upto: int = 0
+    head: int = 0
+    tree_size: int = 0
+    deny_version: int = 0
+    deny_added: int = 0
+    balances: int = 0
+    config_version: int = 0
+    retries: int = 0
+    days_reported: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class SyncClient:
+    """Syncs one terminal's ledger with the central service.
+
+    ``central_key`` is the log's verifier key (``name+id+base64``, see
+    :class:`sync.checkpoint.NoteVerifier`): it signs checkpoints and every answer.
+    """
+
+    def __init__(
+        self,
+        ledger_path: str | Path,
+        terminal_key: Ed25519PrivateKey,
+        central_url: str,
+        central_key: NoteVerifier | str,
+        *,
+        batch_size: int = 500,
+        interval_s: float = 30.0,
+        timeout_s: float = 30.0,
+        max_retries: int = 6,
+        backoff: Backoff | None = None,
+        tz: str = "Asia/Seoul",
+        on_config: Callable[[int, str], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise SyncProtocolError("batch size must be at least 1")
+        self.ledger_path = Path(ledger_path)
+        self.key = terminal_key
+        self.url = central_url.rstrip("/")
+        self.verifier = (central_key if isinstance(central_key, NoteVerifier)
+                         else NoteVerifier.parse(central_key))
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.max_retries = max_retries
+        self.backoff = backoff or Backoff()
+        self.tz = ZoneInfo(tz)
+        self.on_config = on_config
+        self.state_path = self.ledger_path.with_name(self.ledger_path.name + ".sync.json")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: SyncError | None = None
+        self.last_summary: SyncSummary | None = None
+        self.terminal_id = ""
+
+    # -- state kept beside the ledger ---------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            raise SyncProtocolError(f"sync state {self.state_path} unreadable: {err}") from err
+        return data if isinstance(data, dict) else {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_path)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: bytes = b"") -> Any:
+        """One signed request, retried with backoff while the service is unreachable."""
+        attempt = 0
+        while True:
+            try:
+                return self._request_once(method, path, body)
+            except SyncUnavailableError as err:
+                if attempt >= self.max_retries or self._stop.is_set():
+                    raise
+                wait = self.backoff.delay(attempt)
+                attempt += 1
+                if self.last_summary is not None:
+                    self.last_summary.retries += 1
+                log.info("central unreachable (%s); retry %d in %.2f s", err, attempt, wait)
+                self._stop.wait(wait)
+
+    def _request_once(self, method: str, path: str, body: bytes) -> Any:
+        nonce = new_nonce()
+        now = int(time.time() * 1000)
+        sig = self.key.sign(request_message(method, path, now, nonce, body))
+        headers = {H_TERMINAL: self.terminal_id, H_TIME: str(now), H_NONCE: nonce,
+                   H_SIGNATURE: b64(sig), "Content-Type": "application/json"}
+        try:
+            resp = self._http.request(method, path, content=body, headers=headers)
+        except httpx.HTTPError as err:
+            raise SyncUnavailableError(f"{method} {path}: {type(err).__name__}: {err}") from err
+        if resp.status_code in (502, 503, 504) and H_SIGNATURE not in resp.headers:
+            raise SyncUnavailableError(f"{method} {path}: HTTP {resp.status_code}")
+        raw = resp.content
+        try:
+            self.verifier.public_key.verify(
+                unb64(resp.headers.get(H_SIGNATURE, ""), "answer signature"),
+                response_message(nonce, resp.status_code, raw))
+        except (InvalidSignature, SyncProtocolError):
+            raise ProofError(
+                f"{method} {path}: the answer (HTTP {resp.status_code}) is not signed by "
+                f"{self.verifier.name}") from None
+        try:
+            doc = json.loads(raw)
+        except ValueError as err:
+            raise SyncProtocolError(f"{method} {path}: answer is not JSON") from err
+        if resp.status_code == 200:
+            return doc
+        message = str(doc.get("message", "")) if isinstance(doc, dict) else ""
+        seq = doc.get("seq") if isinstance(doc, dict) else None
+        if resp.status_code == 401:
+            raise SyncAuthError(f"central refused: {message}")
+        if resp.status_code == 409:
+            raise ChainMismatchError(f"central refused the batch: {message}",
+                                     seq if isinstance(seq, int) else None)
+        if resp.status_code >= 500:
+            raise SyncUnavailableError(f"central failed: {message}")
+        raise SyncProtocolError(f"central says HTTP {resp.status_code}: {message}")
+
+    # -- one round ----------------------------------------------------------------------------
+
+    def sync_once(self, progress: Progress | None = None) -> SyncSummary:
+        """Send every unsynced entry, then fetch deny list, balances and config."""
+        summary = SyncSummary()
+        self.last_summary = summary
+        ledger = Ledger(self.ledger_path, key=self.key, tail_check=0)
+        try:
+            self.terminal_id = ledger.terminal_id
+            state = self._load_state()
+            self._upload(ledger, state, summary, progress)
+            self._fetch(ledger, state, summary)
+            summary.synced_upto = ledger.synced_upto()
+        finally:
+            ledger.close()
+        self.last_error = None
+        return summary
+
+    def _upload(self, ledger: Ledger, state: dict[str, Any], summary: SyncSummary,
+                progress: Progress | None) -> None:
+        head = ledger.head.seq
+        start = ledger.synced_upto() + 1
+        summary.head = head
+        total = max(head - start + 1, 0)
+        if progress:
+            progress(0, total)
+        days: set[str] = set()
+        while start <= head and not self._stop.is_set():
+            end = min(start + self.batch_size - 1, head)
+            entries = list(ledger.entries(start, end))
+            if not entries or entries[0].seq != start:
+                raise SyncProtocolError(f"ledger has no entry {start} to send")
+            body = batch_body(self.terminal_id, [(e.encoded(), e.signature) for e in entries])
+            receipt = BatchReceipt.from_json(self._request("POST", "/v1/batches", body))
+            note = self._check_receipt(receipt, entries[-1], state)
+            self._save_state(state)
+            ledger.mark_synced(entries[-1].seq, note)
+            summary.sent += receipt.accepted
+            summary.batches += 1
+            summary.duplicates += receipt.accepted == 0
+            days.update(self._day(e.fields.wall_ms) for e in entries)
+            if progress:
+                progress(end - (head - total), total)
+            start = end + 1
+        if days:
+            self._report_totals(ledger, days, summary)
+
+    def _check_receipt(self, receipt: BatchReceipt, last: Entry, state: dict[str, Any]) -> str:
+        if receipt.terminal_id != self.terminal_id or receipt.last_seq != last.seq:
+            raise ProofError(f"receipt is for {receipt.terminal_id} entry {receipt.last_seq}, "
+                             f"not {self.terminal_id} entry {last.seq}")
+        cp = Checkpoint.verify(receipt.checkpoint, self.verifier)
+        merkle.verify_inclusion(merkle.leaf_hash(last.encoded()), receipt.log_index, cp.size,
+                                receipt.proof, cp.root)
+        self.check_consistency(cp, receipt.checkpoint, state)
+        return receipt.checkpoint
+
+    def check_consistency(self, cp: Checkpoint, note: str, state: dict[str, Any]) -> None:
+        """Prove that ``cp`` and the kept checkpoint are views of one append-only log; keep
+        the larger. Raises :class:`ProofError` when the central log rewrote history."""
+        kept_note = state.get("checkpoint")
+        if not kept_note:
+            state["checkpoint"] = note
+            return
+        kept = Checkpoint.verify(kept_note, self.verifier)
+        old, new = (kept, cp) if kept.size <= cp.size else (cp, kept)
+        if old.size != new.size or old.root != new.root:
+            doc = self._request("GET", f"/v1/consistency?from={old.size}&to={new.size}")
+            proof = [unb64(p, "consistency hash") for p in doc.get("proof", [])]
+            try:
+                merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
+            except ProofError as err:
+                raise ProofError(
+                    f"central log is not append-only between sizes {old.size} and "
+                    f"{new.size}: {err}") from err
+        if cp.size > kept.size:
+            state["checkpoint"] = note
+
+    def _day(self, wall_ms: int) -> str:
+        return datetime.fromtimestamp(wall_ms / 1000, self.tz).strftime("%Y-%m-%d")
+
+    def day_totals(self, ledger: Ledger, days: set[str]) -> dict[str, dict[str, list[int]]]:
+        """The terminal's own totals (kind -> [count, amount]) for each of ``days``."""
+        totals: dict[str, dict[str, list[int]]] = defaultdict(dict)
+        for entry in ledger.entries(ledger.first_seq()):
+            day = self._day(entry.fields.wall_ms)
+            if day in days:
+                slot = totals[day].setdefault(entry.kind, [0, 0])
+                slot[0] += 1
+                slot[1] += entry.amount
+        return totals
+
+    def _report_totals(self, ledger: Ledger, days: set[str], summary: SyncSummary) -> None:
+        for day, kinds in sorted(self.day_totals(ledger, days).items()):
+            body = json.dumps({"day": day, "totals": kinds}).encode()
+            self._request("POST", "/v1/totals", body)
+            summary.days_reported.append(day)
+
+    def _fetch(self, ledger: Ledger, state: dict[str, Any], summary: SyncSummary) -> None:
+        since = ledger.deny_version()
+        deny = self._request("GET", f"/v1/deny?since={since}")
+        version = get_int(deny, "version")
+        add, remove = deny.get("add", {}), deny.get("remove", [])
+        if not isinstance(add, dict) or not isinstance(remove, list):
+            raise SyncProtocolError("deny list answer must have 'add' {} and 'remove' []")
+        if version > since:
+            ledger.apply_deny_delta(version, {str(k): str(v) for k, v in add.items()},
+                                    [str(t) for t in remove])
+            summary.deny_added = len(add)
+        summary.deny_version = max(version, since)
+        while True:
+            since_b = int(state.get("balances_version", 0))
+            doc = self._request("GET", f"/v1/balances?since={since_b}")
+            version_b = get_int(doc, "version")
+            balances = doc.get("balances", {})
+            if not isinstance(balances, dict) or version_b <= since_b:
+                break
+            ledger.set_balances({str(k): int(v) for k, v in balances.items()}, version_b)
+            summary.balances += len(balances)
+            state["balances_version"] = version_b
+            self._save_state(state)
+        cfg = self._request("GET", "/v1/config")
+        version_c = get_int(cfg, "version")
+        if version_c > int(state.get("config_version", 0)):
+            if self.on_config is not None:
+                self.on_config(version_c, str(cfg.get("body", "")))
+            state["config_version"] = version_c
+            self._save_state(state)
+        summary.config_version = int(state.get("config_version", 0))
+        if state.get("checkpoint"):
+            summary.tree_size = Checkpoint.verify(state["checkpoint"], self.verifier).size
+
+    # -- background ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Sync every ``interval_s`` in a daemon thread until :meth:`stop`."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="localpay-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+                failures = 0
+                wait = self.interval_s
+            except SyncUnavailableError as err:
+                self.last_error = err
+                wait = self.backoff.delay(failures)
+                failures += 1
+                log.warning("sync failed, again in %.1f s: %s", wait, err)
+            except SyncError as err:
+                # Refusals and bad proofs need a person: keep trying, slowly, and say so.
+                self.last_error = err
+                wait = self.backoff.cap
+                log.error("sync refused: %s: %s", type(err).__name__, err)
+            except Exception as err:  # the thread must outlive any one bad round
+                self.last_error = SyncError(f"{type(err).__name__}: {err}")
+                wait = self.backoff.delay(failures)
+                failures += 1
+                log.exception("sync round failed")
+            self._stop.wait(wait)
+
+    def close(self) -> None:
+        self.stop()
+        self._http.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,243 @@
+"""The sync protocol, shared by the terminal's client and the central service.
+
+HTTP with JSON bodies. Every request from a terminal carries four headers::
+
+    X-LP-Terminal   terminal id
+    X-LP-Time       Unix time in milliseconds
+    X-LP-Nonce      32 hex digits, never reused
+    X-LP-Signature  base64 Ed25519 signature by the terminal key over request_message()
+
+and every answer from the service carries ``X-LP-Signature``: the central key's signature over
+:func:`response_message` (the request's nonce and the SHA-256 of the answer body), so neither a
+deny list nor a balance can be forged on the way down.
+
+Batch upload, ``POST /v1/batches``::
+
+    {"terminal_id": "...", "entries": [{"data": b64(encoding), "sig": b64(signature)}, ...]}
+
+``data`` is the ledger's canonical entry encoding (``LPE1``, see ``offline_ledger.encoding``);
+the central leaf is ``SHA-256(0x00 || data)``. The service decodes it with
+:func:`decode_entry` here, a second reading of the same format kept in step by tests, because
+the service must not import the terminal's ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from localpay.errors import SyncProtocolError
+
+API = "/v1"
+H_TERMINAL = "X-LP-Terminal"
+H_TIME = "X-LP-Time"
+H_NONCE = "X-LP-Nonce"
+H_SIGNATURE = "X-LP-Signature"
+#: requests older or newer than this (ms) are refused as stale
+STALE_MS = 300_000
+MAX_BATCH = 10_000
+ENTRY_MAGIC = b"LPE1"
+KINDS = ("payment", "refund", "void", "tap", "incentive", "deny_update", "config_change",
+         "sync_receipt")
+ZERO_HASH = bytes(32)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise SyncProtocolError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as err:
+        raise SyncProtocolError(f"{what} is not base64: {err}") from err
+
+
+# -- request and answer signing ----------------------------------------------------------------
+
+
+def request_message(method: str, path: str, time_ms: int, nonce: str, body: bytes) -> bytes:
+    """What a terminal signs: method, path with query, time, nonce and the body's SHA-256."""
+    digest = hashlib.sha256(body).hexdigest()
+    return f"LPREQ1\n{method.upper()}\n{path}\n{time_ms}\n{nonce}\n{digest}\n".encode()
+
+
+def response_message(nonce: str, status: int, body: bytes) -> bytes:
+    digest = hashlib.sha256(body).hexdigest()
+    return f"LPRES1\n{nonce}\n{status}\n{digest}\n".encode()
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def check_nonce(nonce: str) -> None:
+    if len(nonce) != 32 or any(c not in "0123456789abcdef" for c in nonce):
+        raise SyncProtocolError("nonce must be 32 lowercase hex digits")
+
+
+# -- entries -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WireEntry:
+    """One ledger entry as the service sees it: the decoded fields plus the raw bytes."""
+
+    seq: int
+    kind: str
+    terminal_id: str
+    card_token: str
+    amount: int
+    ref_seq: int
+    place: str
+    wall_ms: int
+    mono: int
+    detail: str
+    prev_hash: bytes
+    data: bytes
+    signature: bytes
+
+    @property
+    def entry_hash(self) -> bytes:
+        return hashlib.sha256(self.data).digest()
+
+
+_U64 = struct.Struct(">Q")
+_I64 = struct.Struct(">q")
+_U16 = struct.Struct(">H")
+
+
+def decode_entry(data: bytes, signature: bytes) -> WireEntry:
+    """Parse an ``LPE1`` entry encoding; raise :class:`SyncProtocolError` on any defect."""
+    pos = 0
+    n = len(data)
+
+    def take(k: int) -> bytes:
+        nonlocal pos
+        if pos + k > n:
+            raise SyncProtocolError(f"entry encoding truncated at byte {pos}")
+        chunk = data[pos : pos + k]
+        pos += k
+        return chunk
+
+    def string() -> str:
+        (length,) = _U16.unpack(take(2))
+        try:
+            return take(length).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise SyncProtocolError(f"entry encoding has invalid UTF-8: {err}") from err
+
+    if take(4) != ENTRY_MAGIC:
+        raise SyncProtocolError("entry encoding does not start with LPE1")
+    seq = _U64.unpack(take(8))[0]
+    kind = string()
+    terminal_id = string()
+    card_token = string()
+    amount = _I64.unpack(take(8))[0]
+    ref_seq = _U64.unpack(take(8))[0]
+    place = string()
+    wall_ms = _I64.unpack(take(8))[0]
+    mono = _U64.unpack(take(8))[0]
+    detail = string()
+    prev_hash = take(32)
+    if pos != n:
+        raise SyncProtocolError(f"entry {seq}: {n - pos} bytes after the end of its encoding")
+    if kind not in KINDS:
+        raise SyncProtocolError(f"entry {seq}: unknown kind {kind!r}")
+    if len(signature) != 64:
+        raise SyncProtocolError(f"entry {seq}: signature is {len(signature)} bytes, not 64")
+    return WireEntry(seq, kind, terminal_id, card_token, amount, ref_seq, place, wall_ms, mono,
+                     detail, prev_hash, data, signature)
+
+
+def batch_body(terminal_id: str, entries: list[tuple[bytes, bytes]]) -> bytes:
+    """The JSON body of a batch upload from ``(encoding, signature)`` pairs."""
+    return json.dumps(
+        {"terminal_id": terminal_id,
+         "entries": [{"data": b64(d), "sig": b64(s)} for d, s in entries]},
+        separators=(",", ":"),
+    ).encode()
+
+
+def parse_batch(body: bytes) -> tuple[str, list[WireEntry]]:
+    """The terminal id and decoded entries of a batch body."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SyncProtocolError(f"batch is not JSON: {err}") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
+        raise SyncProtocolError("batch must be an object with an 'entries' list")
+    terminal_id = doc.get("terminal_id")
+    if not isinstance(terminal_id, str) or not terminal_id:
+        raise SyncProtocolError("batch needs a terminal_id")
+    items = doc["entries"]
+    if not items:
+        raise SyncProtocolError("batch has no entries")
+    if len(items) > MAX_BATCH:
+        raise SyncProtocolError(f"batch has {len(items)} entries; at most {MAX_BATCH}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise SyncProtocolError(f"batch entry {i} is not an object")
+        out.append(decode_entry(unb64(item.get("data"), f"entry {i} data"),
+                                unb64(item.get("sig"), f"entry {i} sig")))
+    return terminal_id, out
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    """The service's answer to a batch: what it now holds, and the proof of it."""
+
+    terminal_id: str
+    first_seq: int
+    last_seq: int
+    accepted: int
+    log_index: int
+    checkpoint: str
+    proof: list[bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "terminal_id": self.terminal_id,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "accepted": self.accepted,
+            "log_index": self.log_index,
+            "checkpoint": self.checkpoint,
+            "inclusion_proof": [b64(p) for p in self.proof],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> BatchReceipt:
+        try:
+            return cls(
+                terminal_id=str(doc["terminal_id"]),
+                first_seq=_int(doc["first_seq"]),
+                last_seq=_int(doc["last_seq"]),
+                accepted=_int(doc["accepted"]),
+                log_index=_int(doc["log_index"]),
+                checkpoint=str(doc["checkpoint"]),
+                proof=[unb64(p, "proof hash") for p in doc["inclusion_proof"]],
+            )
+        except (KeyError, TypeError) as err:
+            raise SyncProtocolError(f"batch receipt is missing {err}") from err
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:  # bool must not pass for a number
+        raise SyncProtocolError(f"expected an integer, got {value!r}")
+    return value
+
+
+def get_int(doc: Any, key: str) -> int:
+    if not isinstance(doc, dict) or key not in doc:
+        raise SyncProtocolError(f"answer lacks {key!r}")
+    return _int(doc[key])

@@ -1,0 +1,339 @@
+"""Where the central service keeps everything: one interface, SQLite and PostgreSQL behind it.
+
+API servers hold no state of their own; every fact lives in the store, so more servers can
+run over one PostgreSQL. Both backends speak the same SQL (written with ``?`` placeholders,
+turned into ``%s`` for psycopg) and differ only in connecting, schema types, the global
+append lock and bulk loading (``executemany`` for SQLite, ``COPY`` for PostgreSQL).
+
+Tables: ``terminals`` (key, chain head), ``log_state`` (tree size and the frontier: the
+O(log n) right-edge hashes), ``nodes`` (every complete subtree hash, for proofs in O(log n)
+reads), ``entries``, ``batches`` and ``checkpoints`` (so a batch sent again is answered the
+same way), ``nonces``, ``deny_changes``, ``balances``, ``overdrafts``, ``flags``,
+``configs`` and ``terminal_totals``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from localpay.errors import ConfigError, SyncUnavailableError
+
+log = logging.getLogger(__name__)
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS terminals (
+    terminal_id TEXT PRIMARY KEY, public_key {blob} NOT NULL, lat DOUBLE PRECISION,
+    lon DOUBLE PRECISION, last_seq BIGINT NOT NULL DEFAULT 0, last_hash {blob} NOT NULL,
+    added_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, frontier {blob} NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    level SMALLINT NOT NULL, idx BIGINT NOT NULL, hash {blob} NOT NULL,
+    PRIMARY KEY (level, idx));
+CREATE TABLE IF NOT EXISTS entries (
+    log_index BIGINT PRIMARY KEY, terminal_id TEXT NOT NULL, seq BIGINT NOT NULL,
+    kind TEXT NOT NULL, card_token TEXT NOT NULL, amount BIGINT NOT NULL, place TEXT NOT NULL,
+    wall_ms BIGINT NOT NULL, day TEXT NOT NULL, entry_hash {blob} NOT NULL,
+    data {blob} NOT NULL, signature {blob} NOT NULL, UNIQUE (terminal_id, seq));
+CREATE INDEX IF NOT EXISTS entries_card ON entries (card_token, wall_ms);
+CREATE INDEX IF NOT EXISTS entries_place ON entries (place, wall_ms);
+CREATE INDEX IF NOT EXISTS entries_day ON entries (day, terminal_id);
+CREATE TABLE IF NOT EXISTS batches (
+    terminal_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
+    tree_size BIGINT NOT NULL, received_ms BIGINT NOT NULL, PRIMARY KEY (terminal_id, last_seq));
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size BIGINT PRIMARY KEY, root {blob} NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nonces (
+    terminal_id TEXT NOT NULL, nonce TEXT NOT NULL, time_ms BIGINT NOT NULL,
+    PRIMARY KEY (terminal_id, nonce));
+CREATE TABLE IF NOT EXISTS deny_changes (
+    version BIGINT PRIMARY KEY, card_token TEXT NOT NULL, action TEXT NOT NULL,
+    reason TEXT NOT NULL, at_ms BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS deny_card ON deny_changes (card_token, version);
+CREATE TABLE IF NOT EXISTS balances (
+    card_token TEXT PRIMARY KEY, balance BIGINT NOT NULL, version BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS balances_version ON balances (version);
+CREATE TABLE IF NOT EXISTS overdrafts (
+    log_index BIGINT PRIMARY KEY, card_token TEXT NOT NULL, terminal_id TEXT NOT NULL,
+    seq BIGINT NOT NULL, amount BIGINT NOT NULL, balance_after BIGINT NOT NULL,
+    day TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flags (
+    log_index BIGINT NOT NULL, rule TEXT NOT NULL, card_token TEXT NOT NULL,
+    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, day TEXT NOT NULL, detail TEXT NOT NULL,
+    PRIMARY KEY (log_index, rule));
+CREATE TABLE IF NOT EXISTS configs (
+    version BIGINT PRIMARY KEY, body TEXT NOT NULL, at_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS terminal_totals (
+    terminal_id TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, count BIGINT NOT NULL,
+    amount BIGINT NOT NULL, reported_ms BIGINT NOT NULL, PRIMARY KEY (terminal_id, day, kind));
+"""
+
+ENTRY_COLUMNS = ("log_index", "terminal_id", "seq", "kind", "card_token", "amount", "place",
+                 "wall_ms", "day", "entry_hash", "data", "signature")
+NODE_COLUMNS = ("level", "idx", "hash")
+
+
+class Tx:
+    """One open transaction: the few operations the service needs, the same on both stores."""
+
+    def __init__(self, store: Store, conn: Any) -> None:
+        self.store = store
+        self.conn = conn
+
+    def _sql(self, sql: str) -> str:
+        return self.store.translate(sql)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.conn.execute(self._sql(sql), params)
+        return [tuple(r) for r in cur.fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row = self.conn.execute(self._sql(sql), params).fetchone()
+        return tuple(row) if row is not None else None
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self.conn.execute(self._sql(sql), params).rowcount)
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.store.executemany(self.conn, self._sql(sql), rows)
+
+    def bulk(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows fast (COPY on PostgreSQL)."""
+        if rows:
+            self.store.bulk_insert(self.conn, table, columns, rows)
+
+    def lock_log(self) -> None:
+        """Take the one lock that orders every append to the central chain."""
+        self.store.lock_log(self.conn)
+
+    def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``(?, ?, ...)`` for ``IN`` and its parameters."""
+        return "(" + ",".join("?" * len(values)) + ")", list(values)
+
+
+class Store:
+    """Base of both stores: a small connection pool and transactions."""
+
+    url: str
+    kind: str
+    blob = "BLOB"
+
+    def __init__(self, pool_size: int = 8) -> None:
+        self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+        self._pool_size = pool_size
+        self._sql_cache: dict[str, str] = {}
+
+    # -- backend hooks -----------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        raise NotImplementedError
+
+    def begin(self, conn: Any, write: bool) -> None:
+        raise NotImplementedError
+
+    def lock_log(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def bulk_insert(self, conn: Any, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        placeholders = ",".join("?" * len(columns))
+        self.executemany(conn, self.translate(
+            f"INSERT INTO {table} ({','.join(columns)}) VALUES ({placeholders})"), rows)
+
+    def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        conn.executemany(sql, rows)
+
+    def translate(self, sql: str) -> str:
+        return sql
+
+    def is_disconnect(self, err: BaseException) -> bool:
+        return False
+
+    def db_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
+
+    # -- pool and transactions ---------------------------------------------------------------
+
+    def _get(self) -> Any:
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._made < self._pool_size:
+                self._made += 1
+                try:
+                    return self.connect()
+                except BaseException:
+                    self._made -= 1
+                    raise
+        return self._pool.get(timeout=60)
+
+    def _put(self, conn: Any, broken: bool) -> None:
+        if broken:
+            try:
+                conn.close()
+            except Exception:  # a broken connection may fail to close too
+                pass
+            with self._lock:
+                self._made -= 1
+            return
+        self._pool.put(conn)
+
+    @contextmanager
+    def tx(self, write: bool = True) -> Iterator[Tx]:
+        """A transaction: committed when the block ends, rolled back on any exception."""
+        errors = self.db_errors()
+        try:
+            conn = self._get()
+        except errors as err:
+            raise SyncUnavailableError(f"central store {self.kind} unreachable: {err}") from err
+        broken = False
+        try:
+            self.begin(conn, write)
+            yield Tx(self, conn)
+            conn.commit()
+        except errors as err:
+            broken = True
+            self._rollback(conn)
+            raise SyncUnavailableError(f"central store {self.kind} failed: {err}") from err
+        except BaseException:
+            self._rollback(conn)
+            raise
+        finally:
+            self._put(conn, broken)
+
+    @staticmethod
+    def _rollback(conn: Any) -> None:
+        try:
+            conn.rollback()
+        except Exception:  # the original error matters more
+            pass
+
+    def init_schema(self) -> None:
+        with self.tx() as tx:
+            for statement in _TABLES.format(blob=self.blob).split(";"):
+                if statement.strip():
+                    tx.run(statement)
+            if tx.one("SELECT size FROM log_state WHERE id = 1") is None:
+                tx.run("INSERT INTO log_state VALUES (1, 0, ?)", (b"",))
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                conn.close()
+            except Exception:
+                pass
+        with self._lock:
+            self._made = 0
+
+
+class SQLiteStore(Store):
+    """The default store: one SQLite file in WAL mode; nothing to install."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path, pool_size: int = 8) -> None:
+        super().__init__(pool_size)
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create the folder of {self.path}: {err}") from err
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                               timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def begin(self, conn: Any, write: bool) -> None:
+        # IMMEDIATE takes the write lock up front, so two appends never interleave.
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def lock_log(self, conn: Any) -> None:
+        """BEGIN IMMEDIATE already holds the database's one write lock."""
+
+    def db_errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.Error,)
+
+
+class PostgresStore(Store):
+    """PostgreSQL through psycopg 3; appends ordered by a row lock on ``log_state``."""
+
+    kind = "postgresql"
+    blob = "BYTEA"
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        super().__init__(pool_size)
+        self.url = url
+        try:
+            import psycopg
+        except ImportError as err:
+            raise ConfigError(
+                "PostgreSQL needs psycopg: pip install 'localpay[central]'"
+            ) from err
+        self._psycopg = psycopg
+
+    def connect(self) -> Any:
+        return self._psycopg.connect(self.url, connect_timeout=10)
+
+    def begin(self, conn: Any, write: bool) -> None:
+        """psycopg opens the transaction on the first statement."""
+
+    def lock_log(self, conn: Any) -> None:
+        conn.execute("SELECT size FROM log_state WHERE id = 1 FOR UPDATE")
+
+    def translate(self, sql: str) -> str:
+        out = self._sql_cache.get(sql)
+        if out is None:
+            out = sql.replace("?", "%s")
+            self._sql_cache[sql] = out
+        return out
+
+    def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(sql, rows)
+
+    def bulk_insert(self, conn: Any, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        with conn.cursor() as cur, cur.copy(
+            f"COPY {table} ({','.join(columns)}) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def db_errors(self) -> tuple[type[BaseException], ...]:
+        return (self._psycopg.Error,)
+
+
+def open_store(url: str, pool_size: int = 8) -> Store:
+    """``sqlite:///path`` (or a plain path) or ``postgresql://...``; schema made if missing."""
+    store: Store
+    if url.startswith(("postgresql://", "postgres://")):
+        store = PostgresStore(url, pool_size)
+    elif url.startswith("sqlite:///"):
+        store = SQLiteStore(url[len("sqlite:///"):], pool_size)
+    elif "://" in url:
+        raise ConfigError(f"unknown store URL {url!r}: use sqlite:///PATH or postgresql://...")
+    else:
+        store = SQLiteStore(url, pool_size)
+    store.init_schema()
+    return store
