@@ -359,6 +359,10 @@ class SyncClient:
         self._thread = threading.Thread(target=self._run, name="localpay-sync", daemon=True)
         self._thread.start()
 
+    def wait(self, timeout: float) -> bool:
+        """Wait until stopped or ``timeout`` s; True once stopped."""
+        return self._stop.wait(timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
