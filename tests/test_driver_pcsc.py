@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -192,7 +193,7 @@ def test_exclusive_access_while_a_card_is_in_use(pcsc: PcscStack,  # noqa: F811
     card = pcsc.card(handler=echo)
     pcsc.insert(card)
     assert reader.poll(10.0) is not None
-    with PcscReader(pcsc.readers[0][0]) as other:
+    with closing(PcscReader(pcsc.readers[0][0])) as other:
         assert other.poll(1.0) is None  # the card is ours until we let it go
         reader.close()
         p = other.poll(10.0)
@@ -203,7 +204,7 @@ def test_exclusive_access_while_a_card_is_in_use(pcsc: PcscStack,  # noqa: F811
 def test_shared_mode_holds_a_transaction(pcsc: PcscStack) -> None:  # noqa: F811
     card = pcsc.card(handler=echo)
     pcsc.insert(card)
-    with PcscReader(pcsc.readers[0][0], share="shared") as r:
+    with closing(PcscReader(pcsc.readers[0][0], share="shared")) as r:
         p = r.poll(10.0)
         assert p is not None
         assert r.transmit(bytes.fromhex("00b2010c00")) == bytes.fromhex("b2019000")
@@ -213,7 +214,7 @@ def test_two_readers_by_pattern(pcsc: PcscStack) -> None:  # noqa: F811
     second_name = pcsc.readers[1][0]
     card = pcsc.card(1, handler=echo, uid=bytes.fromhex("08222222"))
     pcsc.insert(card, 1)
-    with PcscReader(second_name) as r:
+    with closing(PcscReader(second_name)) as r:
         p = r.poll(10.0)
         assert p is not None and p.reader == second_name and p.uid == card.uid
 
@@ -225,7 +226,7 @@ def test_open_reader_by_registry_name(pcsc: PcscStack) -> None:  # noqa: F811
 
 
 def test_no_matching_reader_is_described(pcsc: PcscStack) -> None:  # noqa: F811
-    with PcscReader("no such reader anywhere") as r:
+    with closing(PcscReader("no such reader anywhere")) as r:
         assert r.poll(0.6) is None
         assert "no reader matching 'no such reader anywhere'" in r.describe()
         assert pcsc.readers[0][0] in r.describe()
@@ -248,7 +249,7 @@ def test_stop_wakes_a_blocked_poll(pcsc: PcscStack, reader: PcscReader) -> None:
 def test_acr122u_led_and_buzzer_pseudo_apdus(pcsc: PcscStack) -> None:  # noqa: F811
     card = pcsc.card(handler=echo, reader_apdus=True)
     pcsc.insert(card)
-    with PcscReader(pcsc.readers[0][0], feedback=True) as r:
+    with closing(PcscReader(pcsc.readers[0][0], feedback=True)) as r:
         assert r.poll(10.0) is not None
         assert r.signal(True) is True
         assert r.signal(False) is True
