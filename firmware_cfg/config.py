@@ -8,6 +8,7 @@ error names the field, what was expected and what was found.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -62,6 +63,26 @@ class RiskSection:
 
 
 @dataclass(frozen=True)
+class ReadersSection:
+    """Which readers the terminal opens, in the syntax of ``localpay read --reader``."""
+
+    #: card reader: "virtual", "pcsc[:NAME-PATTERN]", "nfc:usb:072f:2200",
+    #: "nfc:tty:AMA0:pn532", "nfc:tty:S0:pn532"
+    card: str = "virtual"
+    #: code scanner: "" (none), "serial:/dev/ttyACM0[:BAUD]", "camera[:INDEX]"
+    scanner: str = ""
+    #: what ends one code on a serial scanner line: "cr", "lf" or "crlf"
+    serial_terminator: Literal["cr", "lf", "crlf"] = "crlf"
+    #: ACR122U-style readers: beep and blink on a decision
+    buzzer: bool = True
+    led: bool = True
+
+
+_READER_KINDS = ("virtual", "pcsc", "nfc")
+_SCANNER_KINDS = ("serial", "camera", "virtual")
+
+
+@dataclass(frozen=True)
 class CentralSection:
     url: str = ""
     sync_interval_s: int = 30
@@ -73,8 +94,11 @@ class KeysSection:
     #: paths relative to the home folder; the files hold the secrets, never this TOML
     terminal_key: str = "keys/terminal.key"
     token_key: str = "keys/token.key"
+    #: hex Ed25519 public keys: wallet-QR issuer, central log (checkpoints), operator
+    #: (signed config bundles)
     issuer_public_key: str = ""
     central_public_key: str = ""
+    operator_public_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +106,7 @@ class Config:
     terminal: TerminalSection = field(default_factory=TerminalSection)
     fares: FaresSection = field(default_factory=FaresSection)
     risk: RiskSection = field(default_factory=RiskSection)
+    readers: ReadersSection = field(default_factory=ReadersSection)
     central: CentralSection = field(default_factory=CentralSection)
     keys: KeysSection = field(default_factory=KeysSection)
 
@@ -164,6 +189,54 @@ def validate(config: Config) -> None:
         )
     if t.role == "validator" and config.fares.adult <= 0:
         raise ConfigError("fares.adult: a validator needs a fare above 0")
+    card_kind = config.readers.card.split(":", 1)[0]
+    if card_kind not in _READER_KINDS:
+        raise ConfigError(
+            f"readers.card: expected a reader such as 'pcsc', 'nfc:usb:072f:2200' or "
+            f"'virtual', found {config.readers.card!r}"
+        )
+    scanner = config.readers.scanner
+    if scanner and scanner.split(":", 1)[0] not in _SCANNER_KINDS:
+        raise ConfigError(
+            f"readers.scanner: expected '', 'serial:/dev/ttyACM0[:BAUD]' or 'camera[:INDEX]', "
+            f"found {scanner!r}"
+        )
+    for name in ("issuer_public_key", "central_public_key", "operator_public_key"):
+        value = getattr(config.keys, name)
+        if value and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
+            raise ConfigError(f"keys.{name}: expected 64 hex digits, found {value!r}")
+    if config.central.url and not config.central.url.startswith(("http://", "https://")):
+        raise ConfigError(f"central.url: expected http:// or https://, found "
+                          f"{config.central.url!r}")
+
+
+def loads(text: str) -> Config:
+    """Validate a config given as TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}") from err
+    return from_dict(data)
+
+
+def dumps(config: Config) -> str:
+    """The config as TOML text that :func:`loads` reads back to the same config."""
+    lines: list[str] = []
+    for section in dataclasses.fields(config):
+        lines.append(f"[{section.name}]")
+        for name, value in dataclasses.asdict(getattr(config, section.name)).items():
+            lines.append(f"{name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    # JSON string escapes are a subset of TOML basic-string escapes
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 def load(path: str | Path) -> Config:
@@ -176,11 +249,7 @@ def load(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} cannot be read: {err}") from err
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
-    try:
-        return from_dict(data)
+        return loads(text)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
 
