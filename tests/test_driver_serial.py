@@ -10,6 +10,7 @@ import threading
 import time
 import tty
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def send(fd: int, data: bytes) -> None:
 
 def test_one_code_per_line(pty_pair: tuple[int, str]) -> None:
     fd, path = pty_pair
-    with SerialScanner(path, baudrate=115200) as s:
+    with closing(SerialScanner(path, baudrate=115200)) as s:
         send(fd, f"{WALLET}\r".encode())
         p = s.poll(10.0)
         assert p is not None and p.kind == "qr" and p.payload == WALLET
@@ -46,7 +47,7 @@ def test_one_code_per_line(pty_pair: tuple[int, str]) -> None:
 
 def test_code_split_across_reads_and_two_in_one_read(pty_pair: tuple[int, str]) -> None:
     fd, path = pty_pair
-    with SerialScanner(path, terminator="LF", debounce_s=0.0) as s:
+    with closing(SerialScanner(path, terminator="LF", debounce_s=0.0)) as s:
         send(fd, b"0001234")
         assert s.poll(0.3) is None  # no terminator yet
         send(fd, b"5678\nSECOND\n")
@@ -57,7 +58,7 @@ def test_code_split_across_reads_and_two_in_one_read(pty_pair: tuple[int, str]) 
 
 def test_crlf_from_a_scanner_set_to_cr(pty_pair: tuple[int, str]) -> None:
     fd, path = pty_pair
-    with SerialScanner(path, terminator="CR", debounce_s=0.0) as s:
+    with closing(SerialScanner(path, terminator="CR", debounce_s=0.0)) as s:
         send(fd, b"AAA\r\nBBB\r\n")
         a, b = s.poll(10.0), s.poll(10.0)
         assert a is not None and b is not None
@@ -66,7 +67,7 @@ def test_crlf_from_a_scanner_set_to_cr(pty_pair: tuple[int, str]) -> None:
 
 def test_same_code_twice_within_debounce_is_one_scan(pty_pair: tuple[int, str]) -> None:
     fd, path = pty_pair
-    with SerialScanner(path, debounce_s=30.0) as s:
+    with closing(SerialScanner(path, debounce_s=30.0)) as s:
         send(fd, b"SAME\rSAME\rOTHER\r")
         a = s.poll(10.0)
         b = s.poll(10.0)
@@ -76,7 +77,7 @@ def test_same_code_twice_within_debounce_is_one_scan(pty_pair: tuple[int, str]) 
 
 def test_garbage_lines_are_dropped_and_counted(pty_pair: tuple[int, str]) -> None:
     fd, path = pty_pair
-    with SerialScanner(path, debounce_s=0.0) as s:
+    with closing(SerialScanner(path, debounce_s=0.0)) as s:
         send(fd, b"\xff\xfe\xfd\rBAD\x07BELL\rGOOD\r")
         p = s.poll(10.0)
         assert p is not None and p.payload == "GOOD"
@@ -85,7 +86,7 @@ def test_garbage_lines_are_dropped_and_counted(pty_pair: tuple[int, str]) -> Non
 
 def test_stop_ends_a_blocked_poll(pty_pair: tuple[int, str]) -> None:
     _, path = pty_pair
-    with SerialScanner(path) as s:
+    with closing(SerialScanner(path)) as s:
         out: list[object] = []
         t = threading.Thread(target=lambda: out.append(s.poll(120.0)))
         t.start()
@@ -146,7 +147,7 @@ def test_scanner_unplugged_and_plugged_back(tmp_path: Path) -> None:
     assert shutil.which("socat"), "socat is needed (apt install socat)"
     proc = _socat(tmp_path)
     try:
-        with SerialScanner(str(tmp_path / "ttyAPP"), debounce_s=0.0, reconnect_s=0.1) as s:
+        with closing(SerialScanner(str(tmp_path / "ttyAPP"), debounce_s=0.0, reconnect_s=0.1)) as s:
             with open(tmp_path / "ttySCANNER", "wb", buffering=0) as scanner:
                 scanner.write(b"BEFORE\r")
             p = s.poll(10.0)
