@@ -65,7 +65,7 @@ class NoteVerifier:
 
     @classmethod
     def parse(cls, text: str) -> NoteVerifier:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise SyncProtocolError("a verifier key is name+keyid+base64key")
         name, hexid, b64 = parts

@@ -234,3 +234,23 @@ def fill_ledger(path: Path, key: Ed25519PrivateKey, terminal_id: str, n: int, *,
     conn.execute("COMMIT")
     conn.close()
     return Ledger(path, key=key, terminal_id=terminal_id)
+
+
+def signed_entries(key: Ed25519PrivateKey, terminal_id: str, n: int, *, seq0: int = 1,
+                   prev: bytes = bytes(32), wall0: int = 1_790_000_000_000,
+                   step_ms: int = 1000, cards: list[str] | None = None, amount: int = 1500,
+                   kind: str = "tap", place: str = "85") -> list[Any]:
+    """``n`` chained, signed entries as the service receives them (``WireEntry``)."""
+    from sync.protocol import decode_entry
+
+    out = []
+    wall = wall0
+    for i in range(n):
+        token = cards[i % len(cards)] if cards else f"{i % 7:064x}"
+        f = EntryFields(seq0 + i, kind, terminal_id, token, amount, 0, place, wall, wall, "{}",
+                        prev)
+        data = encode(f)
+        out.append(decode_entry(data, key.sign(data)))
+        prev = entry_hash(data)
+        wall += step_ms
+    return out
