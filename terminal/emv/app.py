@@ -62,9 +62,10 @@ def trm_params(options: dict[str, Any]) -> TrmParams:
     if isinstance(given, TrmParams):
         return given
     base = TrmParams()
+    floor = int(options.get("emv_floor_limit", base.floor_limit))
     return TrmParams(
-        floor_limit=int(options.get("emv_floor_limit", base.floor_limit)),
-        threshold=int(options.get("emv_threshold", base.threshold)),
+        floor_limit=floor,
+        threshold=int(options.get("emv_threshold", min(base.threshold, floor))),
         target_percent=int(options.get("emv_target_percent", base.target_percent)),
         max_target_percent=int(options.get("emv_max_target_percent",
                                            base.max_target_percent)),
