@@ -209,7 +209,7 @@ class CentralLog:
             if first <= last_seq:
                 self._check_overlap(tx, terminal_id, entries[: last_seq - first + 1])
                 if last <= last_seq:
-                    result = self._answer_duplicate(tx, terminal_id, entries[-1])
+                    result = self._answer_duplicate(tx, terminal_id, first, entries[-1])
                     log.info("batch %s %d..%d already held", terminal_id, first, last)
                     return result
                 entries = entries[last_seq - first + 1 :]
@@ -248,7 +248,8 @@ class CentralLog:
                 raise ChainMismatchError(
                     f"fork: entry {e.seq} differs from the one accepted before", e.seq)
 
-    def _answer_duplicate(self, tx: Tx, terminal_id: str, last: WireEntry) -> BatchReceipt:
+    def _answer_duplicate(self, tx: Tx, terminal_id: str, first: int,
+                          last: WireEntry) -> BatchReceipt:
         row = tx.one(
             "SELECT b.first_seq, b.tree_size, c.note, e.log_index FROM batches b "
             "JOIN checkpoints c ON c.size = b.tree_size JOIN entries e "
@@ -259,7 +260,7 @@ class CentralLog:
             raise ChainMismatchError(f"entry {last.seq} is held but its batch is not", last.seq)
         size, note, index = int(row[1]), str(row[2]), int(row[3])
         proof = merkle.inclusion_proof(index, size, self._source(tx))
-        return BatchReceipt(terminal_id, last.seq, last.seq, 0, index, note, proof)
+        return BatchReceipt(terminal_id, first, last.seq, 0, index, note, proof)
 
     def _append(self, tx: Tx, terminal_id: str,
                 entries: Sequence[WireEntry]) -> tuple[int, str, list[Ingested]]:
