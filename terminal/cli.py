@@ -258,6 +258,7 @@ def bench(taps: int, sizes: str, folder: Path | None) -> None:
 #: Modules that add commands: each defines ``COMMANDS``, a list of click commands or groups.
 _EXTENSIONS: tuple[str, ...] = (
     "terminal.cli_qr",
+    "terminal.cli_readers",
     "terminal.cli_sync",
 )
 
