@@ -69,7 +69,7 @@ def assert_exactly_once(tmp: Path, db: str, ledger_path: Path, key: Ed25519Priva
     try:
         with Ledger(ledger_path, key=key) as led:
             head, synced = led.head.seq, led.synced_upto()
-            days = {SyncClient._day(_TZ, e.fields.wall_ms) for e in led.entries()}
+            days = {_day(e.fields.wall_ms) for e in led.entries()}
         assert synced == head
         with svc.store.tx(write=False) as tx:
             n, distinct, top = tx.one("SELECT COUNT(*), COUNT(DISTINCT seq), MAX(seq) FROM "
@@ -90,13 +90,11 @@ def assert_exactly_once(tmp: Path, db: str, ledger_path: Path, key: Ed25519Priva
         svc.store.close()
 
 
-class _Tz:
+def _day(wall_ms: int) -> str:
+    from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    tz = ZoneInfo("Asia/Seoul")
-
-
-_TZ: Any = _Tz()
+    return datetime.fromtimestamp(wall_ms / 1000, ZoneInfo("Asia/Seoul")).strftime("%Y-%m-%d")
 
 
 def _client(path: Path, key: Ed25519PrivateKey, url: str, verifier: str, **kw: Any) -> SyncClient:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from localpay.errors import ConfigError, SyncUnavailableError
+from localpay.errors import ConfigError, SyncError, SyncUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,10 @@ class Store:
     def db_errors(self) -> tuple[type[BaseException], ...]:
         raise NotImplementedError
 
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        """Errors that a later try may not meet: lost connection, server restart, lock."""
+        raise NotImplementedError
+
     # -- pool and transactions ---------------------------------------------------------------
 
     def _get(self) -> Any:
@@ -204,9 +208,11 @@ class Store:
             yield Tx(self, conn)
             conn.commit()
         except errors as err:
-            broken = True
             self._rollback(conn)
-            raise SyncUnavailableError(f"central store {self.kind} failed: {err}") from err
+            if isinstance(err, self.transient_errors()):
+                broken = True
+                raise SyncUnavailableError(f"central store {self.kind} failed: {err}") from err
+            raise SyncError(f"central store {self.kind}: {type(err).__name__}: {err}") from err
         except BaseException:
             self._rollback(conn)
             raise
@@ -274,6 +280,9 @@ class SQLiteStore(Store):
     def db_errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error,)
 
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.OperationalError,)
+
 
 class PostgresStore(Store):
     """PostgreSQL through psycopg 3; appends ordered by a row lock on ``log_state``."""
@@ -304,7 +313,7 @@ class PostgresStore(Store):
     def translate(self, sql: str) -> str:
         out = self._sql_cache.get(sql)
         if out is None:
-            out = sql.replace("?", "%s")
+            out = sql.replace("%", "%%").replace("?", "%s")
             self._sql_cache[sql] = out
         return out
 
@@ -322,6 +331,9 @@ class PostgresStore(Store):
 
     def db_errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
+
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        return (self._psycopg.OperationalError, self._psycopg.InterfaceError)
 
 
 def open_store(url: str, pool_size: int = 8) -> Store:
