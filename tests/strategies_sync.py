@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from offline_ledger.encoding import KINDS, EntryFields
 
-_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 _u64 = st.integers(0, 2**64 - 1)
 _i64 = st.integers(-(2**63), 2**63 - 1)
 

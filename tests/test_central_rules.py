@@ -4,6 +4,7 @@ stores."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ WALL0 = 1_790_000_000_000  # 2026-09-21 in Seoul
 
 
 @pytest.fixture
-def svc(store_url: str, tmp_path: Path) -> CentralLog:  # noqa: F811
+def svc(store_url: str, tmp_path: Path) -> Iterator[CentralLog]:  # noqa: F811
     service = open_service(store_url, tmp_path / "data")
     yield service
     service.store.close()

@@ -3,6 +3,7 @@ idempotence, gaps, forks, tampering, deny list, balances and request authenticat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from tests.pg_fixtures import pg_cluster, signed_entries, store_url  # noqa: F40
 
 
 @pytest.fixture
-def log(store_url: str) -> CentralLog:  # noqa: F811
+def log(store_url: str) -> Iterator[CentralLog]:  # noqa: F811
     svc = CentralLog(open_store(store_url), NoteSigner("test.example/log",
                                                        Ed25519PrivateKey.generate()),
                      hooks=default_hooks())
