@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pygame
@@ -52,7 +52,7 @@ class KioskApp:
     def __init__(
         self,
         terminal: Terminal,
-        source: PresentationSource | None,
+        source: PresentationSource | Sequence[PresentationSource] | None,
         *,
         size: tuple[int, int] = (800, 480),
         fullscreen: bool = False,
@@ -86,7 +86,8 @@ class KioskApp:
         )
         self.statics = Statics(
             qr_payload=(lambda amount, ref: merchant_payload(config, amount, ref))
-            if terminal.role == "till" else None
+            if terminal.role == "till" else None,
+            background=True,
         )
         self.painter = Painter(self.screen, self.fonts)
         self.engine = Engine(terminal, source, link=link)
@@ -109,6 +110,7 @@ class KioskApp:
         if self._started:
             self.engine.stop()
             self._started = False
+        self.statics.close()
         pygame.display.quit()
 
     def __enter__(self) -> KioskApp:
@@ -143,7 +145,8 @@ class KioskApp:
                 shown.append(item.at)
                 self.tones.play(item.view.outcome)
         self._send(self.model.tick())
-        drawn = force or self.model.version != self._drawn_version
+        drawn = (force or self.model.version != self._drawn_version
+                 or self.statics.take_ready())
         latencies: tuple[float, ...] = ()
         if drawn:
             self._drawn_version = self.model.version

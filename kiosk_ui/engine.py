@@ -16,7 +16,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kiosk_ui.model import (
@@ -60,21 +61,37 @@ class _Stop:
     pass
 
 
+class _Polled:
+    """A presentation from the poller, which waits for ``done`` before polling again: the
+    worker may still be talking to the card through the same reader."""
+
+    def __init__(self, presentation: Presentation) -> None:
+        self.presentation = presentation
+        self.done = threading.Event()
+
+
 class Engine:
     """Runs ``terminal`` for the screens. Call :meth:`start`, drain :meth:`events`, :meth:`stop`."""
 
-    def __init__(self, terminal: Terminal, source: PresentationSource | None, *,
+    def __init__(self, terminal: Terminal,
+                 source: PresentationSource | Sequence[PresentationSource] | None, *,
                  link: LinkState | None = None) -> None:
         self.terminal = terminal
-        self.source = source
+        if source is None:
+            self.sources: list[PresentationSource] = []
+        elif callable(source):
+            self.sources = [source]
+        else:
+            self.sources = list(source)
         self.link = link
-        self.inbox: queue.Queue[Presentation | Command | _Stop] = queue.Queue()
+        self.inbox: queue.Queue[Presentation | _Polled | Command | _Stop] = queue.Queue()
         self.outbox: queue.Queue[Event] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pending: int | None = None
         self._reader_ok = True
         self._day_key: tuple[int, str] | None = None
+        self._day_cache: tuple[str, int, list[_Row]] | None = None
         terminal.listeners.append(self._on_state)
 
     # -- life cycle ------------------------------------------------------------------------
@@ -82,8 +99,9 @@ class Engine:
     def start(self) -> None:
         worker = threading.Thread(target=self._work, name="kiosk-terminal", daemon=True)
         self._threads.append(worker)
-        if self.source is not None:
-            poller = threading.Thread(target=self._poll, name="kiosk-reader", daemon=True)
+        for n, source in enumerate(self.sources):
+            poller = threading.Thread(target=self._poll, args=(source,),
+                                      name=f"kiosk-reader-{n}", daemon=True)
             self._threads.append(poller)
         for t in self._threads:
             t.start()
@@ -115,11 +133,10 @@ class Engine:
 
     # -- threads ---------------------------------------------------------------------------
 
-    def _poll(self) -> None:
-        assert self.source is not None
+    def _poll(self, source: PresentationSource) -> None:
         while not self._stop.is_set():
             try:
-                found = self.source(POLL_TIMEOUT_S)
+                found = source(POLL_TIMEOUT_S)
             except ReaderError as err:
                 log.error("reader failed: %s", err)
                 self._reader_ok = False
@@ -127,7 +144,10 @@ class Engine:
                 continue
             self._reader_ok = True
             if found is not None:
-                self.inbox.put(found)
+                polled = _Polled(found)
+                self.inbox.put(polled)
+                while not polled.done.wait(0.2) and not self._stop.is_set():
+                    pass
 
     def _work(self) -> None:
         self._status(force_day=True)
@@ -141,13 +161,16 @@ class Engine:
                 return
             if item is not None:
                 try:
-                    self._handle(item)
+                    self._handle(item.presentation if isinstance(item, _Polled) else item)
                 except LocalpayError as err:
                     log.error("kiosk command failed: %s", err)
                     self.outbox.put(Fault(str(err)))
                 except Exception as err:  # the screen must say so rather than freeze
                     log.exception("kiosk worker error")
                     self.outbox.put(Fault(f"{type(err).__name__}: {err}"))
+                finally:
+                    if isinstance(item, _Polled):
+                        item.done.set()
             if item is None or time.monotonic() >= next_status:
                 self._status()
                 next_status = time.monotonic() + STATUS_EVERY_S
@@ -203,41 +226,72 @@ class Engine:
                 self.outbox.put(self._today(today))
 
     def _today(self, today: str) -> DayView:
-        """Today's payments, refunds and voids, newest first, with totals (local time)."""
+        """Today's payments, refunds and voids, newest first, with totals (local time).
+
+        Read once by walking back from the head, then only the entries appended since.
+        """
         ledger = self.terminal.ledger
         assert ledger is not None
-        day_start = dt.datetime.fromisoformat(today).astimezone()
-        start_ms = int(day_start.timestamp() * 1000)
         head = ledger.head.seq
-        first = max(ledger.first_seq(), head - DAY_SCAN_LIMIT + 1)
-        found: list[Entry] = []
-        chunk_end = head
-        # Walk back from the head in chunks until an entry from before today shows up.
-        while chunk_end >= first:
-            chunk_start = max(first, chunk_end - 199)
-            entries = list(ledger.entries(chunk_start, chunk_end))
-            found.extend(e for e in entries if e.fields.wall_ms >= start_ms)
-            if entries and entries[0].fields.wall_ms < start_ms:
-                break
-            chunk_end = chunk_start - 1
-        found.sort(key=lambda e: e.seq, reverse=True)
+        start_ms = int(dt.datetime.fromisoformat(today).astimezone().timestamp() * 1000)
+        cached = self._day_cache
+        if cached is not None and cached[0] == today and cached[1] <= head:
+            entries = [e for e in ledger.entries(cached[1] + 1, head)
+                       if e.fields.wall_ms >= start_ms]
+            found = cached[2] + [_Row.of(e) for e in entries if e.kind in _DAY_KINDS]
+        else:
+            found = self._walk_back(start_ms, head)
+        self._day_cache = (today, head, found)
         given_back: dict[int, int] = {}
-        for e in found:
-            if e.kind in ("refund", "void") and e.fields.ref_seq:
-                given_back[e.fields.ref_seq] = given_back.get(e.fields.ref_seq, 0) + e.amount
-        rows = []
-        for e in found:
-            if e.kind not in ("payment", "refund", "void"):
-                continue
-            f = e.fields
-            when = dt.datetime.fromtimestamp(f.wall_ms / 1000).astimezone().strftime("%H:%M")
-            refunded = given_back.get(e.seq, 0) if e.kind == "payment" else 0
-            rows.append(PaymentRow(e.seq, e.kind, e.amount, f.wall_ms, when, _card_of(f.detail),
-                                   f.ref_seq or None, refunded))
+        for r in found:
+            if r.kind != "payment" and r.ref_seq:
+                given_back[r.ref_seq] = given_back.get(r.ref_seq, 0) + r.amount
+        rows = [
+            PaymentRow(r.seq, r.kind, r.amount, r.wall_ms,
+                       dt.datetime.fromtimestamp(r.wall_ms / 1000).astimezone().strftime("%H:%M"),
+                       r.card, r.ref_seq or None,
+                       given_back.get(r.seq, 0) if r.kind == "payment" else 0)
+            for r in sorted(found, key=lambda r: r.seq, reverse=True)
+        ]
         paid = sum(r.amount for r in rows if r.kind == "payment")
         back = sum(r.amount for r in rows if r.kind != "payment")
         count = sum(1 for r in rows if r.kind == "payment")
         return DayView(tuple(rows), count, paid, back)
+
+    def _walk_back(self, start_ms: int, head: int) -> list[_Row]:
+        """Entries from ``start_ms`` on, reading back from the head in chunks."""
+        ledger = self.terminal.ledger
+        assert ledger is not None
+        first = max(ledger.first_seq(), head - DAY_SCAN_LIMIT + 1)
+        found: list[_Row] = []
+        chunk_end = head
+        while chunk_end >= first:
+            chunk_start = max(first, chunk_end - 199)
+            entries = list(ledger.entries(chunk_start, chunk_end))
+            found.extend(_Row.of(e) for e in entries
+                         if e.fields.wall_ms >= start_ms and e.kind in _DAY_KINDS)
+            if entries and entries[0].fields.wall_ms < start_ms:
+                break
+            chunk_end = chunk_start - 1
+        return found
+
+
+_DAY_KINDS = frozenset({"payment", "refund", "void"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    seq: int
+    kind: str
+    amount: int
+    wall_ms: int
+    ref_seq: int
+    card: str
+
+    @classmethod
+    def of(cls, e: Entry) -> _Row:
+        f = e.fields
+        return cls(f.seq, f.kind, f.amount, f.wall_ms, f.ref_seq, _card_of(f.detail))
 
 
 def _card_of(detail: str) -> str:

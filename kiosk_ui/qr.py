@@ -99,27 +99,31 @@ def check_config(config: Config) -> None:
                           f"(terminal.merchant_name, city, place, id): {err}") from err
 
 
-def qr_matrix(payload: str) -> Sequence[Sequence[int]]:
+Matrix = Sequence[Sequence[int]]
+
+
+def qr_matrix(payload: str) -> Matrix:
     """The modules of a full QR code (never Micro QR: phone apps and zbar skip those)."""
     return segno.make_qr(payload, error="m").matrix
 
 
-def qr_surface(payload: str, side: int) -> pygame.Surface:
+def qr_surface(payload: str | Matrix, side: int) -> pygame.Surface:
     """A white square of at most ``side`` pixels with the code in whole-pixel modules.
 
-    Whole pixels per module and a 4-module quiet zone (ISO/IEC 18004 §9.1) keep it readable
-    by a phone camera at arm's length.
+    Takes the payload, or its matrix already made (:func:`qr_matrix` is the slow part and
+    may run on another thread). Whole pixels per module and a 4-module quiet zone
+    (ISO/IEC 18004 §9.1) keep it readable by a phone camera at arm's length.
     """
-    matrix = qr_matrix(payload)
+    matrix = qr_matrix(payload) if isinstance(payload, str) else payload
     n = len(matrix)
-    module = max(1, side // (n + 8))
-    size = module * (n + 8)
-    surface = pygame.Surface((size, size))
-    surface.fill((255, 255, 255))
-    offset = 4 * module
-    black = (0, 0, 0)
-    for y, row in enumerate(matrix):
-        for x, dark in enumerate(row):
-            if dark:
-                surface.fill(black, (offset + x * module, offset + y * module, module, module))
-    return surface
+    total = n + 8
+    module = max(1, side // total)
+    white, black = b"\xff\xff\xff", b"\x00\x00\x00"
+    quiet_row = white * total
+    rows = [quiet_row] * 4
+    for row in matrix:
+        rows.append(white * 4 + b"".join(black if dark else white for dark in row) + white * 4)
+    rows += [quiet_row] * 4
+    # one pixel per module, then scaled up: nearest-neighbour keeps the edges sharp
+    small = pygame.image.frombytes(b"".join(rows), (total, total), "RGB")
+    return pygame.transform.scale(small, (total * module, total * module))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pygame
@@ -18,7 +19,7 @@ from kiosk_ui import draw as d
 from kiosk_ui.draw import Painter
 from kiosk_ui.i18n import Language, reason_text, tr, won
 from kiosk_ui.model import PAGE_ROWS, KioskModel, PaymentRow, ResultView, Screen
-from kiosk_ui.qr import qr_surface
+from kiosk_ui.qr import Matrix, qr_matrix, qr_surface
 
 OUTCOME_COLOR = {"approved": d.GREEN, "declined": d.RED, "already_paid": d.AMBER}
 STATUS_H = 44
@@ -26,26 +27,67 @@ STATUS_H = 44
 
 @dataclass
 class Statics:
-    """What the screens need besides the model: the till's QR payload for a sale."""
+    """What the screens need besides the model: the till's QR code for a sale.
+
+    Encoding a QR code takes ~10 ms of pure Python, most of a frame: with ``background``
+    it is done on a thread of its own and the screen shows the code a frame or two after
+    it is asked for, instead of dropping a frame.
+    """
 
     #: (amount, sale reference) -> MPM payload
     qr_payload: Callable[[int, str], str] | None = None
-    _qr_cache: dict[tuple[int, str, int], tuple[str, pygame.Surface]] = field(
-        default_factory=dict)
+    background: bool = False
+    _made: dict[tuple[int, str], tuple[str, Matrix]] = field(default_factory=dict)
+    _drawn: dict[tuple[int, str, int], pygame.Surface] = field(default_factory=dict)
+    _jobs: dict[tuple[int, str], Future[tuple[str, Matrix]]] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = None
+    _ready: bool = False
+
+    def _make(self, amount: int, reference: str) -> tuple[str, Matrix]:
+        assert self.qr_payload is not None
+        payload = self.qr_payload(amount, reference)
+        return payload, qr_matrix(payload)
 
     def qr(self, amount: int, reference: str, side: int) -> tuple[str, pygame.Surface] | None:
-        """The payload and its drawn code, made once per sale (not once per frame)."""
+        """The payload and its drawn code, or None while it is still being made."""
         if self.qr_payload is None:
             return None
-        key = (amount, reference, side)
-        made = self._qr_cache.get(key)
+        key = (amount, reference)
+        made = self._made.get(key)
         if made is None:
-            if len(self._qr_cache) > 16:
-                self._qr_cache.clear()
-            payload = self.qr_payload(amount, reference)
-            made = (payload, qr_surface(payload, side))
-            self._qr_cache[key] = made
-        return made
+            if not self.background:
+                made = self._make(amount, reference)
+            else:
+                job = self._jobs.get(key)
+                if job is None:
+                    if self._pool is None:
+                        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kiosk-qr")
+                    job = self._pool.submit(self._make, amount, reference)
+                    job.add_done_callback(lambda _: setattr(self, "_ready", True))
+                    self._jobs[key] = job
+                if not job.done():
+                    return None
+                del self._jobs[key]
+                made = job.result()
+            if len(self._made) > 8:
+                self._made.clear()
+                self._drawn.clear()
+            self._made[key] = made
+        surface = self._drawn.get((amount, reference, side))
+        if surface is None:
+            surface = qr_surface(made[1], side)
+            self._drawn[(amount, reference, side)] = surface
+        return made[0], surface
+
+    def take_ready(self) -> bool:
+        """True once after a code made in the background is ready to be drawn."""
+        ready, self._ready = self._ready, False
+        return ready
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def render(p: Painter, m: KioskModel, statics: Statics) -> None:
@@ -268,6 +310,10 @@ def _wait_qr(p: Painter, m: KioskModel, s: Statics) -> None:
     if made is not None:
         code = made[1]
         p.surface.blit(code, code.get_rect(center=area.center))
+    else:
+        square = pygame.Rect(0, 0, side, side)
+        square.center = area.center
+        p.fill(square, d.PANEL, radius=6)
     p.text(won(m.pending, lang), p.box(448, 56, 336, 80), size=56, bold=True, name="amount")
     p.text(m.merchant_name, p.box(448, 138, 336, 40), size=24, color=d.MUTED,
            name="merchant_name")

@@ -260,6 +260,7 @@ _EXTENSIONS: tuple[str, ...] = (
     "terminal.cli_qr",
     "terminal.cli_readers",
     "terminal.cli_sync",
+    "terminal.cli_ui",
 )
 
 
