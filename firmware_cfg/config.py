@@ -60,6 +60,14 @@ class RiskSection:
     duplicate_window_s: int = 30
     #: how far a wallet QR's clock may be from ours
     qr_clock_skew_s: int = 30
+    #: how long a CPM code's one-time data is remembered against replay
+    cpm_nonce_ttl_s: int = 86_400
+    #: EMV terminal risk management (Book 3 §10.6): floor limit, and random transaction
+    #: selection's threshold and target percentages (0 disables random selection)
+    emv_floor_limit: int = 30_000
+    emv_threshold: int = 10_000
+    emv_target_percent: int = 0
+    emv_max_target_percent: int = 0
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,15 @@ def validate(config: Config) -> None:
             f"risk.uid_max_amount: expected at most risk.max_amount ({r.max_amount}), "
             f"found {r.uid_max_amount}"
         )
+    if r.emv_threshold > r.emv_floor_limit:
+        raise ConfigError(f"risk.emv_threshold: expected at most risk.emv_floor_limit "
+                          f"({r.emv_floor_limit}), found {r.emv_threshold}")
+    for name in ("emv_target_percent", "emv_max_target_percent"):
+        if getattr(r, name) > 99:
+            raise ConfigError(f"risk.{name}: expected 0 to 99, found {getattr(r, name)}")
+    if r.emv_target_percent > r.emv_max_target_percent:
+        raise ConfigError("risk.emv_target_percent: expected at most "
+                          "risk.emv_max_target_percent")
     if t.role == "validator" and config.fares.adult <= 0:
         raise ConfigError("fares.adult: a validator needs a fare above 0")
     card_kind = config.readers.card.split(":", 1)[0]

@@ -353,17 +353,19 @@ class Ledger:
                 if card_token and (offline_delta or tap):
                     delta = offline_delta or 0
                     conn.execute(
-                        "INSERT INTO card_counters VALUES (?, MAX(?, 0), ?, ?, ?) "
+                        "INSERT INTO card_counters VALUES "
+                        "(:t, MAX(:d, 0), :n, :mono, :seq, :last) "
                         "ON CONFLICT (card_token) DO UPDATE SET "
-                        "offline_amount = MAX(offline_amount + ?, 0), "
-                        "offline_count = offline_count + ?, "
-                        "last_tap_mono = CASE WHEN ? THEN ? ELSE last_tap_mono END, "
-                        "last_tap_seq = CASE WHEN ? THEN ? ELSE last_tap_seq END",
-                        (
-                            card_token, delta, int(delta > 0), fields.mono if tap else 0,
-                            fields.seq if tap else 0, delta, int(delta > 0), tap, fields.mono,
-                            tap, fields.seq,
-                        ),
+                        "offline_amount = MAX(offline_amount + :d, 0), "
+                        "offline_count = offline_count + :n, "
+                        "last_tap_mono = CASE WHEN :tap THEN :mono ELSE last_tap_mono END, "
+                        "last_tap_seq = CASE WHEN :tap THEN :seq ELSE last_tap_seq END, "
+                        "last_amount = COALESCE(:last, last_amount)",
+                        {
+                            "t": card_token, "d": delta, "n": int(delta > 0), "tap": tap,
+                            "mono": fields.mono if tap else 0, "seq": fields.seq if tap else 0,
+                            "last": delta if delta > 0 else None,
+                        },
                     )
                 if nonce is not None:
                     conn.execute(
@@ -396,6 +398,13 @@ class Ledger:
         except sqlite3.Error as err:
             raise _wrap(err, "cannot read card state") from err
         return CardState(row[0] or 0, row[1] or 0, row[2] or 0, row[3] or 0, row[4], row[5])
+
+    def last_amount(self, card_token: str) -> int | None:
+        """The card's last payment or fare at this terminal (EMV floor limit, Book 3 §10.6.1)."""
+        row = self._conn.execute(
+            "SELECT last_amount FROM card_counters WHERE card_token = ?", (card_token,)
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def nonce_used(self, nonce: str) -> bool:
         row = self._conn.execute("SELECT 1 FROM qr_nonces WHERE nonce = ?", (nonce,)).fetchone()

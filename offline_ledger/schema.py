@@ -71,7 +71,9 @@ MIGRATIONS: list[tuple[str, str]] = [
             offline_amount INTEGER NOT NULL DEFAULT 0,
             offline_count  INTEGER NOT NULL DEFAULT 0,
             last_tap_mono  INTEGER NOT NULL DEFAULT 0,
-            last_tap_seq   INTEGER NOT NULL DEFAULT 0
+            last_tap_seq   INTEGER NOT NULL DEFAULT 0,
+            -- the card's last payment or fare, for EMV's floor-limit check (Book 3 §10.6.1)
+            last_amount    INTEGER
         ) WITHOUT ROWID;
         CREATE TABLE qr_nonces (
             nonce     TEXT PRIMARY KEY,

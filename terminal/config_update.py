@@ -53,6 +53,5 @@ def install(terminal: Terminal, home: Home, data: bytes,
             # The file is in place and valid; the record is what failed. Say so loudly.
             log.error("config version %d applied but not recorded: %s", bundle.version, err)
             raise
-    terminal.config = bundle.config
-    terminal.role = bundle.config.terminal.role
+    terminal.reconfigure(bundle.config)
     return bundle

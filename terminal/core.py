@@ -28,6 +28,7 @@ from localpay.errors import (
 )
 from localpay.types import Presentation
 from offline_ledger import Entry, Ledger
+from terminal import cards_all  # noqa: F401 - registers the EMV and QR card applications
 from terminal.cards import CardIdentity, ReadContext, find_application
 from terminal.risk import Reason, RiskInput, evaluate, remaining_balance
 
@@ -113,9 +114,39 @@ class Terminal:
         self.token_key = token_key
         self.clock = clock
         self.fault = ledger_fault
-        self.read_options = dict(read_options or {})
+        self.read_options = self._read_options(config)
+        self.read_options.update(read_options or {})
         self.state = State.IDLE
         self.listeners: list[StateListener] = []
+
+    def reconfigure(self, config: Config) -> None:
+        """Run with a new config from the next transaction on (same ledger and keys)."""
+        if self.state is not State.IDLE:
+            raise TransactionError("cannot change the config in the middle of a transaction")
+        extra = {k: v for k, v in self.read_options.items()
+                 if k not in self._read_options(self.config)}
+        self.config = config
+        self.role = config.terminal.role
+        self.read_options = {**self._read_options(config), **extra}
+
+    def _read_options(self, config: Config) -> dict[str, object]:
+        """What the card applications need from the config and the ledger."""
+        from firmware_cfg.keys import public_from_hex
+
+        r = config.risk
+        options: dict[str, object] = {
+            "ledger": self.ledger,
+            "qr_clock_skew_s": r.qr_clock_skew_s,
+            "cpm_nonce_ttl_s": r.cpm_nonce_ttl_s,
+            "emv_floor_limit": r.emv_floor_limit,
+            "emv_threshold": r.emv_threshold,
+            "emv_target_percent": r.emv_target_percent,
+            "emv_max_target_percent": r.emv_max_target_percent,
+        }
+        if config.keys.issuer_public_key:
+            options["wallet_issuer_keys"] = [
+                public_from_hex(config.keys.issuer_public_key, "keys.issuer_public_key")]
+        return options
 
     # -- state machine ---------------------------------------------------------------------
 
@@ -182,7 +213,8 @@ class Terminal:
             amount = getattr(self.config.fares, card.rider, self.config.fares.adult)
         self._to(State.DECIDE)
         if card.verdict is not None:
-            return self._decline(Reason(card.verdict), amount, started, card=card)
+            return self._decline(Reason(card.verdict), amount, started, card=card,
+                                 detail=str(card.extra.get("why", "")))
         try:
             state = ledger.card_state(card.token)
             if card.nonce is not None and ledger.nonce_used(card.nonce[0]):

@@ -226,6 +226,9 @@ def test_card_state_and_side_tables(ledger: Ledger) -> None:
     assert state.balance == 10_000 and state.denied is None
     assert ledger.card_state("bad").denied == "stolen"
     assert ledger.refunded_total(1) == 1000
+    assert ledger.last_amount("x") == 1500 and ledger.last_amount("nobody") is None
+    ledger.append("payment", card_token="x", amount=700, offline_delta=700)
+    assert ledger.last_amount("x") == 700
     with pytest.raises(LedgerStateError, match="not newer"):
         ledger.apply_deny_delta(3, {})
     ledger.apply_deny_delta(4, {}, ["bad"])

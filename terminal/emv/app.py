@@ -12,7 +12,6 @@ Options read from ``ReadContext.options`` (all optional):
 ``ledger``                  the terminal's :class:`~offline_ledger.Ledger`: the exception
                             file (deny list) and the last logged amount for the same card
 ``last_amount``             ``callable(token) -> int | None``, instead of searching the ledger
-``emv_log_window``          how many recent ledger entries form the transaction log (500)
 ``emv_trm``                 a :class:`~terminal.emv.risk.TrmParams`
 ``emv_floor_limit`` ...     or its fields one by one: ``emv_floor_limit``, ``emv_threshold``,
                             ``emv_target_percent``, ``emv_max_target_percent``
@@ -40,7 +39,6 @@ from terminal.transmission import Transmission
 log = logging.getLogger(__name__)
 
 CARD_PROTOCOLS = frozenset({"ISO-DEP", "T=0", "T=1"})
-DEFAULT_LOG_WINDOW = 500
 
 
 def claims(p: Presentation) -> bool:
@@ -65,32 +63,19 @@ def trm_params(options: dict[str, Any]) -> TrmParams:
     floor = int(options.get("emv_floor_limit", base.floor_limit))
     return TrmParams(
         floor_limit=floor,
-        threshold=int(options.get("emv_threshold", min(base.threshold, floor))),
+        # a floor limit lowered on its own pulls the threshold down with it
+        threshold=min(int(options.get("emv_threshold", base.threshold)), floor),
         target_percent=int(options.get("emv_target_percent", base.target_percent)),
         max_target_percent=int(options.get("emv_max_target_percent",
                                            base.max_target_percent)),
     )
 
 
-def last_logged_amount(ledger: Any, token: str, window: int = DEFAULT_LOG_WINDOW) -> int | None:
-    """Amount of the most recent payment or tap by ``token`` among the last ``window`` entries.
-
-    The terminal's transaction log for the floor-limit check (Book 3 §10.6.1) is the ledger;
-    a ledger offering ``last_amount(token)`` answers directly, otherwise the last
-    ``window`` entries are searched.
-    """
-    direct = getattr(ledger, "last_amount", None)
-    if callable(direct):
-        value = direct(token)
-        return int(value) if value is not None else None
-    head = ledger.head.seq
-    if head == 0:
-        return None
-    last = None
-    for entry in ledger.entries(max(ledger.first_seq(), head - window + 1), head):
-        if entry.fields.card_token == token and entry.kind in ("payment", "tap"):
-            last = entry.amount
-    return last
+def last_logged_amount(ledger: Any, token: str) -> int | None:
+    """Amount of the most recent payment or tap by ``token``: the terminal's transaction
+    log for the floor-limit check (Book 3 §10.6.1) is the ledger's per-card counter."""
+    value = ledger.last_amount(token)
+    return int(value) if value is not None else None
 
 
 def _on_exception_file(options: dict[str, Any], token: str) -> bool:
@@ -124,8 +109,7 @@ def read(p: Presentation, ctx: ReadContext) -> CardIdentity:
     if lookup is not None:
         last_amount = lookup(token)
     elif ledger is not None:
-        last_amount = last_logged_amount(ledger, token,
-                                         int(options.get("emv_log_window", DEFAULT_LOG_WINDOW)))
+        last_amount = last_logged_amount(ledger, token)
     rand: Callable[[], int] = options.get("emv_random", random_1_99)
     result = assess(trm_params(options), TrmInput(
         amount=ctx.amount, last_amount=last_amount, atc=data.atc, latc=data.latc,
