@@ -180,7 +180,8 @@ class Ledger:
                 bytes.fromhex(self.meta("public_key"))
             )
             self._head = self._read_head()
-            self.exposure = self._read_exposure()
+            self._exposure = self._read_exposure()
+            self._data_version = self._read_data_version()
         except sqlite3.Error as err:
             self._conn.close()
             raise _wrap(err, f"cannot open ledger {self.path or ':memory:'}") from err
@@ -264,6 +265,22 @@ class Ledger:
         if prune is not None:
             return Head(prune[0], prune[1], prune[2])
         return Head(0, ZERO_HASH, 0)
+
+    def _read_data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    @property
+    def exposure(self) -> int:
+        """Offline won since the last sync, terminal-wide.
+
+        Kept in memory for the tap path; re-read when another connection (the sync client
+        marking entries synced) has committed since, which ``data_version`` tells cheaply.
+        """
+        version = self._read_data_version()
+        if version != self._data_version:
+            self._data_version = version
+            self._exposure = self._read_exposure()
+        return self._exposure
 
     def _read_exposure(self) -> int:
         if not self.writable:
@@ -380,7 +397,7 @@ class Ledger:
             raise _wrap(err, f"entry {fields.seq} ({kind}) not recorded") from err
         self._head = Head(fields.seq, digest, fields.mono)
         if offline_delta:
-            self.exposure = max(self.exposure + offline_delta, 0)
+            self._exposure = max(self._exposure + offline_delta, 0)
         return Entry(fields, digest, signature)
 
     # -- reading ---------------------------------------------------------------------------
@@ -610,7 +627,7 @@ class Ledger:
                 ),
             ],
         )
-        self.exposure = self._read_exposure()
+        self._exposure = self._read_exposure()
 
     def prune(self, upto_seq: int, checkpoint: str) -> int:
         """Delete entries up to ``upto_seq`` once the central chain has proved them.

@@ -278,3 +278,16 @@ def test_memory_ledger(key: Ed25519PrivateKey) -> None:
     with Ledger(memory=True, key=key, terminal_id="M") as led:
         fill(led, 3)
         assert led.verify().entries == 3
+
+
+def test_exposure_follows_a_sync_from_another_connection(tmp_path: Path,
+                                                          key: Ed25519PrivateKey) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key=key, terminal_id="T1") as terminal_side:
+        fill(terminal_side, 4)
+        assert terminal_side.exposure == 6000
+        with Ledger(path, key=key, terminal_id="T1") as sync_side:
+            sync_side.mark_synced(3, "cp-3")
+        assert terminal_side.exposure == 1500
+        fill(terminal_side, 1)
+        assert terminal_side.exposure == 3000
