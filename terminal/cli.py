@@ -234,25 +234,96 @@ def simulate(ctx: Context, role: str, taps: int, db: Path | None, trace: bool,
     click.echo(json.dumps(figures.as_dict(terminal)))
 
 
-@cli.command()
+def _progress(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _emit(result: dict[str, Any]) -> None:
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+@cli.group(invoke_without_command=True)
 @click.option("--taps", type=click.IntRange(min=100), default=5000, show_default=True,
               help="Taps measured at each ledger size.")
 @click.option("--sizes", default="1000,1000000", show_default=True,
               help="Ledger sizes (entries) to measure at, comma-separated.")
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder on the disk to measure (default: a temporary folder).")
-def bench(taps: int, sizes: str, folder: Path | None) -> None:
-    """Tap-to-decision on the validator path vs. the disk's own fsync rate (JSON)."""
+@click.pass_context
+def bench(ctx: click.Context, taps: int, sizes: str, folder: Path | None) -> None:
+    """Benchmarks, printed as JSON. Alone: the validator's tap-to-decision.
+
+    Measures taps through the real core, signing and durable commits at each ledger size,
+    against the disk's own write+fsync rate, plus a wallet-QR payment at the till. The
+    subcommands measure the readers, the central service, the screens and incentives.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from terminal import bench as bench_mod
+    from terminal.qr.bench import bench_wallet
 
     try:
         size_list = [int(s.replace("_", "")) for s in sizes.split(",") if s.strip()]
     except ValueError:
         raise click.BadParameter(f"expected numbers separated by commas, got {sizes!r}",
                                  param_hint="--sizes") from None
-    result = bench_mod.run(sizes=size_list, taps=taps, folder=folder,
-                           progress=lambda msg: click.echo(msg, err=True))
-    click.echo(json.dumps(result, indent=2))
+    result = bench_mod.run(sizes=size_list, taps=taps, folder=folder, progress=_progress)
+    _progress(f"{min(taps, 2000):,} wallet-QR payments at the till")
+    result["wallet_qr"] = bench_wallet(min(taps, 2000), folder=folder)
+    _emit(result)
+
+
+@bench.command("readers")
+def bench_readers_cmd() -> None:
+    """APDU round trip and full EMV read through pcscd + vpcd; QR decode per 640x480 frame.
+
+    Needs pcscd and vsmartcard-vpcd installed (make installs them); starts pcscd when none
+    runs.
+    """
+    from terminal.bench_readers import bench_readers
+
+    _emit(bench_readers(progress=_progress))
+
+
+@bench.command("ui")
+@click.option("--frames", type=click.IntRange(min=60), default=600, show_default=True,
+              help="Frames measured for each role.")
+def bench_ui_cmd(frames: int) -> None:
+    """Frame time at 800x480 with the sync client in the background; process RSS."""
+    from kiosk_ui.bench import bench_ui
+
+    _emit(bench_ui(frames))
+
+
+@bench.command("central")
+@click.option("--stores", default="sqlite,postgresql", show_default=True,
+              help="Stores to measure, comma-separated.")
+@click.option("--backlog", type=click.IntRange(min=1000), default=100_000, show_default=True,
+              help="One terminal's backlog, in entries.")
+@click.option("--terminals", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Terminals syncing at once.")
+@click.option("--per-terminal", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Entries each of those terminals sends.")
+@click.option("--verify", type=click.Choice(["every", "anchor"]), default="every",
+              show_default=True, help="Check every entry's signature, or each batch's last "
+              "(the hash chain covers the rest).")
+def bench_central_cmd(stores: str, backlog: int, terminals: int, per_terminal: int,
+                      verify: str) -> None:
+    """Entries/s verified, ingested and proven; one backlog and many terminals over loopback.
+
+    Runs from a source checkout (it uses the test suite's throwaway PostgreSQL cluster).
+    """
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "tools" / "bench_central.py").exists():
+        raise click.ClickException("bench central runs from a source checkout of localpay "
+                                   "(tools/ and tests/ are not installed)")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from tools.bench_central import run_central_bench
+
+    _emit(run_central_bench(stores=tuple(s for s in stores.split(",") if s), backlog=backlog,
+                            terminals=terminals, per_terminal=per_terminal, verify=verify,
+                            progress=_progress))
 
 
 #: Modules that add commands: each defines ``COMMANDS``, a list of click commands or groups.
