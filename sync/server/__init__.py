@@ -36,7 +36,9 @@ def open_service(
     signer = load_signer(folder, origin)
     store = open_store(db or f"sqlite:///{folder / 'central.sqlite'}", pool_size)
     config = FraudConfig.load(rules) if rules else FraudConfig()
-    return CentralLog(store, signer, hooks=default_hooks(config), policy=policy)
+    service = CentralLog(store, signer, hooks=default_hooks(config), policy=policy)
+    service.data_dir = folder
+    return service
 
 
 __all__ = ["CentralLog", "FraudConfig", "Store", "default_data_dir", "open_service",

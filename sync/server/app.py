@@ -191,6 +191,30 @@ def create_app(service: CentralLog) -> FastAPI:
     async def get_config(request: Request) -> Response:
         return await handle(request, lambda t, b: service.latest_config())
 
+    enroller = None
+    if service.data_dir is not None:
+        from sync.server.enroll import Enroller
+
+        enroller = Enroller(service, service.data_dir)
+
+    @app.post("/v1/enroll")
+    async def post_enroll(request: Request) -> Response:
+        # Not signed by a registered terminal (there is none yet): the code is the credential.
+        from sync.server.enroll import answer_mac
+
+        nonce = request.headers.get(H_NONCE, "")
+        if enroller is None:
+            return answer(404, {"error": "refused", "kind": "SyncAuthError", "seq": None,
+                                "message": "this service does not enrol terminals"}, nonce)
+        body = await request.body()
+        client = request.client.host if request.client else ""
+        status, payload, ckey = await run_in_threadpool(enroller.handle, request.headers, body,
+                                                        client)
+        resp = answer(status, payload, nonce)
+        if ckey is not None:
+            resp.headers["X-LP-Enroll"] = answer_mac(ckey, nonce, status, bytes(resp.body))
+        return resp
+
     @app.post("/v1/totals")
     async def post_totals(request: Request) -> Response:
         def work(terminal: str, body: bytes) -> Any:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -137,6 +138,8 @@ class CentralLog:
         self.tz = ZoneInfo(tz)
         self.stale_ms = stale_ms
         self._nonce_checks = 0
+        #: folder of the service's key files (log, operator, token key), when it has one
+        self.data_dir: Path | None = None
 
     def day_of(self, wall_ms: int) -> str:
         return datetime.fromtimestamp(wall_ms / 1000, self.tz).strftime("%Y-%m-%d")

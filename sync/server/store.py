@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS configs (
 CREATE TABLE IF NOT EXISTS terminal_totals (
     terminal_id TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, count BIGINT NOT NULL,
     amount BIGINT NOT NULL, reported_ms BIGINT NOT NULL, PRIMARY KEY (terminal_id, day, kind));
+CREATE TABLE IF NOT EXISTS enroll_codes (
+    code_id TEXT PRIMARY KEY, code_key {blob} NOT NULL, terminal_id TEXT NOT NULL,
+    role TEXT NOT NULL, place TEXT NOT NULL, template TEXT NOT NULL, issued_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL, used_ms BIGINT, used_by TEXT);
 """
 
 ENTRY_COLUMNS = ("log_index", "terminal_id", "seq", "kind", "card_token", "amount", "place",
