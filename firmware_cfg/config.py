@@ -7,6 +7,8 @@ error names the field, what was expected and what was found.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 import tomllib
@@ -102,8 +104,8 @@ class KeysSection:
     #: paths relative to the home folder; the files hold the secrets, never this TOML
     terminal_key: str = "keys/terminal.key"
     token_key: str = "keys/token.key"
-    #: hex Ed25519 public keys: wallet-QR issuer, central log (checkpoints), operator
-    #: (signed config bundles)
+    #: hex Ed25519 public keys: wallet-QR issuer, operator (signed config bundles); the
+    #: central log's verifier key (checkpoints and answers) as `localpay central key` prints it
     issuer_public_key: str = ""
     central_public_key: str = ""
     operator_public_key: str = ""
@@ -218,13 +220,34 @@ def validate(config: Config) -> None:
             f"readers.scanner: expected '', 'serial:/dev/ttyACM0[:BAUD]' or 'camera[:INDEX]', "
             f"found {scanner!r}"
         )
-    for name in ("issuer_public_key", "central_public_key", "operator_public_key"):
+    for name in ("issuer_public_key", "operator_public_key"):
         value = getattr(config.keys, name)
         if value and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
             raise ConfigError(f"keys.{name}: expected 64 hex digits, found {value!r}")
+    # The sync client checks checkpoints against the log's name as well as its key, so this
+    # one is the c2sp.org/signed-note verifier key that `localpay central key` prints.
+    central = config.keys.central_public_key
+    if central and not _is_note_verifier_key(central):
+        raise ConfigError("keys.central_public_key: expected the central log's verifier key "
+                          "(name+keyid+base64, as `localpay central key` prints), found "
+                          f"{central!r}")
     if config.central.url and not config.central.url.startswith(("http://", "https://")):
         raise ConfigError(f"central.url: expected http:// or https://, found "
                           f"{config.central.url!r}")
+
+
+def _is_note_verifier_key(text: str) -> bool:
+    """``name+8 hex digits+base64(0x01 || 32-byte Ed25519 key)`` (c2sp.org/signed-note)."""
+    parts = text.split("+")
+    if len(parts) != 3 or not parts[0] or any(c.isspace() for c in parts[0]):
+        return False
+    if len(parts[1]) != 8 or any(c not in "0123456789abcdef" for c in parts[1]):
+        return False
+    try:
+        raw = base64.b64decode(parts[2], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) == 33 and raw[0] == 0x01
 
 
 def loads(text: str) -> Config:
