@@ -9,7 +9,8 @@ Tables: ``terminals`` (key, chain head), ``log_state`` (tree size and the fronti
 O(log n) right-edge hashes), ``nodes`` (every complete subtree hash, for proofs in O(log n)
 reads), ``entries``, ``batches`` and ``checkpoints`` (so a batch sent again is answered the
 same way), ``nonces``, ``deny_changes``, ``balances``, ``overdrafts``, ``flags``,
-``configs`` and ``terminal_totals``.
+``configs`` and ``terminal_totals``; the ``incentive_*`` tables belong to
+:mod:`sync.server.incentives`.
 """
 
 from __future__ import annotations
