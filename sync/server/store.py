@@ -78,6 +78,39 @@ CREATE TABLE IF NOT EXISTS enroll_codes (
     code_id TEXT PRIMARY KEY, code_key {blob} NOT NULL, terminal_id TEXT NOT NULL,
     role TEXT NOT NULL, place TEXT NOT NULL, template TEXT NOT NULL, issued_ms BIGINT NOT NULL,
     expires_ms BIGINT NOT NULL, used_ms BIGINT, used_by TEXT);
+CREATE TABLE IF NOT EXISTS incentive_rules (
+    version BIGINT PRIMARY KEY, sha256 TEXT NOT NULL, body TEXT NOT NULL,
+    loaded_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS incentive_credits (
+    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, log_index BIGINT NOT NULL,
+    card_token TEXT NOT NULL, rule TEXT NOT NULL, points BIGINT NOT NULL, base BIGINT NOT NULL,
+    ref_seq BIGINT NOT NULL, rule_version BIGINT NOT NULL, day TEXT NOT NULL,
+    payable_month TEXT NOT NULL, credited_ms BIGINT NOT NULL, note TEXT NOT NULL,
+    PRIMARY KEY (terminal_id, seq));
+CREATE INDEX IF NOT EXISTS incentive_credits_card ON incentive_credits (card_token, day);
+CREATE INDEX IF NOT EXISTS incentive_credits_month ON incentive_credits (payable_month);
+CREATE INDEX IF NOT EXISTS incentive_credits_ref ON incentive_credits (terminal_id, ref_seq)
+    WHERE ref_seq <> 0;
+CREATE TABLE IF NOT EXISTS incentive_weeks (
+    card_token TEXT NOT NULL, week_start TEXT NOT NULL, points BIGINT NOT NULL,
+    days_mask INTEGER NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (card_token, week_start));
+CREATE INDEX IF NOT EXISTS incentive_weeks_version ON incentive_weeks (week_start, version);
+CREATE TABLE IF NOT EXISTS incentive_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), weeks_version BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS incentive_profiles (
+    card_token TEXT PRIMARY KEY, rider TEXT NOT NULL, updated_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS incentive_claims (
+    campaign_id TEXT NOT NULL, card_token TEXT NOT NULL, holder TEXT NOT NULL,
+    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (campaign_id, card_token),
+    UNIQUE (campaign_id, holder));
+CREATE TABLE IF NOT EXISTS incentive_payouts (
+    card_token TEXT NOT NULL, month TEXT NOT NULL, points BIGINT NOT NULL, paid BIGINT NOT NULL,
+    carry BIGINT NOT NULL, status TEXT NOT NULL, balance_version BIGINT, paid_ms BIGINT NOT NULL,
+    PRIMARY KEY (card_token, month));
+CREATE TABLE IF NOT EXISTS incentive_runs (
+    month TEXT PRIMARY KEY, cards BIGINT NOT NULL, points BIGINT NOT NULL,
+    held_cards BIGINT NOT NULL, held_points BIGINT NOT NULL, balance_version BIGINT,
+    ran_ms BIGINT NOT NULL);
 """
 
 ENTRY_COLUMNS = ("log_index", "terminal_id", "seq", "kind", "card_token", "amount", "place",
