@@ -29,14 +29,17 @@ def open_service(
     pool_size: int = 8,
 ) -> CentralLog:
     """A :class:`CentralLog` over ``db`` (default: SQLite in ``data_dir``), with the log key
-    from ``data_dir`` (made on first use) and the balance and fraud hooks."""
+    from ``data_dir`` (made on first use) and the balance, fraud and incentive hooks."""
     from sync.server.app import load_signer
 
     folder = data_dir or default_data_dir()
     signer = load_signer(folder, origin)
     store = open_store(db or f"sqlite:///{folder / 'central.sqlite'}", pool_size)
     config = FraudConfig.load(rules) if rules else FraudConfig()
-    service = CentralLog(store, signer, hooks=default_hooks(config), policy=policy)
+    from sync.server.incentives import IncentiveHook
+
+    hooks = [*default_hooks(config), IncentiveHook()]
+    service = CentralLog(store, signer, hooks=hooks, policy=policy)
     service.data_dir = folder
     return service
 

@@ -187,6 +187,13 @@ def create_app(service: CentralLog) -> FastAPI:
         return await handle(request, lambda t, b: service.balances_delta(
             query_int(request, "since", 0)))
 
+    @app.get("/v1/points")
+    async def get_points(request: Request) -> Response:
+        from sync.server.incentives import points_delta
+
+        return await handle(request, lambda t, b: points_delta(
+            service.store, query_int(request, "since", 0)))
+
     @app.get("/v1/config")
     async def get_config(request: Request) -> Response:
         return await handle(request, lambda t, b: service.latest_config())

@@ -109,14 +109,25 @@ def _store_rules(tx: Tx, rules: Rules) -> bool:
     return True
 
 
-def active_rules(tx: Tx) -> Rules:
-    """The newest stored version; the shipped defaults are stored on first use."""
-    row = tx.one("SELECT body FROM incentive_rules ORDER BY version DESC LIMIT 1")
+_PARSED: dict[str, Rules] = {}
+
+
+def active_rules(tx: Tx, *, store_default: bool = True) -> Rules:
+    """The newest stored version; the shipped defaults are stored on first use (in a write
+    transaction holding the log lock) or just returned (``store_default=False``)."""
+    row = tx.one("SELECT sha256, body FROM incentive_rules ORDER BY version DESC LIMIT 1")
     if row is None:
         rules = Rules.default()
-        _store_rules(tx, rules)
+        if store_default:
+            _store_rules(tx, rules)
         return rules
-    return Rules.from_toml(str(row[0]), "stored incentive rules")
+    cached = _PARSED.get(str(row[0]))
+    if cached is None:
+        cached = Rules.from_toml(str(row[1]), "stored incentive rules")
+        if len(_PARSED) > 64:
+            _PARSED.clear()
+        _PARSED[str(row[0])] = cached
+    return cached
 
 
 def rules_versions(store: Store) -> list[dict[str, Any]]:
@@ -146,17 +157,8 @@ class IncentiveHook:
 
     name = "incentives"
 
-    def __init__(self) -> None:
-        self._cached: tuple[int, str, Rules] | None = None
-
     def rules(self, tx: Tx) -> Rules:
-        row = tx.one("SELECT version, sha256 FROM incentive_rules ORDER BY version DESC LIMIT 1")
-        if row is not None and self._cached is not None and (
-                self._cached[0], self._cached[1]) == (int(row[0]), str(row[1])):
-            return self._cached[2]
-        rules = active_rules(tx)
-        self._cached = (rules.version, rules.sha256, rules)
-        return rules
+        return active_rules(tx)
 
     def __call__(self, tx: Tx, batch: Sequence[Ingested], ctx: HookContext) -> None:
         credit(tx, batch, self.rules(tx), ctx.now_ms)
@@ -256,13 +258,13 @@ def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> Cred
                 add(item, day, "local_food", points, e.amount,
                     {"rate_bp": food.rate_bp, "merchant": e.place})
         elif what == "back":
-            state = paid.get((e.terminal_id, e.ref_seq))
-            if state is None:
+            pay = paid.get((e.terminal_id, e.ref_seq))
+            if pay is None:
                 continue  # the payment earned nothing, or is not ours to take back from
-            left = max(state[0] - e.amount, 0)
-            keep = left * state[2] // 10_000
-            back = keep - state[1]
-            state[0], state[1] = left, keep
+            left = max(pay[0] - e.amount, 0)
+            keep = left * pay[2] // 10_000
+            back = keep - pay[1]
+            pay[0], pay[1] = left, keep
             add(item, day, "refund", back, -e.amount, {"payment": e.ref_seq, "kind": e.kind},
                 e.ref_seq)
         else:
@@ -420,9 +422,8 @@ def points_delta(store: Store, since: int, now_ms: int | None = None,
                  limit: int = 50_000) -> dict[str, Any]:
     """This week's bus points of cards changed after version ``since``, and the rules'
     summary, for terminals to show points offline (``GET /v1/points``)."""
-    with store.tx() as tx:
-        tx.lock_log()
-        rules = active_rules(tx)
+    with store.tx(write=False) as tx:
+        rules = active_rules(tx, store_default=False)
         week = week_start(rules.calendar().today(_now() if now_ms is None else now_ms))
         rows = tx.all(
             "SELECT w.card_token, w.points, w.days_mask, w.version, p.rider FROM incentive_weeks "
@@ -541,9 +542,10 @@ def statement(store: Store, card_token: str) -> dict[str, Any]:
         profile = tx.one("SELECT rider FROM incentive_profiles WHERE card_token = ?",
                          (card_token,))
         closed = {str(r[0]) for r in tx.all("SELECT month FROM incentive_runs")}
-    entries = [{"day": str(d), "terminal_id": str(t), "seq": int(s), "rule": str(r),
-                "points": int(p), "rule_version": int(v), "payable_month": str(m),
-                "note": _detail(str(n))} for d, t, s, r, p, v, m, n in credits]
+    entries: list[dict[str, Any]] = [
+        {"day": str(d), "terminal_id": str(t), "seq": int(s), "rule": str(r), "points": int(p),
+         "rule_version": int(v), "payable_month": str(m), "note": _detail(str(n))}
+        for d, t, s, r, p, v, m, n in credits]
     earned = sum(e["points"] for e in entries)
     pending = sum(e["points"] for e in entries if e["payable_month"] not in closed)
     return {
