@@ -96,6 +96,17 @@ class CardState:
 
 
 @dataclass(frozen=True, slots=True)
+class PointsRow:
+    """A card's bus points this week, as of the last sync (see ``set_points_snapshot``)."""
+
+    week_start: str
+    points_week: int
+    days_mask: int
+    rider: str
+    synced_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Head:
     seq: int
     entry_hash: bytes
@@ -656,3 +667,41 @@ class Ledger:
             ],
         )
         return before - self.count()
+
+    # -- incentive points (migration 0003) ---------------------------------------------------
+
+    def points_state(self) -> tuple[int, str]:
+        """The points snapshot's version and the rules' summary it came with (JSON, or "")."""
+        row = self._conn.execute("SELECT version, rules FROM points_state").fetchone()
+        return int(row[0]), str(row[1])
+
+    def set_points_snapshot(self, rows: dict[str, tuple[str, int, int, str]], version: int,
+                            rules: str) -> None:
+        """Store points from the central service: card -> (week_start, points_week,
+        days_mask, rider). A row of an older week never replaces a newer one."""
+        now = int(time.time() * 1000)
+        self._write(
+            "points not stored",
+            [
+                (
+                    "INSERT INTO points_snapshot VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (card_token) DO UPDATE SET week_start = excluded.week_start, "
+                    "points_week = excluded.points_week, days_mask = excluded.days_mask, "
+                    "rider = excluded.rider, synced_at = excluded.synced_at "
+                    "WHERE excluded.week_start >= points_snapshot.week_start",
+                    [(t, w, p, m, r, now) for t, (w, p, m, r) in rows.items()],
+                ),
+                ("UPDATE points_state SET version = ?, rules = ?", (version, rules)),
+            ],
+        )
+
+    def points_snapshot(self, card_token: str) -> PointsRow | None:
+        """One card's last known week of points: one primary-key lookup."""
+        try:
+            row = self._conn.execute(
+                "SELECT week_start, points_week, days_mask, rider, synced_at FROM "
+                "points_snapshot WHERE card_token = ?", (card_token,)
+            ).fetchone()
+        except sqlite3.Error as err:
+            raise _wrap(err, "cannot read points") from err
+        return PointsRow(*row) if row is not None else None

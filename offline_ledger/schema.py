@@ -89,6 +89,29 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO sync_state VALUES (1, 0, '', 0);
         """,
     ),
+    (
+        "0003_points",
+        """
+        -- This week's bus points per card as the central service last told us, so the
+        -- validator can show points offline. days_mask: bit n = weekday n (Monday 0) had
+        -- its first ride credited; rider: the card's central profile category, if any.
+        CREATE TABLE points_snapshot (
+            card_token  TEXT PRIMARY KEY,
+            week_start  TEXT    NOT NULL,
+            points_week INTEGER NOT NULL,
+            days_mask   INTEGER NOT NULL,
+            rider       TEXT    NOT NULL,
+            synced_at   INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        -- The rules' summary (JSON) the snapshot came with, and the snapshot's version.
+        CREATE TABLE points_state (
+            id          INTEGER PRIMARY KEY CHECK (id = 1),
+            version     INTEGER NOT NULL,
+            rules       TEXT    NOT NULL
+        );
+        INSERT INTO points_state VALUES (1, 0, '');
+        """,
+    ),
 ]
 
 
