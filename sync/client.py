@@ -90,6 +90,7 @@ class SyncSummary:
     deny_version: int = 0
     deny_added: int = 0
     balances: int = 0
+    points: int = 0
     config_version: int = 0
     retries: int = 0
     days_reported: list[str] = field(default_factory=list)
@@ -338,6 +339,7 @@ class SyncClient:
             summary.balances += len(balances)
             state["balances_version"] = version_b
             self._save_state(state)
+        self._fetch_points(ledger, summary)
         cfg = self._request("GET", "/v1/config")
         version_c = get_int(cfg, "version")
         if version_c > int(state.get("config_version", 0)):
@@ -348,6 +350,30 @@ class SyncClient:
         summary.config_version = int(state.get("config_version", 0))
         if state.get("checkpoint"):
             summary.tree_size = Checkpoint.verify(state["checkpoint"], self.verifier).size
+
+    def _fetch_points(self, ledger: Ledger, summary: SyncSummary) -> None:
+        """This week's bus points per card and the rules' summary, for the validator to show
+        points offline (``GET /v1/points``)."""
+        while True:
+            since, held_rules = ledger.points_state()
+            doc = self._request("GET", f"/v1/points?since={since}")
+            version = get_int(doc, "version")
+            rows, rules, week = doc.get("points"), doc.get("rules"), doc.get("week_start")
+            if not isinstance(rows, dict) or not isinstance(rules, dict) or not isinstance(
+                    week, str):
+                raise SyncProtocolError("points answer must have 'points' {}, 'rules' {} and "
+                                        "'week_start'")
+            rules_text = json.dumps(rules, sort_keys=True, separators=(",", ":"))
+            if version <= since and rules_text == held_rules:
+                return
+            try:
+                parsed = {str(t): (week, int(v[0]), int(v[1]), str(v[2])) for t, v in rows.items()}
+            except (TypeError, ValueError, IndexError) as err:
+                raise SyncProtocolError(f"points answer has a bad row: {err}") from err
+            ledger.set_points_snapshot(parsed, max(version, since), rules_text)
+            summary.points += len(parsed)
+            if version <= since:
+                return
 
     # -- background ---------------------------------------------------------------------------
 
