@@ -238,7 +238,7 @@ def validate(config: Config) -> None:
 
 def _is_note_verifier_key(text: str) -> bool:
     """``name+8 hex digits+base64(0x01 || 32-byte Ed25519 key)`` (c2sp.org/signed-note)."""
-    parts = text.split("+")
+    parts = text.split("+", 2)  # base64 may hold '+' too
     if len(parts) != 3 or not parts[0] or any(c.isspace() for c in parts[0]):
         return False
     if len(parts[1]) != 8 or any(c not in "0123456789abcdef" for c in parts[1]):
