@@ -334,7 +334,7 @@ def _check_log_signature(resp: httpx.Response, nonce: str, log_key: str) -> None
     """The answer must also carry the log key's signature, the key every later answer and
     checkpoint will be checked with."""
     try:
-        raw = base64.b64decode(log_key.rsplit("+", 1)[-1], validate=True)
+        raw = base64.b64decode(log_key.split("+", 2)[-1], validate=True)
         if len(raw) != 33 or raw[0] != 0x01:
             raise ValueError("not an Ed25519 note key")
         pub = Ed25519PublicKey.from_public_bytes(raw[1:])

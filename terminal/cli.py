@@ -328,6 +328,7 @@ def bench_central_cmd(stores: str, backlog: int, terminals: int, per_terminal: i
 
 #: Modules that add commands: each defines ``COMMANDS``, a list of click commands or groups.
 _EXTENSIONS: tuple[str, ...] = (
+    "terminal.cli_provision",
     "terminal.cli_qr",
     "terminal.cli_readers",
     "terminal.cli_sync",
