@@ -30,6 +30,7 @@ from localpay.types import Presentation
 from offline_ledger import Entry, Ledger
 from terminal import cards_all  # noqa: F401 - registers the EMV and QR card applications
 from terminal.cards import CardIdentity, ReadContext, find_application
+from terminal.incentives import PointsEstimator, claim_detail
 from terminal.risk import Reason, RiskInput, evaluate, remaining_balance
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,10 @@ class Decision:
     balance: int | None = None
     elapsed_ms: float = 0.0
     detail: str = ""
+    #: incentive points this tap or purchase is estimated to earn, and this week's bus
+    #: points, when the terminal knows them (``terminal.incentives``)
+    points: int | None = None
+    points_week: int | None = None
 
     @property
     def approved(self) -> bool:
@@ -118,6 +123,7 @@ class Terminal:
         self.read_options.update(read_options or {})
         self.state = State.IDLE
         self.listeners: list[StateListener] = []
+        self.points = PointsEstimator(ledger)
 
     def reconfigure(self, config: Config) -> None:
         """Run with a new config from the next transaction on (same ledger and keys)."""
@@ -209,6 +215,12 @@ class Terminal:
             return self._decline(Reason.UNREADABLE, shown_amount, started,
                                  detail=f"{app_name}: {err}")
         self._to(State.READ)
+        if "campaign" in card.extra:
+            if self.role != "validator":
+                # A till has an amount keyed for a payment: a claim there would read as paid.
+                return self._decline(Reason.UNSUPPORTED, shown_amount, started, card=card,
+                                     detail="campaign codes are claimed at a validator")
+            return self._claim(ledger, card, started, now_ms)
         if amount is None:
             amount = getattr(self.config.fares, card.rider, self.config.fares.adult)
         self._to(State.DECIDE)
@@ -248,10 +260,32 @@ class Terminal:
             )
         except LedgerError as err:
             return self._ledger_failed(err, amount, started, card)
+        t = self.config.terminal
+        points, week = self.points.estimate(self.role, t.bus_type, t.merchant_category, card,
+                                            amount, state, now_ms)
         return self._show(Decision(
             "approved", amount, None, card, entry, remaining_balance(state, amount),
-            (time.perf_counter() - started) * 1000,
+            (time.perf_counter() - started) * 1000, points=points, points_week=week,
         ))
+
+    def _claim(self, ledger: Ledger, card: CardIdentity, started: float,
+               now_ms: int) -> Decision:
+        """A campaign code: record the claim (no money moves); the central service credits
+        it once per card and campaign."""
+        self._to(State.DECIDE)
+        try:
+            if card.nonce is not None and ledger.nonce_used(card.nonce[0]):
+                return self._decline(Reason.QR_REPLAY, 0, started, card=card,
+                                     detail="this campaign was already claimed here")
+            self._to(State.COMMIT)
+            entry = ledger.append("incentive", card_token=card.token, amount=0,
+                                  place=self.config.terminal.place, detail=claim_detail(card),
+                                  wall_ms=now_ms, nonce=card.nonce)
+        except LedgerError as err:
+            return self._ledger_failed(err, 0, started, card)
+        return self._show(Decision("approved", 0, None, card, entry,
+                                   elapsed_ms=(time.perf_counter() - started) * 1000,
+                                   points=int(card.extra["points"])))
 
     def _detail(self, card: CardIdentity) -> dict[str, str | int | bool]:
         t = self.config.terminal

@@ -5,7 +5,8 @@ parses whatever was scanned into one :class:`Parsed`:
 
 - MPM (EMV QRCPS MPM): ``000201`` (Payload Format Indicator "01");
 - CPM (EMV QRCPS CPM): Base64 of ``85 05 "CPV01"``, i.e. ``hQVDUFYw``;
-- the wallet code: ``LPW1:``.
+- the wallet code: ``LPW1:``;
+- the campaign code: ``LPC1:`` (incentive points, see :mod:`terminal.qr.campaign`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from localpay.errors import QRFormatError
-from terminal.qr import cpm, mpm, wallet
+from terminal.qr import campaign, cpm, mpm, wallet
 
-Kind = Literal["mpm", "cpm", "wallet"]
+Kind = Literal["mpm", "cpm", "wallet", "campaign"]
 
 
 def detect(payload: str) -> Kind:
@@ -25,6 +26,8 @@ def detect(payload: str) -> Kind:
     text = payload.strip()
     if text.startswith(wallet.PREFIX):
         return "wallet"
+    if text.startswith(campaign.PREFIX):
+        return "campaign"
     if text.startswith("000201"):
         return "mpm"
     if text.startswith("hQVDUFYw"):
@@ -38,6 +41,7 @@ class Parsed:
     mpm: mpm.Mpm | None = None
     cpm: cpm.Cpm | None = None
     wallet: wallet.SignedCode | None = None
+    campaign: campaign.SignedCampaign | None = None
 
 
 def parse_any(payload: str) -> Parsed:
@@ -45,6 +49,8 @@ def parse_any(payload: str) -> Parsed:
     kind = detect(payload)
     if kind == "wallet":
         return Parsed(kind, wallet=wallet.decode(payload.strip()))
+    if kind == "campaign":
+        return Parsed(kind, campaign=campaign.decode(payload.strip()))
     if kind == "mpm":
         return Parsed(kind, mpm=mpm.parse(payload))
     return Parsed(kind, cpm=cpm.parse(payload))

@@ -69,6 +69,10 @@ def read(p: Presentation, ctx: ReadContext) -> CardIdentity:
         return _wallet(p.payload.strip(), ctx)
     if kind == "cpm":
         return _cpm(p.payload, ctx)
+    if kind == "campaign":
+        from terminal.incentives import read_campaign
+
+        return read_campaign(p.payload.strip(), ctx)
     mpm.parse(p.payload)  # a malformed one is QR_INVALID, a good one unsupported
     raise _declined(Reason.UNSUPPORTED,
                    "a merchant-presented code: the payer scans it with a payment app")

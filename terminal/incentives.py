@@ -1,0 +1,192 @@
+"""Incentive points as the terminal sees them: an estimate to show, and campaign claims.
+
+The central service credits points (``sync.server.incentives``); the terminal only shows
+what a tap is likely to earn, offline, from what it already holds:
+
+- the rules' summary and this week's bus points per card, from the last sync
+  (``GET /v1/points`` into the ledger's ``points_snapshot``, migration ``0003_points``);
+- the card's last tap at this validator (``card_counters``, read anyway by the tap path).
+
+The first ride of a weekday is *derived*, not counted: this tap is today's first when neither
+the snapshot's day mask nor this validator's last tap says the card rode today. When the last
+tap here was today and came after the snapshot, that ride's points are not in the snapshot
+yet; it is counted with this tap's fare (the same validator charges the same fare). Rides at
+other validators since their last sync are not known here, so the figure is an estimate;
+what is credited is decided centrally. The cost on the tap path is one primary-key lookup.
+
+Campaign codes (``terminal.qr.campaign``) become :class:`CardIdentity` here with
+``extra["campaign"]``; the core records them as an ``incentive`` entry, with no money.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from localpay.errors import LedgerError, QRFormatError
+from offline_ledger import Ledger
+from offline_ledger.ledger import CardState
+from terminal.cards import CardIdentity, ReadContext, card_token
+from terminal.qr import campaign
+from terminal.risk import Reason
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SKEW_S = 30
+
+
+@dataclass(frozen=True)
+class TerminalRules:
+    """The rules' summary the central service sends with the points snapshot."""
+
+    version: int
+    tz: ZoneInfo
+    bus: bool
+    bus_types: frozenset[str]
+    weekly_cap: dict[str, int]
+    holidays: frozenset[date]
+    local_food: bool
+    rate_bp: int
+    merchant_categories: frozenset[str]
+
+    @classmethod
+    def parse(cls, text: str) -> TerminalRules | None:
+        """``None`` for an empty or unusable summary (then no points are shown)."""
+        if not text:
+            return None
+        try:
+            doc = json.loads(text)
+            return cls(
+                int(doc["version"]), ZoneInfo(str(doc["timezone"])), bool(doc["bus"]),
+                frozenset(str(t) for t in doc["bus_types"]),
+                {str(k): int(v) for k, v in doc["weekly_cap"].items()},
+                frozenset(date.fromisoformat(d) for d in doc["holidays"]),
+                bool(doc["local_food"]), int(doc["rate_bp"]),
+                frozenset(str(c) for c in doc["merchant_categories"]))
+        except (ValueError, KeyError, TypeError, AttributeError, ZoneInfoNotFoundError) as err:
+            log.warning("points rules summary unusable, no points shown: %s", err)
+            return None
+
+    def day(self, ms: int) -> date:
+        return datetime.fromtimestamp(ms / 1000, self.tz).date()
+
+
+class PointsEstimator:
+    """Points of this tap and this week's total, for the validator's screen."""
+
+    def __init__(self, ledger: Ledger | None, *, refresh_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ledger = ledger
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self._rules: TerminalRules | None = None
+        self._text: str | None = None
+        self._next = 0.0
+
+    def rules(self) -> TerminalRules | None:
+        # The sync client writes new rules from its own connection: look again now and then
+        # instead of on every tap.
+        now = self.clock()
+        if self.ledger is not None and now >= self._next:
+            self._next = now + self.refresh_s
+            _, text = self.ledger.points_state()
+            if text != self._text:
+                self._text, self._rules = text, TerminalRules.parse(text)
+        return self._rules
+
+    def estimate(self, role: str, bus_type: str, merchant_category: str, card: CardIdentity,
+                 amount: int, state: CardState, now_ms: int) -> tuple[int | None, int | None]:
+        """``(points now, points this week)``; ``None`` where nothing is known or applies.
+        Never raises: an approval is already committed when this runs."""
+        try:
+            rules = self.rules()
+            if rules is None or self.ledger is None:
+                return None, None
+            if role == "validator":
+                return self._tap(rules, bus_type, card, amount, state, now_ms)
+            if rules.local_food and merchant_category in rules.merchant_categories:
+                return amount * rules.rate_bp // 10_000, None
+        except LedgerError as err:
+            log.warning("points not estimated: %s", err)
+        return None, None
+
+    def _tap(self, rules: TerminalRules, bus_type: str, card: CardIdentity, fare: int,
+             state: CardState, now_ms: int) -> tuple[int | None, int | None]:
+        if not rules.bus or bus_type not in rules.bus_types or self.ledger is None:
+            return None, None
+        snap = self.ledger.points_snapshot(card.token)
+        rider = snap.rider if snap is not None and snap.rider else card.rider
+        cap = rules.weekly_cap.get(rider)
+        if cap is None:
+            return None, None
+        today = rules.day(now_ms)
+        week = (today - timedelta(days=today.weekday())).isoformat()
+        base, mask = (snap.points_week, snap.days_mask) if (
+            snap is not None and snap.week_start == week) else (0, 0)
+        bit = 1 << today.weekday()
+        rode_here_today = bool(state.last_tap_seq) and rules.day(state.last_tap_mono) == today
+        if rode_here_today and not mask & bit and (
+                snap is None or state.last_tap_mono > snap.synced_at):
+            base, mask = min(base + fare, cap), mask | bit
+        earns = today.weekday() < 5 and today not in rules.holidays
+        points = 0 if not earns or mask & bit else max(min(fare, cap - base), 0)
+        return points, base + points
+
+
+# -- campaign codes as a card application's read ------------------------------------------------
+
+
+def _declined(reason: Reason, detail: str) -> Exception:
+    # imported here: the core imports the applications, so they must not import it first
+    from terminal.core import Declined
+
+    return Declined(reason, detail)
+
+
+def _keys(options: dict[str, Any]) -> list[Ed25519PublicKey]:
+    from terminal.qr.app import issuer_keys
+
+    # Campaign codes are signed by the operator; without keys of their own the terminal
+    # trusts the operator's wallet issuer keys (the signed messages differ by domain).
+    given = options.get("campaign_keys")
+    return issuer_keys({"wallet_issuer_keys": given} if given else options)
+
+
+def read_campaign(text: str, ctx: ReadContext) -> CardIdentity:
+    """A scanned campaign code: who claims, which campaign, how many points to show."""
+    keys = _keys(ctx.options)
+    if not keys:
+        raise _declined(Reason.UNSUPPORTED, "no campaign key is provisioned")
+    try:
+        code = campaign.verify(text, keys)
+    except QRFormatError as err:
+        raise _declined(Reason.QR_INVALID, str(err)) from err
+    skew = int(ctx.options.get("qr_clock_skew_s", DEFAULT_SKEW_S))
+    problem = campaign.time_problem(code, ctx.now_ms, skew)
+    if problem == "expired":
+        raise _declined(Reason.QR_EXPIRED, f"campaign code expired at {code.valid_until}")
+    if problem is not None:
+        raise _declined(Reason.QR_INVALID, f"campaign code from {code.valid_from}: {problem}")
+    wid = code.wallet_id
+    return CardIdentity(
+        token=card_token(ctx.token_key, "wallet", wid),
+        display=f"wallet …{wid[-4:]}",
+        scheme="wallet",
+        label="campaign",
+        nonce=(code.nonce_key, (code.valid_until + skew) * 1000),
+        extra={"campaign": code.campaign_id, "points": code.points, "code": text},
+    )
+
+
+def claim_detail(card: CardIdentity) -> dict[str, str | int | bool]:
+    """The ``incentive`` entry's detail: the central service re-checks the code itself."""
+    return {"campaign": str(card.extra["campaign"]), "points": int(card.extra["points"]),
+            "code": str(card.extra["code"]), "scheme": card.scheme, "card": card.display}
