@@ -332,6 +332,7 @@ _EXTENSIONS: tuple[str, ...] = (
     "terminal.cli_qr",
     "terminal.cli_readers",
     "terminal.cli_sync",
+    "terminal.cli_incentives",
     "terminal.cli_ui",
 )
 
