@@ -22,10 +22,10 @@ the question that matters: can *this* user open it.
 
 from __future__ import annotations
 
-import getpass
 import grp
 import logging
 import os
+import pwd
 import shutil
 import stat
 from collections.abc import Sequence
@@ -85,10 +85,11 @@ class Report:
 
 
 def _user() -> str:
+    """Who runs this process (not $USER, which sudo and su may leave pointing elsewhere)."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def _group_of(path: Path) -> str:

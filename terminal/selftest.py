@@ -158,6 +158,8 @@ def qr_check(config: Config, token_key: bytes, timeout: float, say: Prompt) -> C
             return Check("QR scanner", True, "none configured (readers.scanner is empty)")
         spec_text = "virtual"
     spec = parse_reader_spec(spec_text)
+    if spec.kind == "serial":
+        spec.options.setdefault("terminator", config.readers.serial_terminator)
     reader = spec.open()
     try:
         if spec.kind == "virtual":
