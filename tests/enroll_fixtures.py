@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner, Result
 
-from tests.pg_fixtures import ROOT, CentralProcess, free_port
 from terminal.cli import cli
+from tests.pg_fixtures import ROOT, CentralProcess, free_port
 
 
 def start_localpay_central(db: str, data: Path, *, timeout: float = 30.0) -> CentralProcess:
