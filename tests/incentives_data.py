@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,7 +18,7 @@ KST = timedelta(hours=9)
 
 def seoul_ms(y: int, mo: int, d: int, h: int = 8, mi: int = 0, s: int = 0) -> int:
     """Unix ms of a Seoul wall-clock time."""
-    utc = datetime(y, mo, d, h, mi, s, tzinfo=timezone.utc) - KST
+    utc = datetime(y, mo, d, h, mi, s, tzinfo=UTC) - KST
     return int(utc.timestamp() * 1000)
 
 

@@ -4,6 +4,7 @@ refunds, campaigns once per card, exactly-once under retries, payout idempotence
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -199,9 +200,9 @@ def test_campaign_once_per_card_and_only_signed_known_running(svc: CentralLog) -
 
     def claim(c: Chain, token: str, code: str, at: int) -> Any:
         cid = campaign.decode(code).code.campaign_id
-        return c.entry("incentive", token, 0, at, detail=(
-            '{"campaign":"%s","card":"w","code":"%s","points":1,"scheme":"wallet"}'
-            % (cid, code)))
+        return c.entry("incentive", token, 0, at, detail=json.dumps(
+            {"campaign": cid, "card": "w", "code": code, "points": 1, "scheme": "wallet"},
+            sort_keys=True, separators=(",", ":")))
 
     svc.ingest("BUS-1", [claim(t1, A, good, when), claim(t1, B, forged, when),
                          claim(t1, C, unknown, when)])
