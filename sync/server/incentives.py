@@ -201,13 +201,11 @@ def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> Cred
             work.append(("campaign", item, cal.day(e.wall_ms), _detail(e.detail)))
     if not work:
         return result
-    done = _already_credited(tx, work)
-    closed = {str(r[0]) for r in tx.all("SELECT month FROM incentive_runs")}
-    payable: dict[str, str] = {}
     bus_items = [w for w in work if w[0] == "bus"]
     tokens = sorted({w[1].entry.card_token for w in bus_items})
-    profiles = load_profiles(tx, tokens)
-    weeks = _load_weeks(tx, tokens, {week_start(w[2]) for w in bus_items})
+    done, closed, profiles, weeks = _read_state(tx, work, tokens,
+                                                {week_start(w[2]) for w in bus_items})
+    payable: dict[str, str] = {}
     paid = _load_payments(tx, refs)
     claimed: set[tuple[str, str]] = set()
     rows: list[tuple[Any, ...]] = []
@@ -278,7 +276,9 @@ def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> Cred
             rows)
     tx.many("INSERT INTO incentive_claims VALUES (?, ?, ?, ?, ?)", claims)
     if changed:
-        version = _next_weeks_version(tx)
+        # The batch's last log index orders snapshot versions: appends are serialized by
+        # the log lock, so versions grow in commit order without a counter to update.
+        version = max(item.log_index for item in batch) + 1
         tx.many("INSERT INTO incentive_weeks VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (card_token, week_start) DO UPDATE SET points = excluded.points, "
                 "days_mask = excluded.days_mask, version = excluded.version",
@@ -287,19 +287,52 @@ def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> Cred
     return result
 
 
-def _already_credited(tx: Tx, work: list[tuple[str, Ingested, date, dict[str, Any]]]
-                      ) -> set[tuple[str, int]]:
+def _read_state(tx: Tx, work: list[tuple[str, Ingested, date, dict[str, Any]]],
+                tokens: Sequence[str], weeks: set[date]) -> tuple[
+        set[tuple[str, int]], set[str], dict[str, str], dict[tuple[str, date], list[int]]]:
+    """Everything crediting reads, in one round trip: entries already credited, months
+    already paid out, rider profiles and the cards' weeks so far."""
     spans: dict[str, list[int]] = {}
     for _, item, _, _ in work:
         e = item.entry
         lo_hi = spans.setdefault(e.terminal_id, [e.seq, e.seq])
         lo_hi[0], lo_hi[1] = min(lo_hi[0], e.seq), max(lo_hi[1], e.seq)
-    done: set[tuple[str, int]] = set()
+    parts: list[str] = []
+    params: list[Any] = []
     for tid, (lo, hi) in spans.items():
-        for (seq,) in tx.all("SELECT seq FROM incentive_credits WHERE terminal_id = ? AND "
-                             "seq BETWEEN ? AND ?", (tid, lo, hi)):
-            done.add((tid, int(seq)))
-    return done
+        parts.append("SELECT 'c', CAST(NULL AS TEXT), CAST(NULL AS TEXT), seq, "
+                     "CAST(NULL AS BIGINT) FROM incentive_credits WHERE terminal_id = ? AND "
+                     "seq BETWEEN ? AND ?")
+        params += [tid, lo, hi]
+    parts.append("SELECT 'r', month, NULL, NULL, NULL FROM incentive_runs")
+    for chunk in _chunks(tokens):
+        marks, values = tx.in_list(chunk)
+        parts.append("SELECT 'p', card_token, rider, NULL, NULL FROM incentive_profiles "
+                     f"WHERE card_token IN {marks}")
+        params += values
+        for week in sorted(weeks):
+            parts.append("SELECT 'w', card_token, week_start, points, days_mask FROM "
+                         f"incentive_weeks WHERE week_start = ? AND card_token IN {marks}")
+            params += [week.isoformat(), *values]
+    done: set[tuple[str, int]] = set()
+    closed: set[str] = set()
+    profiles: dict[str, str] = {}
+    state: dict[tuple[str, date], list[int]] = {}
+    tid_of = {(lo, hi): tid for tid, (lo, hi) in spans.items()}
+    one_tid = next(iter(spans)) if len(spans) == 1 else None
+    for tag, k1, k2, n1, n2 in tx.all(" UNION ALL ".join(parts), params):
+        if tag == "c":
+            if one_tid is not None:
+                done.add((one_tid, int(n1)))
+            else:  # several terminals in one call: only for bulk runs, look each up
+                done.update((t, int(n1)) for (lo, hi), t in tid_of.items() if lo <= n1 <= hi)
+        elif tag == "r":
+            closed.add(str(k1))
+        elif tag == "p":
+            profiles[str(k1)] = str(k2)
+        else:
+            state[(str(k1), date.fromisoformat(str(k2)))] = [int(n1), int(n2)]
+    return done, closed, profiles, state
 
 
 def load_profiles(tx: Tx, tokens: Sequence[str]) -> dict[str, str]:
@@ -309,19 +342,6 @@ def load_profiles(tx: Tx, tokens: Sequence[str]) -> dict[str, str]:
         out.update((str(t), str(r)) for t, r in tx.all(
             f"SELECT card_token, rider FROM incentive_profiles WHERE card_token IN {marks}",
             params))
-    return out
-
-
-def _load_weeks(tx: Tx, tokens: Sequence[str], weeks: set[date]
-                ) -> dict[tuple[str, date], list[int]]:
-    out: dict[tuple[str, date], list[int]] = {}
-    for week in sorted(weeks):
-        for chunk in _chunks(tokens):
-            marks, params = tx.in_list(chunk)
-            for token, points, mask in tx.all(
-                "SELECT card_token, points, days_mask FROM incentive_weeks WHERE week_start = ? "
-                f"AND card_token IN {marks}", [week.isoformat(), *params]):
-                out[(str(token), week)] = [int(points), int(mask)]
     return out
 
 
@@ -368,15 +388,6 @@ def _campaign(tx: Tx, rules: Rules, e: Any, day: date, detail: dict[str, Any],
         return None
     claimed.update(keys)
     return cid, claim.wallet_id, campaign.points
-
-
-def _next_weeks_version(tx: Tx) -> int:
-    row = tx.one("SELECT weeks_version FROM incentive_state WHERE id = 1")
-    if row is None:
-        tx.run("INSERT INTO incentive_state VALUES (1, 1)")
-        return 1
-    tx.run("UPDATE incentive_state SET weeks_version = ? WHERE id = 1", (int(row[0]) + 1,))
-    return int(row[0]) + 1
 
 
 def credit_batches(store: Store, batches: Iterable[Sequence[Ingested]],
@@ -430,7 +441,8 @@ def points_delta(store: Store, since: int, now_ms: int | None = None,
             "w LEFT JOIN incentive_profiles p ON p.card_token = w.card_token "
             "WHERE w.week_start = ? AND w.version > ? ORDER BY w.version LIMIT ?",
             (week.isoformat(), since, limit))
-        top = tx.one("SELECT weeks_version FROM incentive_state WHERE id = 1")
+        top = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_weeks "
+                     "WHERE week_start = ?", (week.isoformat(),))
     version = max(int(top[0]) if top else 0, since)
     if len(rows) == limit:
         # Stop before the last version so that none of it is split across two answers.

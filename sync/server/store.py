@@ -95,8 +95,6 @@ CREATE TABLE IF NOT EXISTS incentive_weeks (
     card_token TEXT NOT NULL, week_start TEXT NOT NULL, points BIGINT NOT NULL,
     days_mask INTEGER NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (card_token, week_start));
 CREATE INDEX IF NOT EXISTS incentive_weeks_version ON incentive_weeks (week_start, version);
-CREATE TABLE IF NOT EXISTS incentive_state (
-    id INTEGER PRIMARY KEY CHECK (id = 1), weeks_version BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS incentive_profiles (
     card_token TEXT PRIMARY KEY, rider TEXT NOT NULL, updated_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS incentive_claims (
