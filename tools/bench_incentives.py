@@ -22,6 +22,8 @@ from sync.server.bench_incentives import bench_incentives  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench_incentives")
     parser.add_argument("--events", type=int, default=1_500_000)
+    parser.add_argument("--round-s", type=int, default=3600,
+                        help="sync round: a terminal's entries of this many seconds per batch")
     parser.add_argument("--store", default="postgresql",
                         help="postgresql (a throwaway local cluster), sqlite, or a store URL")
     args = parser.parse_args()
@@ -35,7 +37,7 @@ def main() -> None:
     elif args.store == "sqlite":
         url = None
     try:
-        result = bench_incentives(args.events, url)
+        result = bench_incentives(args.events, url, round_s=args.round_s)
     finally:
         if cluster is not None:
             cluster.destroy()

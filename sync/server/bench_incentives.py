@@ -3,8 +3,8 @@
 A synthetic Wednesday (12 March 2025, Seoul): ``events`` taps and purchases, 75 % bus taps
 on 1,500 validators by riders of whom most already rode on Monday and Tuesday (their week
 rows are loaded first, so caps bite), 25 % purchases on 8,000 tills of which 30 % are
-local-food stores, 2 % of those refunded. Each terminal sends its entries of each hour as
-one batch, in time order (hourly sync rounds); the batches go through
+local-food stores, 2 % of those refunded. Each terminal sends its entries of each sync round as
+one batch of at most 500, in time order (hourly rounds by default); the batches go through
 :func:`sync.server.incentives.credit`, the ingest hook's own function, inside store
 transactions holding the log lock, as ingest runs it. The chain itself (signatures, Merkle
 tree) is not part of this figure: ``tools/bench_central.py`` measures ingest.
@@ -90,13 +90,13 @@ def _day(events: int, seed: int) -> tuple[dict[str, list[tuple[int, str, str, in
     return by_terminal, weeks, youth
 
 
-def _batches(by_terminal: dict[str, list[tuple[int, str, str, int, str, int]]]
-             ) -> list[list[Ingested]]:
+def _batches(by_terminal: dict[str, list[tuple[int, str, str, int, str, int]]],
+             round_ms: int) -> list[list[Ingested]]:
     rounds: dict[int, list[tuple[str, list[WireEntry]]]] = defaultdict(list)
     for tid in sorted(by_terminal):
         per_hour: dict[int, list[WireEntry]] = defaultdict(list)
         for n, (wall, kind, token, amount, detail, ref) in enumerate(by_terminal[tid], 1):
-            per_hour[(wall - DAY_MS) // _HOUR].append(WireEntry(
+            per_hour[(wall - DAY_MS) // round_ms].append(WireEntry(
                 n, kind, tid, token, amount, ref, tid, wall, wall, detail, _ZERO, b"", b""))
         for hour, items in per_hour.items():
             for i in range(0, len(items), 500):
@@ -126,12 +126,14 @@ def _prepare(store: Store, weeks: list[tuple[str, str, int, int, int]], youth: l
 
 
 def bench_incentives(events: int = 1_500_000, store_url: str | None = None, *,
-                     per_tx: int = 200, seed: int = 12) -> dict[str, Any]:
+                     per_tx: int = 200, seed: int = 12, round_s: int = 3600) -> dict[str, Any]:
     """Credit a synthetic Goyang day of ``events`` taps and purchases into ``store_url``
-    (default: SQLite in a temporary folder; give an empty store). Returns the figures."""
+    (default: SQLite in a temporary folder; give an empty store). Each terminal sends what
+    it recorded in each ``round_s`` seconds as one batch (at most 500 entries): 3600 is an
+    hourly sync, 86400 a day's backlog. Returns the figures."""
     t0 = time.perf_counter()
     by_terminal, weeks, youth = _day(events, seed)
-    batches = _batches(by_terminal)
+    batches = _batches(by_terminal, round_s * 1000)
     made_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="localpay-bench-incentives-") as tmp:
         store = open_store(store_url or f"sqlite:///{Path(tmp) / 'central.sqlite'}")
@@ -158,7 +160,8 @@ def bench_incentives(events: int = 1_500_000, store_url: str | None = None, *,
             store.close()
     held = (int(row[0]), int(row[1])) if row else (0, 0)
     return {
-        "store": kind, "events": events, "terminals": len(by_terminal), "batches": len(batches),
+        "store": kind, "events": events, "terminals": len(by_terminal), "round_s": round_s,
+        "batches": len(batches),
         "riders_with_week_so_far": len(weeks), "credits": credits, "points": points,
         "stored": {"credits": held[0], "points": held[1]},
         "credit_s": round(credit_s, 2), "wall_s": round(wall_s, 2),
