@@ -676,10 +676,11 @@ class Ledger:
         return int(row[0]), str(row[1])
 
     def set_points_snapshot(self, rows: dict[str, tuple[str, int, int, str]], version: int,
-                            rules: str) -> None:
+                            rules: str, synced_at: int | None = None) -> None:
         """Store points from the central service: card -> (week_start, points_week,
-        days_mask, rider). A row of an older week never replaces a newer one."""
-        now = int(time.time() * 1000)
+        days_mask, rider), as of ``synced_at`` (ms, default now). A row of an older week
+        never replaces a newer one."""
+        now = int(time.time() * 1000) if synced_at is None else synced_at
         self._write(
             "points not stored",
             [

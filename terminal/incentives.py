@@ -133,9 +133,10 @@ class PointsEstimator:
             snap is not None and snap.week_start == week) else (0, 0)
         bit = 1 << today.weekday()
         rode_here_today = bool(state.last_tap_seq) and rules.day(state.last_tap_mono) == today
-        if rode_here_today and not mask & bit and (
-                snap is None or state.last_tap_mono > snap.synced_at):
-            base, mask = min(base + fare, cap), mask | bit
+        if rode_here_today:
+            if not mask & bit and (snap is None or state.last_tap_mono > snap.synced_at):
+                base = min(base + fare, cap)   # today's first ride, not synced yet
+            mask |= bit
         earns = today.weekday() < 5 and today not in rules.holidays
         points = 0 if not earns or mask & bit else max(min(fare, cap - base), 0)
         return points, base + points

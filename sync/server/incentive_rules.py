@@ -290,6 +290,8 @@ def verify_campaign_code(text: str, keys: tuple[bytes, ...]) -> CampaignClaim | 
         raw = base64.b32decode(b32 + "=" * (-len(b32) % 8))
     except (binascii.Error, ValueError):
         return None
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != b32:
+        return None
     body, sig = raw[:-64], raw[-64:]
     try:
         if len(body) < 4 or body[0] != 1 or body[1] != 0:

@@ -88,9 +88,14 @@ def _b32decode(text: str) -> bytes:
     if not _B32.fullmatch(text):
         raise QRFormatError("encoding: a campaign code is upper-case Base32 after 'LPC1:'")
     try:
-        return base64.b32decode(text + "=" * (-len(text) % 8))
+        raw = base64.b32decode(text + "=" * (-len(text) % 8))
     except (binascii.Error, ValueError) as err:
         raise QRFormatError(f"encoding: not valid Base32: {err}") from err
+    # The last character's spare bits are ignored by the decoder: refuse any other
+    # spelling, so that one code has one text (and one nonce).
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != text:
+        raise QRFormatError("encoding: not the canonical Base32 of its bytes")
+    return raw
 
 
 def decode(text: str) -> SignedCampaign:

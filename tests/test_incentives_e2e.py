@@ -1,0 +1,107 @@
+"""End to end over HTTP: a validator's taps go up through the real sync client to the real
+central service (its own process), points are credited once, the points snapshot comes down
+into the ledger, and the next tap shows what the service then credits. Operator commands
+(rules, profile, statement, payout) through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from drivers.virtual import VirtualReader
+from firmware_cfg.config import DEFAULT
+from firmware_cfg.keys import DEMO_TOKEN_KEY, public_hex
+from localpay.types import Presentation
+from offline_ledger import Ledger
+from sync.client import SyncClient
+from sync.server import open_service
+from sync.server.incentive_rules import default_rules_text
+from terminal.cards import card_token
+from terminal.cli import cli
+from terminal.core import Terminal
+from tests.conftest import FakeClock
+from tests.incentives_data import KST, seoul_ms
+from tests.pg_fixtures import central
+
+ADULT, YOUTH = bytes.fromhex("08000011"), bytes.fromhex("08000012")
+
+
+def this_wednesday() -> date:
+    today = (datetime.now(UTC) + KST).date()
+    return today - timedelta(days=today.weekday()) + timedelta(days=2)
+
+
+def tap(t: Terminal, reader: VirtualReader, uid: bytes) -> tuple[int | None, int | None]:
+    reader.present_uid(uid)
+    p: Presentation | None = reader.poll(1.0)
+    assert p is not None
+    d = t.tap(p)
+    assert d.approved
+    return d.points, d.points_week
+
+
+def test_points_credited_once_and_shown_offline(tmp_path: Path) -> None:
+    db, data = f"sqlite:///{tmp_path / 'central.sqlite'}", tmp_path / "data"
+    key = Ed25519PrivateKey.generate()
+    svc = open_service(db, data)
+    svc.add_terminal("BUS-E2E", bytes.fromhex(public_hex(key)))
+    svc.store.close()
+    adult, youth = card_token(DEMO_TOKEN_KEY, "uid", ADULT), card_token(DEMO_TOKEN_KEY, "uid",
+                                                                       YOUTH)
+    run = CliRunner()
+    opts = ["--db", db, "--data", str(data)]
+    rules = tmp_path / "rules.toml"
+    text = default_rules_text().replace("version = 1", "version = 2")
+    start = text.index("holidays = [")
+    rules.write_text(text[:start] + "holidays = []\n" + text[text.index("]\n", start) + 2:])
+    out = run.invoke(cli, ["central", "rules", "load", str(rules), *opts])
+    assert out.exit_code == 0 and "version 2 in force" in out.output, out.output
+    out = run.invoke(cli, ["central", "profile", "set", youth, "--rider", "youth", *opts])
+    assert out.exit_code == 0, out.output
+
+    wed = this_wednesday()
+    clock = FakeClock(seoul_ms(wed.year, wed.month, wed.day, 8) / 1000)
+    path = tmp_path / "ledger.sqlite"
+    config = DEFAULT.replace("terminal", role="validator", id="BUS-E2E", place="85")
+    reader = VirtualReader()
+    ledger = Ledger(path, key=key, terminal_id="BUS-E2E")
+    try:
+        t = Terminal(config, ledger, DEMO_TOKEN_KEY, clock=clock)
+        assert tap(t, reader, ADULT) == (None, None)      # no rules known yet
+        tap(t, reader, YOUTH)
+        with central(db, data) as srv:
+            client = SyncClient(path, key, srv.url, srv.verifier, batch_size=1)
+            first = client.sync_once()
+            snap = ledger.points_snapshot(adult)
+            assert snap is not None and (snap.points_week, snap.days_mask) == (1500, 0b100)
+            ysnap = ledger.points_snapshot(youth)
+            assert ysnap is not None and ysnap.rider == "youth"
+            clock.advance(86_400)                          # Thursday
+            t = Terminal(config, ledger, DEMO_TOKEN_KEY, clock=clock)
+            shown = [tap(t, reader, ADULT), tap(t, reader, YOUTH)]
+            assert shown == [(1400, 2900), (520, 2020)]
+            again = client.sync_once()
+            assert client.sync_once().sent == 0
+            client.close()
+        assert (first.sent, first.points, again.sent) == (2, 2, 2)
+    finally:
+        ledger.close()
+        reader.close()
+    for token, week in ((adult, 2900), (youth, 2020)):
+        out = run.invoke(cli, ["central", "points", "--card", token, "--json", *opts])
+        assert out.exit_code == 0, out.output
+        st = json.loads(out.output)
+        assert st["earned"] == week and {e["rule_version"] for e in st["entries"]} == {2}
+        assert len(st["entries"]) == 2 and st["weeks"][0]["points"] == week
+    out = run.invoke(cli, ["central", "points", "--card", adult, *opts])
+    assert "earned 2,900" in out.output and "BUS-E2E/1" in out.output
+    today = (datetime.now(UTC) + KST).date()
+    last = (today.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")   # a month that ended
+    out = run.invoke(cli, ["central", "payout", "--month", last, *opts])
+    assert out.exit_code == 0 and f"{last} paid out" in out.output, out.output
+    out = run.invoke(cli, ["central", "payout", "--month", last, *opts])
+    assert f"{last} already paid out" in out.output
