@@ -81,8 +81,8 @@ class ReadersSection:
     card: str = "virtual"
     #: code scanner: "" (none), "serial:/dev/ttyACM0[:BAUD]", "camera[:INDEX]"
     scanner: str = ""
-    #: what ends one code on a serial scanner line: "cr", "lf" or "crlf"
-    serial_terminator: Literal["cr", "lf", "crlf"] = "crlf"
+    #: what ends one code on a serial scanner line (most USB-CDC scanners send CR)
+    serial_terminator: Literal["cr", "lf", "crlf", "tab", "etx"] = "cr"
     #: ACR122U-style readers: beep and blink on a decision
     buzzer: bool = True
     led: bool = True

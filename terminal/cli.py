@@ -76,7 +76,10 @@ def cli(ctx: click.Context, home: Path | None, verbose: int, debug: bool) -> Non
 @cli.command()
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the demo's ledgers in this folder instead of a temporary one.")
-def demo(keep: Path | None) -> None:
+@click.option("--screenshots", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also save a PNG of every screen state (both roles and languages, "
+              "800x480 and 1280x720) in this folder.")
+def demo(keep: Path | None, screenshots: Path | None) -> None:
     """Play a simulated morning on a validator and a till, with the network down.
 
     Needs no config, no server and no hardware: virtual cards, embedded defaults.
@@ -96,6 +99,11 @@ def demo(keep: Path | None) -> None:
         home = keep or Path(tmp)
         result = demo_mod.run(home, show)
     _demo_summary(result)
+    if screenshots is not None:
+        from kiosk_ui import save_screenshots
+
+        saved = save_screenshots(screenshots)
+        click.echo(f"\n{len(saved)} screenshots in {screenshots}")
 
 
 def _demo_summary(result: Any) -> None:
@@ -293,6 +301,19 @@ def bench_ui_cmd(frames: int) -> None:
     from kiosk_ui.bench import bench_ui
 
     _emit(bench_ui(frames))
+
+
+@bench.command("incentives")
+@click.option("--events", type=click.IntRange(min=1000), default=1_500_000, show_default=True,
+              help="Taps and purchases in the simulated day (Goyang: about 1.5 million).")
+@click.option("--db", "store_url", default=None,
+              help="Central store URL, e.g. postgresql://... (default: SQLite in a temporary "
+              "folder).")
+def bench_incentives_cmd(events: int, store_url: str | None) -> None:
+    """Credit computation for a city's day of taps and purchases, synced hourly."""
+    from sync.server.bench_incentives import bench_incentives
+
+    _emit(bench_incentives(events=events, store_url=store_url))
 
 
 @bench.command("central")

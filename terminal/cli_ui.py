@@ -43,19 +43,6 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _reader_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``pcsc``, ``nfc:path=usb``, ``serial:port=/dev/ttyACM0,baudrate=9600``."""
-    kind, _, rest = spec.partition(":")
-    options: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise click.BadParameter(f"reader option {item!r} is not key=value",
-                                     param_hint="--reader")
-        options[key.strip()] = int(value) if value.isdigit() else value
-    return kind.strip(), options
-
-
 def _ui() -> Any:
     try:
         import kiosk_ui.app as app_mod
@@ -116,9 +103,11 @@ def _demo_terminal(role: str, folder: Path) -> Iterator[tuple[Terminal, VirtualR
               help="A scratch terminal with the virtual reader; F1-F7 present test cards.")
 @click.option("--role", type=click.Choice(["validator", "till"]), default="validator",
               show_default=True, help="With --demo: which terminal to show.")
-@click.option("--reader", "readers", multiple=True, metavar="KIND[:KEY=VALUE,...]",
-              help="A reader to take cards and codes from (repeatable), e.g. pcsc, "
-              "nfc:path=usb, serial:port=/dev/ttyACM0.")
+@click.option("--reader", "readers", multiple=True, metavar="KIND[:ARGS]",
+              help="A reader to take cards and codes from (repeatable), in the syntax of "
+              "`localpay read --reader`: pcsc[:NAME-PATTERN], nfc:usb:072f:2200, "
+              "nfc:tty:AMA0:pn532, serial:/dev/ttyACM0[:BAUD], camera[:INDEX]. "
+              "Default: readers.card and readers.scanner of the config.")
 @click.option("--windowed", is_flag=True, help="A window of --size instead of full screen.")
 @click.option("--size", default="800x480", show_default=True, help="Window size, WxH.")
 @click.option("--language", type=click.Choice(["ko", "en"]), default=None,
@@ -152,23 +141,24 @@ def run(ctx: click.Context, config_path: Path | None, demo: bool, role: str,
 
 def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...], ui: Any,
                     options: dict[str, Any], seconds: float | None) -> None:
-    from drivers import open_reader
+    from drivers.spec import parse_reader_spec
     from firmware_cfg.config import load
     from terminal.home import Home, default_home, open_terminal
 
-    if not specs:
-        raise click.UsageError("no reader: give --reader KIND (pcsc, nfc, serial, camera) "
-                               "once per reader")
     config: Config = load(config_path)
+    if not specs:
+        specs = tuple(s for s in (config.readers.card, config.readers.scanner) if s)
     obj = ctx.find_root().obj
     home = getattr(obj, "home", None) or Home(default_home())
     terminal = open_terminal(home, config)
     opened = []
     client = None
     try:
-        for spec in specs:
-            kind, reader_options = _reader_spec(spec)
-            opened.append(open_reader(kind, **reader_options))
+        for text in specs:
+            spec = parse_reader_spec(text)
+            if spec.kind == "serial":
+                spec.options.setdefault("terminator", config.readers.serial_terminator)
+            opened.append(spec.open())
         link = None
         if config.central.url and config.keys.central_public_key and terminal.ledger:
             from sync.client import SyncClient
