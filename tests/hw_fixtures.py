@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,6 +129,8 @@ class PcscStack:
     readers: list[tuple[str, int]]
     folder: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    #: pid of a pcscd a killed test session left behind, adopted by this one
+    adopted: int | None = None
     base_port: int = 0
     cards: list[VpcdCard] = field(default_factory=list)
 
@@ -137,6 +140,8 @@ class PcscStack:
     def running(self) -> bool:
         if not self.owned:
             return True
+        if self.adopted is not None:
+            return _pid_alive(self.adopted)
         return self.proc is not None and self.proc.poll() is None
 
     def _need_owned(self, what: str) -> None:
@@ -167,7 +172,12 @@ class PcscStack:
         """Stop our pcscd (by its pid) and wait until the service is gone."""
         self._need_owned("stopping pcscd")
         proc, self.proc = self.proc, None
+        adopted, self.adopted = self.adopted, None
+        if adopted is not None and _pid_alive(adopted):
+            os.kill(adopted, signal.SIGTERM)
+            wait_until(lambda: not _pid_alive(adopted), 10.0, "the left-over pcscd to stop")
         if proc is None:
+            wait_until(lambda: not _service_up(), 10.0, "pcscd to stop")
             return
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -238,17 +248,58 @@ def _lock(timeout: float = 900.0) -> int:
             time.sleep(0.5)
 
 
+def _left_over() -> tuple[int, list[tuple[str, int]]] | None:
+    """(pid, readers) of a live pcscd recorded in the state file by a test session."""
+    try:
+        state = json.loads(STATE_PATH.read_text())
+        pid = int(state["pid"])
+        readers = [(str(name), int(port)) for name, port in state["readers"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not readers or not _pid_alive(pid):
+        return None
+    return pid, readers
+
+
+#: one stack per process, shared by every test module that imports the fixtures (each
+#: import makes its own "session" fixture, and a second flock on the file would deadlock)
+_SHARED: list[PcscStack] = []
+_USERS = [0]
+
+
 @contextlib.contextmanager
 def pcsc_session() -> Iterator[PcscStack]:
+    if _SHARED:
+        _USERS[0] += 1
+        try:
+            yield _SHARED[0]
+        finally:
+            _USERS[0] -= 1
+        return
+    with _pcsc_session() as stack:
+        _SHARED.append(stack)
+        _USERS[0] += 1
+        try:
+            yield stack
+        finally:
+            _USERS[0] -= 1
+            _SHARED.clear()
+
+
+@contextlib.contextmanager
+def _pcsc_session() -> Iterator[PcscStack]:
     fd = _lock()
     stack: PcscStack | None = None
     try:
-        if _service_up():
+        left = _left_over()
+        if _service_up() and left is not None:
+            # A pcscd a test session started and could not stop (it was killed): we hold
+            # the lock, so no session uses it; it is the tests' own, take it over.
+            pid, readers = left
+            stack = PcscStack(owned=True, folder=Path(tempfile.mkdtemp(prefix="localpay-pcscd-")),
+                              adopted=pid, base_port=readers[0][1], readers=readers)
+        elif _service_up():
             readers = DEBIAN_READERS
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                state = json.loads(STATE_PATH.read_text())
-                if _pid_alive(int(state["pid"])):
-                    readers = [(str(n), int(p)) for n, p in state["readers"]]
             missing = {n for n, _ in readers} - set(list_readers())
             if missing:
                 pytest.fail(f"a pcscd is running without the vpcd readers {sorted(missing)}: "
@@ -269,6 +320,8 @@ def pcsc_session() -> Iterator[PcscStack]:
                 card.remove()
             if stack.owned:
                 stack.stop()
+                if stack.folder is not None:
+                    shutil.rmtree(stack.folder, ignore_errors=True)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
