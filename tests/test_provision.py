@@ -283,3 +283,17 @@ def test_issue_codes_refuses_bad_requests(tmp_path: Path) -> None:
                 assert proto.normalize_code(code).encode() not in bytes(ckey)
     finally:
         svc.store.close()
+
+
+def test_config_takes_the_log_verifier_key_the_sync_client_needs() -> None:
+    from firmware_cfg.config import DEFAULT, loads
+    from sync.checkpoint import NoteSigner, NoteVerifier
+
+    for _ in range(20):  # some keys' base64 holds '+', the verifier key's separator
+        text = NoteSigner("central.example/log", Ed25519PrivateKey.generate()).verifier.text()
+        config = loads(dumps(DEFAULT.replace("keys", central_public_key=text)))
+        assert NoteVerifier.parse(config.keys.central_public_key).text() == text
+    for bad in ("ab" * 32, "central.example/log+zz+AQ==", "no-plus-signs-at-all"):
+        with pytest.raises(ConfigError, match=r"keys\.central_public_key: expected the central "
+                                              r"log's verifier key"):
+            loads(dumps(DEFAULT.replace("keys", central_public_key=bad)))
