@@ -6,6 +6,7 @@ The terminal key file is PEM PKCS#8; the token key file holds 32 random bytes as
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import stat
@@ -22,8 +23,11 @@ from cryptography.hazmat.primitives.serialization import (
 
 from localpay.errors import KeyFileError
 
+log = logging.getLogger(__name__)
 
-def _write_secret(path: Path, data: bytes) -> None:
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write a secret file: mode 0600 from creation, synced, and swapped in atomically."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -51,26 +55,35 @@ def _read_secret(path: Path, what: str) -> bytes:
     return data
 
 
-def generate_terminal_key(path: str | Path) -> Ed25519PrivateKey:
-    """Make a new terminal key and write it (0600). Refuses to overwrite one."""
+def generate_terminal_key(path: str | Path, what: str = "terminal key") -> Ed25519PrivateKey:
+    """Make a new Ed25519 key and write it (PEM PKCS#8, 0600). Refuses to overwrite one."""
     path = Path(path)
     if path.exists():
-        raise KeyFileError(f"{path} already exists; refusing to replace a terminal key")
+        raise KeyFileError(f"{path} already exists; refusing to replace a {what}")
     key = Ed25519PrivateKey.generate()
-    _write_secret(path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    write_secret(path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     return key
 
 
-def load_terminal_key(path: str | Path) -> Ed25519PrivateKey:
+def load_terminal_key(path: str | Path, what: str = "terminal key") -> Ed25519PrivateKey:
+    """Load an Ed25519 key file, refusing a missing, loose or foreign one."""
     path = Path(path)
-    data = _read_secret(path, "terminal key")
+    data = _read_secret(path, what)
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as err:
-        raise KeyFileError(f"terminal key file {path} is not a PEM private key: {err}") from err
+        raise KeyFileError(f"{what} file {path} is not a PEM private key: {err}") from err
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"terminal key file {path} holds a {type(key).__name__}, not Ed25519")
+        raise KeyFileError(f"{what} file {path} holds a {type(key).__name__}, not Ed25519")
     return key
+
+
+def signing_key(path: Path, what: str, *, create: bool) -> Ed25519PrivateKey:
+    """A service's own signing key (central log, operator): made on first use if allowed."""
+    if create and not path.exists():
+        log.warning("making a new %s at %s", what, path)
+        return generate_terminal_key(path, what)
+    return load_terminal_key(path, what)
 
 
 def generate_token_key(path: str | Path) -> bytes:
@@ -78,7 +91,7 @@ def generate_token_key(path: str | Path) -> bytes:
     if path.exists():
         raise KeyFileError(f"{path} already exists; refusing to replace a token key")
     key = secrets.token_bytes(32)
-    _write_secret(path, key.hex().encode() + b"\n")
+    write_secret(path, key.hex().encode() + b"\n")
     return key
 
 

@@ -46,7 +46,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -198,19 +197,6 @@ class Provisioned:
     operator_key: str
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    # the same rules as firmware_cfg.keys: 0600 from creation, replaced atomically, synced
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def enroll(
     home: Path,
     central_url: str,
@@ -293,7 +279,7 @@ def enroll(
         raise ConfigError(f"the config moves the terminal key to {cfg.keys.terminal_key!r}; "
                           f"it was made at {DEFAULT.keys.terminal_key!r}")
     token = open_token_key(doc.get("token_key"), box, ckey, terminal_id, public_hex)
-    _write_secret(home / cfg.keys.token_key, token.hex().encode() + b"\n")
+    keys.write_secret(home / cfg.keys.token_key, token.hex().encode() + b"\n")
     keys.load_token_key(home / cfg.keys.token_key)  # read back: mode and contents
     bundles.apply(home, bundle, start_check or (lambda _c: None))
     log.info("enrolled as %s (config version %d)", terminal_id, bundle.version)

@@ -20,6 +20,7 @@ Each branch also mixes in the nearest builtin, so ``except ValueError`` or
     │   ├── TLVError                         BER-TLV
     │   ├── APDUError                        APDU responses / status words
     │   ├── QRFormatError                    QR payloads (MPM, CPM, wallet)
+    │   ├── EntryEncodingError               a ledger entry's canonical bytes
     │   └── ScanError                        scanner lines
     ├── SyncError                            batches, the central chain, proofs
     │   ├── SyncProtocolError (ValueError)   malformed request or answer
@@ -101,6 +102,10 @@ class APDUError(ParseError):
 
 class QRFormatError(ParseError):
     """A QR payload that is not a valid code of its format."""
+
+
+class EntryEncodingError(ParseError):
+    """Bytes that are not a canonical ledger entry, or fields that cannot be encoded."""
 
 
 class ScanError(ParseError):

@@ -1,161 +1,24 @@
-"""The one canonical byte encoding of a ledger entry: what is hashed and what is signed.
+"""The canonical entry encoding, defined once in :mod:`localpay.encoding` (shared with the
+central service) and re-exported here for the ledger's users."""
 
-Version 1 (``LPE1``). All integers are big-endian; a *string* is a 2-byte length then that
-many UTF-8 bytes; ``detail`` is a string holding canonical JSON (keys sorted, no spaces,
-UTF-8, values only str, int or bool)::
-
-    magic        4 bytes  b"LPE1"
-    seq          8 bytes  unsigned
-    kind         string   one of KINDS
-    terminal_id  string
-    card_token   string   hex keyed token, or "" when the entry has no card
-    amount       8 bytes  signed, integer won
-    ref_seq      8 bytes  unsigned, 0 when the entry refers to nothing
-    place        string   merchant id (till) or route (validator)
-    wall_ms      8 bytes  signed, Unix time in milliseconds as the terminal saw it
-    mono         8 bytes  unsigned, strictly increasing across the whole ledger
-    detail       string   canonical JSON object
-    prev_hash    32 bytes SHA-256 entry hash of the previous entry (32 zero bytes first)
-
-``entry_hash = SHA-256(encoding)`` and ``signature = Ed25519(terminal key, encoding)``.
-The central chain's leaf for an entry is ``SHA-256(0x00 || encoding)`` (RFC 9162 §2.1.1).
-Test vectors: ``tests/data/entry_vectors.json``.
-"""
-
-from __future__ import annotations
-
-import hashlib
-import json
-import struct
-from dataclasses import dataclass
-from typing import Any
-
-from localpay.errors import LedgerCorruptError, LedgerStateError
-
-MAGIC = b"LPE1"
-ZERO_HASH = bytes(32)
-KINDS = (
-    "payment",
-    "refund",
-    "void",
-    "tap",
-    "incentive",
-    "deny_update",
-    "config_change",
-    "sync_receipt",
+from localpay.encoding import (
+    KINDS,
+    MAGIC,
+    ZERO_HASH,
+    EntryFields,
+    canonical_detail,
+    decode,
+    encode,
+    entry_hash,
 )
-_MAX_STR = 0xFFFF
-_U64 = struct.Struct(">Q")
-_I64 = struct.Struct(">q")
 
-
-@dataclass(frozen=True, slots=True)
-class EntryFields:
-    """Everything about an entry that is covered by its hash and signature."""
-
-    seq: int
-    kind: str
-    terminal_id: str
-    card_token: str
-    amount: int
-    ref_seq: int
-    place: str
-    wall_ms: int
-    mono: int
-    detail: str
-    prev_hash: bytes
-
-
-def canonical_detail(detail: dict[str, Any] | None) -> str:
-    """The canonical JSON text of an entry's detail object."""
-    if not detail:
-        return "{}"
-    for key, value in detail.items():
-        if not isinstance(key, str) or not isinstance(value, (str, int, bool)) or value is None:
-            raise LedgerStateError(
-                f"detail {key!r}: only str, int and bool values are allowed, not "
-                f"{type(value).__name__}"
-            )
-    return json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _string(value: str, name: str) -> bytes:
-    raw = value.encode("utf-8")
-    if len(raw) > _MAX_STR:
-        raise LedgerStateError(f"{name} is {len(raw)} bytes; at most {_MAX_STR} fit")
-    return struct.pack(">H", len(raw)) + raw
-
-
-def encode(fields: EntryFields) -> bytes:
-    """The canonical bytes of an entry (see the module docstring)."""
-    if fields.kind not in KINDS:
-        raise LedgerStateError(f"unknown entry kind {fields.kind!r}; expected one of {KINDS}")
-    if len(fields.prev_hash) != 32:
-        raise LedgerStateError("prev_hash must be 32 bytes")
-    try:
-        return b"".join(
-            (
-                MAGIC,
-                _U64.pack(fields.seq),
-                _string(fields.kind, "kind"),
-                _string(fields.terminal_id, "terminal_id"),
-                _string(fields.card_token, "card_token"),
-                _I64.pack(fields.amount),
-                _U64.pack(fields.ref_seq),
-                _string(fields.place, "place"),
-                _I64.pack(fields.wall_ms),
-                _U64.pack(fields.mono),
-                _string(fields.detail, "detail"),
-                fields.prev_hash,
-            )
-        )
-    except struct.error as err:
-        raise LedgerStateError(f"entry {fields.seq}: a number is out of range: {err}") from err
-
-
-def decode(data: bytes) -> EntryFields:
-    """Parse canonical bytes back into fields; raise ``LedgerCorruptError`` on any defect."""
-    view = memoryview(data)
-    pos = 0
-
-    def take(n: int) -> bytes:
-        nonlocal pos
-        if pos + n > len(view):
-            raise LedgerCorruptError(f"entry encoding truncated at byte {pos} (needs {n} more)")
-        chunk = bytes(view[pos : pos + n])
-        pos += n
-        return chunk
-
-    def string() -> str:
-        (length,) = struct.unpack(">H", take(2))
-        try:
-            return take(length).decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise LedgerCorruptError(f"entry encoding has invalid UTF-8: {err}") from err
-
-    if take(4) != MAGIC:
-        raise LedgerCorruptError("entry encoding does not start with LPE1")
-    seq = _U64.unpack(take(8))[0]
-    kind = string()
-    terminal_id = string()
-    card_token = string()
-    amount = _I64.unpack(take(8))[0]
-    ref_seq = _U64.unpack(take(8))[0]
-    place = string()
-    wall_ms = _I64.unpack(take(8))[0]
-    mono = _U64.unpack(take(8))[0]
-    detail = string()
-    prev_hash = take(32)
-    if pos != len(view):
-        raise LedgerCorruptError(f"entry encoding has {len(view) - pos} bytes after its end")
-    if kind not in KINDS:
-        raise LedgerCorruptError(f"entry encoding has unknown kind {kind!r}")
-    return EntryFields(
-        seq, kind, terminal_id, card_token, amount, ref_seq, place, wall_ms, mono, detail,
-        prev_hash,
-    )
-
-
-def entry_hash(encoded: bytes) -> bytes:
-    """SHA-256 of the canonical bytes: the chain link."""
-    return hashlib.sha256(encoded).digest()
+__all__ = [
+    "KINDS",
+    "MAGIC",
+    "ZERO_HASH",
+    "EntryFields",
+    "canonical_detail",
+    "decode",
+    "encode",
+    "entry_hash",
+]

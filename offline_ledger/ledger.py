@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from localpay.errors import (
+    EntryEncodingError,
     LedgerCorruptError,
     LedgerError,
     LedgerStateError,
@@ -534,7 +535,7 @@ class Ledger:
                     raise LedgerCorruptError(f"entry {f.seq} goes back in time (mono)", f.seq)
                 try:
                     data = encoding.encode(f)
-                except LedgerError as err:
+                except EntryEncodingError as err:
                     raise LedgerCorruptError(
                         f"entry {f.seq} cannot be encoded: {err}", f.seq
                     ) from err

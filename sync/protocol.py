@@ -28,11 +28,11 @@ import binascii
 import hashlib
 import json
 import secrets
-import struct
 from dataclasses import dataclass
 from typing import Any
 
-from localpay.errors import SyncProtocolError
+from localpay import encoding
+from localpay.errors import EntryEncodingError, SyncProtocolError
 
 API = "/v1"
 H_TERMINAL = "X-LP-Terminal"
@@ -42,10 +42,7 @@ H_SIGNATURE = "X-LP-Signature"
 #: requests older or newer than this (ms) are refused as stale
 STALE_MS = 300_000
 MAX_BATCH = 10_000
-ENTRY_MAGIC = b"LPE1"
-KINDS = ("payment", "refund", "void", "tap", "incentive", "deny_update", "config_change",
-         "sync_receipt")
-ZERO_HASH = bytes(32)
+ZERO_HASH = encoding.ZERO_HASH
 
 
 def b64(data: bytes) -> str:
@@ -110,52 +107,17 @@ class WireEntry:
         return hashlib.sha256(self.data).digest()
 
 
-_U64 = struct.Struct(">Q")
-_I64 = struct.Struct(">q")
-_U16 = struct.Struct(">H")
-
-
 def decode_entry(data: bytes, signature: bytes) -> WireEntry:
-    """Parse an ``LPE1`` entry encoding; raise :class:`SyncProtocolError` on any defect."""
-    pos = 0
-    n = len(data)
-
-    def take(k: int) -> bytes:
-        nonlocal pos
-        if pos + k > n:
-            raise SyncProtocolError(f"entry encoding truncated at byte {pos}")
-        chunk = data[pos : pos + k]
-        pos += k
-        return chunk
-
-    def string() -> str:
-        (length,) = _U16.unpack(take(2))
-        try:
-            return take(length).decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise SyncProtocolError(f"entry encoding has invalid UTF-8: {err}") from err
-
-    if take(4) != ENTRY_MAGIC:
-        raise SyncProtocolError("entry encoding does not start with LPE1")
-    seq = _U64.unpack(take(8))[0]
-    kind = string()
-    terminal_id = string()
-    card_token = string()
-    amount = _I64.unpack(take(8))[0]
-    ref_seq = _U64.unpack(take(8))[0]
-    place = string()
-    wall_ms = _I64.unpack(take(8))[0]
-    mono = _U64.unpack(take(8))[0]
-    detail = string()
-    prev_hash = take(32)
-    if pos != n:
-        raise SyncProtocolError(f"entry {seq}: {n - pos} bytes after the end of its encoding")
-    if kind not in KINDS:
-        raise SyncProtocolError(f"entry {seq}: unknown kind {kind!r}")
+    """Parse an ``LPE1`` entry encoding (:mod:`localpay.encoding`, the one definition);
+    raise :class:`SyncProtocolError` on any defect."""
+    try:
+        f = encoding.decode(data)
+    except EntryEncodingError as err:
+        raise SyncProtocolError(str(err)) from err
     if len(signature) != 64:
-        raise SyncProtocolError(f"entry {seq}: signature is {len(signature)} bytes, not 64")
-    return WireEntry(seq, kind, terminal_id, card_token, amount, ref_seq, place, wall_ms, mono,
-                     detail, prev_hash, data, signature)
+        raise SyncProtocolError(f"entry {f.seq}: signature is {len(signature)} bytes, not 64")
+    return WireEntry(f.seq, f.kind, f.terminal_id, f.card_token, f.amount, f.ref_seq, f.place,
+                     f.wall_ms, f.mono, f.detail, f.prev_hash, data, signature)
 
 
 def batch_body(terminal_id: str, entries: list[tuple[bytes, bytes]]) -> bytes:

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localpay.errors import LedgerCorruptError, LedgerStateError
+from localpay.errors import EntryEncodingError
 from offline_ledger import encoding
 from offline_ledger.encoding import KINDS, EntryFields
 
@@ -56,7 +56,7 @@ def test_round_trip(fields: EntryFields) -> None:
 def test_decode_any_bytes_gives_fields_or_typed_error(data: bytes) -> None:
     try:
         result = encoding.decode(data)
-    except LedgerCorruptError:
+    except EntryEncodingError:
         return
     assert isinstance(result, EntryFields)
 
@@ -65,31 +65,31 @@ def test_decode_any_bytes_gives_fields_or_typed_error(data: bytes) -> None:
 def test_truncation_is_a_typed_error(fields: EntryFields, data: st.DataObject) -> None:
     encoded = encoding.encode(fields)
     cut = data.draw(st.integers(0, len(encoded) - 1))
-    with pytest.raises(LedgerCorruptError):
+    with pytest.raises(EntryEncodingError):
         encoding.decode(encoded[:cut])
 
 
 def test_trailing_bytes_refused() -> None:
     raw = dict(VECTORS["vectors"][0]["fields"], prev_hash=bytes(32))
     data = encoding.encode(EntryFields(**raw))
-    with pytest.raises(LedgerCorruptError, match="after its end"):
+    with pytest.raises(EntryEncodingError, match="after its end"):
         encoding.decode(data + b"\x00")
 
 
 def test_unknown_kind_and_bad_values_refused() -> None:
     base = EntryFields(1, "tap", "T", "", 1, 0, "", 0, 1, "{}", bytes(32))
-    with pytest.raises(LedgerStateError, match="unknown entry kind"):
+    with pytest.raises(EntryEncodingError, match="unknown entry kind"):
         encoding.encode(dataclasses.replace(base, kind="gift"))
-    with pytest.raises(LedgerStateError, match="out of range"):
+    with pytest.raises(EntryEncodingError, match="out of range"):
         encoding.encode(dataclasses.replace(base, seq=-1))
-    with pytest.raises(LedgerStateError, match="32 bytes"):
+    with pytest.raises(EntryEncodingError, match="32 bytes"):
         encoding.encode(dataclasses.replace(base, prev_hash=b"\x00"))
-    with pytest.raises(LedgerStateError, match="at most"):
+    with pytest.raises(EntryEncodingError, match="at most"):
         encoding.encode(dataclasses.replace(base, place="x" * 70_000))
 
 
 def test_canonical_detail_is_sorted_and_typed() -> None:
     assert encoding.canonical_detail({"b": 1, "a": "가"}) == '{"a":"가","b":1}'
     assert encoding.canonical_detail(None) == "{}"
-    with pytest.raises(LedgerStateError, match="only str, int and bool"):
+    with pytest.raises(EntryEncodingError, match="only str, int and bool"):
         encoding.canonical_detail({"amount": 1.5})

@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from firmware_cfg import keys as keyfiles
 from localpay.errors import (
     ChainMismatchError,
     ConfigError,
@@ -60,23 +52,8 @@ def load_signer(data_dir: Path, origin: str | None = None, *, create: bool = Tru
         if not create:
             raise KeyFileError(f"no central log key at {key_path}")
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = Ed25519PrivateKey.generate()
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         name_path.write_text((origin or DEFAULT_ORIGIN) + "\n", encoding="utf-8")
-        log.warning("made a new central log key at %s", key_path)
-    if key_path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{key_path} is readable by others; run: chmod 600 {key_path}")
-    try:
-        loaded = load_pem_private_key(key_path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as err:
-        raise KeyFileError(f"central log key {key_path} unreadable: {err}") from err
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise KeyFileError(f"central log key {key_path} is not Ed25519")
+    loaded = keyfiles.signing_key(key_path, "central log key", create=create)
     stored = name_path.read_text(encoding="utf-8").strip() if name_path.exists() else ""
     name = stored or origin or DEFAULT_ORIGIN
     if origin and stored and origin != stored:

@@ -28,8 +28,6 @@ import base64
 import binascii
 import json
 import logging
-import os
-import stat
 import threading
 import time
 from collections import deque
@@ -40,12 +38,6 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
 
 from firmware_cfg import bundle as bundles
 from firmware_cfg import keys as keyfiles
@@ -53,7 +45,6 @@ from firmware_cfg import provision as proto
 from firmware_cfg.config import DEFAULT, dumps, loads
 from localpay.errors import (
     ConfigError,
-    KeyFileError,
     LocalpayError,
     SyncAuthError,
     SyncProtocolError,
@@ -74,27 +65,9 @@ _PREFIX = {"validator": "BUS", "till": "TILL"}
 def load_operator_key(data_dir: Path, *, create: bool = True) -> Ed25519PrivateKey:
     """The operator's bundle-signing key, ``operator.key`` in ``data_dir`` (0600)."""
     path = data_dir / "operator.key"
-    if not path.exists():
-        if not create:
-            raise KeyFileError(f"no operator key at {path}")
+    if create:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = Ed25519PrivateKey.generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        log.warning("made a new operator key at %s", path)
-    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{path} is readable by others; run: chmod 600 {path}")
-    try:
-        loaded = load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as err:
-        raise KeyFileError(f"operator key {path} unreadable: {err}") from err
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise KeyFileError(f"operator key {path} is not Ed25519")
-    return loaded
+    return keyfiles.signing_key(path, "operator key", create=create)
 
 
 def load_scheme_token_key(data_dir: Path, *, create: bool = True) -> bytes:
