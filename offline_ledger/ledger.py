@@ -614,20 +614,23 @@ class Ledger:
     def synced_upto(self) -> int:
         return int(self._conn.execute("SELECT synced_upto FROM sync_state").fetchone()[0])
 
-    def mark_synced(self, upto_seq: int, checkpoint: str) -> None:
+    def mark_synced(self, upto_seq: int, checkpoint: str, *, recount: bool = True) -> None:
         """Record that the central chain holds every entry up to ``upto_seq``.
 
-        Offline counters restart from the entries after it, which are still offline.
+        With ``recount`` the offline counters restart from the entries after it, which are
+        still offline; a client sending a backlog in batches recounts after the last batch
+        only (counters left high in between decline more, never less).
         """
         if upto_seq > self._head.seq or upto_seq < self.synced_upto():
             raise LedgerStateError(
                 f"cannot mark {upto_seq} synced (head {self._head.seq}, synced "
                 f"{self.synced_upto()})"
             )
-        self._write(
-            "sync state not stored",
-            [
-                ("UPDATE sync_state SET synced_upto = ?, checkpoint = ?", (upto_seq, checkpoint)),
+        statements: list[tuple[str, Any]] = [
+            ("UPDATE sync_state SET synced_upto = ?, checkpoint = ?", (upto_seq, checkpoint)),
+        ]
+        if recount:
+            statements += [
                 ("UPDATE card_counters SET offline_amount = 0, offline_count = 0", ()),
                 (
                     "UPDATE card_counters SET offline_amount = s.a, offline_count = s.n FROM "
@@ -637,8 +640,8 @@ class Ledger:
                     "GROUP BY card_token) AS s WHERE card_token = s.t",
                     (upto_seq,),
                 ),
-            ],
-        )
+            ]
+        self._write("sync state not stored", statements)
         self._exposure = self._read_exposure()
 
     def prune(self, upto_seq: int, checkpoint: str) -> int:

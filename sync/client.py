@@ -25,6 +25,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -134,6 +135,7 @@ class SyncClient:
         self.max_retries = max_retries
         self.backoff = backoff or Backoff()
         self.tz = ZoneInfo(tz)
+        self._days: dict[int, str] = {}
         self.on_config = on_config
         self.state_path = self.ledger_path.with_name(self.ledger_path.name + ".sync.json")
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
@@ -236,6 +238,14 @@ class SyncClient:
         self.last_error = None
         return summary
 
+    def _prepare(self, ledger: Ledger, start: int, head: int) -> tuple[list[Entry], bytes]:
+        end = min(start + self.batch_size - 1, head)
+        entries = list(ledger.entries(start, end))
+        if not entries or entries[0].seq != start:
+            raise SyncProtocolError(f"ledger has no entry {start} to send")
+        return entries, batch_body(self.terminal_id,
+                                   [(e.encoded(), e.signature) for e in entries])
+
     def _upload(self, ledger: Ledger, state: dict[str, Any], summary: SyncSummary,
                 progress: Progress | None) -> None:
         head = ledger.head.seq
@@ -245,23 +255,27 @@ class SyncClient:
         if progress:
             progress(0, total)
         days: set[str] = set()
-        while start <= head and not self._stop.is_set():
-            end = min(start + self.batch_size - 1, head)
-            entries = list(ledger.entries(start, end))
-            if not entries or entries[0].seq != start:
-                raise SyncProtocolError(f"ledger has no entry {start} to send")
-            body = batch_body(self.terminal_id, [(e.encoded(), e.signature) for e in entries])
-            receipt = BatchReceipt.from_json(self._request("POST", "/v1/batches", body))
-            note = self._check_receipt(receipt, entries[-1], state)
-            self._save_state(state)
-            ledger.mark_synced(entries[-1].seq, note)
-            summary.sent += receipt.accepted
-            summary.batches += 1
-            summary.duplicates += receipt.accepted == 0
-            days.update(self._day(e.fields.wall_ms) for e in entries)
-            if progress:
-                progress(end - (head - total), total)
-            start = end + 1
+        pending = self._prepare(ledger, start, head) if start <= head else None
+        # One batch in flight while the next is read and encoded: the service must take
+        # batches in order, so this overlaps our work with its work and no more.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-upload") as pool:
+            while pending is not None and not self._stop.is_set():
+                entries, body = pending
+                answer = pool.submit(self._request, "POST", "/v1/batches", body)
+                last = entries[-1].seq
+                pending = self._prepare(ledger, last + 1, head) if last < head else None
+                days.update(self._day(e.fields.wall_ms) for e in entries)
+                receipt = BatchReceipt.from_json(answer.result())
+                note = self._check_receipt(receipt, entries[-1], state)
+                self._save_state(state)
+                # Counters restart from the unsynced entries once the backlog is in; a
+                # recount after every batch would rescan the rest of the backlog each time.
+                ledger.mark_synced(last, note, recount=last >= head)
+                summary.sent += receipt.accepted
+                summary.batches += 1
+                summary.duplicates += receipt.accepted == 0
+                if progress:
+                    progress(last - (head - total), total)
         if days:
             self._report_totals(ledger, days, summary)
 
@@ -297,7 +311,14 @@ class SyncClient:
             state["checkpoint"] = note
 
     def _day(self, wall_ms: int) -> str:
-        return datetime.fromtimestamp(wall_ms / 1000, self.tz).strftime("%Y-%m-%d")
+        # Every UTC offset in use is a whole number of quarter hours, so a day never
+        # changes inside a quarter hour and one answer serves all of it.
+        quarter = wall_ms // 900_000
+        day = self._days.get(quarter)
+        if day is None:
+            day = datetime.fromtimestamp(quarter * 900, self.tz).strftime("%Y-%m-%d")
+            self._days[quarter] = day
+        return day
 
     def day_totals(self, ledger: Ledger, days: set[str]) -> dict[str, dict[str, list[int]]]:
         """The terminal's own totals (kind -> [count, amount]) for each of ``days``."""

@@ -291,3 +291,12 @@ def test_exposure_follows_a_sync_from_another_connection(tmp_path: Path,
         assert terminal_side.exposure == 1500
         fill(terminal_side, 1)
         assert terminal_side.exposure == 3000
+
+
+def test_mark_synced_without_recount_leaves_counters_high(ledger: Ledger) -> None:
+    fill(ledger, 4, "x")
+    ledger.mark_synced(2, "cp-2", recount=False)
+    assert ledger.synced_upto() == 2
+    assert ledger.card_state("x").offline_amount == 6000  # still counted: conservative
+    ledger.mark_synced(4, "cp-4")
+    assert ledger.card_state("x").offline_amount == 0 and ledger.exposure == 0
