@@ -13,18 +13,18 @@ from pathlib import Path
 import click
 
 from localpay.errors import ConfigError
-from terminal.cli_sync import _open, _service_options, central
+from terminal.cli_sync import central, open_central, service_options
 
 
 @central.command("points")
-@_service_options
+@service_options
 @click.option("--card", "card_token", required=True, metavar="TOKEN", help="Card token.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
 def points(db: str | None, data: Path | None, card_token: str, as_json: bool) -> None:
     """A card's points statement: every credit with its entry and rule version, payouts."""
     from sync.server.incentives import statement
 
-    svc = _open(db, data)
+    svc = open_central(db, data)
     st = statement(svc.store, card_token)
     if as_json:
         click.echo(json.dumps(st))
@@ -47,14 +47,14 @@ def points(db: str | None, data: Path | None, card_token: str, as_json: bool) ->
 
 
 @central.command("payout")
-@_service_options
+@service_options
 @click.option("--month", required=True, metavar="YYYY-MM", help="The month to pay out.")
 @click.option("--json", "as_json", is_flag=True)
 def payout_cmd(db: str | None, data: Path | None, month: str, as_json: bool) -> None:
     """Pay a month's points as spendable balance (idempotent: a second run changes nothing)."""
     from sync.server.incentives import payout
 
-    result = payout(_open(db, data).store, month)
+    result = payout(open_central(db, data).store, month)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
@@ -72,19 +72,19 @@ def profile() -> None:
 
 
 @profile.command("set")
-@_service_options
+@service_options
 @click.argument("card_token")
 @click.option("--rider", type=click.Choice(["adult", "youth", "child"]), required=True)
 def profile_set(db: str | None, data: Path | None, card_token: str, rider: str) -> None:
     """Set CARD_TOKEN's rider category."""
     from sync.server.incentives import set_profiles
 
-    set_profiles(_open(db, data).store, {card_token: rider})
+    set_profiles(open_central(db, data).store, {card_token: rider})
     click.echo(f"card {card_token[:12]}… is {rider}")
 
 
 @profile.command("load")
-@_service_options
+@service_options
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def profile_load(db: str | None, data: Path | None, csv_file: Path) -> None:
     """Load rider categories from a CSV of card_token,rider."""
@@ -98,17 +98,17 @@ def profile_load(db: str | None, data: Path | None, csv_file: Path) -> None:
             if len(row) < 2:
                 raise ConfigError(f"{csv_file}:{n}: expected card_token,rider")
             rows[row[0]] = row[1].strip()
-    click.echo(f"{set_profiles(_open(db, data).store, rows)} profiles loaded")
+    click.echo(f"{set_profiles(open_central(db, data).store, rows)} profiles loaded")
 
 
 @profile.command("remove")
-@_service_options
+@service_options
 @click.argument("card_token")
 def profile_remove(db: str | None, data: Path | None, card_token: str) -> None:
     """Forget CARD_TOKEN's category (its taps' own category applies again)."""
     from sync.server.incentives import remove_profile
 
-    gone = remove_profile(_open(db, data).store, card_token)
+    gone = remove_profile(open_central(db, data).store, card_token)
     click.echo("removed" if gone else "no profile for that card")
 
 
@@ -118,7 +118,7 @@ def rules() -> None:
 
 
 @rules.command("load")
-@_service_options
+@service_options
 @click.argument("toml_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def rules_load(db: str | None, data: Path | None, toml_file: Path) -> None:
     """Validate TOML_FILE and put it in force as a new version."""
@@ -128,30 +128,30 @@ def rules_load(db: str | None, data: Path | None, toml_file: Path) -> None:
         text = toml_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{toml_file}: {err}") from err
-    loaded, stored = load_rules(_open(db, data).store, text, str(toml_file))
+    loaded, stored = load_rules(open_central(db, data).store, text, str(toml_file))
     click.echo(f"incentive rules version {loaded.version} "
                + ("in force" if stored else "already held; nothing changed"))
 
 
 @rules.command("show")
-@_service_options
+@service_options
 @click.option("--default", "default", is_flag=True, help="The shipped defaults instead.")
 def rules_show(db: str | None, data: Path | None, default: bool) -> None:
     """Print the rules in force (a starting point for an edit)."""
     from sync.server.incentive_rules import default_rules_text
     from sync.server.incentives import current_rules
 
-    click.echo(default_rules_text() if default else current_rules(_open(db, data).store).text,
-               nl=False)
+    text = default_rules_text() if default else current_rules(open_central(db, data).store).text
+    click.echo(text, nl=False)
 
 
 @rules.command("versions")
-@_service_options
+@service_options
 def rules_versions_cmd(db: str | None, data: Path | None) -> None:
     """Every version loaded, with its SHA-256."""
     from sync.server.incentives import rules_versions
 
-    for v in rules_versions(_open(db, data).store):
+    for v in rules_versions(open_central(db, data).store):
         click.echo(f"version {v['version']}  sha256 {v['sha256'][:16]}…  loaded {v['loaded_ms']}")
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from localpay.errors import ConfigError
-from terminal.cli_sync import _open, _service_options, central
+from terminal.cli_sync import central, open_central, service_options
 from terminal.home import Home
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def selftest_cmd(ctx: click.Context, timeout: float, central_timeout: float,
 
 
 @central.command("enroll")
-@_service_options
+@service_options
 @click.option("--terminal-id", default="", help="Bind the code to this terminal id "
               "(default: BUS-<route>-NNNN or TILL-<merchant>-NNNN, given at enrolment).")
 @click.option("--role", type=click.Choice(["validator", "till"]), default=None,
@@ -208,7 +208,7 @@ def enroll_codes(db: str | None, data: Path | None, terminal_id: str, role: str 
     from sync.server.enroll import issue_codes
 
     text = template.read_text(encoding="utf-8") if template else ""
-    service = _open(db, data)
+    service = open_central(db, data)
     try:
         codes = issue_codes(service, count=count, terminal_id=terminal_id, role=role or "",
                             place=place, template=text, ttl_s=int(ttl_hours * 3600))

@@ -16,7 +16,7 @@ from localpay.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def _service_options(func: Any) -> Any:
+def service_options(func: Any) -> Any:
     func = click.option("--db", default=None, metavar="URL",
                         help="sqlite:///PATH or postgresql://... (default: SQLite in --data)."
                         )(func)
@@ -26,7 +26,7 @@ def _service_options(func: Any) -> Any:
     return func
 
 
-def _open(db: str | None, data: Path | None, **kw: Any) -> Any:
+def open_central(db: str | None, data: Path | None, **kw: Any) -> Any:
     from sync.server import open_service
 
     return open_service(db, data, **kw)
@@ -38,7 +38,7 @@ def central() -> None:
 
 
 @central.command()
-@_service_options
+@service_options
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8470, show_default=True)
 @click.option("--origin", default=None, help="Log name in checkpoints (first start only).")
@@ -52,7 +52,7 @@ def serve(db: str | None, data: Path | None, host: str, port: int, origin: str |
     """Run the HTTP JSON API (FastAPI on uvicorn) until interrupted."""
     from sync.server.app import serve as run
 
-    service = _open(db, data, origin=origin, rules=rules, policy=verify)
+    service = open_central(db, data, origin=origin, rules=rules, policy=verify)
     click.echo(f"central log {service.origin} on http://{host}:{port} "
                f"({service.store.kind}); verifier key:\n{service.signer.verifier.text()}",
                err=True)
@@ -60,7 +60,7 @@ def serve(db: str | None, data: Path | None, host: str, port: int, origin: str |
 
 
 @central.command("key")
-@_service_options
+@service_options
 def show_key(db: str | None, data: Path | None) -> None:
     """Print the log's verifier key, for the terminals' config (keys.central_public_key)."""
     from sync.server import default_data_dir
@@ -75,7 +75,7 @@ def terminal() -> None:
 
 
 @terminal.command("add")
-@_service_options
+@service_options
 @click.argument("terminal_id")
 @click.argument("public_key")
 @click.option("--lat", type=float, default=None, help="Where it stands (for the travel rule).")
@@ -87,23 +87,23 @@ def terminal_add(db: str | None, data: Path | None, terminal_id: str, public_key
         raw = bytes.fromhex(public_key)
     except ValueError:
         raise click.BadParameter("must be 64 hex digits", param_hint="PUBLIC_KEY") from None
-    _open(db, data).add_terminal(terminal_id, raw, lat=lat, lon=lon)
+    open_central(db, data).add_terminal(terminal_id, raw, lat=lat, lon=lon)
     click.echo(f"terminal {terminal_id} registered")
 
 
 @central.command("deny")
-@_service_options
+@service_options
 @click.argument("card_token")
 @click.option("--reason", default="operator", show_default=True)
 @click.option("--remove", is_flag=True, help="Take the card off the deny list.")
 def deny(db: str | None, data: Path | None, card_token: str, reason: str, remove: bool) -> None:
     """Put a card token on the deny list (or take it off)."""
-    version = _open(db, data).deny(card_token, reason, remove=remove)
+    version = open_central(db, data).deny(card_token, reason, remove=remove)
     click.echo(f"deny list version {version}")
 
 
 @central.command("balances")
-@_service_options
+@service_options
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def balances(db: str | None, data: Path | None, csv_file: Path) -> None:
     """Load balance snapshots from a CSV of card_token,balance (integer won)."""
@@ -116,21 +116,21 @@ def balances(db: str | None, data: Path | None, csv_file: Path) -> None:
                 rows[row[0]] = int(row[1])
             except (IndexError, ValueError):
                 raise ConfigError(f"{csv_file}:{n}: expected card_token,balance") from None
-    version = _open(db, data).set_balances(rows)
+    version = open_central(db, data).set_balances(rows)
     click.echo(f"{len(rows)} balances loaded (version {version})")
 
 
 @central.command("config")
-@_service_options
+@service_options
 @click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def publish_config(db: str | None, data: Path | None, bundle: Path) -> None:
     """Publish a signed config bundle for terminals to fetch."""
-    version = _open(db, data).publish_config(bundle.read_text(encoding="utf-8"))
+    version = open_central(db, data).publish_config(bundle.read_text(encoding="utf-8"))
     click.echo(f"config version {version} published")
 
 
 @central.command()
-@_service_options
+@service_options
 @click.option("--date", "day", required=True, metavar="YYYY-MM-DD")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
 def report(db: str | None, data: Path | None, day: str, as_json: bool) -> None:
@@ -140,7 +140,7 @@ def report(db: str | None, data: Path | None, day: str, as_json: bool) -> None:
     """
     from sync.server.reconcile import report as make
 
-    rep = make(_open(db, data), day)
+    rep = make(open_central(db, data), day)
     if as_json:
         click.echo(json.dumps({
             "day": day, "clean": rep.clean, "overdrafts": rep.overdrafts, "flags": rep.flags,
