@@ -611,6 +611,10 @@ class Ledger:
             ],
         )
 
+    def sync_checkpoint(self) -> str:
+        """The central checkpoint that proved the entries up to :meth:`synced_upto`."""
+        return str(self._conn.execute("SELECT checkpoint FROM sync_state").fetchone()[0])
+
     def synced_upto(self) -> int:
         return int(self._conn.execute("SELECT synced_upto FROM sync_state").fetchone()[0])
 

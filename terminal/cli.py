@@ -196,6 +196,36 @@ def ledger_show(ctx: Context, db: Path | None, as_json: bool, start: int, limit:
                        f"{f.card_token[:12]:<12}{ref} {entry.entry_hash.hex()[:12]}")
 
 
+@ledger.command("prune")
+@db_option
+@click.option("--upto", type=click.IntRange(min=1), default=None,
+              help="Last sequence number to delete (default: all that the central chain has "
+              "proved).")
+@click.option("--keep", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Keep at least this many of the newest proved entries on the terminal.")
+@pass_ctx
+def ledger_prune(ctx: Context, db: Path | None, upto: int | None, keep: int) -> None:
+    """Delete entries the central chain has proved to hold, to free the terminal's disk.
+
+    Only entries up to the last sync's proved checkpoint can go; the deletion is recorded
+    with that checkpoint and the chain's anchor, so `ledger verify` goes on from there.
+    """
+    from offline_ledger import Ledger
+
+    config = ctx.home.config()
+    key = ctx.home.terminal_key(config)
+    with Ledger(_ledger_path(ctx, db), key=key) as led:
+        synced = led.synced_upto()
+        limit = synced - keep
+        target = limit if upto is None else min(upto, limit)
+        if target < led.first_seq():
+            click.echo(f"nothing to prune: {synced} entries proved synced, keeping the newest "
+                       f"{keep}, first kept entry is {led.first_seq()}")
+            return
+        removed = led.prune(target, led.sync_checkpoint())
+        click.echo(f"pruned {removed} entries up to seq {target}; {led.count()} kept")
+
+
 # -- simulate and bench --------------------------------------------------------------------
 
 

@@ -107,3 +107,19 @@ def test_help_and_version(runner: CliRunner) -> None:
     for args in (["-h"], ["ledger", "-h"], ["simulate", "--help"], ["bench", "-h"]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_prune_only_what_the_central_chain_proved(runner: CliRunner, tmp_path: Path) -> None:
+    from offline_ledger import Ledger
+
+    db = tmp_path / "sim.sqlite"
+    assert invoke(runner, tmp_path, "simulate", "--taps", "40", "--db", str(db))[0] == 0
+    code, out, _ = invoke(runner, tmp_path, "ledger", "prune", "--db", str(db), "--keep", "0")
+    assert code == 0 and "nothing to prune" in out
+    key = Home(tmp_path).terminal_key(DEFAULT)
+    with Ledger(db, key=key) as led:
+        led.mark_synced(30, "checkpoint proving 30")
+    code, out, _ = invoke(runner, tmp_path, "ledger", "prune", "--db", str(db), "--keep", "5")
+    assert code == 0 and "pruned 25 entries up to seq 25; 15 kept" in out
+    code, out, _ = invoke(runner, tmp_path, "ledger", "verify", "--db", str(db))
+    assert code == 0 and "15 entries, seq 26..40" in out
