@@ -80,9 +80,15 @@ def _field(obj: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def verify(data: bytes, operator_key: Ed25519PublicKey, terminal_id: str,
-           current_version: int) -> Bundle:
-    """Check a bundle; raise :class:`ConfigError` saying why it is refused."""
+def peek(data: bytes) -> tuple[str, int]:
+    """The terminal id and version a bundle names, WITHOUT checking its signature: for the
+    central service to file it under its terminal. A terminal always uses :func:`verify`."""
+    payload, _ = _unwrap(data)
+    inner = _inner(payload)
+    return _field(inner, "terminal_id", str), _field(inner, "version", int)
+
+
+def _unwrap(data: bytes) -> tuple[bytes, bytes]:
     try:
         outer = json.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
@@ -94,17 +100,29 @@ def verify(data: bytes, operator_key: Ed25519PublicKey, terminal_id: str,
         signature = base64.b64decode(_field(outer, "signature", str), validate=True)
     except (binascii.Error, ValueError) as err:
         raise ConfigError(f"config bundle: bad base64: {err}") from err
-    try:
-        operator_key.verify(signature, payload)
-    except InvalidSignature:
-        raise ConfigError("config bundle: signature does not verify with the operator key") \
-            from None
+    return payload, signature
+
+
+def _inner(payload: bytes) -> dict[str, Any]:
     try:
         inner = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as err:
         raise ConfigError(f"config bundle payload is not JSON: {err}") from err
     if not isinstance(inner, dict):
         raise ConfigError("config bundle payload must be an object")
+    return inner
+
+
+def verify(data: bytes, operator_key: Ed25519PublicKey, terminal_id: str,
+           current_version: int) -> Bundle:
+    """Check a bundle; raise :class:`ConfigError` saying why it is refused."""
+    payload, signature = _unwrap(data)
+    try:
+        operator_key.verify(signature, payload)
+    except InvalidSignature:
+        raise ConfigError("config bundle: signature does not verify with the operator key") \
+            from None
+    inner = _inner(payload)
     bundle_terminal = _field(inner, "terminal_id", str)
     version = _field(inner, "version", int)
     issued_ms = _field(inner, "issued_ms", int)

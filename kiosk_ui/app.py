@@ -65,6 +65,7 @@ class KioskApp:
         link: LinkState | None = None,
         sound: bool = True,
         fonts: Fonts | None = None,
+        idle_task: Callable[[], None] | None = None,
     ) -> None:
         config = terminal.config
         self.terminal = terminal
@@ -93,7 +94,7 @@ class KioskApp:
             background=True,
         )
         self.painter = Painter(self.screen, self.fonts)
-        self.engine = Engine(terminal, source, link=link)
+        self.engine = Engine(terminal, source, link=link, idle_task=idle_task)
         self.shortcuts = dict(shortcuts or {})
         self.running = False
         self._drawn_version = -1

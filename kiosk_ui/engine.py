@@ -75,8 +75,11 @@ class Engine:
 
     def __init__(self, terminal: Terminal,
                  source: PresentationSource | Sequence[PresentationSource] | None, *,
-                 link: LinkState | None = None) -> None:
+                 link: LinkState | None = None,
+                 idle_task: Callable[[], None] | None = None) -> None:
         self.terminal = terminal
+        #: run by the worker between transactions (e.g. a config bundle the sync fetched)
+        self.idle_task = idle_task
         if source is None:
             self.sources: list[PresentationSource] = []
         elif callable(source):
@@ -172,6 +175,12 @@ class Engine:
                     if isinstance(item, _Polled):
                         item.done.set()
             if item is None or time.monotonic() >= next_status:
+                if self.idle_task is not None:
+                    try:
+                        self.idle_task()
+                    except LocalpayError as err:
+                        log.error("kiosk idle task failed: %s", err)
+                        self.outbox.put(Fault(str(err)))
                 self._status()
                 next_status = time.monotonic() + STATUS_EVERY_S
 

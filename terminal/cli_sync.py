@@ -122,10 +122,29 @@ def balances(db: str | None, data: Path | None, csv_file: Path) -> None:
 
 @central.command("config")
 @service_options
-@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-def publish_config(db: str | None, data: Path | None, bundle: Path) -> None:
-    """Publish a signed config bundle for terminals to fetch."""
-    version = open_central(db, data).publish_config(bundle.read_text(encoding="utf-8"))
+@click.argument("source", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--sign-for", "terminal_id", default=None, metavar="TERMINAL_ID",
+              help="SOURCE is a terminal.toml: sign it with the operator key as the next "
+              "version for TERMINAL_ID, then publish it.")
+def publish_config(db: str | None, data: Path | None, source: Path,
+                   terminal_id: str | None) -> None:
+    """Publish a signed config bundle for the terminal it names to fetch on its next sync.
+
+    SOURCE is a bundle signed elsewhere, or with --sign-for a TOML file that the service
+    signs with its operator key.
+    """
+    from firmware_cfg import bundle as bundles
+    from sync.server.enroll import load_operator_key
+
+    service = open_central(db, data)
+    text = source.read_text(encoding="utf-8")
+    if terminal_id is not None:
+        if service.data_dir is None:
+            raise ConfigError("this service has no data folder holding an operator key")
+        current = int(service.latest_config(terminal_id)["version"])
+        text = bundles.make(load_operator_key(service.data_dir), terminal_id, current + 1,
+                            text).decode("utf-8")
+    version = service.publish_config(text)
     click.echo(f"config version {version} published")
 
 
@@ -207,9 +226,18 @@ def sync_cmd(ctx: click.Context, once: bool, db: Path | None, url: str | None,
     if not url or not central_key:
         raise ConfigError("no central service: set central.url and keys.central_public_key "
                           "in the config, or give --url and --central-key")
+    from terminal.config_update import save_pending
+
+    fetched: list[int] = []
+
+    def keep_config(version: int, body: str) -> None:
+        # Only the terminal's own process appends to the ledger: it applies the bundle.
+        if save_pending(home, version, body):
+            fetched.append(version)
+
     client = SyncClient(db or home.ledger_path, home.terminal_key(config), url, central_key,
                         batch_size=batch_size or config.central.batch_size,
-                        interval_s=config.central.sync_interval_s)
+                        interval_s=config.central.sync_interval_s, on_config=keep_config)
     try:
         if not once:
             client.interval_s = config.central.sync_interval_s
@@ -236,6 +264,9 @@ def sync_cmd(ctx: click.Context, once: bool, db: Path | None, url: str | None,
                f"{summary.synced_upto} of {summary.head}; central log size "
                f"{summary.tree_size}; deny list v{summary.deny_version}; "
                f"{summary.balances} balances; retries {summary.retries}")
+    if fetched:
+        click.echo(f"config version {fetched[-1]} fetched: the terminal applies it between "
+                   f"transactions, or at its next start")
 
 
 COMMANDS = [central, sync_cmd]

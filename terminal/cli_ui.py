@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from firmware_cfg.config import Config
-from localpay.errors import SyncUnavailableError
+from localpay.errors import ConfigError, SyncUnavailableError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -160,16 +160,31 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
                 spec.options.setdefault("terminator", config.readers.serial_terminator)
             opened.append(spec.open())
         link = None
+        idle_task = None
         if config.central.url and config.keys.central_public_key and terminal.ledger:
             from sync.client import SyncClient
+            from terminal.config_update import apply_pending, save_pending
 
+            def keep_fetched(version: int, body: str) -> None:
+                save_pending(home, version, body)
+
+            def apply_fetched() -> None:
+                # the engine's worker owns the terminal: bundles are applied there, between
+                # transactions, and recorded in the ledger by the one writer
+                apply_pending(terminal, home)
+
+            with contextlib.suppress(ConfigError):  # logged and set aside; keep running
+                apply_pending(terminal, home)
             client = SyncClient(home.ledger_path, home.terminal_key(config), config.central.url,
                                 config.keys.central_public_key,
                                 batch_size=config.central.batch_size,
-                                interval_s=config.central.sync_interval_s)
+                                interval_s=config.central.sync_interval_s,
+                                on_config=keep_fetched)
             client.start()
             link = sync_link(client)
-        app = ui.KioskApp(terminal, [r.poll for r in opened], link=link, **options)
+            idle_task = apply_fetched
+        app = ui.KioskApp(terminal, [r.poll for r in opened], link=link, idle_task=idle_task,
+                          **options)
         _run_app(app, seconds)
     finally:
         if client is not None:

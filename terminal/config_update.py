@@ -55,3 +55,45 @@ def install(terminal: Terminal, home: Home, data: bytes,
             raise
     terminal.reconfigure(bundle.config)
     return bundle
+
+
+PENDING = "config.pending"
+
+
+def save_pending(home: Home, version: int, body: str) -> bool:
+    """Keep a bundle the sync client fetched until the terminal's own writer applies it.
+
+    Only the process that appends to the ledger may record the change, so the sync side
+    never applies: it leaves the bundle here. Returns False when ``version`` is not newer
+    than the running config (nothing to do).
+    """
+    if not body or version <= bundles.current_version(home.path):
+        return False
+    path = home.path / PENDING
+    tmp = path.with_name(PENDING + ".new")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(path)
+    log.info("config version %d fetched; waiting to be applied", version)
+    return True
+
+
+def apply_pending(terminal: Terminal, home: Home,
+                  start_check: Callable[[Config], None] | None = None) -> bundles.Bundle | None:
+    """Apply a fetched bundle, if one waits, between transactions; ``None`` if none did.
+
+    A refused bundle (bad signature, not newer, cannot start) is set aside as
+    ``config.rejected`` with the reason logged, and the running config stays.
+    """
+    path = home.path / PENDING
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        applied = install(terminal, home, data, start_check)
+    except ConfigError as err:
+        log.error("fetched config refused: %s", err)
+        path.replace(home.path / "config.rejected")
+        raise
+    path.unlink(missing_ok=True)
+    return applied

@@ -297,3 +297,47 @@ def test_config_takes_the_log_verifier_key_the_sync_client_needs() -> None:
         with pytest.raises(ConfigError, match=r"keys\.central_public_key: expected the central "
                                               r"log's verifier key"):
             loads(dumps(DEFAULT.replace("keys", central_public_key=bad)))
+
+
+def test_config_pushed_by_the_operator_reaches_the_terminal(tmp_path: Path,
+                                                            srv: CentralProcess) -> None:
+    """central config --sign-for → the terminal's sync fetches it → its writer applies it."""
+    from terminal.config_update import PENDING, apply_pending
+
+    home = tmp_path / "terminal"
+    assert provision(home, srv, issue_code(srv), "--role", "validator", "--route", "85",
+                     "--no-selftest").exit_code == 0
+    h = Home(home)
+    config = h.config()
+    toml_file = tmp_path / "new.toml"
+    toml_file.write_text(dumps(config.replace("fares", adult=1550)), encoding="utf-8")
+    runner = CliRunner()
+    published = runner.invoke(cli, ["central", "config", "--db", srv.db, "--data",
+                                    str(srv.data), "--sign-for", config.terminal.id,
+                                    str(toml_file)])
+    assert published.exit_code == 0, published.output
+    assert "config version 2 published" in published.output  # enrolment's bundle was 1
+    sync = runner.invoke(cli, ["--home", str(home), "sync", "--once"])
+    assert sync.exit_code == 0, sync.output
+    assert "config version 2 fetched" in sync.output
+    assert (home / PENDING).exists() and h.config().fares.adult == config.fares.adult
+    terminal = open_terminal(h, config)
+    try:
+        applied = apply_pending(terminal, h)
+        assert applied is not None and applied.version == 2
+        assert terminal.config.fares.adult == 1550 and h.config().fares.adult == 1550
+        assert not (home / PENDING).exists() and apply_pending(terminal, h) is None
+        assert terminal.ledger is not None
+        last = terminal.ledger.entry(terminal.ledger.head.seq)
+        assert last is not None and last.kind == "config_change"
+        assert json.loads(last.fields.detail)["version"] == 2
+        # a bundle that does not verify is set aside, and the running config stays
+        (home / PENDING).write_bytes(bundles.make(Ed25519PrivateKey.generate(),
+                                                  config.terminal.id, 3, dumps(config)))
+        with pytest.raises(ConfigError, match="does not verify"):
+            apply_pending(terminal, h)
+        assert (home / "config.rejected").exists() and not (home / PENDING).exists()
+        assert h.config().fares.adult == 1550
+    finally:
+        assert terminal.ledger is not None
+        terminal.ledger.close()

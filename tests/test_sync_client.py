@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_cfg.keys import public_hex
-from localpay.errors import ProofError
+from localpay.errors import ConfigError, ProofError
 from offline_ledger import Ledger
 from sync.client import Backoff, SyncClient
 from sync.protocol import H_NONCE, H_SIGNATURE, H_TERMINAL, H_TIME, b64, request_message
@@ -36,7 +36,16 @@ def test_backlog_up_deny_balances_config_down(tmp_path: Path) -> None:
     svc = open_service(db, tmp_path / "data")
     svc.deny("f" * 64, "stolen")
     svc.set_balances({"e" * 64: 7000})
-    svc.publish_config("signed-config-bundle v1\n")
+    from firmware_cfg import bundle as bundles
+    from firmware_cfg.config import DEFAULT, dumps
+
+    operator = Ed25519PrivateKey.generate()
+    signed = bundles.make(operator, "BUS-1", 1, dumps(DEFAULT)).decode()
+    assert svc.publish_config(signed) == 1
+    with pytest.raises(ConfigError, match="not newer"):
+        svc.publish_config(signed)
+    with pytest.raises(ConfigError, match="not registered"):
+        svc.publish_config(bundles.make(operator, "BUS-404", 1, dumps(DEFAULT)).decode())
     configs: list[tuple[int, str]] = []
     seen: list[tuple[int, int]] = []
     with central(db, tmp_path / "data") as srv:
@@ -48,7 +57,7 @@ def test_backlog_up_deny_balances_config_down(tmp_path: Path) -> None:
     assert (summary.sent, summary.batches, summary.synced_upto) == (1234, 13, 1234)
     assert seen[0] == (0, 1234) and seen[-1] == (1234, 1234)
     assert again.sent == 0 and again.batches == 0
-    assert configs == [(1, "signed-config-bundle v1\n")]
+    assert configs == [(1, signed)]
     with Ledger(path, key=key) as led:
         assert led.synced_upto() == 1234
         assert led.card_state("f" * 64).denied == "stolen"

@@ -173,7 +173,7 @@ def create_app(service: CentralLog) -> FastAPI:
 
     @app.get("/v1/config")
     async def get_config(request: Request) -> Response:
-        return await handle(request, lambda t, b: service.latest_config())
+        return await handle(request, lambda t, b: service.latest_config(t))
 
     enroller = None
     if service.data_dir is not None:

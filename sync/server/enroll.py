@@ -312,6 +312,9 @@ class Enroller:
                                   reader=req.reader, scanner=req.scanner,
                                   central_key=central_key, operator_hex=self.operator_hex)
             bundle = bundles.make(self.operator, terminal_id, 1, text).decode("utf-8")
+            # filed like any published bundle, so later ones continue its version numbers
+            tx.run("INSERT INTO configs VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (terminal_id, version) DO NOTHING", (terminal_id, 1, bundle, now))
             sealed = proto.seal_token_key(self._token_key, req.box_key, ckey, terminal_id,
                                           req.public_hex)
         log.warning("enrolled terminal %s (%s %s), key %s…", terminal_id, req.role, req.place,

@@ -24,7 +24,14 @@ from zoneinfo import ZoneInfo
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from localpay.errors import ChainMismatchError, ProofError, SyncAuthError, SyncProtocolError
+from firmware_cfg import bundle as bundles
+from localpay.errors import (
+    ChainMismatchError,
+    ConfigError,
+    ProofError,
+    SyncAuthError,
+    SyncProtocolError,
+)
 from sync import merkle
 from sync.checkpoint import Checkpoint, NoteSigner
 from sync.protocol import STALE_MS, ZERO_HASH, BatchReceipt, WireEntry, check_nonce
@@ -411,16 +418,31 @@ class CentralLog:
         return {"version": version, "balances": {str(t): int(b) for t, b, _ in rows}}
 
     def publish_config(self, body: str) -> int:
+        """File a signed config bundle under the terminal it names; return its version.
+
+        The service checks the bundle's form and that its version rises for that terminal;
+        the terminal checks the operator's signature before it applies anything.
+        """
+        terminal_id, version = bundles.peek(body.encode("utf-8"))
         with self.store.tx() as tx:
             tx.lock_log()
-            row = tx.one("SELECT COALESCE(MAX(version), 0) FROM configs")
-            version = int(row[0] if row else 0) + 1
-            tx.run("INSERT INTO configs VALUES (?, ?, ?)", (version, body, _now()))
-            return version
+            if tx.one("SELECT 1 FROM terminals WHERE terminal_id = ?", (terminal_id,)) is None:
+                raise ConfigError(f"config bundle is for {terminal_id!r}, which is not "
+                                  f"registered")
+            row = tx.one("SELECT COALESCE(MAX(version), 0) FROM configs WHERE terminal_id = ?",
+                         (terminal_id,))
+            newest = int(row[0] if row else 0)
+            if version <= newest:
+                raise ConfigError(f"config bundle version {version} for {terminal_id} is not "
+                                  f"newer than the published version {newest}")
+            tx.run("INSERT INTO configs VALUES (?, ?, ?, ?)", (terminal_id, version, body, _now()))
+        return version
 
-    def latest_config(self) -> dict[str, Any]:
+    def latest_config(self, terminal_id: str) -> dict[str, Any]:
+        """The newest bundle published for ``terminal_id`` (version 0 and no body: none)."""
         with self.store.tx(write=False) as tx:
-            row = tx.one("SELECT version, body FROM configs ORDER BY version DESC LIMIT 1")
+            row = tx.one("SELECT version, body FROM configs WHERE terminal_id = ? "
+                         "ORDER BY version DESC LIMIT 1", (terminal_id,))
         return {"version": int(row[0]), "body": str(row[1])} if row else {"version": 0,
                                                                            "body": ""}
 

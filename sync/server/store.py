@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS flags (
     terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, day TEXT NOT NULL, detail TEXT NOT NULL,
     PRIMARY KEY (log_index, rule));
 CREATE TABLE IF NOT EXISTS configs (
-    version BIGINT PRIMARY KEY, body TEXT NOT NULL, at_ms BIGINT NOT NULL);
+    terminal_id TEXT NOT NULL, version BIGINT NOT NULL, body TEXT NOT NULL,
+    at_ms BIGINT NOT NULL, PRIMARY KEY (terminal_id, version));
 CREATE TABLE IF NOT EXISTS terminal_totals (
     terminal_id TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, count BIGINT NOT NULL,
     amount BIGINT NOT NULL, reported_ms BIGINT NOT NULL, PRIMARY KEY (terminal_id, day, kind));
