@@ -7,17 +7,31 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := pcsc,nfc,serial,camera,ui,central,dev
 # pcscd + vsmartcard-vpcd: the real PC/SC stack with a virtual reader; libzbar0: QR decoding;
-# fonts-nanum: Korean text on screen; postgresql: the central store's test server.
-APT_PACKAGES := libpcsclite-dev libzbar0 pcscd vsmartcard-vpcd socat fonts-nanum postgresql python3-venv
+# fonts-nanum: Korean text on screen; postgresql: the central store's test server;
+# gcc and python3-dev: pyscard has no Linux wheel and builds from source.
+APT_PACKAGES := gcc python3-dev python3-venv libpcsclite-dev libzbar0 pcscd vsmartcard-vpcd socat fonts-nanum postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test apt venv lint typecheck bench clean
+.PHONY: demo test apt venv lint bench fuzz clean
 
 demo: $(STAMP)
 	$(BIN)/localpay demo
 
+# The reader tests run their own pcscd with virtual readers and restart it to prove recovery;
+# only one pcscd can run on a machine, so a system one (socket-activated on Debian) is
+# stopped for the run and started again afterwards.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	@stopped=""; \
+	if command -v systemctl >/dev/null 2>&1; then \
+	  for u in pcscd.socket pcscd.service; do \
+	    if systemctl is-active --quiet $$u 2>/dev/null; then \
+	      echo "stopping $$u for the test run"; $(SUDO) systemctl stop $$u && stopped="$$stopped $$u"; \
+	    fi; \
+	  done; \
+	fi; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	for u in $$stopped; do echo "starting $$u again"; $(SUDO) systemctl start $$u; done; \
+	exit $$rc
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -43,6 +57,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/localpay bench
+
+# Longer fuzzing than the suite's bounded runs: a minute per parser.
+fuzz: $(STAMP)
+	for h in tlv mpm cpm wallet; do $(BIN)/python tools/fuzz_$$h.py -max_total_time=60 || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
