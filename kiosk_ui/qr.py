@@ -1,9 +1,7 @@
 """The till's merchant-presented QR code (EMVCo MPM), drawn module by module.
 
-:func:`merchant_payload` is the one place that decides the payload text. It uses the
-terminal's MPM builder (``terminal.qr.mpm.build_dynamic``) when that module is present, and
-otherwise a minimal builder of its own (EMVCo MPM v1.1 §4: ID/length/value objects,
-CRC-16/CCITT-FALSE in ID 63), so the screen can be drawn and scanned before that module lands.
+:func:`merchant_payload` is the one place that decides the payload text, through the
+terminal's MPM builder (``terminal.qr.mpm.build_dynamic``).
 """
 
 from __future__ import annotations
@@ -16,53 +14,15 @@ import segno
 
 from firmware_cfg.config import Config
 from localpay.errors import ConfigError, QRFormatError
+from terminal.qr.mpm import build_dynamic
 
 log = logging.getLogger(__name__)
 
 #: merchant category codes (ISO 18245) for the till's configured category
 _MCC = {"local_food": "5499", "general": "5999"}
-#: globally unique identifier in the merchant account template (EMVCo MPM §4.7.10)
-_GUID = "KR.LOCALPAY"
-
-
-def _tlv(tag: str, value: str) -> str:
-    if len(value) > 99:
-        value = value[:99]
-    return f"{tag}{len(value):02d}{value}"
-
-
-def crc16_ccitt(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF), as EMVCo MPM §4.7.13 asks."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
 def _ascii(text: str, limit: int) -> str:
     cleaned = "".join(c for c in text if 32 <= ord(c) < 127)
     return (cleaned or "LOCALPAY")[:limit]
-
-
-def _fallback_payload(config: Config, amount: int, reference: str) -> str:
-    t = config.terminal
-    body = (
-        _tlv("00", "01")
-        + _tlv("01", "12" if amount else "11")  # dynamic when the amount is in the code
-        + _tlv("26", _tlv("00", _GUID) + _tlv("01", _ascii(t.place, 32)))
-        + _tlv("52", _MCC.get(t.merchant_category, "5999"))
-        + _tlv("53", "410")  # KRW (ISO 4217)
-        + (_tlv("54", str(amount)) if amount else "")
-        + _tlv("58", "KR")
-        + _tlv("59", _ascii(t.merchant_name, 25))
-        + _tlv("60", _ascii(t.city, 15))
-        + _tlv("62", _tlv("05", _ascii(reference, 25)) + _tlv("07", _ascii(t.id, 25)))
-        + "6304"
-    )
-    return body + f"{crc16_ccitt(body.encode('ascii')):04X}"
 
 
 def merchant_payload(config: Config, amount: int, reference: str) -> str:
@@ -72,10 +32,6 @@ def merchant_payload(config: Config, amount: int, reference: str) -> str:
     (the kiosk checks this once at start-up, see :func:`check_config`).
     """
     t = config.terminal
-    try:
-        from terminal.qr.mpm import build_dynamic
-    except ImportError:
-        return _fallback_payload(config, amount, reference)
     name = _ascii(t.merchant_name, 25)
     local = t.merchant_name if name != t.merchant_name else ""
     return build_dynamic(
