@@ -239,3 +239,22 @@ def test_cli_make_and_parse_mpm_and_cpm(tmp_path: Path) -> None:
     wrong = "1" if payload[-1] == "0" else "0"
     bad = _cli("qr", "parse", payload[:-1] + wrong)
     assert bad.returncode != 0 and "CRC mismatch" in bad.stderr
+
+
+def test_one_code_has_one_text() -> None:
+    """Base32's last character carries spare bits the decoder ignores: another spelling of
+    the same bytes must be refused, not taken as a fresh code."""
+    from terminal.qr import wallet
+
+    text = wallet.make(demo_issuer_key(), "W-12", now=1_790_000_000)
+    head, last = text[:-1], text[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    body = text[len(wallet.PREFIX):]
+    raw = base64.b32decode(body + "=" * (-len(body) % 8))
+    variants = [head + c for c in alphabet if c != last and base64.b32decode(
+        (head + c)[len(wallet.PREFIX):] + "=" * (-len(body) % 8)) == raw]
+    assert variants, "this length leaves no spare bits; pick another wallet id"
+    for variant in variants:
+        with pytest.raises(QRFormatError, match="canonical"):
+            wallet.decode(variant)
+    assert wallet.verify(text, [demo_issuer_key().public_key()]).wallet_id == "W-12"

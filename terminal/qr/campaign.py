@@ -32,17 +32,16 @@ claims by campaign and card, so another terminal cannot credit it twice either.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from localpay.errors import QRFormatError
+from terminal.qr import signed
 
 PREFIX = "LPC1:"
 VERSION = 1
@@ -51,7 +50,6 @@ SIGNATURE_BYTES = 64
 MAX_LIFETIME_S = 400 * 86_400
 MAX_TEXT = 300
 _ID = re.compile(rb"[A-Za-z0-9._-]{1,32}")
-_B32 = re.compile(r"[A-Z2-7]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +83,7 @@ class SignedCampaign:
 
 
 def _b32decode(text: str) -> bytes:
-    if not _B32.fullmatch(text):
-        raise QRFormatError("encoding: a campaign code is upper-case Base32 after 'LPC1:'")
-    try:
-        raw = base64.b32decode(text + "=" * (-len(text) % 8))
-    except (binascii.Error, ValueError) as err:
-        raise QRFormatError(f"encoding: not valid Base32: {err}") from err
-    # The last character's spare bits are ignored by the decoder: refuse any other
-    # spelling, so that one code has one text (and one nonce).
-    if base64.b32encode(raw).decode("ascii").rstrip("=") != text:
-        raise QRFormatError("encoding: not the canonical Base32 of its bytes")
-    return raw
+    return signed.b32decode(text, "campaign code", "LPC1:")
 
 
 def decode(text: str) -> SignedCampaign:
@@ -140,24 +128,14 @@ def decode(text: str) -> SignedCampaign:
 
 def verify(text: str, keys: Iterable[Ed25519PublicKey]) -> CampaignCode:
     """Decode and check the signature against any of ``keys``; time is not checked."""
-    signed = decode(text)
-    message = DOMAIN + signed.body
-    for key in keys:
-        try:
-            key.verify(signed.signature, message)
-        except InvalidSignature:
-            continue
-        return signed.code
-    raise QRFormatError("signature: the campaign code is not signed by a provisioned key")
+    code = decode(text)
+    signed.check_signature(code.signature, DOMAIN + code.body, keys, "campaign code")
+    return code.code
 
 
 def time_problem(code: CampaignCode, now_ms: int, skew_s: int) -> str | None:
     """``"expired"``, ``"not yet valid"`` or ``None``, allowing ``skew_s`` either way."""
-    if now_ms > (code.valid_until + skew_s) * 1000:
-        return "expired"
-    if now_ms < (code.valid_from - skew_s) * 1000:
-        return "not yet valid"
-    return None
+    return signed.window_problem(code.valid_from, code.valid_until, now_ms, skew_s)
 
 
 def make(key: Ed25519PrivateKey, campaign_id: str, wallet_id: str, points: int, *,

@@ -22,7 +22,6 @@ time window with a configurable clock skew, and the nonce against the ledger (re
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import secrets
 import struct
@@ -30,10 +29,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from localpay.errors import QRFormatError
+from terminal.qr import signed
 
 PREFIX = "LPW1:"
 VERSION = 1
@@ -43,7 +42,6 @@ SIGNATURE_BYTES = 64
 MAX_LIFETIME_S = 600
 MAX_TEXT = 200
 _WALLET_ID = re.compile(rb"[A-Za-z0-9._-]{1,32}")
-_B32 = re.compile(r"[A-Z2-7]+")
 _FLAG_ALLOWANCE = 0x01
 
 
@@ -81,13 +79,7 @@ class SignedCode:
 
 
 def _b32decode(text: str) -> bytes:
-    if not _B32.fullmatch(text):
-        raise QRFormatError("encoding: a wallet code is upper-case Base32 after 'LPW1:'")
-    padded = text + "=" * (-len(text) % 8)
-    try:
-        return base64.b32decode(padded)
-    except (binascii.Error, ValueError) as err:
-        raise QRFormatError(f"encoding: not valid Base32: {err}") from err
+    return signed.b32decode(text, "wallet code", "LPW1:")
 
 
 def decode(text: str) -> SignedCode:
@@ -130,24 +122,14 @@ def decode(text: str) -> SignedCode:
 
 def verify(text: str, issuer_keys: Iterable[Ed25519PublicKey]) -> WalletCode:
     """Decode and check the signature against any of ``issuer_keys``; time is not checked."""
-    signed = decode(text)
-    message = DOMAIN + signed.body
-    for key in issuer_keys:
-        try:
-            key.verify(signed.signature, message)
-        except InvalidSignature:
-            continue
-        return signed.code
-    raise QRFormatError("signature: the wallet code is not signed by a provisioned issuer key")
+    code = decode(text)
+    signed.check_signature(code.signature, DOMAIN + code.body, issuer_keys, "wallet code")
+    return code.code
 
 
 def time_problem(code: WalletCode, now_ms: int, skew_s: int) -> str | None:
     """``"expired"``, ``"not yet valid"`` or ``None``, allowing ``skew_s`` either way."""
-    if now_ms > (code.expires_at + skew_s) * 1000:
-        return "expired"
-    if now_ms < (code.issued_at - skew_s) * 1000:
-        return "not yet valid"
-    return None
+    return signed.window_problem(code.issued_at, code.expires_at, now_ms, skew_s)
 
 
 def make(key: Ed25519PrivateKey, wallet_id: str, *, now: float | None = None,
