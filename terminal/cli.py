@@ -92,6 +92,9 @@ def demo(keep: Path | None, screenshots: Path | None) -> None:
         why = f" ({d.reason.value}: {d.reason.message})" if d.reason else ""
         if d.outcome == "already_paid":
             why = f" ({d.detail})"
+        if d.approved and d.points:
+            week = f", {d.points_week:,} this week" if d.points_week is not None else ""
+            why += f" (+{d.points:,} points{week})"
         click.echo(f"{step.at}  {step.terminal:<9}  {step.what:<38} {mark[d.outcome]}{why}")
 
     click.echo("localpay demo: a morning on bus route 85 and at a local-food shop, offline\n")

@@ -16,12 +16,14 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers import wait
-from drivers.virtual import VirtualReader
+from drivers.emv_card import EmvCard
+from drivers.virtual import VirtualCard, VirtualReader
 from firmware_cfg.config import DEFAULT
-from firmware_cfg.keys import DEMO_TOKEN_KEY
+from firmware_cfg.keys import DEMO_TOKEN_KEY, demo_issuer_key, public_hex
 from offline_ledger import Ledger
 from terminal.cards import card_token
 from terminal.core import Decision, Terminal
+from terminal.qr import wallet
 
 SEOUL = ZoneInfo("Asia/Seoul")
 
@@ -78,9 +80,10 @@ def run(home: Path, on_step: Callable[[Step], None] | None = None) -> DemoResult
         if on_step:
             on_step(step)
 
-    bus_cfg = DEFAULT.replace("terminal", id="BUS-85-0001", role="validator", place="85")
-    shop_cfg = DEFAULT.replace("terminal", id="SHOP-0427-01", role="till", place="M0427",
-                               merchant_category="local_food", merchant_name="Ilsan Farm Store")
+    demo = DEFAULT.replace("keys", issuer_public_key=public_hex(demo_issuer_key()))
+    bus_cfg = demo.replace("terminal", id="BUS-85-0001", role="validator", place="85")
+    shop_cfg = demo.replace("terminal", id="SHOP-0427-01", role="till", place="M0427",
+                            merchant_category="local_food", merchant_name="Ilsan Farm Store")
     bus_ledger = Ledger(home / "validator" / "ledger.sqlite", key=Ed25519PrivateKey.generate(),
                         terminal_id=bus_cfg.terminal.id)
     shop_ledger = Ledger(home / "till" / "ledger.sqlite", key=Ed25519PrivateKey.generate(),
@@ -119,6 +122,17 @@ def run(home: Path, on_step: Callable[[Step], None] | None = None) -> DemoResult
         pay("Dohyun", 5_200, 240)  # more than the balance the last sync reported
         pay("Seoyeon", 3_500, 120)
         pay("hot-listed card", 2_000, 60)
+        # A bank card (EMV contactless) on the bus, and the wallet app's signed QR at the
+        # till, shown twice: the second showing is a replay.
+        clock.advance(30)
+        reader.present_card(VirtualCard(uid=bytes.fromhex("08c0ffee"), handler=EmvCard(
+            pan="9410123456781234", label="LOCALPAY CHECK").handle))
+        record("validator", "a bank card (EMV) taps", bus.tap(wait(reader, 1.0)))
+        clock.advance(90)
+        code = wallet.make(demo_issuer_key(), "W-GY-0001", now=clock(), allowance=20_000)
+        for what in ("Jiwoo pays 4,500 won by wallet QR", "the same QR shown again"):
+            reader.present_code(code)
+            record("till", what, shop.pay(wait(reader, 1.0), 4_500))
         if groceries.entry is not None:
             clock.advance(600)
             record("till", f"refund 2,800 won of entry {groceries.entry.seq}",

@@ -33,8 +33,9 @@ def test_demo_runs_offline_and_summarises(runner: CliRunner, tmp_path: Path) -> 
     summary = out.split("Summary")[1].split("Ledgers")[0]
     rows = {line.split()[0]: line.split() for line in summary.splitlines()
             if line.startswith(("validator ", "till "))}
-    assert rows["validator"][1:4] == ["4", "1", "1"]  # approved, declined, duplicate
-    assert rows["till"][1:3] == ["3", "3"]
+    assert rows["validator"][1:4] == ["5", "1", "1"]  # approved, declined, duplicate
+    assert rows["till"][1:3] == ["4", "4"]
+    assert "bank card (EMV) taps" in out and "qr_replay" in out
     for role in ("validator", "till"):
         code, line, _ = invoke(runner, tmp_path, "ledger", "verify", "--db",
                                str(tmp_path / "demo" / role / "ledger.sqlite"))
