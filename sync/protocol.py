@@ -85,20 +85,9 @@ def check_nonce(nonce: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class WireEntry:
+class WireEntry(encoding.EntryFields):
     """One ledger entry as the service sees it: the decoded fields plus the raw bytes."""
 
-    seq: int
-    kind: str
-    terminal_id: str
-    card_token: str
-    amount: int
-    ref_seq: int
-    place: str
-    wall_ms: int
-    mono: int
-    detail: str
-    prev_hash: bytes
     data: bytes
     signature: bytes
 
