@@ -411,6 +411,27 @@ class PcscReader(Reader):
         scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
 
 
+def service_up() -> bool:
+    """Whether pcscd answers (a context can be established)."""
+    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hresult != scard.SCARD_S_SUCCESS:
+        return False
+    scard.SCardReleaseContext(ctx)
+    return True
+
+
+def list_readers() -> list[str]:
+    """The readers pcscd has now; empty when it has none or does not answer."""
+    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hresult != scard.SCARD_S_SUCCESS:
+        return []
+    try:
+        hresult, names = scard.SCardListReaders(ctx, [])
+        return list(names) if hresult == scard.SCARD_S_SUCCESS else []
+    finally:
+        scard.SCardReleaseContext(ctx)
+
+
 def match_reader(names: list[str], pattern: str) -> str | None:
     """The first reader name (in sorted order) that ``pattern`` picks, or None.
 

@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from smartcard import scard
 
 from drivers.camera import decode_frame, render_qr_frame
 from drivers.emv_card import EmvCard
-from drivers.pcsc import PcscReader
+from drivers.pcsc import PcscReader, list_readers, service_up
 from drivers.vpcd_card import DEFAULT_PORT, VpcdCard
 from firmware_cfg.config import DEFAULT
 from firmware_cfg.keys import DEMO_TOKEN_KEY
@@ -58,25 +57,6 @@ def _summary(samples_ms: list[float]) -> dict[str, float]:
             "p99_ms": _pct(samples_ms, 0.99), "max_ms": round(max(samples_ms), 3)}
 
 
-def _service_up() -> bool:
-    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult == scard.SCARD_S_SUCCESS:
-        scard.SCardReleaseContext(ctx)
-        return True
-    return False
-
-
-def _readers() -> list[str]:
-    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult != scard.SCARD_S_SUCCESS:
-        return []
-    try:
-        hresult, names = scard.SCardListReaders(ctx, [])
-        return list(names) if hresult == scard.SCARD_S_SUCCESS else []
-    finally:
-        scard.SCardReleaseContext(ctx)
-
-
 def _free_port_pair() -> int:
     for base in range(44100, 46000, 2):
         ok = True
@@ -94,9 +74,9 @@ def _free_port_pair() -> int:
 @contextlib.contextmanager
 def pcsc_reader_slot() -> Iterator[tuple[str, int, str]]:
     """(PC/SC reader name, vpcd port, "reused" | "started") for the length of the block."""
-    if _service_up():
+    if service_up():
         name = "Virtual PCD 00 00"
-        if name not in _readers():
+        if name not in list_readers():
             raise ReaderUnavailableError("a pcscd runs without the vpcd reader "
                                          f"{name!r} (apt install vsmartcard-vpcd)")
         yield name, DEFAULT_PORT, "reused"
@@ -111,7 +91,7 @@ def pcsc_reader_slot() -> Iterator[tuple[str, int, str]]:
         name = "Localpay Bench PCD 00 00"
         try:
             deadline = time.monotonic() + 20
-            while name not in _readers():
+            while name not in list_readers():
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise ReaderUnavailableError("pcscd did not start with its vpcd reader")
                 time.sleep(0.05)

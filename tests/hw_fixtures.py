@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 from smartcard import scard
 
+from drivers.pcsc import list_readers, service_up
 from drivers.vpcd_card import VpcdCard
 
 LIBVPCD = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
@@ -44,25 +45,6 @@ _TMP = Path(tempfile.gettempdir())
 LOCK_PATH = _TMP / "localpay-test-pcscd.lock"
 STATE_PATH = _TMP / "localpay-test-pcscd.json"
 START_TIMEOUT = 20.0
-
-
-def _service_up() -> bool:
-    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult != scard.SCARD_S_SUCCESS:
-        return False
-    scard.SCardReleaseContext(ctx)
-    return True
-
-
-def list_readers() -> list[str]:
-    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult != scard.SCARD_S_SUCCESS:
-        return []
-    try:
-        hresult, names = scard.SCardListReaders(ctx, [])
-        return list(names) if hresult == scard.SCARD_S_SUCCESS else []
-    finally:
-        scard.SCardReleaseContext(ctx)
 
 
 def card_present(reader: str) -> bool | None:
@@ -165,7 +147,7 @@ class PcscStack:
         log.close()
         STATE_PATH.write_text(json.dumps({"pid": self.proc.pid, "readers": self.readers}))
         wanted = {name for name, _ in self.readers} if with_readers else set()
-        wait_until(lambda: _service_up() and wanted <= set(list_readers()), START_TIMEOUT,
+        wait_until(lambda: service_up() and wanted <= set(list_readers()), START_TIMEOUT,
                    "pcscd to start with its readers")
 
     def stop(self) -> None:
@@ -177,7 +159,7 @@ class PcscStack:
             os.kill(adopted, signal.SIGTERM)
             wait_until(lambda: not _pid_alive(adopted), 10.0, "the left-over pcscd to stop")
         if proc is None:
-            wait_until(lambda: not _service_up(), 10.0, "pcscd to stop")
+            wait_until(lambda: not service_up(), 10.0, "pcscd to stop")
             return
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -188,7 +170,7 @@ class PcscStack:
                 proc.wait(10)
         with contextlib.suppress(FileNotFoundError):
             STATE_PATH.unlink()
-        wait_until(lambda: not _service_up(), 10.0, "pcscd to stop")
+        wait_until(lambda: not service_up(), 10.0, "pcscd to stop")
 
     def restart(self, *, with_readers: bool = True) -> None:
         self.stop()
@@ -206,7 +188,7 @@ class PcscStack:
         for card in self.cards:
             card.remove()
         self.cards.clear()
-        if self.running and _service_up():
+        if self.running and service_up():
             for name, _ in self.readers:
                 if card_present(name) is not None:
                     wait_card_state(name, False)
@@ -292,13 +274,13 @@ def _pcsc_session() -> Iterator[PcscStack]:
     stack: PcscStack | None = None
     try:
         left = _left_over()
-        if _service_up() and left is not None:
+        if service_up() and left is not None:
             # A pcscd a test session started and could not stop (it was killed): we hold
             # the lock, so no session uses it; it is the tests' own, take it over.
             pid, readers = left
             stack = PcscStack(owned=True, folder=Path(tempfile.mkdtemp(prefix="localpay-pcscd-")),
                               adopted=pid, base_port=readers[0][1], readers=readers)
-        elif _service_up():
+        elif service_up():
             readers = DEBIAN_READERS
             missing = {n for n, _ in readers} - set(list_readers())
             if missing:
