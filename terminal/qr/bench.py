@@ -38,10 +38,9 @@ def bench_wallet(taps: int = 2000, folder: Path | None = None) -> dict[str, Any]
     config = DEFAULT.replace("terminal", id="BENCH-TILL-01", role="till", place="M0001")
     config = config.replace("risk", card_offline_count=10**9, card_offline_amount=10**12,
                             terminal_exposure=10**15)
-    own = None
-    if folder is None:
-        own = tempfile.TemporaryDirectory(prefix="localpay-bench-qr-")
-        folder = Path(own.name)
+    # a folder of its own every run (inside ``folder`` when given: the disk to measure)
+    own = tempfile.TemporaryDirectory(prefix="localpay-bench-qr-", dir=folder)
+    folder = Path(own.name)
     start = 1_790_000_000
     codes = [wallet.make(issuer, f"bench-{i % 500:04d}", now=start, ttl_s=60)
              for i in range(taps)]
@@ -70,8 +69,7 @@ def bench_wallet(taps: int = 2000, folder: Path | None = None) -> dict[str, Any]
         seconds = time.perf_counter() - began
     finally:
         ledger.close()
-        if own is not None:
-            own.cleanup()
+        own.cleanup()
     lat.sort()
     return {
         "benchmark": "wallet QR: parse, Ed25519 verify, decide, durable commit",
