@@ -51,6 +51,13 @@ def as_json(parsed: Parsed) -> dict[str, Any]:
         return {"format": "mpm", "objects": parsed.mpm.objects}
     if parsed.cpm is not None:
         return {"format": "cpm", "objects": _cpm_json(parsed.cpm.objects)}
+    if parsed.campaign is not None:
+        c = parsed.campaign.code
+        return {"format": "campaign", "objects": {
+            "version": c.version, "campaign_id": c.campaign_id, "wallet_id": c.wallet_id,
+            "points": c.points, "valid_from": c.valid_from, "valid_until": c.valid_until,
+            "signature": parsed.campaign.signature.hex(),
+        }}
     if parsed.wallet is None:
         raise click.ClickException("nothing was parsed")
     code = parsed.wallet.code
@@ -78,7 +85,7 @@ def _print_tree(node: Any, indent: int = 0) -> None:
 
 @click.group("qr")
 def qr() -> None:
-    """Payment QR codes: EMVCo MPM / CPM and the signed wallet code."""
+    """Payment QR codes: EMVCo MPM / CPM, the signed wallet code and campaign codes."""
 
 
 @qr.command("parse")

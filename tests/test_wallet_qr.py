@@ -258,3 +258,17 @@ def test_one_code_has_one_text() -> None:
         with pytest.raises(QRFormatError, match="canonical"):
             wallet.decode(variant)
     assert wallet.verify(text, [demo_issuer_key().public_key()]).wallet_id == "W-12"
+
+
+def test_qr_parse_knows_campaign_codes() -> None:
+    from click.testing import CliRunner
+
+    from terminal.cli import cli
+    from terminal.qr import campaign
+
+    code = campaign.make(demo_issuer_key(), "EARTHDAY", "W-1", 500)
+    result = CliRunner().invoke(cli, ["qr", "parse", "--json", code])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["format"] == "campaign"
+    assert doc["objects"]["campaign_id"] == "EARTHDAY" and doc["objects"]["points"] == 500
