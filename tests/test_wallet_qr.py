@@ -272,3 +272,14 @@ def test_qr_parse_knows_campaign_codes() -> None:
     doc = json.loads(result.output)
     assert doc["format"] == "campaign"
     assert doc["objects"]["campaign_id"] == "EARTHDAY" and doc["objects"]["points"] == 500
+
+
+def test_longest_code_round_trips() -> None:
+    """Regression: a 32-character wallet id with an allowance made a code that decode()
+    refused as too long (found by the round-trip property)."""
+    from terminal.qr import wallet
+
+    for wid in ("0" * 31, "0" * 32):
+        text = wallet.make(demo_issuer_key(), wid, now=0, ttl_s=1, allowance=0)
+        assert len(text) <= wallet.MAX_TEXT
+        assert wallet.decode(text).code.wallet_id == wid

@@ -40,7 +40,10 @@ DOMAIN = b"localpay wallet qr v1\x00"
 NONCE_BYTES = 12
 SIGNATURE_BYTES = 64
 MAX_LIFETIME_S = 600
-MAX_TEXT = 200
+#: the longest code make() can write: version, flags, id length, a 32-byte id, two times,
+#: the nonce, an allowance and the signature, in Base32 after the prefix
+_MAX_BYTES = 3 + 32 + 8 + NONCE_BYTES + 4 + SIGNATURE_BYTES
+MAX_TEXT = len(PREFIX) + -(-_MAX_BYTES * 8 // 5)
 _WALLET_ID = re.compile(rb"[A-Za-z0-9._-]{1,32}")
 _FLAG_ALLOWANCE = 0x01
 
