@@ -161,15 +161,17 @@ class CentralProcess:
 
 
 def start_central(db: str, data: Path, *, port: int | None = None, extra: tuple[str, ...] = (),
-                  timeout: float = 20.0) -> CentralProcess:
-    """``python -m sync.server`` on a free loopback port; returns once it answers."""
+                  timeout: float = 20.0,
+                  command: tuple[str, ...] = ("-m", "sync.server")) -> CentralProcess:
+    """``python -m sync.server`` (or ``command``, e.g. ``-m terminal central serve``) on a free
+    loopback port; returns once it answers."""
     port = port or free_port()
     data.mkdir(parents=True, exist_ok=True)
     log_path = data / f"server-{port}.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sync.server", "--db", db, "--data", str(data), "--port",
+            [sys.executable, *command, "--db", db, "--data", str(data), "--port",
              str(port), *extra], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

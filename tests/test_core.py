@@ -242,23 +242,27 @@ def test_broken_ledger_at_start_refuses_everything(tmp_path: Path,
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 1 MiB file system, to fill up for real (mounting needs root, as in CI)."""
+def tiny_disk(tmp_path: Path) -> Iterator[tuple[Path, int | None]]:
+    """A real 1 MiB file system to fill up for real (mounting needs root, as in CI). Without
+    root the ledger's own page cap gives SQLite the same SQLITE_FULL a full disk gives."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; CI runs as root")
+        yield tmp_path, 300
+        return
     mount = tmp_path / "tiny"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    yield mount
+    yield mount, None
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def test_full_disk_declines_with_reason(tiny_disk: Path, clock: FakeClock,
+def test_full_disk_declines_with_reason(tiny_disk: tuple[Path, int | None], clock: FakeClock,
                                         reader: VirtualReader) -> None:
+    folder, max_pages = tiny_disk
     key = Ed25519PrivateKey.generate()
     config = DEFAULT.replace("terminal", role="validator").replace(
         "risk", terminal_exposure=10**12, uid_card_offline_amount=10**9)
-    ledger = Ledger(tiny_disk / "ledger.sqlite", key=key, terminal_id="T-FULL")
+    ledger = Ledger(folder / "ledger.sqlite", key=key, terminal_id="T-FULL",
+                    max_pages=max_pages)
     try:
         terminal = Terminal(config, ledger, DEMO_TOKEN_KEY, clock=clock)
         approved: list[Decision] = []
@@ -277,5 +281,5 @@ def test_full_disk_declines_with_reason(tiny_disk: Path, clock: FakeClock,
         assert terminal.fault is None  # a full disk is not a broken ledger
     finally:
         ledger.close()
-    with Ledger(tiny_disk / "ledger.sqlite") as ro:
+    with Ledger(folder / "ledger.sqlite") as ro:
         assert ro.verify().entries == len(approved)
