@@ -15,12 +15,14 @@ same way), ``nonces``, ``deny_changes``, ``balances``, ``overdrafts``, ``flags``
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,8 @@ CREATE TABLE IF NOT EXISTS entries (
     log_index BIGINT PRIMARY KEY, terminal_id TEXT NOT NULL, seq BIGINT NOT NULL,
     kind TEXT NOT NULL, card_token TEXT NOT NULL, amount BIGINT NOT NULL, place TEXT NOT NULL,
     wall_ms BIGINT NOT NULL, day TEXT NOT NULL, entry_hash {blob} NOT NULL,
-    data {blob} NOT NULL, signature {blob} NOT NULL, UNIQUE (terminal_id, seq));
+    data {blob} NOT NULL, signature {blob} NOT NULL, ref_seq BIGINT NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT '', UNIQUE (terminal_id, seq));
 CREATE INDEX IF NOT EXISTS entries_card ON entries (card_token, wall_ms);
 CREATE INDEX IF NOT EXISTS entries_place ON entries (place, wall_ms);
 CREATE INDEX IF NOT EXISTS entries_day ON entries (day, terminal_id);
@@ -106,6 +109,8 @@ CREATE TABLE IF NOT EXISTS incentive_payouts (
     card_token TEXT NOT NULL, month TEXT NOT NULL, points BIGINT NOT NULL, paid BIGINT NOT NULL,
     carry BIGINT NOT NULL, status TEXT NOT NULL, balance_version BIGINT, paid_ms BIGINT NOT NULL,
     PRIMARY KEY (card_token, month));
+CREATE TABLE IF NOT EXISTS incentive_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1), next_index BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS incentive_runs (
     month TEXT PRIMARY KEY, cards BIGINT NOT NULL, points BIGINT NOT NULL,
     held_cards BIGINT NOT NULL, held_points BIGINT NOT NULL, balance_version BIGINT,
@@ -113,8 +118,24 @@ CREATE TABLE IF NOT EXISTS incentive_runs (
 """
 
 ENTRY_COLUMNS = ("log_index", "terminal_id", "seq", "kind", "card_token", "amount", "place",
-                 "wall_ms", "day", "entry_hash", "data", "signature")
+                 "wall_ms", "day", "entry_hash", "data", "signature", "ref_seq", "detail")
+#: columns added after the first release, made by :meth:`Store.init_schema` in older stores
+_ADDED_COLUMNS = (("entries", "ref_seq", "BIGINT NOT NULL DEFAULT 0"),
+                  ("entries", "detail", "TEXT NOT NULL DEFAULT ''"))
 NODE_COLUMNS = ("level", "idx", "hash")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows for :meth:`Tx.insert_all`; ``conflict`` is an ``ON CONFLICT`` clause or empty."""
+
+    table: str
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    conflict: str = ""
+
+    def insert_sql(self, source: str) -> str:
+        return f"INSERT INTO {self.table} ({','.join(self.columns)}) {source} {self.conflict}"
 
 
 class Tx:
@@ -151,9 +172,29 @@ class Tx:
         """Take the one lock that orders every append to the central chain."""
         self.store.lock_log(self.conn)
 
+    def one_for_update(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """:meth:`one`, holding the row locked until the transaction ends."""
+        return self.one(self.store.for_update(sql), params)
+
     def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
         """``(?, ?, ...)`` for ``IN`` and its parameters."""
         return "(" + ",".join("?" * len(values)) + ")", list(values)
+
+    def any_of(self, column: str, values: Sequence[str]) -> tuple[str, Any]:
+        """``column`` is one of the strings ``values``, as one parameter: the SQL text stays
+        the same whatever the number of values, so the server prepares it once."""
+        return self.store.any_of(column), self.store.any_param(values)
+
+    def values_table(self, alias: str, columns: Sequence[str],
+                     rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """``rows`` as a table named ``alias`` for ``FROM``/``JOIN``, in parameters whose
+        number does not depend on the number of rows (so the statement text stays the same).
+        Every row must be non-empty with the same value types."""
+        return self.store.values_table(alias, columns, rows)
+
+    def insert_all(self, inserts: Sequence[Rows]) -> None:
+        """Insert the rows of several tables at once: one statement on PostgreSQL."""
+        self.store.insert_all(self.conn, [i for i in inserts if i.rows])
 
 
 class Store:
@@ -192,6 +233,27 @@ class Store:
 
     def translate(self, sql: str) -> str:
         return sql
+
+    def for_update(self, sql: str) -> str:
+        """``sql`` locking the rows it reads until the transaction ends (SQLite's write
+        transactions already hold the one database lock)."""
+        return sql
+
+    def any_of(self, column: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
+    def any_param(self, values: Sequence[str]) -> Any:
+        return json.dumps(list(values))
+
+    def values_table(self, alias: str, columns: Sequence[str],
+                     rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        picks = ", ".join(f"json_extract(value, '$[{i}]') AS {c}" for i, c in enumerate(columns))
+        return f"(SELECT {picks} FROM json_each(?)) AS {alias}", [json.dumps(list(rows))]
+
+    def insert_all(self, conn: Any, inserts: Sequence[Rows]) -> None:
+        for rows in inserts:
+            marks = "VALUES (" + ",".join("?" * len(rows.columns)) + ")"
+            self.executemany(conn, self.translate(rows.insert_sql(marks)), rows.rows)
 
     def is_disconnect(self, err: BaseException) -> bool:
         return False
@@ -268,8 +330,20 @@ class Store:
             for statement in _TABLES.format(blob=self.blob).split(";"):
                 if statement.strip():
                     tx.run(statement)
-            if tx.one("SELECT size FROM log_state WHERE id = 1") is None:
+            for table, column, decl in _ADDED_COLUMNS:
+                if column not in self.columns(tx, table):
+                    tx.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            state = tx.one("SELECT size FROM log_state WHERE id = 1")
+            if state is None:
                 tx.run("INSERT INTO log_state VALUES (1, 0, ?)", (b"",))
+            if tx.one("SELECT next_index FROM incentive_cursor WHERE id = 1") is None:
+                # A store from before crediting followed the log credited every entry in
+                # its ingest transaction: crediting goes on from the end of its log.
+                tx.run("INSERT INTO incentive_cursor VALUES (1, ?)",
+                       (int(state[0]) if state else 0,))
+
+    def columns(self, tx: Tx, table: str) -> set[str]:
+        return {str(r[1]) for r in tx.all(f"PRAGMA table_info({table})")}
 
     def close(self) -> None:
         while True:
@@ -347,16 +421,56 @@ class PostgresStore(Store):
     def lock_log(self, conn: Any) -> None:
         conn.execute("SELECT size FROM log_state WHERE id = 1 FOR UPDATE")
 
+    def for_update(self, sql: str) -> str:
+        return sql + " FOR UPDATE"
+
+    def columns(self, tx: Tx, table: str) -> set[str]:
+        return {str(r[0]) for r in tx.all(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "AND table_schema = current_schema()", (table,))}
+
     def translate(self, sql: str) -> str:
         out = self._sql_cache.get(sql)
         if out is None:
-            out = sql.replace("%", "%%").replace("?", "%s")
+            # ``?#``: a parameter sent in binary (arrays: no text quoting to do per element)
+            out = sql.replace("%", "%%").replace("?#", "%b").replace("?", "%s")
             self._sql_cache[sql] = out
         return out
 
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with conn.cursor() as cur:
             cur.executemany(sql, rows)
+
+    def any_of(self, column: str) -> str:
+        return f"{column} = ANY(CAST(?# AS TEXT[]))"
+
+    def any_param(self, values: Sequence[str]) -> Any:
+        return list(values)
+
+    def values_table(self, alias: str, columns: Sequence[str],
+                     rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        arrays = [list(col) for col in zip(*rows, strict=True)]
+        casts = ", ".join(f"CAST(?# AS {_pg_array_type(col)})" for col in arrays)
+        return f"unnest({casts}) AS {alias}({', '.join(columns)})", arrays
+
+    def insert_all(self, conn: Any, inserts: Sequence[Rows]) -> None:
+        """One statement whatever the number of rows: each table's rows go as one array per
+        column through ``unnest``, the later tables as data-modifying ``WITH`` parts (which
+        PostgreSQL always runs to completion). A round trip per small batch is what costs."""
+        if not inserts:
+            return
+        parts: list[str] = []
+        params: list[Any] = []
+        for rows in inserts:
+            columns = list(zip(*rows.rows, strict=True))
+            casts = ", ".join(f"CAST(%b AS {_pg_array_type(col)})" for col in columns)
+            parts.append(rows.insert_sql(f"SELECT * FROM unnest({casts})"))
+            params.extend(list(col) for col in columns)
+        *first, last = parts
+        sql = ""
+        if first:
+            sql = "WITH " + ", ".join(f"w{i} AS ({p})" for i, p in enumerate(first)) + " "
+        conn.execute(sql + last, params)
 
     def bulk_insert(self, conn: Any, table: str, columns: Sequence[str],
                     rows: Sequence[Sequence[Any]]) -> None:
@@ -371,6 +485,19 @@ class PostgresStore(Store):
 
     def transient_errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.OperationalError, self._psycopg.InterfaceError)
+
+
+def _pg_array_type(values: Sequence[Any]) -> str:
+    sample = next((v for v in values if v is not None), "")
+    if isinstance(sample, bool):
+        return "BOOLEAN[]"
+    if isinstance(sample, int):
+        return "BIGINT[]"
+    if isinstance(sample, float):
+        return "DOUBLE PRECISION[]"
+    if isinstance(sample, (bytes, bytearray, memoryview)):
+        return "BYTEA[]"
+    return "TEXT[]"
 
 
 def open_store(url: str, pool_size: int = 8) -> Store:
