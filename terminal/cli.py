@@ -342,11 +342,17 @@ def bench_ui_cmd(frames: int) -> None:
 @click.option("--db", "store_url", default=None,
               help="Central store URL, e.g. postgresql://... (default: SQLite in a temporary "
               "folder).")
-def bench_incentives_cmd(events: int, store_url: str | None) -> None:
+@click.option("--follow", type=click.Choice(["backlog", "batch"]), default="backlog",
+              show_default=True,
+              help="Credit the day's log in chunks, or after every hourly batch.")
+@click.option("--chunk", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Log entries credited per transaction.")
+def bench_incentives_cmd(events: int, store_url: str | None, follow: str,
+                         chunk: int) -> None:
     """Credit computation for a city's day of taps and purchases, synced hourly."""
     from sync.server.bench_incentives import bench_incentives
 
-    _emit(bench_incentives(events=events, store_url=store_url))
+    _emit(bench_incentives(events=events, store_url=store_url, follow=follow, chunk=chunk))
 
 
 @bench.command("central")

@@ -1,4 +1,4 @@
-"""``localpay central points | payout | profile | rules | campaign``: incentive points.
+"""``localpay central points | credit | payout | profile | rules | campaign``: incentive points.
 
 These join the ``central`` group of :mod:`terminal.cli_sync` when this module is imported
 (``terminal.cli`` imports it through ``_EXTENSIONS``), so ``COMMANDS`` is empty.
@@ -44,6 +44,25 @@ def points(db: str | None, data: Path | None, card_token: str, as_json: bool) ->
                    + (f" (carried {p['carry']:+,})" if p["carry"] else ""))
     click.echo(f"earned {st['earned']:,}; paid {st['paid']:,}; not yet paid out "
                f"{st['pending']:,}")
+
+
+@central.command("credit")
+@service_options
+@click.option("--chunk", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Log entries credited per transaction.")
+def credit_cmd(db: str | None, data: Path | None, chunk: int) -> None:
+    """Credit the log's entries not yet credited (the service does this after every batch;
+    run it to catch up, e.g. after the service was stopped mid-way)."""
+    from sync.server.incentives import credit_log
+
+    store = open_central(db, data).store
+    with click.progressbar(length=1, label="crediting", show_pos=True) as bar:
+        def progress(done: int, size: int) -> None:
+            bar.length = size
+            bar.update(done - bar.pos)
+
+        result = credit_log(store, chunk=chunk, progress=progress)
+    click.echo(f"credited {result.credits:,} entries, {result.points:,} points")
 
 
 @central.command("payout")

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ def serve(db: str | None, data: Path | None, host: str, port: int, origin: str |
     click.echo(f"central log {service.origin} on http://{host}:{port} "
                f"({service.store.kind}); verifier key:\n{service.signer.verifier.text()}",
                err=True)
+    # Entries committed just before a stop are credited by the next batch, or here at once.
+    threading.Thread(target=service.run_followers, name="catch-up", daemon=True).start()
     run(service, host, port)
 
 

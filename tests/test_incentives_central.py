@@ -16,9 +16,12 @@ from localpay.errors import ConfigError, TransactionError
 from sync.checkpoint import NoteSigner
 from sync.server.incentive_rules import Rules, default_rules_text
 from sync.server.incentives import (
-    IncentiveHook,
+    CreditEntry,
+    IncentiveCrediter,
     credit,
+    credit_log,
     load_rules,
+    lock_crediting,
     payout,
     points_delta,
     set_profiles,
@@ -38,7 +41,7 @@ A, B, C, Y, K = ("a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32)
 def svc(store_url: str) -> Iterator[CentralLog]:  # noqa: F811
     log = CentralLog(open_store(store_url), NoteSigner("test.example/log",
                                                        Ed25519PrivateKey.generate()),
-                     hooks=[*default_hooks(), IncentiveHook()])
+                     hooks=default_hooks(), followers=[IncentiveCrediter()])
     yield log
     log.store.close()
 
@@ -150,15 +153,75 @@ def test_retries_duplicates_and_a_second_hook_run_credit_once(svc: CentralLog) -
     for _ in range(2):
         svc.ingest("TILL-1", pays)
     assert total(svc, A) == 2900 and total(svc, B) == 120
-    # The hook run again on entries already credited changes nothing.
-    batch = [Ingested(i, e, "") for i, e in enumerate(pays)]
+    # Crediting run again on entries already credited changes nothing, by the cursor or,
+    # without it, by the credits already held.
+    assert credit_log(svc.store).credits == 0
+    batch = [CreditEntry.of(Ingested(i, e, "")) for i, e in enumerate(pays)]
     with svc.store.tx() as tx:
-        tx.lock_log()
+        lock_crediting(tx)
         r = credit(tx, batch, Rules.default(), 0)
     assert r.credits == 0
     assert total(svc, B) == 120
     with svc.store.tx(write=False) as tx:
         assert tx.one("SELECT COUNT(*) FROM incentive_credits")[0] == 6  # type: ignore[index]
+
+
+class _Down:
+    """A crediter that fails every time, as one would with its database unreachable."""
+
+    name = "crediting that is down"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def follow(self, service: CentralLog) -> None:
+        self.calls += 1
+        raise TransactionError("crediting is down")
+
+
+def test_crediting_follows_the_log_and_catches_up_after_a_failure(store_url: str) -> None:  # noqa: F811
+    down = _Down()
+    log = CentralLog(open_store(store_url), NoteSigner("test.example/log",
+                                                       Ed25519PrivateKey.generate()),
+                     followers=[down])
+    try:
+        bus = chain(log, "BUS-1")
+        receipts = [log.ingest("BUS-1", [bus.tap(A, seoul_ms(2025, 3, 10 + d, 7))])
+                    for d in range(3)]
+        # The batches stand although crediting failed after each of them.
+        assert down.calls == 3 and [r.accepted for r in receipts] == [1, 1, 1]
+        assert total(log, A) == 0
+        seen: list[tuple[int, int]] = []
+        r = credit_log(log.store, chunk=2, progress=lambda done, size: seen.append((done, size)))
+        assert (r.credits, r.points) == (2, 2900) and seen == [(2, 3), (3, 3)]
+        assert [p for _, _, p in pts(log, A)] == [1500, 1400]
+        with log.store.tx(write=False) as tx:
+            assert tx.one("SELECT next_index FROM incentive_cursor")[0] == 3  # type: ignore[index]
+        assert credit_log(log.store).credits == 0
+        with pytest.raises(ConfigError, match="chunk"):
+            credit_log(log.store, chunk=0)
+    finally:
+        log.store.close()
+
+
+def test_a_store_from_before_crediting_followed_the_log(store_url: str) -> None:  # noqa: F811
+    # A store made before the entries kept ref_seq and detail credited in its ingest
+    # transactions: opening it adds the columns and credits on from the end of its log.
+    store = open_store(store_url)
+    with store.tx() as tx:
+        tx.run("ALTER TABLE entries DROP COLUMN ref_seq")
+        tx.run("ALTER TABLE entries DROP COLUMN detail")
+        tx.run("DROP TABLE incentive_cursor")
+        tx.run("UPDATE log_state SET size = 7 WHERE id = 1")
+    store.close()
+    store = open_store(store_url)
+    try:
+        with store.tx(write=False) as tx:
+            assert tx.one("SELECT next_index FROM incentive_cursor")[0] == 7  # type: ignore[index]
+            assert {"ref_seq", "detail"} <= store.columns(tx, "entries")
+        assert credit_log(store).credits == 0
+    finally:
+        store.close()
 
 
 def test_local_food_and_refunds(svc: CentralLog) -> None:

@@ -20,11 +20,12 @@ from offline_ledger import Ledger
 from sync.client import SyncClient
 from sync.server import open_service
 from sync.server.incentive_rules import default_rules_text
+from sync.server.service import CentralLog
 from terminal.cards import card_token
 from terminal.cli import cli
 from terminal.core import Terminal
 from tests.conftest import FakeClock
-from tests.incentives_data import KST, seoul_ms
+from tests.incentives_data import KST, Chain, seoul_ms
 from tests.pg_fixtures import central
 
 ADULT, YOUTH = bytes.fromhex("08000011"), bytes.fromhex("08000012")
@@ -99,9 +100,30 @@ def test_points_credited_once_and_shown_offline(tmp_path: Path) -> None:
         assert len(st["entries"]) == 2 and st["weeks"][0]["points"] == week
     out = run.invoke(cli, ["central", "points", "--card", adult, *opts])
     assert "earned 2,900" in out.output and "BUS-E2E/1" in out.output
+    out = run.invoke(cli, ["central", "credit", *opts])    # the service credited them all
+    assert out.exit_code == 0 and "credited 0 entries, 0 points" in out.output, out.output
     today = (datetime.now(UTC) + KST).date()
     last = (today.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")   # a month that ended
     out = run.invoke(cli, ["central", "payout", "--month", last, *opts])
     assert out.exit_code == 0 and f"{last} paid out" in out.output, out.output
     out = run.invoke(cli, ["central", "payout", "--month", last, *opts])
     assert f"{last} already paid out" in out.output
+
+
+def test_central_credit_catches_up_a_backlog(tmp_path: Path) -> None:
+    db, data = f"sqlite:///{tmp_path / 'central.sqlite'}", tmp_path / "data"
+    svc = open_service(db, data)
+    # The same store under a service that does not credit: its batches wait in the log, as
+    # they would when the service stopped between a batch and its crediting.
+    bare = CentralLog(svc.store, svc.signer)
+    bus = Chain("BUS-1")
+    bare.add_terminal("BUS-1", bytes.fromhex(public_hex(bus.key)))
+    for d in range(3):
+        bare.ingest("BUS-1", [bus.tap("a" * 32, seoul_ms(2025, 3, 10 + d, 7))])
+    svc.store.close()
+    run = CliRunner()
+    opts = ["--db", db, "--data", str(data)]
+    out = run.invoke(cli, ["central", "credit", "--chunk", "2", *opts])
+    assert out.exit_code == 0 and "credited 2 entries, 2,900 points" in out.output, out.output
+    out = run.invoke(cli, ["central", "credit", *opts])
+    assert out.exit_code == 0 and "credited 0 entries, 0 points" in out.output, out.output

@@ -1,6 +1,7 @@
-"""A simulated month for 10,000 riders under the default rules, credited through the service's
-crediting function in bulk (the chain and its signatures are left out: they are tested
-elsewhere and would only slow this down), checked against an independent computation.
+"""A simulated month for 10,000 riders under the default rules, credited by the service's
+crediting of its log, once following each round of syncs and once as a month's backlog (the
+chain and its signatures are left out: they are tested elsewhere and would only slow this
+down), checked against each other and against an independent computation.
 
 Times are built and judged with fixed UTC+9 arithmetic, not zoneinfo; riders tap around
 midnight in Seoul so that the UTC date differs; the period crosses two month ends and six
@@ -17,7 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sync.server.incentives import IncentiveHook, credit, payout, set_profiles, statement
+from sync.server.bench_incentives import load_log
+from sync.server.incentives import credit_log, payout, set_profiles, statement
 from sync.server.service import Ingested
 from sync.server.store import open_store
 from tests.incentives_data import KST, pay_detail, seoul_ms, tap_detail, unsigned
@@ -162,15 +164,23 @@ def test_a_month_of_10000_riders(tmp_path: Path) -> None:
                         .fromtimestamp(e.wall / 1000, UTC).date())
     assert near_midnight > 10_000 and len(events) > 150_000
     store = open_store(f"sqlite:///{tmp_path / 'central.sqlite'}")
+    trickle = open_store(f"sqlite:///{tmp_path / 'trickle.sqlite'}")
     try:
         set_profiles(store, profiles)
-        hook = IncentiveHook()
-        for round_ in batches(events):
-            with store.tx() as tx:      # one round of syncs; each terminal's batch in turn
-                tx.lock_log()
-                rules = hook.rules(tx)
-                for batch in round_:
-                    credit(tx, batch, rules, 0)
+        set_profiles(trickle, profiles)
+        rounds = batches(events)
+        for round_ in rounds:           # crediting follows each round of syncs
+            load_log(trickle, round_)
+            credit_log(trickle, now_ms=0)
+        # The same log credited as one backlog, in chunks that split batches, gives the very
+        # same credits: crediting depends on the log order only.
+        load_log(store, [batch for round_ in rounds for batch in round_])
+        credit_log(store, chunk=997, now_ms=0)
+        query = "SELECT * FROM incentive_credits ORDER BY terminal_id, seq"
+        weeks = "SELECT card_token, week_start, points, days_mask FROM incentive_weeks " \
+                "ORDER BY card_token, week_start"
+        with store.tx(write=False) as tx, trickle.tx(write=False) as tt:
+            assert tx.all(query) == tt.all(query) and tx.all(weeks) == tt.all(weeks)
         with store.tx(write=False) as tx:
             got_rows = tx.all("SELECT card_token, day, SUM(points) FROM incentive_credits "
                               "GROUP BY card_token, day")
@@ -204,6 +214,7 @@ def test_a_month_of_10000_riders(tmp_path: Path) -> None:
         assert st["earned"] == sum(v for (t, _), v in want_months.items() if t == sample)
     finally:
         store.close()
+        trickle.close()
 
 
 def _paid_by_month(months: dict[tuple[str, str], int], m: str) -> dict[str, Any]:

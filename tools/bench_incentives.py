@@ -1,6 +1,7 @@
 """Incentive crediting for a Goyang-sized day on PostgreSQL (a throwaway cluster) or SQLite.
 
-``python tools/bench_incentives.py [--events N] [--store postgresql|sqlite|URL]``; see
+``python tools/bench_incentives.py [--events N] [--follow backlog|batch] [--chunk N]
+[--store postgresql|sqlite|URL]``; see
 :mod:`sync.server.bench_incentives` for what is measured.
 """
 
@@ -24,6 +25,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_500_000)
     parser.add_argument("--round-s", type=int, default=3600,
                         help="sync round: a terminal's entries of this many seconds per batch")
+    parser.add_argument("--follow", choices=("backlog", "batch"), default="backlog",
+                        help="credit the day's log in chunks, or after every batch")
+    parser.add_argument("--chunk", type=int, default=5000, help="log entries per transaction")
     parser.add_argument("--store", default="postgresql",
                         help="postgresql (a throwaway local cluster), sqlite, or a store URL")
     args = parser.parse_args()
@@ -37,7 +41,8 @@ def main() -> None:
     elif args.store == "sqlite":
         url = None
     try:
-        result = bench_incentives(args.events, url, round_s=args.round_s)
+        result = bench_incentives(args.events, url, round_s=args.round_s, follow=args.follow,
+                                  chunk=args.chunk)
     finally:
         if cluster is not None:
             cluster.destroy()

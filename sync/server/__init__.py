@@ -29,17 +29,18 @@ def open_service(
     pool_size: int = 8,
 ) -> CentralLog:
     """A :class:`CentralLog` over ``db`` (default: SQLite in ``data_dir``), with the log key
-    from ``data_dir`` (made on first use) and the balance, fraud and incentive hooks."""
+    from ``data_dir`` (made on first use), the balance and fraud hooks and incentive
+    crediting."""
     from sync.server.app import load_signer
 
     folder = data_dir or default_data_dir()
     signer = load_signer(folder, origin)
     store = open_store(db or f"sqlite:///{folder / 'central.sqlite'}", pool_size)
     config = FraudConfig.load(rules) if rules else FraudConfig()
-    from sync.server.incentives import IncentiveHook
+    from sync.server.incentives import IncentiveCrediter
 
-    hooks = [*default_hooks(config), IncentiveHook()]
-    service = CentralLog(store, signer, hooks=hooks, policy=policy)
+    service = CentralLog(store, signer, hooks=default_hooks(config),
+                         followers=[IncentiveCrediter()], policy=policy)
     service.data_dir = folder
     return service
 

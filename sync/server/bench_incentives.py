@@ -4,13 +4,17 @@ A synthetic Wednesday (12 March 2025, Seoul): ``events`` taps and purchases, 75 
 on 1,500 validators by riders of whom most already rode on Monday and Tuesday (their week
 rows are loaded first, so caps bite), 25 % purchases on 8,000 tills of which 30 % are
 local-food stores, 2 % of those refunded. Each terminal sends its entries of each sync round as
-one batch of at most 500, in time order (hourly rounds by default); the batches go through
-:func:`sync.server.incentives.credit`, the ingest hook's own function, inside store
-transactions holding the log lock, as ingest runs it. The chain itself (signatures, Merkle
-tree) is not part of this figure: ``tools/bench_central.py`` measures ingest.
+one batch of at most 500, in time order (hourly rounds by default), and the batches enter the
+central log in that order. The chain itself (signatures, Merkle tree) is not part of this
+figure: ``tools/bench_central.py`` measures ingest; here the day's entries are written into
+the log's ``entries`` table directly (``load_s``).
 
-Reported: ``credit_s``, the time spent in the crediting function (its SQL included), and
-``wall_s``, the whole run including commits (one per round of up to ``per_tx`` batches).
+``follow="backlog"``: the day's log is credited by :func:`sync.server.incentives.credit_log`,
+the function the service runs after each batch, catching up ``chunk`` log entries per
+transaction: the capacity figure. ``follow="batch"``: each batch is appended and credited on
+its own before the next, as when batches trickle in one at a time.
+
+Reported: ``credit_s``, the time spent crediting (its SQL and commits included).
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import random
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from localpay.errors import ConfigError
 from sync.protocol import WireEntry
-from sync.server.incentives import active_rules, credit
+from sync.server.incentives import CreditResult, credit_log
 from sync.server.service import Ingested
-from sync.server.store import Store, open_store
+from sync.server.store import ENTRY_COLUMNS, Store, open_store
 
 DAY_MS = 1_741_705_200_000          # 2025-03-12 00:00 in Seoul (UTC+9)
 WEEK = "2025-03-10"
@@ -107,10 +113,25 @@ def _batches(by_terminal: dict[str, list[tuple[int, str, str, int, str, int]]],
         for _, items in rounds[hour]:
             batch = []
             for e in items:
-                batch.append(Ingested(index, e, ""))
+                batch.append(Ingested(index, e, "2025-03-12"))
                 index += 1
             out.append(batch)
     return out
+
+
+def load_log(store: Store, batches: Sequence[Sequence[Ingested]]) -> None:
+    """Append ``batches`` to the central log's ``entries`` as ingest would store them, without
+    hashes, signatures or tree (crediting reads none of them); the log size follows."""
+    rows = [(item.log_index, item.entry.terminal_id, item.entry.seq, item.entry.kind,
+             item.entry.card_token, item.entry.amount, item.entry.place, item.entry.wall_ms,
+             item.day, b"", b"", b"", item.entry.ref_seq, item.entry.detail)
+            for batch in batches for item in batch]
+    if not rows:
+        return
+    with store.tx() as tx:
+        tx.lock_log()
+        tx.bulk("entries", ENTRY_COLUMNS, rows)
+        tx.run("UPDATE log_state SET size = ? WHERE id = 1", (rows[-1][0] + 1,))
 
 
 def _prepare(store: Store, weeks: list[tuple[str, str, int, int, int]], youth: list[str]) -> None:
@@ -126,33 +147,43 @@ def _prepare(store: Store, weeks: list[tuple[str, str, int, int, int]], youth: l
 
 
 def bench_incentives(events: int = 1_500_000, store_url: str | None = None, *,
-                     per_tx: int = 200, seed: int = 12, round_s: int = 3600) -> dict[str, Any]:
+                     follow: str = "backlog", chunk: int = 5000, seed: int = 12,
+                     round_s: int = 3600) -> dict[str, Any]:
     """Credit a synthetic Goyang day of ``events`` taps and purchases into ``store_url``
     (default: SQLite in a temporary folder; give an empty store). Each terminal sends what
     it recorded in each ``round_s`` seconds as one batch (at most 500 entries): 3600 is an
-    hourly sync, 86400 a day's backlog. Returns the figures."""
+    hourly sync, 86400 a day's backlog. ``follow``: ``backlog`` credits the day's log in
+    chunks of ``chunk`` entries, ``batch`` credits after each batch. Returns the figures."""
+    if follow not in ("backlog", "batch"):
+        raise ConfigError(f"follow must be backlog or batch, not {follow!r}")
     t0 = time.perf_counter()
     by_terminal, weeks, youth = _day(events, seed)
     batches = _batches(by_terminal, round_s * 1000)
     made_s = time.perf_counter() - t0
+    now = DAY_MS + 86_400_000
     with tempfile.TemporaryDirectory(prefix="localpay-bench-incentives-") as tmp:
         store = open_store(store_url or f"sqlite:///{Path(tmp) / 'central.sqlite'}")
         try:
             _prepare(store, weeks, youth)
-            credit_s = 0.0
-            credits = points = 0
-            t1 = time.perf_counter()
-            for i in range(0, len(batches), per_tx):
-                with store.tx() as tx:
-                    tx.lock_log()
-                    rules = active_rules(tx)
-                    for batch in batches[i : i + per_tx]:
-                        c0 = time.perf_counter()
-                        r = credit(tx, batch, rules, DAY_MS + 86_400_000)
-                        credit_s += time.perf_counter() - c0
-                        credits += r.credits
-                        points += r.points
-            wall_s = time.perf_counter() - t1
+            load_s = credit_s = 0.0
+            result = CreditResult()
+            if follow == "backlog":
+                t1 = time.perf_counter()
+                load_log(store, batches)
+                load_s = time.perf_counter() - t1
+                t1 = time.perf_counter()
+                result = credit_log(store, chunk=chunk, now_ms=now)
+                credit_s = time.perf_counter() - t1
+            else:
+                for batch in batches:
+                    t1 = time.perf_counter()
+                    load_log(store, [batch])
+                    t2 = time.perf_counter()
+                    r = credit_log(store, chunk=chunk, now_ms=now)
+                    credit_s += time.perf_counter() - t2
+                    load_s += t2 - t1
+                    result.credits += r.credits
+                    result.points += r.points
             with store.tx(write=False) as tx:
                 row = tx.one("SELECT COUNT(*), COALESCE(SUM(points), 0) FROM incentive_credits")
             kind = store.kind
@@ -161,10 +192,10 @@ def bench_incentives(events: int = 1_500_000, store_url: str | None = None, *,
     held = (int(row[0]), int(row[1])) if row else (0, 0)
     return {
         "store": kind, "events": events, "terminals": len(by_terminal), "round_s": round_s,
-        "batches": len(batches),
-        "riders_with_week_so_far": len(weeks), "credits": credits, "points": points,
-        "stored": {"credits": held[0], "points": held[1]},
-        "credit_s": round(credit_s, 2), "wall_s": round(wall_s, 2),
-        "events_per_s": round(events / wall_s) if wall_s else None,
+        "batches": len(batches), "follow": follow, "chunk": chunk,
+        "riders_with_week_so_far": len(weeks), "credits": result.credits,
+        "points": result.points, "stored": {"credits": held[0], "points": held[1]},
+        "credit_s": round(credit_s, 2), "load_s": round(load_s, 2),
+        "events_per_s": round(events / credit_s) if credit_s else None,
         "generate_s": round(made_s, 2),
     }

@@ -1,13 +1,18 @@
-"""Incentive points, credited exactly once inside the ingest transaction.
+"""Incentive points, credited exactly once by following the central log.
 
 What earns points is in :mod:`sync.server.incentive_rules` (a versioned TOML file loaded into
 the store with ``localpay central rules load``; the shipped defaults are version 1). Here:
 
-- :class:`IncentiveHook` runs on every batch's new entries in the ingest transaction (see
-  :class:`sync.server.service.IngestHook`), so a batch that is retried, sent twice or replayed
-  is answered from the duplicate path and never reaches it again. Credits are keyed by the
-  ledger entry they come from, ``(terminal_id, seq)``, the primary key of
-  ``incentive_credits``; entries already credited are skipped even if the hook were run twice.
+- **Following the log.** :func:`credit_log` credits the entries of the central log beyond
+  a cursor (``incentive_cursor``), a chunk of log entries per transaction, and moves the
+  cursor in that same transaction. :class:`IncentiveCrediter` runs it after every committed
+  batch (a :class:`sync.server.service.Follower`), outside the ingest transaction: ingest
+  never waits for crediting, a crediting failure never refuses a batch, and when batches
+  arrive faster than they are credited the next run takes them all in one chunk, reading
+  the cards' state once. ``localpay central credit`` runs it by hand. Credits are keyed by
+  the ledger entry they come from, ``(terminal_id, seq)``, the primary key of
+  ``incentive_credits``; entries already credited are skipped even if :func:`credit` were
+  run twice on them.
 - **Order.** Entries are credited in the order the central chain receives them (log order),
   and the weekly cap is applied at the moment of crediting. A card that taps two validators
   which sync at different times gets its first-ride credit from whichever ride *arrives*
@@ -35,10 +40,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from localpay.errors import ConfigError, TransactionError
 from sync.server.incentive_rules import (
@@ -50,13 +55,15 @@ from sync.server.incentive_rules import (
     verify_campaign_code,
     week_start,
 )
-from sync.server.service import HookContext, Ingested
-from sync.server.store import Store, Tx
+from sync.server.service import Ingested
+from sync.server.store import Rows, Store, Tx
 
 log = logging.getLogger(__name__)
 
 CREDIT_COLUMNS = ("terminal_id", "seq", "log_index", "card_token", "rule", "points", "base",
                   "ref_seq", "rule_version", "day", "payable_month", "credited_ms", "note")
+CLAIM_COLUMNS = ("campaign_id", "card_token", "holder", "terminal_id", "seq")
+WEEK_COLUMNS = ("card_token", "week_start", "points", "days_mask", "version")
 _CHUNK = 500
 
 
@@ -88,7 +95,7 @@ def load_rules(store: Store, text: str, source: str = "incentive rules") -> tupl
     """
     rules = Rules.from_toml(text, source)
     with store.tx() as tx:
-        tx.lock_log()
+        lock_crediting(tx)
         return rules, _store_rules(tx, rules)
 
 
@@ -114,7 +121,7 @@ _PARSED: dict[str, Rules] = {}
 
 def active_rules(tx: Tx, *, store_default: bool = True) -> Rules:
     """The newest stored version; the shipped defaults are stored on first use (in a write
-    transaction holding the log lock) or just returned (``store_default=False``)."""
+    transaction holding the crediting lock) or just returned (``store_default=False``)."""
     row = tx.one("SELECT sha256, body FROM incentive_rules ORDER BY version DESC LIMIT 1")
     if row is None:
         rules = Rules.default()
@@ -138,7 +145,7 @@ def rules_versions(store: Store) -> list[dict[str, Any]]:
 
 def current_rules(store: Store) -> Rules:
     with store.tx() as tx:
-        tx.lock_log()
+        lock_crediting(tx)
         return active_rules(tx)
 
 
@@ -151,31 +158,94 @@ class CreditResult:
     points: int = 0
 
 
-class IncentiveHook:
-    """The ingest hook: credits a batch's taps, local-food payments, refunds and campaign
-    claims (see the module docstring for order, weeks, months)."""
+class IncentiveCrediter:
+    """Credits the central log in log order, following ingest (a
+    :class:`sync.server.service.Follower`): after every committed batch it credits whatever
+    the log holds beyond its cursor, in chunks. See the module docstring."""
 
-    name = "incentives"
+    name = "incentive crediting"
 
-    def rules(self, tx: Tx) -> Rules:
-        return active_rules(tx)
+    def __init__(self, chunk: int = 5000) -> None:
+        self.chunk = chunk
 
-    def __call__(self, tx: Tx, batch: Sequence[Ingested], ctx: HookContext) -> None:
-        credit(tx, batch, self.rules(tx), ctx.now_ms)
+    def follow(self, service: Any) -> None:
+        credit_log(service.store, chunk=self.chunk)
 
 
-def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> CreditResult:
-    """Credit one batch of one terminal's new entries, in log order (the caller holds the
-    log lock: the ingest transaction, or :func:`credit_batches`)."""
+def lock_crediting(tx: Tx) -> int:
+    """Take the lock that orders crediting, rules changes and payouts; the log index from
+    which crediting goes on."""
+    row = tx.one_for_update("SELECT next_index FROM incentive_cursor WHERE id = 1")
+    if row is None:
+        raise TransactionError("the central store has no incentive cursor")
+    return int(row[0])
+
+
+_EARNING_KINDS = ("tap", "payment", "refund", "void", "incentive")
+
+
+def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> CreditResult:
+    """Credit every entry of the log beyond the crediting cursor, ``chunk`` log entries per
+    transaction; the cursor moves in the same transaction as the credits, so a crash or a
+    second crediter never credits an entry twice. ``progress(done, size)`` after each chunk.
+    """
+    if chunk < 1:
+        raise ConfigError("the crediting chunk must be at least 1 entry")
+    total = CreditResult()
+    kinds = ", ".join(f"'{k}'" for k in _EARNING_KINDS)
+    while True:
+        with store.tx() as tx:
+            start = lock_crediting(tx)
+            top = tx.one("SELECT size FROM log_state WHERE id = 1")
+            size = int(top[0]) if top else 0
+            if start >= size:
+                break
+            end = min(start + chunk, size)
+            items = [CreditEntry._make(row) for row in tx.all(
+                f"SELECT {', '.join(CreditEntry._fields)} FROM entries WHERE log_index >= ? "
+                f"AND log_index < ? AND kind IN ({kinds}) ORDER BY log_index", (start, end))]
+            r = credit(tx, items, active_rules(tx), _now() if now_ms is None else now_ms)
+            tx.run("UPDATE incentive_cursor SET next_index = ? WHERE id = 1", (end,))
+        total.credits += r.credits
+        total.points += r.points
+        if progress is not None:
+            progress(end, size)
+    return total
+
+
+class CreditEntry(NamedTuple):
+    """What crediting reads of a log entry (the columns of ``entries`` of these names)."""
+
+    log_index: int
+    terminal_id: str
+    seq: int
+    kind: str
+    card_token: str
+    amount: int
+    ref_seq: int
+    place: str
+    wall_ms: int
+    detail: str
+
+    @classmethod
+    def of(cls, item: Ingested) -> CreditEntry:
+        e = item.entry
+        return cls(item.log_index, e.terminal_id, e.seq, e.kind, e.card_token, e.amount,
+                   e.ref_seq, e.place, e.wall_ms, e.detail)
+
+
+def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int) -> CreditResult:
+    """Credit entries of any terminals in log order, as one step: the caller holds the
+    crediting lock (:func:`lock_crediting`) and moves the cursor (:func:`credit_log`)."""
     result = CreditResult()
     if not batch:
         return result
     cal = rules.calendar()
     bus, food = rules.bus, rules.food
-    work: list[tuple[str, Ingested, date, dict[str, Any]]] = []
+    work: list[tuple[str, CreditEntry, date, dict[str, Any]]] = []
     refs: dict[str, set[int]] = {}
-    for item in batch:
-        e = item.entry
+    for e in batch:
         if not e.card_token:
             continue
         kind = e.kind
@@ -187,22 +257,22 @@ def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> Cred
                 continue
             detail = _detail(e.detail)
             if detail.get("bus_type") in bus.bus_types:
-                work.append(("bus", item, day, detail))
+                work.append(("bus", e, day, detail))
         elif kind == "payment":
             if food.enabled and e.amount > 0 and "merchant_category" in e.detail:
                 detail = _detail(e.detail)
                 if detail.get("merchant_category") in food.merchant_categories:
-                    work.append(("food", item, cal.day(e.wall_ms), detail))
+                    work.append(("food", e, cal.day(e.wall_ms), detail))
         elif kind in ("refund", "void"):
             if e.ref_seq:
-                work.append(("back", item, cal.day(e.wall_ms), {}))
+                work.append(("back", e, cal.day(e.wall_ms), {}))
                 refs.setdefault(e.terminal_id, set()).add(e.ref_seq)
         elif kind == "incentive":
-            work.append(("campaign", item, cal.day(e.wall_ms), _detail(e.detail)))
+            work.append(("campaign", e, cal.day(e.wall_ms), _detail(e.detail)))
     if not work:
         return result
     bus_items = [w for w in work if w[0] == "bus"]
-    tokens = sorted({w[1].entry.card_token for w in bus_items})
+    tokens = sorted({w[1].card_token for w in bus_items})
     done, closed, profiles, weeks = _read_state(tx, work, tokens,
                                                 {week_start(w[2]) for w in bus_items})
     payable: dict[str, str] = {}
@@ -212,9 +282,8 @@ def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> Cred
     changed: set[tuple[str, date]] = set()
     claims: list[tuple[Any, ...]] = []
 
-    def add(item: Ingested, day: date, rule: str, points: int, base: int, note: dict[str, Any],
-            ref_seq: int = 0) -> None:
-        e = item.entry
+    def add(e: CreditEntry, day: date, rule: str, points: int, base: int,
+            note: dict[str, Any], ref_seq: int = 0) -> None:
         month = month_of(day)
         pay = payable.get(month)
         if pay is None:
@@ -222,14 +291,13 @@ def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> Cred
             while pay in closed:
                 pay = next_month(pay)
             payable[month] = pay
-        rows.append((e.terminal_id, e.seq, item.log_index, e.card_token, rule, points, base,
+        rows.append((e.terminal_id, e.seq, e.log_index, e.card_token, rule, points, base,
                      ref_seq, rules.version, day.isoformat(), pay, now_ms,
                      json.dumps(note, separators=(",", ":"), sort_keys=True)))
         result.credits += 1
         result.points += points
 
-    for what, item, day, detail in work:
-        e = item.entry
+    for what, e, day, detail in work:
         if (e.terminal_id, e.seq) in done:
             continue
         if what == "bus":
@@ -247,13 +315,13 @@ def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> Cred
             points = min(e.amount, cap - state[0]) if cap > state[0] else 0
             if points > 0:
                 state[0] += points
-                add(item, day, "bus", points, e.amount,
+                add(e, day, "bus", points, e.amount,
                     {"bus_type": detail.get("bus_type"), "rider": rider, "route": e.place})
         elif what == "food":
             points = food.points(e.amount)
             if points > 0:
                 paid[(e.terminal_id, e.seq)] = [e.amount, points, food.rate_bp]
-                add(item, day, "local_food", points, e.amount,
+                add(e, day, "local_food", points, e.amount,
                     {"rate_bp": food.rate_bp, "merchant": e.place})
         elif what == "back":
             pay = paid.get((e.terminal_id, e.ref_seq))
@@ -263,69 +331,63 @@ def credit(tx: Tx, batch: Sequence[Ingested], rules: Rules, now_ms: int) -> Cred
             keep = left * pay[2] // 10_000
             back = keep - pay[1]
             pay[0], pay[1] = left, keep
-            add(item, day, "refund", back, -e.amount, {"payment": e.ref_seq, "kind": e.kind},
+            add(e, day, "refund", back, -e.amount, {"payment": e.ref_seq, "kind": e.kind},
                 e.ref_seq)
         else:
             granted = _campaign(tx, rules, e, day, detail, claimed)
             if granted is not None:
                 cid, holder, points = granted
                 claims.append((cid, e.card_token, holder, e.terminal_id, e.seq))
-                add(item, day, "campaign", points, 0, {"campaign": cid})
-    tx.many(f"INSERT INTO incentive_credits ({','.join(CREDIT_COLUMNS)}) VALUES "
-            f"({','.join('?' * len(CREDIT_COLUMNS))}) ON CONFLICT (terminal_id, seq) DO NOTHING",
-            rows)
-    tx.many("INSERT INTO incentive_claims VALUES (?, ?, ?, ?, ?)", claims)
+                add(e, day, "campaign", points, 0, {"campaign": cid})
+    writes = [Rows("incentive_credits", CREDIT_COLUMNS, rows,
+                   "ON CONFLICT (terminal_id, seq) DO NOTHING"),
+              Rows("incentive_claims", CLAIM_COLUMNS, claims)]
     if changed:
         # The batch's last log index orders snapshot versions: appends are serialized by
         # the log lock, so versions grow in commit order without a counter to update.
-        version = max(item.log_index for item in batch) + 1
-        tx.many("INSERT INTO incentive_weeks VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (card_token, week_start) DO UPDATE SET points = excluded.points, "
-                "days_mask = excluded.days_mask, version = excluded.version",
-                [(t, w.isoformat(), weeks[(t, w)][0], weeks[(t, w)][1], version)
-                 for t, w in sorted(changed)])
+        version = max(e.log_index for e in batch) + 1
+        writes.append(Rows(
+            "incentive_weeks", WEEK_COLUMNS,
+            [(t, w.isoformat(), weeks[(t, w)][0], weeks[(t, w)][1], version)
+             for t, w in sorted(changed)],
+            "ON CONFLICT (card_token, week_start) DO UPDATE SET points = excluded.points, "
+            "days_mask = excluded.days_mask, version = excluded.version"))
+    tx.insert_all(writes)
     return result
 
 
-def _read_state(tx: Tx, work: list[tuple[str, Ingested, date, dict[str, Any]]],
+def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any]]],
                 tokens: Sequence[str], weeks: set[date]) -> tuple[
         set[tuple[str, int]], set[str], dict[str, str], dict[tuple[str, date], list[int]]]:
     """Everything crediting reads, in one round trip: entries already credited, months
     already paid out, rider profiles and the cards' weeks so far."""
     spans: dict[str, list[int]] = {}
-    for _, item, _, _ in work:
-        e = item.entry
+    for _, e, _, _ in work:
         lo_hi = spans.setdefault(e.terminal_id, [e.seq, e.seq])
         lo_hi[0], lo_hi[1] = min(lo_hi[0], e.seq), max(lo_hi[1], e.seq)
-    parts: list[str] = []
-    params: list[Any] = []
-    for tid, (lo, hi) in spans.items():
-        parts.append("SELECT 'c', CAST(NULL AS TEXT), CAST(NULL AS TEXT), seq, "
-                     "CAST(NULL AS BIGINT) FROM incentive_credits WHERE terminal_id = ? AND "
-                     "seq BETWEEN ? AND ?")
-        params += [tid, lo, hi]
-    parts.append("SELECT 'r', month, NULL, NULL, NULL FROM incentive_runs")
-    for chunk in _chunks(tokens):
-        marks, values = tx.in_list(chunk)
-        parts.append("SELECT 'p', card_token, rider, NULL, NULL FROM incentive_profiles "
-                     f"WHERE card_token IN {marks}")
-        params += values
-        for week in sorted(weeks):
-            parts.append("SELECT 'w', card_token, week_start, points, days_mask FROM "
-                         f"incentive_weeks WHERE week_start = ? AND card_token IN {marks}")
-            params += [week.isoformat(), *values]
+    # One statement whose text does not depend on the number of terminals, cards or weeks,
+    # so that PostgreSQL prepares it once: each list goes as one parameter.
+    source, params = tx.values_table("s", ("t", "lo", "hi"),
+                                     [(t, lo, hi) for t, (lo, hi) in spans.items()])
+    parts = [f"SELECT 'c', c.terminal_id, CAST(NULL AS TEXT), c.seq, CAST(NULL AS BIGINT) "
+             f"FROM incentive_credits c JOIN {source} ON c.terminal_id = s.t AND "
+             "c.seq BETWEEN s.lo AND s.hi",
+             "SELECT 'r', month, NULL, NULL, NULL FROM incentive_runs"]
+    if tokens:
+        cards, card_list = tx.any_of("card_token", tokens)
+        parts.append(f"SELECT 'p', card_token, rider, NULL, NULL FROM incentive_profiles "
+                     f"WHERE {cards}")
+        week_sql, week_list = tx.any_of("week_start", sorted(w.isoformat() for w in weeks))
+        parts.append("SELECT 'w', card_token, week_start, points, days_mask FROM "
+                     f"incentive_weeks WHERE {week_sql} AND {cards}")
+        params += [card_list, week_list, card_list]
     done: set[tuple[str, int]] = set()
     closed: set[str] = set()
     profiles: dict[str, str] = {}
     state: dict[tuple[str, date], list[int]] = {}
-    tid_of = {(lo, hi): tid for tid, (lo, hi) in spans.items()}
-    one_tid = next(iter(spans)) if len(spans) == 1 else None
     for tag, k1, k2, n1, n2 in tx.all(" UNION ALL ".join(parts), params):
         if tag == "c":
-            if one_tid is not None:
-                done.add((one_tid, int(n1)))
-            else:  # several terminals in one call: only for bulk runs, look each up
-                done.update((t, int(n1)) for (lo, hi), t in tid_of.items() if lo <= n1 <= hi)
+            done.add((str(k1), int(n1)))
         elif tag == "r":
             closed.add(str(k1))
         elif tag == "p":
@@ -348,22 +410,27 @@ def load_profiles(tx: Tx, tokens: Sequence[str]) -> dict[str, str]:
 def _load_payments(tx: Tx, refs: dict[str, set[int]]) -> dict[tuple[str, int], list[int]]:
     """Credited payments that refunds of this batch refer to: [base left, points kept, rate]."""
     out: dict[tuple[str, int], list[int]] = {}
-    for tid, seqs in refs.items():
-        for chunk in _chunks(sorted(seqs)):
-            marks, params = tx.in_list(chunk)
-            rows = tx.all(
-                "SELECT seq, ref_seq, base, points, note FROM incentive_credits WHERE "
-                f"terminal_id = ? AND rule IN ('local_food', 'refund') AND (seq IN {marks} OR "
-                f"ref_seq IN {marks})", [tid, *params, *params])
-            rows.sort(key=lambda r: (int(r[1]) != 0, int(r[0])))
-            for seq, ref_seq, base, points, note in rows:
-                if int(ref_seq) == 0:
-                    rate = int(_detail(str(note)).get("rate_bp", 0))
-                    out[(tid, int(seq))] = [int(base), int(points), rate]
-                elif (tid, int(ref_seq)) in out:
-                    state = out[(tid, int(ref_seq))]
-                    state[0] += int(base)
-                    state[1] += int(points)
+    pairs = [(tid, seq) for tid, seqs in refs.items() for seq in sorted(seqs)]
+    if not pairs:
+        return out
+    source, params = tx.values_table("s", ("t", "q"), pairs)
+    rows = tx.all(
+        "SELECT c.terminal_id, c.seq, c.ref_seq, c.base, c.points, c.note FROM "
+        f"incentive_credits c JOIN {source} ON c.terminal_id = s.t AND c.seq = s.q "
+        "WHERE c.rule = 'local_food' UNION ALL "
+        "SELECT c.terminal_id, c.seq, c.ref_seq, c.base, c.points, c.note FROM "
+        f"incentive_credits c JOIN {source} ON c.terminal_id = s.t AND c.ref_seq = s.q "
+        "WHERE c.rule = 'refund' AND c.ref_seq <> 0", params + params)
+    # payments first, then the refunds already credited against them in their order
+    rows.sort(key=lambda r: (int(r[2]) != 0, str(r[0]), int(r[1])))
+    for tid, seq, ref_seq, base, points, note in rows:
+        if int(ref_seq) == 0:
+            rate = int(_detail(str(note)).get("rate_bp", 0))
+            out[(str(tid), int(seq))] = [int(base), int(points), rate]
+        elif (str(tid), int(ref_seq)) in out:
+            state = out[(str(tid), int(ref_seq))]
+            state[0] += int(base)
+            state[1] += int(points)
     return out
 
 
@@ -388,21 +455,6 @@ def _campaign(tx: Tx, rules: Rules, e: Any, day: date, detail: dict[str, Any],
         return None
     claimed.update(keys)
     return cid, claim.wallet_id, campaign.points
-
-
-def credit_batches(store: Store, batches: Iterable[Sequence[Ingested]],
-                   now_ms: int | None = None) -> CreditResult:
-    """Credit batches the way ingest does (one transaction each, under the log lock), without
-    the chain: for bulk runs, the simulated month and the benchmark."""
-    total = CreditResult()
-    hook = IncentiveHook()
-    for batch in batches:
-        with store.tx() as tx:
-            tx.lock_log()
-            r = credit(tx, batch, hook.rules(tx), _now() if now_ms is None else now_ms)
-        total.credits += r.credits
-        total.points += r.points
-    return total
 
 
 # -- profiles -------------------------------------------------------------------------------
@@ -479,7 +531,7 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
     month = parse_month(month)
     now_ms = _now() if now_ms is None else now_ms
     with store.tx() as tx:
-        tx.lock_log()
+        lock_crediting(tx)
         run = tx.one("SELECT cards, points, held_cards, held_points, balance_version "
                      "FROM incentive_runs WHERE month = ?", (month,))
         if run is not None:

@@ -80,6 +80,20 @@ class IngestHook(Protocol):
     def __call__(self, tx: Tx, batch: Sequence[Ingested], ctx: HookContext) -> None: ...
 
 
+class Follower(Protocol):
+    """Runs after each batch is committed, outside the ingest transaction: work that reads
+    the log in order at its own pace, keeping its own place (incentive crediting).
+
+    The log lock is not held while it runs, so ingest never waits for it; it catches up in
+    chunks when batches arrive faster than one at a time. A failure is logged and leaves the
+    batch accepted: the next run picks up from the follower's own cursor.
+    """
+
+    name: str
+
+    def follow(self, service: CentralLog) -> None: ...
+
+
 def _verify_sig(key: Ed25519PublicKey, entry: WireEntry) -> bool:
     try:
         key.verify(entry.signature, entry.data)
@@ -133,6 +147,7 @@ class CentralLog:
         signer: NoteSigner,
         *,
         hooks: Sequence[IngestHook] = (),
+        followers: Sequence[Follower] = (),
         policy: VerifyPolicy = "every",
         tz: str = DEFAULT_TZ,
         stale_ms: int = STALE_MS,
@@ -141,6 +156,7 @@ class CentralLog:
         self.signer = signer
         self.origin = signer.name
         self.hooks = list(hooks)
+        self.followers = list(followers)
         self.policy: VerifyPolicy = policy
         self.tz = ZoneInfo(tz)
         self.stale_ms = stale_ms
@@ -240,10 +256,20 @@ class CentralLog:
                    (entries[-1].seq, entries[-1].entry_hash, terminal_id))
             tx.run("INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
                    (terminal_id, entries[0].seq, entries[-1].seq, size, _now()))
+        self.run_followers()
         last_index = batch[-1].log_index
         proof = self.inclusion_proof(last_index, size)
         return BatchReceipt(terminal_id, entries[0].seq, entries[-1].seq, len(entries),
                             last_index, note, proof)
+
+    def run_followers(self) -> None:
+        """Let every follower catch up with the log (see :class:`Follower`)."""
+        for follower in self.followers:
+            try:
+                follower.follow(self)
+            except Exception:  # the batch is committed; the follower's cursor says where
+                log.exception("%s could not follow the log; it resumes on the next batch",
+                              follower.name)
 
     def _check_overlap(self, tx: Tx, terminal_id: str, entries: Sequence[WireEntry]) -> None:
         held = dict(tx.all(
@@ -291,7 +317,8 @@ class CentralLog:
             if day is None:
                 day = days[hour] = self.day_of(e.wall_ms)
             rows.append((index, terminal_id, e.seq, e.kind, e.card_token, e.amount, e.place,
-                         e.wall_ms, day, e.entry_hash, e.data, e.signature))
+                         e.wall_ms, day, e.entry_hash, e.data, e.signature, e.ref_seq,
+                         e.detail))
             batch.append(Ingested(index, e, day))
         tx.bulk("entries", ENTRY_COLUMNS, rows)
         tx.bulk("nodes", NODE_COLUMNS, nodes)
