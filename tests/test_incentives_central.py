@@ -5,6 +5,7 @@ refunds, campaigns once per card, exactly-once under retries, payout idempotence
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -202,6 +203,33 @@ def test_crediting_follows_the_log_and_catches_up_after_a_failure(store_url: str
             credit_log(log.store, chunk=0)
     finally:
         log.store.close()
+
+
+def test_batches_ingested_at_once_are_each_credited_once(svc: CentralLog) -> None:
+    # Eight terminals send at the same time; every batch's own crediting run waits for the
+    # one before it and takes up whatever is new, so the cursor ends at the log's end.
+    cards = [f"{n:032x}" for n in range(8)]
+    chains = [chain(svc, f"BUS-{n}") for n in range(8)]
+    failures: list[BaseException] = []
+
+    def send(n: int) -> None:
+        try:
+            for day in range(5):
+                tap = chains[n].tap(cards[n], seoul_ms(2025, 3, 10 + day, 7 + n))
+                svc.ingest(f"BUS-{n}", [tap])
+        except BaseException as err:  # reported below, in the test's own thread
+            failures.append(err)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert [[p for _, _, p in pts(svc, card)] for card in cards] == [[1500, 1400]] * 8
+    with svc.store.tx(write=False) as tx:
+        assert tx.one("SELECT next_index FROM incentive_cursor")[0] == 40  # type: ignore[index]
+        assert tx.one("SELECT COUNT(*) FROM incentive_credits")[0] == 16  # type: ignore[index]
 
 
 def test_a_store_from_before_crediting_followed_the_log(store_url: str) -> None:  # noqa: F811

@@ -172,15 +172,17 @@ class IncentiveCrediter:
         credit_log(service.store, chunk=self.chunk)
 
 
-def lock_crediting(tx: Tx) -> int:
+def lock_crediting(tx: Tx) -> tuple[int, int]:
     """Take the lock that orders crediting, rules changes and payouts; the log index from
-    which crediting goes on."""
-    row = tx.one_for_update("SELECT next_index FROM incentive_cursor WHERE id = 1")
+    which crediting goes on, and the size of the log as committed now."""
+    row = tx.one_for_update("SELECT c.next_index, s.size FROM incentive_cursor c, log_state s "
+                            "WHERE c.id = 1 AND s.id = 1", of="c")
     if row is None:
         raise TransactionError("the central store has no incentive cursor")
-    return int(row[0])
+    return int(row[0]), int(row[1])
 
 
+_KNOWN_MAX = 500_000
 _EARNING_KINDS = ("tap", "payment", "refund", "void", "incentive")
 
 
@@ -189,23 +191,31 @@ def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
     """Credit every entry of the log beyond the crediting cursor, ``chunk`` log entries per
     transaction; the cursor moves in the same transaction as the credits, so a crash or a
     second crediter never credits an entry twice. ``progress(done, size)`` after each chunk.
+
+    It stops at the log's size as read when it started its last chunk: a batch committed
+    after that read runs crediting itself once this run lets go of the lock.
     """
     if chunk < 1:
         raise ConfigError("the crediting chunk must be at least 1 entry")
     total = CreditResult()
     kinds = ", ".join(f"'{k}'" for k in _EARNING_KINDS)
-    while True:
+    # Cards' weeks as this run left them: only crediting writes incentive_weeks, under the
+    # lock, so they hold for the next chunk unless another crediter ran in between.
+    known: dict[tuple[str, date], list[int]] = {}
+    end = size = 0
+    while end == 0 or end < size:
         with store.tx() as tx:
-            start = lock_crediting(tx)
-            top = tx.one("SELECT size FROM log_state WHERE id = 1")
-            size = int(top[0]) if top else 0
+            start, size = lock_crediting(tx)
             if start >= size:
                 break
+            if start != end or len(known) > _KNOWN_MAX:
+                known.clear()
             end = min(start + chunk, size)
             items = [CreditEntry._make(row) for row in tx.all(
                 f"SELECT {', '.join(CreditEntry._fields)} FROM entries WHERE log_index >= ? "
                 f"AND log_index < ? AND kind IN ({kinds}) ORDER BY log_index", (start, end))]
-            r = credit(tx, items, active_rules(tx), _now() if now_ms is None else now_ms)
+            r = credit(tx, items, active_rules(tx), _now() if now_ms is None else now_ms,
+                       known)
             tx.run("UPDATE incentive_cursor SET next_index = ? WHERE id = 1", (end,))
         total.credits += r.credits
         total.points += r.points
@@ -235,9 +245,13 @@ class CreditEntry(NamedTuple):
                    e.ref_seq, e.place, e.wall_ms, e.detail)
 
 
-def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int) -> CreditResult:
+def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int,
+           known: dict[tuple[str, date], list[int]] | None = None) -> CreditResult:
     """Credit entries of any terminals in log order, as one step: the caller holds the
-    crediting lock (:func:`lock_crediting`) and moves the cursor (:func:`credit_log`)."""
+    crediting lock (:func:`lock_crediting`) and moves the cursor (:func:`credit_log`).
+
+    ``known``: cards' weeks (``[points, days mask]`` by card and Monday) as they stand in the
+    store, from the caller's earlier steps; read for the others, and kept up to date here."""
     result = CreditResult()
     if not batch:
         return result
@@ -272,9 +286,15 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int) -> C
     if not work:
         return result
     bus_items = [w for w in work if w[0] == "bus"]
+    days = {w[2] for w in bus_items}
+    monday = {d: week_start(d) for d in days}
     tokens = sorted({w[1].card_token for w in bus_items})
-    done, closed, profiles, weeks = _read_state(tx, work, tokens,
-                                                {week_start(w[2]) for w in bus_items})
+    weeks = {} if known is None else known
+    wanted = sorted(key for key in {(w[1].card_token, monday[w[2]]) for w in bus_items}
+                    if key not in weeks)
+    done, closed, profiles, found = _read_state(tx, work, tokens, wanted)
+    for key in wanted:
+        weeks[key] = found.get(key) or [0, 0]
     payable: dict[str, str] = {}
     paid = _load_payments(tx, refs)
     claimed: set[tuple[str, str]] = set()
@@ -305,7 +325,7 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int) -> C
             cap = bus.weekly_cap.get(rider)
             if cap is None:
                 continue
-            key = (e.card_token, week_start(day))
+            key = (e.card_token, monday[day])
             state = weeks.setdefault(key, [0, 0])
             bit = 1 << day.weekday()
             if state[1] & bit:
@@ -357,10 +377,10 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int) -> C
 
 
 def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any]]],
-                tokens: Sequence[str], weeks: set[date]) -> tuple[
+                tokens: Sequence[str], weeks: Sequence[tuple[str, date]]) -> tuple[
         set[tuple[str, int]], set[str], dict[str, str], dict[tuple[str, date], list[int]]]:
     """Everything crediting reads, in one round trip: entries already credited, months
-    already paid out, rider profiles and the cards' weeks so far."""
+    already paid out, rider profiles of ``tokens`` and the ``weeks`` (card, Monday) so far."""
     spans: dict[str, list[int]] = {}
     for _, e, _, _ in work:
         lo_hi = spans.setdefault(e.terminal_id, [e.seq, e.seq])
@@ -377,14 +397,19 @@ def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any]]
         cards, card_list = tx.any_of("card_token", tokens)
         parts.append(f"SELECT 'p', card_token, rider, NULL, NULL FROM incentive_profiles "
                      f"WHERE {cards}")
-        week_sql, week_list = tx.any_of("week_start", sorted(w.isoformat() for w in weeks))
-        parts.append("SELECT 'w', card_token, week_start, points, days_mask FROM "
-                     f"incentive_weeks WHERE {week_sql} AND {cards}")
-        params += [card_list, week_list, card_list]
+        params.append(card_list)
+    if weeks:
+        pairs, pair_params = tx.values_table("k", ("t", "w"),
+                                             [(t, w.isoformat()) for t, w in weeks])
+        parts.append("SELECT 'w', i.card_token, i.week_start, i.points, i.days_mask FROM "
+                     f"incentive_weeks i JOIN {pairs} ON i.card_token = k.t AND "
+                     "i.week_start = k.w")
+        params += pair_params
     done: set[tuple[str, int]] = set()
     closed: set[str] = set()
     profiles: dict[str, str] = {}
     state: dict[tuple[str, date], list[int]] = {}
+    mondays: dict[Any, date] = {}
     for tag, k1, k2, n1, n2 in tx.all(" UNION ALL ".join(parts), params):
         if tag == "c":
             done.add((str(k1), int(n1)))
@@ -393,7 +418,10 @@ def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any]]
         elif tag == "p":
             profiles[str(k1)] = str(k2)
         else:
-            state[(str(k1), date.fromisoformat(str(k2)))] = [int(n1), int(n2)]
+            monday = mondays.get(k2)
+            if monday is None:
+                monday = mondays[k2] = date.fromisoformat(str(k2))
+            state[(str(k1), monday)] = [int(n1), int(n2)]
     return done, closed, profiles, state
 
 

@@ -172,9 +172,11 @@ class Tx:
         """Take the one lock that orders every append to the central chain."""
         self.store.lock_log(self.conn)
 
-    def one_for_update(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        """:meth:`one`, holding the row locked until the transaction ends."""
-        return self.one(self.store.for_update(sql), params)
+    def one_for_update(self, sql: str, params: Sequence[Any] = (), *,
+                       of: str = "") -> tuple[Any, ...] | None:
+        """:meth:`one`, holding the row read locked until the transaction ends (of the table
+        named ``of`` only, when it reads several)."""
+        return self.one(self.store.for_update(sql, of), params)
 
     def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
         """``(?, ?, ...)`` for ``IN`` and its parameters."""
@@ -234,7 +236,7 @@ class Store:
     def translate(self, sql: str) -> str:
         return sql
 
-    def for_update(self, sql: str) -> str:
+    def for_update(self, sql: str, of: str = "") -> str:
         """``sql`` locking the rows it reads until the transaction ends (SQLite's write
         transactions already hold the one database lock)."""
         return sql
@@ -421,8 +423,8 @@ class PostgresStore(Store):
     def lock_log(self, conn: Any) -> None:
         conn.execute("SELECT size FROM log_state WHERE id = 1 FOR UPDATE")
 
-    def for_update(self, sql: str) -> str:
-        return sql + " FOR UPDATE"
+    def for_update(self, sql: str, of: str = "") -> str:
+        return sql + (f" FOR UPDATE OF {of}" if of else " FOR UPDATE")
 
     def columns(self, tx: Tx, table: str) -> set[str]:
         return {str(r[0]) for r in tx.all(
@@ -462,10 +464,28 @@ class PostgresStore(Store):
         parts: list[str] = []
         params: list[Any] = []
         for rows in inserts:
-            columns = list(zip(*rows.rows, strict=True))
-            casts = ", ".join(f"CAST(%b AS {_pg_array_type(col)})" for col in columns)
-            parts.append(rows.insert_sql(f"SELECT * FROM unnest({casts})"))
-            params.extend(list(col) for col in columns)
+            # A column with one value in every row (a rules version, a time) goes once, not
+            # as an array: dumping arrays is most of the client's work here.
+            picks: list[str] = []
+            casts: list[str] = []
+            scalars: list[Any] = []
+            arrays: list[list[Any]] = []
+            for n, col in enumerate(zip(*rows.rows, strict=True)):
+                kind = _pg_array_type(col)
+                if n and len(rows.rows) > 1 and col.count(col[0]) == len(col) \
+                        and col[0] is not None:
+                    picks.append(f"CAST(%b AS {kind[:-2]})")
+                    scalars.append(col[0])
+                else:
+                    picks.append(f"u.c{n}")
+                    casts.append(f"CAST(%b AS {kind})")
+                    arrays.append(list(col))
+            names = ", ".join(f"c{n}" for n, p in enumerate(picks) if p.startswith("u."))
+            parts.append(rows.insert_sql(
+                f"SELECT {', '.join(picks)} FROM unnest({', '.join(casts)}) AS u({names})"))
+            # the SELECT list's parameters come before those of FROM
+            params.extend(scalars)
+            params.extend(arrays)
         *first, last = parts
         sql = ""
         if first:
