@@ -52,7 +52,9 @@ def _pg_bin() -> Path:
 class PgCluster:
     """A PostgreSQL server of our own in a temporary folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: fsync on, as in production (benchmarks); tests run without it."""
+        self.durable = durable
         self.bin = _pg_bin()
         self.dir = Path(tempfile.mkdtemp(prefix="localpay-pg-"))
         self.data = self.dir / "data"
@@ -73,7 +75,8 @@ class PgCluster:
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w",
                   "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-                  "-c fsync=off -c max_connections=300", "start")
+                  f"-c fsync={'on' if self.durable else 'off'} -c max_connections=300",
+                  "start")
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")

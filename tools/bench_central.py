@@ -141,7 +141,7 @@ def run_central_bench(
                     if kind == "sqlite":
                         return f"sqlite:///{Path(tmp) / kind / name / 'central.sqlite'}"
                     if cluster is None:
-                        cluster = PgCluster()
+                        cluster = PgCluster(durable=True)
                     return cluster.new_database()
 
                 base = Path(tmp) / kind

@@ -36,7 +36,7 @@ def main() -> None:
     if args.store == "postgresql":
         from tests.pg_fixtures import PgCluster
 
-        cluster = PgCluster()
+        cluster = PgCluster(durable=True)
         url = cluster.new_database()
     elif args.store == "sqlite":
         url = None
