@@ -16,7 +16,7 @@ from sync.checkpoint import Checkpoint, NoteSigner
 from sync.protocol import WireEntry, decode_entry, request_message
 from sync.server.rules import default_hooks
 from sync.server.service import CentralLog
-from sync.server.store import open_store
+from sync.server.store import Rows, open_store
 from tests.pg_fixtures import pg_cluster, signed_entries, store_url  # noqa: F401
 
 
@@ -201,3 +201,34 @@ def test_store_survives_reopen(store_url: str, tmp_path: Path) -> None:  # noqa:
     cp = Checkpoint.verify(r.checkpoint, signer.verifier)
     assert cp.size == 33 and cp.root == merkle.root(_all_leaves(again))
     again.store.close()
+
+
+def test_list_parameters_and_multi_table_inserts(store_url: str) -> None:  # noqa: F811
+    # The helpers crediting's statements are built from, on both stores: a list as one
+    # parameter, rows as a table, and rows of several tables inserted at once (a column with
+    # one value in every row, a single row, a conflict clause, text that needs quoting).
+    store = open_store(store_url)
+    try:
+        odd = 'quote " comma , brace { back \\ '
+        with store.tx() as tx:
+            tx.run("CREATE TABLE t1 (k TEXT PRIMARY KEY, n BIGINT NOT NULL, c TEXT NOT NULL)")
+            tx.run("CREATE TABLE t2 (k TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+            tx.insert_all([Rows("t1", ("k", "n", "c"), [("a", 1, "same"), ("b", 2, "same"),
+                                                       (odd, 3, "same")]),
+                           Rows("t2", ("k", "n"), [("x", 9)]),
+                           Rows("t2", ("k", "n"), [])])
+            tx.insert_all([Rows("t1", ("k", "n", "c"), [("a", 7, "new"), ("c", 4, "same")],
+                                "ON CONFLICT (k) DO UPDATE SET n = excluded.n")])
+        with store.tx(write=False) as tx:
+            assert tx.all("SELECT k, n, c FROM t1 ORDER BY n") == [
+                ("b", 2, "same"), (odd, 3, "same"), ("c", 4, "same"), ("a", 7, "same")]
+            assert tx.all("SELECT k, n FROM t2") == [("x", 9)]
+            where, param = tx.any_of("k", ["a", odd, "zz"])
+            assert sorted(r[0] for r in tx.all(f"SELECT k FROM t1 WHERE {where}", [param])) \
+                == sorted(["a", odd])
+            source, params = tx.values_table("s", ("k", "lo"), [("a", 5), (odd, 0), ("b", 3)])
+            got = tx.all(f"SELECT t1.k FROM t1 JOIN {source} ON t1.k = s.k AND t1.n >= s.lo "
+                         "ORDER BY t1.k", params)
+            assert got == sorted([("a",), (odd,)])
+    finally:
+        store.close()
