@@ -425,16 +425,6 @@ def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any]]
     return done, closed, profiles, state
 
 
-def load_profiles(tx: Tx, tokens: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for chunk in _chunks(tokens):
-        marks, params = tx.in_list(chunk)
-        out.update((str(t), str(r)) for t, r in tx.all(
-            f"SELECT card_token, rider FROM incentive_profiles WHERE card_token IN {marks}",
-            params))
-    return out
-
-
 def _load_payments(tx: Tx, refs: dict[str, set[int]]) -> dict[tuple[str, int], list[int]]:
     """Credited payments that refunds of this batch refer to: [base left, points kept, rate]."""
     out: dict[tuple[str, int], list[int]] = {}
