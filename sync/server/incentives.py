@@ -55,7 +55,7 @@ from sync.server.incentive_rules import (
     verify_campaign_code,
     week_start,
 )
-from sync.server.service import Ingested
+from sync.server.service import CentralLog, Ingested
 from sync.server.store import Rows, Store, Tx
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class IncentiveCrediter:
     def __init__(self, chunk: int = 5000) -> None:
         self.chunk = chunk
 
-    def follow(self, service: Any) -> None:
+    def follow(self, service: CentralLog) -> None:
         credit_log(service.store, chunk=self.chunk)
 
 
