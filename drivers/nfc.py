@@ -3,7 +3,7 @@
 ``path`` is nfcpy's device path: ``usb`` (the first supported USB reader),
 ``usb:072f:2200`` (vendor:product), ``usb:001:004`` (bus:device), ``tty:AMA0:pn532`` /
 ``tty:S0:pn532`` (a PN532 on a Raspberry Pi UART), ``udp:HOST:PORT`` (nfcpy's network
-driver, used with :mod:`drivers.nfc_emulator` to run the whole stack with no radio).
+driver, used with :mod:`drivers.emulators.nfc_emulator` to run the whole stack with no radio).
 
 A card is presented once per visit to the field: after a presentation the reader checks the
 card's presence (ISO-DEP R(NAK), Type 2 READ) until it leaves, then senses again. An ISO-DEP

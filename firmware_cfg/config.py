@@ -87,6 +87,10 @@ class ReadersSection:
     buzzer: bool = True
     led: bool = True
 
+    def specs(self) -> dict[str, str]:
+        """The configured devices by config field, as reader discovery marks them."""
+        return {"readers.card": self.card, "readers.scanner": self.scanner}
+
 
 _READER_KINDS = ("virtual", "pcsc", "nfc")
 _SCANNER_KINDS = ("serial", "camera", "virtual")

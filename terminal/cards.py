@@ -14,7 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from localpay.errors import TransactionError
 from localpay.types import Presentation
+from terminal.risk import Reason
+
+
+class Declined(TransactionError):
+    """Raised by a card application that declines by itself (expired QR, EMV decline).
+
+    Part of the application contract: an application raises it from ``read`` with the
+    reason the screen shows; the core turns it into a declined decision.
+    """
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(detail or reason.message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

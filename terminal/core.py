@@ -29,7 +29,7 @@ from localpay.errors import (
 from localpay.types import Presentation
 from offline_ledger import Entry, Ledger
 from terminal import cards_all  # noqa: F401 - registers the EMV and QR card applications
-from terminal.cards import CardIdentity, ReadContext, find_application
+from terminal.cards import CardIdentity, Declined, ReadContext, find_application
 from terminal.incentives import PointsEstimator, claim_detail
 from terminal.risk import Reason, RiskInput, evaluate, remaining_balance
 
@@ -55,14 +55,6 @@ _ALLOWED: dict[State, frozenset[State]] = {
     State.COMMIT: frozenset({State.SHOW}),
     State.SHOW: frozenset({State.IDLE}),
 }
-
-
-class Declined(TransactionError):
-    """Raised by a card application that declines by itself (expired QR, EMV decline)."""
-
-    def __init__(self, reason: Reason, detail: str = "") -> None:
-        super().__init__(detail or reason.message)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Incentive points as the terminal sees them: an estimate to show, and campaign claims.
 
-The central service credits points (``sync.server.incentives``); the terminal only shows
+The central service credits points (``central.incentives``); the terminal only shows
 what a tap is likely to earn, offline, from what it already holds:
 
 - the rules' summary and this week's bus points per card, from the last sync
@@ -14,8 +14,9 @@ yet; it is counted with this tap's fare (the same validator charges the same far
 other validators since their last sync are not known here, so the figure is an estimate;
 what is credited is decided centrally. The cost on the tap path is one primary-key lookup.
 
-Campaign codes (``terminal.qr.campaign``) become :class:`CardIdentity` here with
-``extra["campaign"]``; the core records them as an ``incentive`` entry, with no money.
+Campaign codes (``terminal.qr.campaign``) are read by the QR application into a
+:class:`CardIdentity` with ``extra["campaign"]``; the core records them here as an
+``incentive`` entry, with no money.
 """
 
 from __future__ import annotations
@@ -26,21 +27,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from localpay.errors import LedgerError, QRFormatError
+from localpay.errors import LedgerError
 from offline_ledger import Ledger
 from offline_ledger.ledger import CardState
-from terminal.cards import CardIdentity, ReadContext, card_token
-from terminal.qr import campaign
-from terminal.risk import Reason
+from terminal.cards import CardIdentity
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SKEW_S = 30
 
 
 @dataclass(frozen=True)
@@ -142,49 +136,7 @@ class PointsEstimator:
         return points, base + points
 
 
-# -- campaign codes as a card application's read ------------------------------------------------
-
-
-def _declined(reason: Reason, detail: str) -> Exception:
-    # imported here: the core imports the applications, so they must not import it first
-    from terminal.core import Declined
-
-    return Declined(reason, detail)
-
-
-def _keys(options: dict[str, Any]) -> list[Ed25519PublicKey]:
-    from terminal.qr.app import issuer_keys
-
-    # Campaign codes are signed by the operator; without keys of their own the terminal
-    # trusts the operator's wallet issuer keys (the signed messages differ by domain).
-    given = options.get("campaign_keys")
-    return issuer_keys({"wallet_issuer_keys": given} if given else options)
-
-
-def read_campaign(text: str, ctx: ReadContext) -> CardIdentity:
-    """A scanned campaign code: who claims, which campaign, how many points to show."""
-    keys = _keys(ctx.options)
-    if not keys:
-        raise _declined(Reason.UNSUPPORTED, "no campaign key is provisioned")
-    try:
-        code = campaign.verify(text, keys)
-    except QRFormatError as err:
-        raise _declined(Reason.QR_INVALID, str(err)) from err
-    skew = int(ctx.options.get("qr_clock_skew_s", DEFAULT_SKEW_S))
-    problem = campaign.time_problem(code, ctx.now_ms, skew)
-    if problem == "expired":
-        raise _declined(Reason.QR_EXPIRED, f"campaign code expired at {code.valid_until}")
-    if problem is not None:
-        raise _declined(Reason.QR_INVALID, f"campaign code from {code.valid_from}: {problem}")
-    wid = code.wallet_id
-    return CardIdentity(
-        token=card_token(ctx.token_key, "wallet", wid),
-        display=f"wallet …{wid[-4:]}",
-        scheme="wallet",
-        label="campaign",
-        nonce=(code.nonce_key, (code.valid_until + skew) * 1000),
-        extra={"campaign": code.campaign_id, "points": code.points, "code": text},
-    )
+# -- campaign claims as ledger entries ----------------------------------------------------------
 
 
 def claim_detail(card: CardIdentity) -> dict[str, str | int | bool]:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from terminal.cli import cli
+from localpay.cli import cli
 from tests.pg_fixtures import CentralProcess, start_central
 
 
 def start_localpay_central(db: str, data: Path, *, timeout: float = 30.0) -> CentralProcess:
     """``python -m terminal central serve`` (the ``localpay`` entry point) on a free port."""
     return start_central(db, data, timeout=timeout,
-                         command=("-m", "terminal", "central", "serve"))
+                         command=("-m", "localpay", "central", "serve"))
 
 
 @contextlib.contextmanager

@@ -35,8 +35,8 @@ from pathlib import Path
 import pytest
 from smartcard import scard
 
+from drivers.emulators.vpcd_card import VpcdCard
 from drivers.pcsc import list_readers, service_up
-from drivers.vpcd_card import VpcdCard
 
 LIBVPCD = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 DEBIAN_READERS = [("Virtual PCD 00 00", 0x8C7B), ("Virtual PCD 00 01", 0x8C7C)]

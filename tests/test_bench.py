@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from terminal.cli import cli
+from localpay.cli import cli
 
 
 def test_bench_twice_on_one_folder(tmp_path: Path) -> None:

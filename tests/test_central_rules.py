@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from central import open_service
+from central.reconcile import report
+from central.rules import FraudConfig
+from central.service import CentralLog
 from firmware_cfg.keys import public_hex
 from localpay.errors import ConfigError
-from sync.server import open_service
-from sync.server.reconcile import report
-from sync.server.rules import FraudConfig
-from sync.server.service import CentralLog
 from tests.pg_fixtures import pg_cluster, signed_entries, store_url  # noqa: F401
 
 WALL0 = 1_790_000_000_000  # 2026-09-21 in Seoul
@@ -109,7 +109,7 @@ def test_report_shows_differences_and_overdrafts(svc: CentralLog, store_url: str
         ("T2", 3, 4)]
     assert [(o["terminal_id"], o["seq"], o["balance_after"]) for o in rep.overdrafts] == [
         ("T2", 1, -1000), ("T2", 2, -2000), ("T2", 3, -3000)]
-    from terminal.cli import cli
+    from localpay.cli import cli
 
     result = CliRunner().invoke(cli, ["central", "report", "--db", store_url, "--data",
                                       str(tmp_path / "data"), "--date", day])

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from central.rules import default_hooks
+from central.service import CentralLog
+from central.store import Rows, open_store
 from localpay.errors import ChainMismatchError, SyncAuthError
 from offline_ledger.encoding import ZERO_HASH, EntryFields, encode
 from sync import merkle
 from sync.checkpoint import Checkpoint, NoteSigner
 from sync.protocol import WireEntry, decode_entry, request_message
-from sync.server.rules import default_hooks
-from sync.server.service import CentralLog
-from sync.server.store import Rows, open_store
 from tests.pg_fixtures import pg_cluster, signed_entries, store_url  # noqa: F401
 
 

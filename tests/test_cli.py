@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from firmware_cfg.config import DEFAULT
+from localpay.cli import cli
 from localpay.errors import KeyFileError
-from terminal.cli import cli
 from terminal.home import Home, open_terminal
 
 

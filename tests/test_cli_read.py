@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from drivers.emv_card import EmvCard
-from terminal.cli import cli
+from drivers.emulators.emv_card import EmvCard
+from localpay.cli import cli
 from tests.hw_fixtures import PcscStack, pcsc, pcsc_stack  # noqa: F401
 
 FULL_PAN = "9410123456789012"

@@ -24,7 +24,7 @@ def test_kill_9_never_loses_a_reported_approval(tmp_path: Path) -> None:
     kills = 0
     for round_no in range(ROUNDS):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "terminal", "--home", str(home), "simulate",
+            [sys.executable, "-m", "localpay", "--home", str(home), "simulate",
              "--taps", "100000", "--db", str(db), "--trace",
              "--first-card", str(round_no * 100_000)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,

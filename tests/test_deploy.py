@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from terminal.cli import cli
+from localpay.cli import cli
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

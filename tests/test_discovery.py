@@ -15,9 +15,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from firmware_cfg.config import DEFAULT, dumps
-from terminal.cli import cli
-from terminal.discovery import (
+from drivers.discovery import (
     RULES,
     Finding,
     Report,
@@ -27,14 +25,16 @@ from terminal.discovery import (
     usb_devices,
     usb_findings,
 )
+from firmware_cfg.config import DEFAULT, dumps
+from localpay.cli import cli
+from localpay.cli.bench.stacks import ROOT
 from tests.hw_fixtures import PcscStack, pcsc, pcsc_stack  # noqa: F401
-from tests.pg_fixtures import ROOT
 
 
 def test_pcsc_readers_found_and_the_configured_one_marked(pcsc: PcscStack) -> None:  # noqa: F811
     names = [name for name, _ in pcsc.readers]
     config = DEFAULT.replace("readers", card=f"pcsc:{names[1]}")
-    report = discover(config)
+    report = discover(config.readers.specs())
     found = {f.name: f for f in report.findings if f.section == "pcsc"}
     assert set(names) <= set(found)
     assert found[names[1]].used == "readers.card" and found[names[0]].used == ""
@@ -48,7 +48,7 @@ def test_pcscd_unreachable_says_how_to_start_it(tmp_path: Path) -> None:
     # process, exactly a machine where pcscd is not running
     env = dict(os.environ, PCSCLITE_CSOCK_NAME=str(tmp_path / "none.comm"),
                PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "terminal", "--home", str(tmp_path), "readers",
+    out = subprocess.run([sys.executable, "-m", "localpay", "--home", str(tmp_path), "readers",
                           "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 1, out.stderr
@@ -73,14 +73,14 @@ def test_configured_pty_scanner_and_a_missing_port(tmp_path: Path) -> None:
     try:
         port = os.ttyname(slave)
         config = DEFAULT.replace("readers", scanner=f"serial:{port}")
-        report = discover(config)
+        report = discover(config.readers.specs())
         [mine] = [f for f in report.findings if f.used == "readers.scanner"]
         assert mine.spec == f"serial:{port}" and mine.problem == ""
     finally:
         os.close(master)
         os.close(slave)
     gone = DEFAULT.replace("readers", scanner=f"serial:{tmp_path / 'ttyACM9'}")
-    report = discover(gone)
+    report = discover(gone.readers.specs())
     [mine] = [f for f in report.findings if f.used == "readers.scanner"]
     assert mine.problem == f"{tmp_path / 'ttyACM9'} does not exist"
     assert "plugged in" in mine.fix and not report.ok

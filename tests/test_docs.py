@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from terminal.cli import cli
+from localpay.cli import cli
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import pytest
 
 from drivers import open_reader
-from drivers.emv_card import EmvCard
+from drivers.emulators.emv_card import EmvCard
+from drivers.emulators.nfc_emulator import NfcCardEmulator
 from drivers.nfc import NfcReader, acr122u_conflict, pcscd_running
-from drivers.nfc_emulator import NfcCardEmulator
 from localpay.errors import CardRemovedError, ReaderError, ReaderUnavailableError
 from terminal.cards import find_application
 from tests.hw_fixtures import PcscStack, pcsc_stack  # noqa: F401
@@ -125,7 +125,7 @@ def test_card_removed_mid_transaction(port: int, reader: NfcReader,
 
 def test_card_emulated_by_a_second_process(port: int, reader: NfcReader) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drivers.nfc_emulator", "--port", str(port), "--emv",
+        [sys.executable, "-m", "drivers.emulators.nfc_emulator", "--port", str(port), "--emv",
          "--uid", "08abcdef"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:

@@ -1,6 +1,6 @@
 """The ``pcsc`` backend against the real stack: pyscard -> pcscd -> vpcd -> a card in Python.
 
-Nothing of pyscard or pcscd is mocked: the card is a :class:`drivers.vpcd_card.VpcdCard`
+Nothing of pyscard or pcscd is mocked: the card is a :class:`drivers.emulators.vpcd_card.VpcdCard`
 speaking the vpcd socket protocol, exactly what a card on a reader looks like to pcscd.
 Recovery is tested by really stopping and restarting the pcscd the tests started.
 """
@@ -16,15 +16,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers import acr122u, open_reader
-from drivers.emv_card import EmvCard
-from drivers.pcsc import PcscReader, match_reader, parse_atr
-from drivers.vpcd_card import (
+from drivers.emulators.emv_card import EmvCard
+from drivers.emulators.vpcd_card import (
     ATR_CONTACT_T0,
     ATR_CONTACT_T1,
     ATR_ISO_DEP,
     ATR_STORAGE,
     contactless_atr,
 )
+from drivers.pcsc import PcscReader, match_reader, parse_atr
 from firmware_cfg.config import DEFAULT
 from localpay.errors import CardRemovedError, ParseError, ReaderUnavailableError
 from offline_ledger import Ledger

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import terminal.cards_all  # noqa: F401 - registers the EMV application
 from drivers import wait
-from drivers.emv_card import DirectoryEntry, EmvCard
+from drivers.emulators.emv_card import DirectoryEntry, EmvCard
 from drivers.virtual import VirtualCard, VirtualReader
 from firmware_cfg.config import DEFAULT
 from firmware_cfg.keys import DEMO_TOKEN_KEY

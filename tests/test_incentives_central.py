@@ -12,11 +12,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_cfg.keys import public_hex
-from localpay.errors import ConfigError, TransactionError
-from sync.checkpoint import NoteSigner
-from sync.server.incentive_rules import Rules, default_rules_text
-from sync.server.incentives import (
+from central.incentive_rules import Rules, default_rules_text
+from central.incentives import (
     CreditEntry,
     IncentiveCrediter,
     credit,
@@ -28,9 +25,12 @@ from sync.server.incentives import (
     set_profiles,
     statement,
 )
-from sync.server.rules import default_hooks
-from sync.server.service import CentralLog, Ingested
-from sync.server.store import open_store
+from central.rules import default_hooks
+from central.service import CentralLog, Ingested
+from central.store import open_store
+from firmware_cfg.keys import public_hex
+from localpay.errors import ConfigError, TransactionError
+from sync.checkpoint import NoteSigner
 from terminal.qr import campaign
 from tests.incentives_data import Chain, seoul_ms
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401

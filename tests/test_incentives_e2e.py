@@ -12,17 +12,17 @@ from pathlib import Path
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from central import open_service
+from central.incentive_rules import default_rules_text
+from central.service import CentralLog
 from drivers.virtual import VirtualReader
 from firmware_cfg.config import DEFAULT
 from firmware_cfg.keys import DEMO_TOKEN_KEY, public_hex
+from localpay.cli import cli
 from localpay.types import Presentation
 from offline_ledger import Ledger
 from sync.client import SyncClient
-from sync.server import open_service
-from sync.server.incentive_rules import default_rules_text
-from sync.server.service import CentralLog
 from terminal.cards import card_token
-from terminal.cli import cli
 from terminal.core import Terminal
 from tests.conftest import FakeClock
 from tests.incentives_data import KST, Chain, seoul_ms

@@ -18,10 +18,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sync.server.bench_incentives import load_log
-from sync.server.incentives import credit_log, payout, set_profiles, statement
-from sync.server.service import Ingested
-from sync.server.store import open_store
+from central.incentives import credit_log, payout, set_profiles, statement
+from central.service import Ingested
+from central.store import open_store
+from localpay.cli.bench.incentives import load_log
 from tests.incentives_data import KST, pay_detail, seoul_ms, tap_detail, unsigned
 
 RIDERS = 10_000

@@ -12,13 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from central.incentive_rules import Rules, verify_campaign_code
 from drivers.virtual import VirtualReader
 from firmware_cfg.config import DEFAULT
 from firmware_cfg.keys import DEMO_TOKEN_KEY, public_hex
 from localpay.errors import QRFormatError
 from localpay.types import Presentation
 from offline_ledger import Ledger
-from sync.server.incentive_rules import Rules, verify_campaign_code
 from terminal.cards import card_token
 from terminal.qr import campaign, detect, parse_any
 from terminal.risk import Reason

@@ -13,7 +13,7 @@ from pyzbar.pyzbar import ZBarSymbol, decode
 from kiosk_ui import draw, save_screenshots
 from kiosk_ui.i18n import LANGUAGES
 from kiosk_ui.shots import ROLES, catalog
-from terminal.cli import cli
+from localpay.cli import cli
 from terminal.qr.mpm import parse
 
 SIZES = ((800, 480), (1280, 720))

@@ -17,15 +17,15 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from central import open_service
+from central.enroll import Enroller, RateLimiter, issue_codes, load_operator_key
 from firmware_cfg import bundle as bundles
 from firmware_cfg import provision as proto
 from firmware_cfg.config import dumps
 from firmware_cfg.keys import load_terminal_key, load_token_key, public_hex
+from localpay.cli import cli
 from localpay.errors import ConfigError
 from sync.protocol import response_message
-from sync.server import open_service
-from sync.server.enroll import Enroller, RateLimiter, issue_codes, load_operator_key
-from terminal.cli import cli
 from terminal.config_update import install
 from terminal.home import Home, open_terminal
 from tests.enroll_fixtures import issue_code, localpay_central, provision

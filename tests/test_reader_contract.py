@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers import Reader
-from drivers.emv_card import EmvCard
+from drivers.emulators.emv_card import EmvCard
+from drivers.emulators.nfc_emulator import NfcCardEmulator
 from drivers.nfc import NfcReader
-from drivers.nfc_emulator import NfcCardEmulator
 from drivers.pcsc import PcscReader
 from drivers.virtual import VirtualCard, VirtualReader
 from firmware_cfg.config import DEFAULT

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from drivers.emv_card import EmvCard
+from drivers.emulators.emv_card import EmvCard
 from firmware_cfg.config import dumps
-from terminal import selftest
-from terminal.cli import cli
+from localpay.cli import cli, selftest
 from terminal.home import Home
 from tests.enroll_fixtures import issue_code, localpay_central, provision
 from tests.hw_fixtures import PcscStack, pcsc, pcsc_stack  # noqa: F401

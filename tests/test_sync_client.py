@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from central import open_service
 from firmware_cfg.keys import public_hex
 from localpay.errors import ConfigError, ProofError
 from offline_ledger import Ledger
 from sync.client import Backoff, SyncClient
 from sync.protocol import H_NONCE, H_SIGNATURE, H_TERMINAL, H_TIME, b64, request_message
-from sync.server import open_service
 from tests.pg_fixtures import central, fill_ledger
 
 
@@ -62,7 +62,7 @@ def test_backlog_up_deny_balances_config_down(tmp_path: Path) -> None:
         assert led.synced_upto() == 1234
         assert led.card_state("f" * 64).denied == "stolen"
         assert led.card_state("e" * 64).balance == 7000
-    from sync.server.reconcile import report
+    from central.reconcile import report
 
     days = {line.terminal_id for d in summary.days_reported for line in report(svc, d).lines}
     assert days == {"BUS-1"}
@@ -159,7 +159,7 @@ def test_api_refusals_are_signed_and_store_nothing(tmp_path: Path) -> None:
 
 
 def test_cli_sync_once_with_home_config(tmp_path: Path) -> None:
-    from terminal.cli import cli
+    from localpay.cli import cli
 
     db = f"sqlite:///{tmp_path / 'central.sqlite'}"
     home = tmp_path / "home"

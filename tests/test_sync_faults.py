@@ -23,6 +23,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from central import open_service
+from central.reconcile import report
 from firmware_cfg.keys import public_hex
 from localpay.errors import ChainMismatchError
 from offline_ledger import Ledger
@@ -38,8 +40,6 @@ from sync.protocol import (
     new_nonce,
     request_message,
 )
-from sync.server import open_service
-from sync.server.reconcile import report
 from tests.pg_fixtures import (  # noqa: F401
     ROOT,
     PgCluster,

@@ -203,7 +203,7 @@ def test_validator_charges_the_fare(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "terminal", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "localpay", *args], capture_output=True,
                           text=True, timeout=60, check=False)
 
 
@@ -263,7 +263,7 @@ def test_one_code_has_one_text() -> None:
 def test_qr_parse_knows_campaign_codes() -> None:
     from click.testing import CliRunner
 
-    from terminal.cli import cli
+    from localpay.cli import cli
     from terminal.qr import campaign
 
     code = campaign.make(demo_issuer_key(), "EARTHDAY", "W-1", 500)

@@ -28,20 +28,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from localpay.errors import ConfigError, QRFormatError
 from localpay.types import Presentation
-from terminal.cards import CardIdentity, ReadContext, card_token, display_pan
+from terminal.cards import CardIdentity, Declined, ReadContext, card_token, display_pan
 from terminal.emv.reader import DEFAULT_AIDS
-from terminal.qr import cpm, detect, mpm, wallet
+from terminal.qr import campaign, cpm, detect, mpm, wallet
 from terminal.risk import Reason
 
 DEFAULT_SKEW_S = 30
 DEFAULT_CPM_NONCE_TTL_S = 86_400
-
-
-def _declined(reason: Reason, detail: str) -> Exception:
-    # imported here: the core imports the applications, so they must not import it first
-    from terminal.core import Declined
-
-    return Declined(reason, detail)
 
 
 def claims(p: Presentation) -> bool:
@@ -70,30 +63,28 @@ def read(p: Presentation, ctx: ReadContext) -> CardIdentity:
     if kind == "cpm":
         return _cpm(p.payload, ctx)
     if kind == "campaign":
-        from terminal.incentives import read_campaign
-
-        return read_campaign(p.payload.strip(), ctx)
+        return _campaign(p.payload.strip(), ctx)
     mpm.parse(p.payload)  # a malformed one is QR_INVALID, a good one unsupported
-    raise _declined(Reason.UNSUPPORTED,
+    raise Declined(Reason.UNSUPPORTED,
                    "a merchant-presented code: the payer scans it with a payment app")
 
 
 def _wallet(text: str, ctx: ReadContext) -> CardIdentity:
     keys = issuer_keys(ctx.options)
     if not keys:
-        raise _declined(Reason.UNSUPPORTED, "no wallet issuer key is provisioned")
+        raise Declined(Reason.UNSUPPORTED, "no wallet issuer key is provisioned")
     try:
         code = wallet.verify(text, keys)
     except QRFormatError as err:
-        raise _declined(Reason.QR_INVALID, str(err)) from err
+        raise Declined(Reason.QR_INVALID, str(err)) from err
     skew = int(ctx.options.get("qr_clock_skew_s", DEFAULT_SKEW_S))
     problem = wallet.time_problem(code, ctx.now_ms, skew)
     if problem == "expired":
-        raise _declined(Reason.QR_EXPIRED, f"code expired at {code.expires_at} (+{skew} s)")
+        raise Declined(Reason.QR_EXPIRED, f"code expired at {code.expires_at} (+{skew} s)")
     if problem is not None:
-        raise _declined(Reason.QR_INVALID, f"code issued at {code.issued_at}: {problem}")
+        raise Declined(Reason.QR_INVALID, f"code issued at {code.issued_at}: {problem}")
     if code.allowance is not None and ctx.amount > code.allowance:
-        raise _declined(Reason.INSUFFICIENT_BALANCE,
+        raise Declined(Reason.INSUFFICIENT_BALANCE,
                        f"{ctx.amount} won is over the code's offline allowance")
     wid = code.wallet_id
     return CardIdentity(
@@ -112,7 +103,7 @@ def _cpm(text: str, ctx: ReadContext) -> CardIdentity:
     accepted = [a for a in code.applications
                 if any((f := a.find(0x4F)) is not None and f.value.startswith(t) for t in aids)]
     if not accepted:
-        raise _declined(Reason.UNSUPPORTED, "no application in the code is accepted here")
+        raise Declined(Reason.UNSUPPORTED, "no application in the code is accepted here")
     pan = code.pan()
     token, display = card_token(ctx.token_key, "pan", pan), display_pan(pan)
     del pan  # the full PAN ends here (PCI DSS 3.5.1)
@@ -124,4 +115,37 @@ def _cpm(text: str, ctx: ReadContext) -> CardIdentity:
         label=label.decode("ascii", "replace") if label else "",
         aid=code.aid.hex().upper(), atc=code.atc,
         nonce=("c:" + digest, ctx.now_ms + ttl * 1000),
+    )
+
+
+def _campaign_keys(options: dict[str, Any]) -> list[Ed25519PublicKey]:
+    # Campaign codes are signed by the operator; without keys of their own the terminal
+    # trusts the operator's wallet issuer keys (the signed messages differ by domain).
+    given = options.get("campaign_keys")
+    return issuer_keys({"wallet_issuer_keys": given} if given else options)
+
+
+def _campaign(text: str, ctx: ReadContext) -> CardIdentity:
+    """A scanned campaign code: who claims, which campaign, how many points to show."""
+    keys = _campaign_keys(ctx.options)
+    if not keys:
+        raise Declined(Reason.UNSUPPORTED, "no campaign key is provisioned")
+    try:
+        code = campaign.verify(text, keys)
+    except QRFormatError as err:
+        raise Declined(Reason.QR_INVALID, str(err)) from err
+    skew = int(ctx.options.get("qr_clock_skew_s", DEFAULT_SKEW_S))
+    problem = campaign.time_problem(code, ctx.now_ms, skew)
+    if problem == "expired":
+        raise Declined(Reason.QR_EXPIRED, f"campaign code expired at {code.valid_until}")
+    if problem is not None:
+        raise Declined(Reason.QR_INVALID, f"campaign code from {code.valid_from}: {problem}")
+    wid = code.wallet_id
+    return CardIdentity(
+        token=card_token(ctx.token_key, "wallet", wid),
+        display=f"wallet …{wid[-4:]}",
+        scheme="wallet",
+        label="campaign",
+        nonce=(code.nonce_key, (code.valid_until + skew) * 1000),
+        extra={"campaign": code.campaign_id, "points": code.points, "code": text},
     )

@@ -1,0 +1,200 @@
+"""The central service's HTTP JSON API (FastAPI on uvicorn).
+
+Every ``/v1`` route is called by a terminal and signed by it (see :mod:`sync.protocol`); every
+answer, errors included, is signed by the central key. Errors are ``{"error", "message",
+"seq"}`` with 400 (malformed), 401 (unknown terminal, bad signature, stale, replayed),
+409 (gap, fork, tampered ledger: ``seq`` is the first bad entry) and 503 (store down).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from central.enroll import Enroller, answer_mac
+from central.incentives import points_delta
+from central.service import CentralLog
+from localpay.errors import (
+    ChainMismatchError,
+    ConfigError,
+    LocalpayError,
+    SyncAuthError,
+    SyncProtocolError,
+    SyncUnavailableError,
+)
+from sync.protocol import (
+    H_NONCE,
+    H_SIGNATURE,
+    H_TERMINAL,
+    H_TIME,
+    b64,
+    parse_batch,
+    request_message,
+    response_message,
+    unb64,
+)
+
+log = logging.getLogger(__name__)
+
+def _status(err: LocalpayError) -> tuple[int, str]:
+    if isinstance(err, SyncAuthError):
+        return 401, "refused"
+    if isinstance(err, ChainMismatchError):
+        return 409, "chain_mismatch"
+    if isinstance(err, SyncUnavailableError):
+        return 503, "unavailable"
+    if isinstance(err, SyncProtocolError | ConfigError):
+        return 400, "malformed"
+    return 500, "error"
+
+
+def create_app(service: CentralLog) -> FastAPI:
+    """The API over one :class:`CentralLog`."""
+    app = FastAPI(title="localpay central", docs_url=None, redoc_url=None)
+    signer = service.signer
+
+    def answer(status: int, payload: Any, nonce: str) -> Response:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        sig = signer.private_key.sign(response_message(nonce, status, body))
+        return Response(body, status, {H_SIGNATURE: b64(sig)}, "application/json")
+
+    async def handle(request: Request, work: Any) -> Response:
+        nonce = request.headers.get(H_NONCE, "")
+        try:
+            body = await request.body()
+            terminal = request.headers.get(H_TERMINAL, "")
+            try:
+                time_ms = int(request.headers.get(H_TIME, ""))
+            except ValueError:
+                raise SyncAuthError(f"request lacks a valid {H_TIME} header") from None
+            if not terminal:
+                raise SyncAuthError(f"request lacks the {H_TERMINAL} header")
+            signature = unb64(request.headers.get(H_SIGNATURE, ""), "request signature")
+            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            message = request_message(request.method, path, time_ms, nonce, body)
+            await run_in_threadpool(service.authenticate, terminal, time_ms, nonce, signature,
+                                    message)
+            result = await run_in_threadpool(work, terminal, body)
+            return answer(200, result, nonce)
+        except LocalpayError as err:
+            status, code = _status(err)
+            if status >= 500:
+                log.warning("%s %s: %s", request.method, request.url.path, err)
+            else:
+                log.info("%s %s refused: %s", request.method, request.url.path, err)
+            seq = getattr(err, "seq", None)
+            return answer(status, {"error": code, "kind": type(err).__name__,
+                                   "message": str(err), "seq": seq}, nonce)
+
+    def query_int(request: Request, name: str, default: int | None = None) -> int:
+        raw = request.query_params.get(name)
+        if raw is None:
+            if default is None:
+                raise SyncProtocolError(f"query parameter {name!r} is required")
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SyncProtocolError(f"query parameter {name!r} must be a number") from None
+        if value < 0:
+            raise SyncProtocolError(f"query parameter {name!r} must not be negative")
+        return value
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "origin": service.origin}
+
+    @app.post("/v1/batches")
+    async def post_batch(request: Request) -> Response:
+        def work(terminal: str, body: bytes) -> Any:
+            terminal_id, entries = parse_batch(body)
+            if terminal_id != terminal:
+                raise SyncAuthError(f"terminal {terminal!r} cannot send {terminal_id!r}'s batch")
+            return service.ingest(terminal_id, entries).to_json()
+
+        return await handle(request, work)
+
+    @app.get("/v1/checkpoint")
+    async def get_checkpoint(request: Request) -> Response:
+        size = request.query_params.get("size")
+        return await handle(request, lambda t, b: {
+            "checkpoint": service.checkpoint(query_int(request, "size") if size else None)})
+
+    @app.get("/v1/consistency")
+    async def get_consistency(request: Request) -> Response:
+        def work(terminal: str, body: bytes) -> Any:
+            m, n = query_int(request, "from"), query_int(request, "to")
+            return {"from": m, "to": n,
+                    "proof": [b64(p) for p in service.consistency_proof(m, n)]}
+
+        return await handle(request, work)
+
+    @app.get("/v1/deny")
+    async def get_deny(request: Request) -> Response:
+        return await handle(request, lambda t, b: service.deny_delta(
+            query_int(request, "since", 0)))
+
+    @app.get("/v1/balances")
+    async def get_balances(request: Request) -> Response:
+        return await handle(request, lambda t, b: service.balances_delta(
+            query_int(request, "since", 0)))
+
+    @app.get("/v1/points")
+    async def get_points(request: Request) -> Response:
+        return await handle(request, lambda t, b: points_delta(
+            service.store, query_int(request, "since", 0)))
+
+    @app.get("/v1/config")
+    async def get_config(request: Request) -> Response:
+        return await handle(request, lambda t, b: service.latest_config(t))
+
+    enroller = None
+    if service.data_dir is not None:
+        enroller = Enroller(service, service.data_dir)
+
+    @app.post("/v1/enroll")
+    async def post_enroll(request: Request) -> Response:
+        # Not signed by a registered terminal (there is none yet): the code is the credential.
+        nonce = request.headers.get(H_NONCE, "")
+        if enroller is None:
+            return answer(404, {"error": "refused", "kind": "SyncAuthError", "seq": None,
+                                "message": "this service does not enrol terminals"}, nonce)
+        body = await request.body()
+        client = request.client.host if request.client else ""
+        status, payload, ckey = await run_in_threadpool(enroller.handle, request.headers, body,
+                                                        client)
+        resp = answer(status, payload, nonce)
+        if ckey is not None:
+            resp.headers["X-LP-Enroll"] = answer_mac(ckey, nonce, status, bytes(resp.body))
+        return resp
+
+    @app.post("/v1/totals")
+    async def post_totals(request: Request) -> Response:
+        def work(terminal: str, body: bytes) -> Any:
+            try:
+                doc = json.loads(body)
+                day = doc["day"]
+                totals = {str(k): (int(v[0]), int(v[1])) for k, v in doc["totals"].items()}
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+                raise SyncProtocolError(f"totals must be {{day, totals}}: {err}") from err
+            if not isinstance(day, str) or len(day) != 10:
+                raise SyncProtocolError("totals day must be YYYY-MM-DD")
+            service.report_totals(terminal, day, totals)
+            return {"ok": True}
+
+        return await handle(request, work)
+
+    return app
+
+
+def serve(service: CentralLog, host: str = "127.0.0.1", port: int = 8470,
+          log_level: str = "warning") -> None:
+    """Run the API until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level,
+                access_log=False)

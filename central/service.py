@@ -1,0 +1,492 @@
+"""The central service's logic over a :class:`~central.store.Store`, free of HTTP.
+
+Ingesting a batch happens in two steps. First, outside any transaction, the batch is checked on
+its own: one terminal, contiguous sequence numbers, each entry linking to the one before it,
+time moving forward, and the signatures. Then, in one store transaction that holds the log's
+append lock, it is checked against what the store already holds (continues exactly from the
+terminal's last accepted entry; overlap with accepted entries must be byte-identical), appended
+to the RFC 9162 tree through the stored frontier, every ingest hook runs on the new entries,
+and a checkpoint of the new tree is signed. Either all of that commits or none of it does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from central.store import ENTRY_COLUMNS, NODE_COLUMNS, Store, Tx
+from firmware_cfg import bundle as bundles
+from localpay.errors import (
+    ChainMismatchError,
+    ConfigError,
+    ProofError,
+    SyncAuthError,
+    SyncProtocolError,
+)
+from sync import merkle
+from sync.checkpoint import Checkpoint, NoteSigner
+from sync.protocol import STALE_MS, ZERO_HASH, BatchReceipt, WireEntry, check_nonce
+
+log = logging.getLogger(__name__)
+
+VerifyPolicy = Literal["every", "anchor"]
+DEFAULT_TZ = "Asia/Seoul"
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """An entry as it enters the central chain."""
+
+    log_index: int
+    entry: WireEntry
+    day: str
+
+
+@dataclass
+class HookContext:
+    """What an ingest hook may use besides the transaction."""
+
+    service: CentralLog
+    terminal_id: str
+    lat: float | None
+    lon: float | None
+    now_ms: int
+    denied: list[str] = field(default_factory=list)
+
+    def deny(self, tx: Tx, card_token: str, reason: str) -> None:
+        if card_token and card_token not in self.denied:
+            self.service.deny_add(tx, card_token, reason)
+            self.denied.append(card_token)
+
+
+class IngestHook(Protocol):
+    """Runs in the ingest transaction on every batch's new entries, in log order.
+
+    Raising aborts the whole batch; a hook that only records (flags, points) should not.
+    """
+
+    name: str
+
+    def __call__(self, tx: Tx, batch: Sequence[Ingested], ctx: HookContext) -> None: ...
+
+
+class Follower(Protocol):
+    """Runs after each batch is committed, outside the ingest transaction: work that reads
+    the log in order at its own pace, keeping its own place (incentive crediting).
+
+    The log lock is not held while it runs, so ingest never waits for it; it catches up in
+    chunks when batches arrive faster than one at a time. A failure is logged and leaves the
+    batch accepted: the next run picks up from the follower's own cursor.
+    """
+
+    name: str
+
+    def follow(self, service: CentralLog) -> None: ...
+
+
+def _verify_sig(key: Ed25519PublicKey, entry: WireEntry) -> bool:
+    try:
+        key.verify(entry.signature, entry.data)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def check_batch(
+    terminal_id: str, key: Ed25519PublicKey, entries: Sequence[WireEntry], policy: VerifyPolicy
+) -> None:
+    """Everything about a batch that needs nothing from the store.
+
+    ``every`` checks each entry's signature. ``anchor`` checks each hash link and the last
+    entry's signature, which covers every earlier entry of the batch through the links
+    (a forgery would need a SHA-256 second preimage); any failure then falls back to checking
+    each signature so that the first bad sequence number is the one reported.
+    """
+    prev: WireEntry | None = None
+    first_bad_link: int | None = None
+    for e in entries:
+        if e.terminal_id != terminal_id:
+            raise ChainMismatchError(f"entry {e.seq} names terminal {e.terminal_id!r}", e.seq)
+        if prev is not None:
+            if e.seq != prev.seq + 1:
+                raise ChainMismatchError(
+                    f"batch is not contiguous: entry {e.seq} follows {prev.seq}", prev.seq + 1)
+            if first_bad_link is None and (
+                e.prev_hash != prev.entry_hash or e.mono <= prev.mono
+            ):
+                first_bad_link = e.seq
+        elif e.seq < 1:
+            raise ChainMismatchError("sequence numbers start at 1", e.seq)
+        prev = e
+    if policy == "anchor" and first_bad_link is None and _verify_sig(key, entries[-1]):
+        return
+    for e in entries:
+        if not _verify_sig(key, e):
+            raise ChainMismatchError(f"entry {e.seq} has a bad signature", e.seq)
+        if first_bad_link == e.seq:
+            raise ChainMismatchError(
+                f"entry {e.seq} does not link to entry {e.seq - 1}", e.seq)
+
+
+class CentralLog:
+    """The central chain: terminals, batches, proofs, deny list, balances and config."""
+
+    def __init__(
+        self,
+        store: Store,
+        signer: NoteSigner,
+        *,
+        hooks: Sequence[IngestHook] = (),
+        followers: Sequence[Follower] = (),
+        policy: VerifyPolicy = "every",
+        tz: str = DEFAULT_TZ,
+        stale_ms: int = STALE_MS,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.origin = signer.name
+        self.hooks = list(hooks)
+        self.followers = list(followers)
+        self.policy: VerifyPolicy = policy
+        self.tz = ZoneInfo(tz)
+        self.stale_ms = stale_ms
+        self._nonce_checks = 0
+        #: folder of the service's key files (log, operator, token key), when it has one
+        self.data_dir: Path | None = None
+
+    def day_of(self, wall_ms: int) -> str:
+        return datetime.fromtimestamp(wall_ms / 1000, self.tz).strftime("%Y-%m-%d")
+
+    # -- terminals and request authentication -------------------------------------------------
+
+    def add_terminal(self, terminal_id: str, public_key: bytes, *, lat: float | None = None,
+                     lon: float | None = None) -> None:
+        if not terminal_id or len(public_key) != 32:
+            raise SyncProtocolError("a terminal needs an id and a 32-byte Ed25519 public key")
+        with self.store.tx() as tx:
+            row = tx.one("SELECT public_key FROM terminals WHERE terminal_id = ?", (terminal_id,))
+            if row is not None:
+                if bytes(row[0]) != public_key:
+                    raise SyncProtocolError(
+                        f"terminal {terminal_id!r} is registered with another key")
+                tx.run("UPDATE terminals SET lat = ?, lon = ? WHERE terminal_id = ?",
+                       (lat, lon, terminal_id))
+                return
+            tx.run("INSERT INTO terminals (terminal_id, public_key, lat, lon, last_seq, "
+                   "last_hash, added_ms) VALUES (?, ?, ?, ?, 0, ?, ?)",
+                   (terminal_id, public_key, lat, lon, ZERO_HASH, _now()))
+
+    def terminal_key(self, terminal_id: str) -> Ed25519PublicKey:
+        with self.store.tx(write=False) as tx:
+            row = tx.one("SELECT public_key FROM terminals WHERE terminal_id = ?", (terminal_id,))
+        if row is None:
+            raise SyncAuthError(f"unknown terminal {terminal_id!r}")
+        return Ed25519PublicKey.from_public_bytes(bytes(row[0]))
+
+    def authenticate(self, terminal_id: str, time_ms: int, nonce: str, signature: bytes,
+                     message: bytes) -> None:
+        """Refuse unknown terminals, bad signatures, stale and replayed requests."""
+        key = self.terminal_key(terminal_id)
+        try:
+            key.verify(signature, message)
+        except InvalidSignature:
+            raise SyncAuthError(f"request signature of {terminal_id!r} does not verify") from None
+        now = _now()
+        if abs(now - time_ms) > self.stale_ms:
+            raise SyncAuthError(
+                f"request is stale: its time is {(now - time_ms) / 1000:+.0f} s from ours "
+                f"(at most {self.stale_ms // 1000} s)")
+        check_nonce(nonce)
+        with self.store.tx() as tx:
+            if self._nonce_checks % 500 == 0:
+                tx.run("DELETE FROM nonces WHERE time_ms < ?", (now - 2 * self.stale_ms,))
+            self._nonce_checks += 1
+            added = tx.run("INSERT INTO nonces VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                           (terminal_id, nonce, time_ms))
+        if added != 1:
+            raise SyncAuthError(f"replayed request from {terminal_id!r} (nonce seen before)")
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    def ingest(self, terminal_id: str, entries: Sequence[WireEntry]) -> BatchReceipt:
+        """Append a batch (idempotent); return the signed checkpoint and inclusion proof."""
+        if not entries:
+            raise SyncProtocolError("batch has no entries")
+        key = self.terminal_key(terminal_id)
+        check_batch(terminal_id, key, entries, self.policy)
+        with self.store.tx() as tx:
+            tx.lock_log()
+            row = tx.one("SELECT last_seq, last_hash, lat, lon FROM terminals "
+                         "WHERE terminal_id = ?", (terminal_id,))
+            if row is None:
+                raise SyncAuthError(f"unknown terminal {terminal_id!r}")
+            last_seq, last_hash = int(row[0]), bytes(row[1])
+            first, last = entries[0].seq, entries[-1].seq
+            if first <= last_seq:
+                self._check_overlap(tx, terminal_id, entries[: last_seq - first + 1])
+                if last <= last_seq:
+                    result = self._answer_duplicate(tx, terminal_id, first, entries[-1])
+                    log.info("batch %s %d..%d already held", terminal_id, first, last)
+                    return result
+                entries = entries[last_seq - first + 1 :]
+            new_first = entries[0]
+            if new_first.seq != last_seq + 1:
+                raise ChainMismatchError(
+                    f"gap: terminal {terminal_id} is accepted up to entry {last_seq}, the batch "
+                    f"starts at {new_first.seq}", last_seq + 1)
+            if new_first.prev_hash != last_hash:
+                raise ChainMismatchError(
+                    f"fork: entry {new_first.seq} does not continue the accepted entry "
+                    f"{last_seq} of terminal {terminal_id}", new_first.seq)
+            size, note, batch = self._append(tx, terminal_id, entries)
+            ctx = HookContext(self, terminal_id, row[2], row[3], _now())
+            for hook in self.hooks:
+                hook(tx, batch, ctx)
+            tx.run("UPDATE terminals SET last_seq = ?, last_hash = ? WHERE terminal_id = ?",
+                   (entries[-1].seq, entries[-1].entry_hash, terminal_id))
+            tx.run("INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
+                   (terminal_id, entries[0].seq, entries[-1].seq, size, _now()))
+        self.run_followers()
+        last_index = batch[-1].log_index
+        proof = self.inclusion_proof(last_index, size)
+        return BatchReceipt(terminal_id, entries[0].seq, entries[-1].seq, len(entries),
+                            last_index, note, proof)
+
+    def run_followers(self) -> None:
+        """Let every follower catch up with the log (see :class:`Follower`)."""
+        for follower in self.followers:
+            try:
+                follower.follow(self)
+            except Exception:  # the batch is committed; the follower's cursor says where
+                log.exception("%s could not follow the log; it resumes on the next batch",
+                              follower.name)
+
+    def _check_overlap(self, tx: Tx, terminal_id: str, entries: Sequence[WireEntry]) -> None:
+        held = dict(tx.all(
+            "SELECT seq, entry_hash FROM entries WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
+            (terminal_id, entries[0].seq, entries[-1].seq)))
+        for e in entries:
+            stored = held.get(e.seq)
+            if stored is None:
+                raise ChainMismatchError(
+                    f"entry {e.seq} of {terminal_id} was accepted but is no longer held", e.seq)
+            if bytes(stored) != e.entry_hash:
+                raise ChainMismatchError(
+                    f"fork: entry {e.seq} differs from the one accepted before", e.seq)
+
+    def _answer_duplicate(self, tx: Tx, terminal_id: str, first: int,
+                          last: WireEntry) -> BatchReceipt:
+        row = tx.one(
+            "SELECT b.first_seq, b.tree_size, c.note, e.log_index FROM batches b "
+            "JOIN checkpoints c ON c.size = b.tree_size JOIN entries e "
+            "ON e.terminal_id = b.terminal_id AND e.seq = ? "
+            "WHERE b.terminal_id = ? AND b.first_seq <= ? AND b.last_seq >= ?",
+            (last.seq, terminal_id, last.seq, last.seq))
+        if row is None:
+            raise ChainMismatchError(f"entry {last.seq} is held but its batch is not", last.seq)
+        size, note, index = int(row[1]), str(row[2]), int(row[3])
+        proof = merkle.inclusion_proof(index, size, self._source(tx))
+        return BatchReceipt(terminal_id, first, last.seq, 0, index, note, proof)
+
+    def _append(self, tx: Tx, terminal_id: str,
+                entries: Sequence[WireEntry]) -> tuple[int, str, list[Ingested]]:
+        state = tx.one("SELECT size, frontier FROM log_state WHERE id = 1")
+        if state is None:
+            raise ProofError("the store has no log state")
+        frontier = merkle.Frontier.from_blob(int(state[0]), bytes(state[1]))
+        rows: list[tuple[Any, ...]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        batch: list[Ingested] = []
+        days: dict[int, str] = {}
+        for e in entries:
+            index = frontier.size
+            nodes.extend(frontier.append(hashlib.sha256(b"\x00" + e.data).digest()))
+            # Entries of one batch mostly share a day: convert each hour once.
+            hour = e.wall_ms // 3_600_000
+            day = days.get(hour)
+            if day is None:
+                day = days[hour] = self.day_of(e.wall_ms)
+            rows.append((index, terminal_id, e.seq, e.kind, e.card_token, e.amount, e.place,
+                         e.wall_ms, day, e.entry_hash, e.data, e.signature, e.ref_seq,
+                         e.detail))
+            batch.append(Ingested(index, e, day))
+        tx.bulk("entries", ENTRY_COLUMNS, rows)
+        tx.bulk("nodes", NODE_COLUMNS, nodes)
+        size = frontier.size
+        root = frontier.root()
+        tx.run("UPDATE log_state SET size = ?, frontier = ? WHERE id = 1",
+               (size, frontier.blob()))
+        note = Checkpoint(self.origin, size, root).sign(self.signer)
+        tx.run("INSERT INTO checkpoints VALUES (?, ?, ?)", (size, root, note))
+        return size, note, batch
+
+    # -- proofs -------------------------------------------------------------------------------
+
+    def _source(self, tx: Tx) -> merkle.NodeSource:
+        def source(wanted: list[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+            out: dict[merkle.NodeId, bytes] = {}
+            for level in {lv for lv, _ in wanted}:
+                idxs = [i for lv, i in wanted if lv == level]
+                marks, params = tx.in_list(idxs)
+                for lv, i, h in tx.all(
+                    f"SELECT level, idx, hash FROM nodes WHERE level = ? AND idx IN {marks}",
+                    [level, *params]):
+                    out[(int(lv), int(i))] = bytes(h)
+            return out
+
+        return source
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        with self.store.tx(write=False) as tx:
+            return merkle.inclusion_proof(index, size, self._source(tx))
+
+    def consistency_proof(self, m: int, n: int) -> list[bytes]:
+        with self.store.tx(write=False) as tx:
+            top = tx.one("SELECT size FROM log_state WHERE id = 1")
+            if top is None or n > int(top[0]):
+                raise SyncProtocolError(f"the log has no size {n} yet")
+            return merkle.consistency_proof(m, n, self._source(tx))
+
+    def checkpoint(self, size: int | None = None) -> str:
+        """The signed checkpoint at ``size`` (default: the latest)."""
+        with self.store.tx(write=False) as tx:
+            if size is None:
+                row = tx.one("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1")
+                if row is None:
+                    return Checkpoint(self.origin, 0, merkle.EMPTY_ROOT).sign(self.signer)
+            else:
+                row = tx.one("SELECT note FROM checkpoints WHERE size = ?", (size,))
+                if row is None:
+                    raise SyncProtocolError(f"no checkpoint of size {size}")
+        return str(row[0])
+
+    def leaf(self, index: int) -> bytes:
+        with self.store.tx(write=False) as tx:
+            row = tx.one("SELECT data FROM entries WHERE log_index = ?", (index,))
+        if row is None:
+            raise SyncProtocolError(f"no entry at log index {index}")
+        return bytes(row[0])
+
+    # -- deny list, balances, config, totals --------------------------------------------------
+
+    def deny_add(self, tx: Tx, card_token: str, reason: str) -> int:
+        return self._deny_change(tx, card_token, "add", reason)
+
+    def _deny_change(self, tx: Tx, card_token: str, action: str, reason: str) -> int:
+        tx.lock_log()
+        last = tx.one("SELECT action, version FROM deny_changes WHERE card_token = ? "
+                      "ORDER BY version DESC LIMIT 1", (card_token,))
+        if last is not None and last[0] == action:
+            return int(last[1])
+        row = tx.one("SELECT COALESCE(MAX(version), 0) FROM deny_changes")
+        version = int(row[0] if row else 0) + 1
+        tx.run("INSERT INTO deny_changes VALUES (?, ?, ?, ?, ?)",
+               (version, card_token, action, reason, _now()))
+        return version
+
+    def deny(self, card_token: str, reason: str, *, remove: bool = False) -> int:
+        with self.store.tx() as tx:
+            return self._deny_change(tx, card_token, "remove" if remove else "add", reason)
+
+    def deny_delta(self, since: int) -> dict[str, Any]:
+        """Changes after version ``since``: the last word on each card wins."""
+        with self.store.tx(write=False) as tx:
+            rows = tx.all("SELECT version, card_token, action, reason FROM deny_changes "
+                          "WHERE version > ? ORDER BY version", (since,))
+            top = tx.one("SELECT COALESCE(MAX(version), 0) FROM deny_changes")
+        add: dict[str, str] = {}
+        remove: set[str] = set()
+        for _, token, action, reason in rows:
+            if action == "add":
+                add[token] = reason
+                remove.discard(token)
+            else:
+                add.pop(token, None)
+                remove.add(token)
+        return {"version": int(top[0]) if top else since, "add": add, "remove": sorted(remove)}
+
+    def set_balances(self, balances: dict[str, int]) -> int:
+        with self.store.tx() as tx:
+            tx.lock_log()
+            version = self.next_balance_version(tx)
+            tx.many("INSERT INTO balances VALUES (?, ?, ?) ON CONFLICT (card_token) DO UPDATE "
+                    "SET balance = excluded.balance, version = excluded.version",
+                    [(t, b, version) for t, b in balances.items()])
+            return version
+
+    @staticmethod
+    def next_balance_version(tx: Tx) -> int:
+        row = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
+        return int(row[0] if row else 0) + 1
+
+    def balances_delta(self, since: int, limit: int = 50_000) -> dict[str, Any]:
+        """Balance snapshots changed after version ``since``. Every card of the programme may
+        tap any terminal of the city, so every terminal may see every card's balance."""
+        with self.store.tx(write=False) as tx:
+            rows = tx.all("SELECT card_token, balance, version FROM balances WHERE version > ? "
+                          "ORDER BY version LIMIT ?", (since, limit))
+            top = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
+        version = int(top[0]) if top else since
+        if len(rows) == limit:
+            # Stop before the last version so that none of it is split across two answers.
+            cut = int(rows[-1][2])
+            rows = [r for r in rows if int(r[2]) < cut] or rows
+            version = int(rows[-1][2])
+        return {"version": version, "balances": {str(t): int(b) for t, b, _ in rows}}
+
+    def publish_config(self, body: str) -> int:
+        """File a signed config bundle under the terminal it names; return its version.
+
+        The service checks the bundle's form and that its version rises for that terminal;
+        the terminal checks the operator's signature before it applies anything.
+        """
+        terminal_id, version = bundles.peek(body.encode("utf-8"))
+        with self.store.tx() as tx:
+            tx.lock_log()
+            if tx.one("SELECT 1 FROM terminals WHERE terminal_id = ?", (terminal_id,)) is None:
+                raise ConfigError(f"config bundle is for {terminal_id!r}, which is not "
+                                  f"registered")
+            row = tx.one("SELECT COALESCE(MAX(version), 0) FROM configs WHERE terminal_id = ?",
+                         (terminal_id,))
+            newest = int(row[0] if row else 0)
+            if version <= newest:
+                raise ConfigError(f"config bundle version {version} for {terminal_id} is not "
+                                  f"newer than the published version {newest}")
+            tx.run("INSERT INTO configs VALUES (?, ?, ?, ?)", (terminal_id, version, body, _now()))
+        return version
+
+    def latest_config(self, terminal_id: str) -> dict[str, Any]:
+        """The newest bundle published for ``terminal_id`` (version 0 and no body: none)."""
+        with self.store.tx(write=False) as tx:
+            row = tx.one("SELECT version, body FROM configs WHERE terminal_id = ? "
+                         "ORDER BY version DESC LIMIT 1", (terminal_id,))
+        return {"version": int(row[0]), "body": str(row[1])} if row else {"version": 0,
+                                                                           "body": ""}
+
+    def report_totals(self, terminal_id: str, day: str,
+                      totals: dict[str, tuple[int, int]]) -> None:
+        """Store a terminal's own end-of-day totals (kind -> count, amount)."""
+        with self.store.tx() as tx:
+            tx.run("DELETE FROM terminal_totals WHERE terminal_id = ? AND day = ?",
+                   (terminal_id, day))
+            tx.many("INSERT INTO terminal_totals VALUES (?, ?, ?, ?, ?, ?)",
+                    [(terminal_id, day, k, c, a, _now()) for k, (c, a) in totals.items()])
+
+    def size(self) -> int:
+        with self.store.tx(write=False) as tx:
+            row = tx.one("SELECT size FROM log_state WHERE id = 1")
+        return int(row[0]) if row else 0
+
+
+def _now() -> int:
+    return int(time.time() * 1000)

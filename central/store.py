@@ -1,0 +1,535 @@
+"""Where the central service keeps everything: one interface, SQLite and PostgreSQL behind it.
+
+API servers hold no state of their own; every fact lives in the store, so more servers can
+run over one PostgreSQL. Both backends speak the same SQL (written with ``?`` placeholders,
+turned into ``%s`` for psycopg) and differ only in connecting, schema types, the global
+append lock and bulk loading (``executemany`` for SQLite, ``COPY`` for PostgreSQL).
+
+Tables: ``terminals`` (key, chain head), ``log_state`` (tree size and the frontier: the
+O(log n) right-edge hashes), ``nodes`` (every complete subtree hash, for proofs in O(log n)
+reads), ``entries``, ``batches`` and ``checkpoints`` (so a batch sent again is answered the
+same way), ``nonces``, ``deny_changes``, ``balances``, ``overdrafts``, ``flags``,
+``configs`` and ``terminal_totals``; the ``incentive_*`` tables belong to
+:mod:`central.incentives`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from localpay.errors import ConfigError, SyncError, SyncUnavailableError
+
+log = logging.getLogger(__name__)
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS terminals (
+    terminal_id TEXT PRIMARY KEY, public_key {blob} NOT NULL, lat DOUBLE PRECISION,
+    lon DOUBLE PRECISION, last_seq BIGINT NOT NULL DEFAULT 0, last_hash {blob} NOT NULL,
+    added_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, frontier {blob} NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    level SMALLINT NOT NULL, idx BIGINT NOT NULL, hash {blob} NOT NULL,
+    PRIMARY KEY (level, idx));
+CREATE TABLE IF NOT EXISTS entries (
+    log_index BIGINT PRIMARY KEY, terminal_id TEXT NOT NULL, seq BIGINT NOT NULL,
+    kind TEXT NOT NULL, card_token TEXT NOT NULL, amount BIGINT NOT NULL, place TEXT NOT NULL,
+    wall_ms BIGINT NOT NULL, day TEXT NOT NULL, entry_hash {blob} NOT NULL,
+    data {blob} NOT NULL, signature {blob} NOT NULL, ref_seq BIGINT NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT '', UNIQUE (terminal_id, seq));
+CREATE INDEX IF NOT EXISTS entries_card ON entries (card_token, wall_ms);
+CREATE INDEX IF NOT EXISTS entries_place ON entries (place, wall_ms);
+CREATE INDEX IF NOT EXISTS entries_day ON entries (day, terminal_id);
+CREATE TABLE IF NOT EXISTS batches (
+    terminal_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
+    tree_size BIGINT NOT NULL, received_ms BIGINT NOT NULL, PRIMARY KEY (terminal_id, last_seq));
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size BIGINT PRIMARY KEY, root {blob} NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nonces (
+    terminal_id TEXT NOT NULL, nonce TEXT NOT NULL, time_ms BIGINT NOT NULL,
+    PRIMARY KEY (terminal_id, nonce));
+CREATE TABLE IF NOT EXISTS deny_changes (
+    version BIGINT PRIMARY KEY, card_token TEXT NOT NULL, action TEXT NOT NULL,
+    reason TEXT NOT NULL, at_ms BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS deny_card ON deny_changes (card_token, version);
+CREATE TABLE IF NOT EXISTS balances (
+    card_token TEXT PRIMARY KEY, balance BIGINT NOT NULL, version BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS balances_version ON balances (version);
+CREATE TABLE IF NOT EXISTS overdrafts (
+    log_index BIGINT PRIMARY KEY, card_token TEXT NOT NULL, terminal_id TEXT NOT NULL,
+    seq BIGINT NOT NULL, amount BIGINT NOT NULL, balance_after BIGINT NOT NULL,
+    day TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flags (
+    log_index BIGINT NOT NULL, rule TEXT NOT NULL, card_token TEXT NOT NULL,
+    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, day TEXT NOT NULL, detail TEXT NOT NULL,
+    PRIMARY KEY (log_index, rule));
+CREATE TABLE IF NOT EXISTS configs (
+    terminal_id TEXT NOT NULL, version BIGINT NOT NULL, body TEXT NOT NULL,
+    at_ms BIGINT NOT NULL, PRIMARY KEY (terminal_id, version));
+CREATE TABLE IF NOT EXISTS terminal_totals (
+    terminal_id TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, count BIGINT NOT NULL,
+    amount BIGINT NOT NULL, reported_ms BIGINT NOT NULL, PRIMARY KEY (terminal_id, day, kind));
+CREATE TABLE IF NOT EXISTS enroll_codes (
+    code_id TEXT PRIMARY KEY, code_key {blob} NOT NULL, terminal_id TEXT NOT NULL,
+    role TEXT NOT NULL, place TEXT NOT NULL, template TEXT NOT NULL, issued_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL, used_ms BIGINT, used_by TEXT);
+CREATE TABLE IF NOT EXISTS incentive_rules (
+    version BIGINT PRIMARY KEY, sha256 TEXT NOT NULL, body TEXT NOT NULL,
+    loaded_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS incentive_credits (
+    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, log_index BIGINT NOT NULL,
+    card_token TEXT NOT NULL, rule TEXT NOT NULL, points BIGINT NOT NULL, base BIGINT NOT NULL,
+    ref_seq BIGINT NOT NULL, rule_version BIGINT NOT NULL, day TEXT NOT NULL,
+    payable_month TEXT NOT NULL, credited_ms BIGINT NOT NULL, note TEXT NOT NULL,
+    PRIMARY KEY (terminal_id, seq));
+CREATE INDEX IF NOT EXISTS incentive_credits_card ON incentive_credits (card_token, day);
+CREATE INDEX IF NOT EXISTS incentive_credits_month ON incentive_credits (payable_month);
+CREATE INDEX IF NOT EXISTS incentive_credits_ref ON incentive_credits (terminal_id, ref_seq)
+    WHERE ref_seq <> 0;
+CREATE TABLE IF NOT EXISTS incentive_weeks (
+    card_token TEXT NOT NULL, week_start TEXT NOT NULL, points BIGINT NOT NULL,
+    days_mask INTEGER NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (card_token, week_start));
+CREATE INDEX IF NOT EXISTS incentive_weeks_version ON incentive_weeks (week_start, version);
+CREATE TABLE IF NOT EXISTS incentive_profiles (
+    card_token TEXT PRIMARY KEY, rider TEXT NOT NULL, updated_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS incentive_claims (
+    campaign_id TEXT NOT NULL, card_token TEXT NOT NULL, holder TEXT NOT NULL,
+    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (campaign_id, card_token),
+    UNIQUE (campaign_id, holder));
+CREATE TABLE IF NOT EXISTS incentive_payouts (
+    card_token TEXT NOT NULL, month TEXT NOT NULL, points BIGINT NOT NULL, paid BIGINT NOT NULL,
+    carry BIGINT NOT NULL, status TEXT NOT NULL, balance_version BIGINT, paid_ms BIGINT NOT NULL,
+    PRIMARY KEY (card_token, month));
+CREATE TABLE IF NOT EXISTS incentive_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1), next_index BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS incentive_runs (
+    month TEXT PRIMARY KEY, cards BIGINT NOT NULL, points BIGINT NOT NULL,
+    held_cards BIGINT NOT NULL, held_points BIGINT NOT NULL, balance_version BIGINT,
+    ran_ms BIGINT NOT NULL);
+"""
+
+ENTRY_COLUMNS = ("log_index", "terminal_id", "seq", "kind", "card_token", "amount", "place",
+                 "wall_ms", "day", "entry_hash", "data", "signature", "ref_seq", "detail")
+#: columns added after the first release, made by :meth:`Store.init_schema` in older stores
+_ADDED_COLUMNS = (("entries", "ref_seq", "BIGINT NOT NULL DEFAULT 0"),
+                  ("entries", "detail", "TEXT NOT NULL DEFAULT ''"))
+NODE_COLUMNS = ("level", "idx", "hash")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows for :meth:`Tx.insert_all`; ``conflict`` is an ``ON CONFLICT`` clause or empty."""
+
+    table: str
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    conflict: str = ""
+
+    def insert_sql(self, source: str) -> str:
+        return f"INSERT INTO {self.table} ({','.join(self.columns)}) {source} {self.conflict}"
+
+
+class Tx:
+    """One open transaction: the few operations the service needs, the same on both stores."""
+
+    def __init__(self, store: Store, conn: Any) -> None:
+        self.store = store
+        self.conn = conn
+
+    def _sql(self, sql: str) -> str:
+        return self.store.translate(sql)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.conn.execute(self._sql(sql), params)
+        return [tuple(r) for r in cur.fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row = self.conn.execute(self._sql(sql), params).fetchone()
+        return tuple(row) if row is not None else None
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self.conn.execute(self._sql(sql), params).rowcount)
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.store.executemany(self.conn, self._sql(sql), rows)
+
+    def bulk(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows fast (COPY on PostgreSQL)."""
+        if rows:
+            self.store.bulk_insert(self.conn, table, columns, rows)
+
+    def lock_log(self) -> None:
+        """Take the one lock that orders every append to the central chain."""
+        self.store.lock_log(self.conn)
+
+    def one_for_update(self, sql: str, params: Sequence[Any] = (), *,
+                       of: str = "") -> tuple[Any, ...] | None:
+        """:meth:`one`, holding the row read locked until the transaction ends (of the table
+        named ``of`` only, when it reads several)."""
+        return self.one(self.store.for_update(sql, of), params)
+
+    def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``(?, ?, ...)`` for ``IN`` and its parameters."""
+        return "(" + ",".join("?" * len(values)) + ")", list(values)
+
+    def any_of(self, column: str, values: Sequence[str]) -> tuple[str, Any]:
+        """``column`` is one of the strings ``values``, as one parameter: the SQL text stays
+        the same whatever the number of values, so the server prepares it once."""
+        return self.store.any_of(column), self.store.any_param(values)
+
+    def values_table(self, alias: str, columns: Sequence[str],
+                     rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """``rows`` as a table named ``alias`` for ``FROM``/``JOIN``, in parameters whose
+        number does not depend on the number of rows (so the statement text stays the same).
+        Every row must be non-empty with the same value types."""
+        return self.store.values_table(alias, columns, rows)
+
+    def insert_all(self, inserts: Sequence[Rows]) -> None:
+        """Insert the rows of several tables at once: one statement on PostgreSQL."""
+        self.store.insert_all(self.conn, [i for i in inserts if i.rows])
+
+
+class Store:
+    """Base of both stores: a small connection pool and transactions."""
+
+    url: str
+    kind: str
+    blob = "BLOB"
+
+    def __init__(self, pool_size: int = 8) -> None:
+        self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+        self._pool_size = pool_size
+        self._sql_cache: dict[str, str] = {}
+
+    # -- backend hooks -----------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        raise NotImplementedError
+
+    def begin(self, conn: Any, write: bool) -> None:
+        raise NotImplementedError
+
+    def lock_log(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def bulk_insert(self, conn: Any, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        placeholders = ",".join("?" * len(columns))
+        self.executemany(conn, self.translate(
+            f"INSERT INTO {table} ({','.join(columns)}) VALUES ({placeholders})"), rows)
+
+    def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        conn.executemany(sql, rows)
+
+    def translate(self, sql: str) -> str:
+        return sql
+
+    def for_update(self, sql: str, of: str = "") -> str:
+        """``sql`` locking the rows it reads until the transaction ends (SQLite's write
+        transactions already hold the one database lock)."""
+        return sql
+
+    def any_of(self, column: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
+    def any_param(self, values: Sequence[str]) -> Any:
+        return json.dumps(list(values))
+
+    def values_table(self, alias: str, columns: Sequence[str],
+                     rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        picks = ", ".join(f"json_extract(value, '$[{i}]') AS {c}" for i, c in enumerate(columns))
+        return f"(SELECT {picks} FROM json_each(?)) AS {alias}", [json.dumps(list(rows))]
+
+    def insert_all(self, conn: Any, inserts: Sequence[Rows]) -> None:
+        for rows in inserts:
+            marks = "VALUES (" + ",".join("?" * len(rows.columns)) + ")"
+            self.executemany(conn, self.translate(rows.insert_sql(marks)), rows.rows)
+
+    def is_disconnect(self, err: BaseException) -> bool:
+        return False
+
+    def db_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
+
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        """Errors that a later try may not meet: lost connection, server restart, lock."""
+        raise NotImplementedError
+
+    # -- pool and transactions ---------------------------------------------------------------
+
+    def _get(self) -> Any:
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._made < self._pool_size:
+                self._made += 1
+                try:
+                    return self.connect()
+                except BaseException:
+                    self._made -= 1
+                    raise
+        return self._pool.get(timeout=60)
+
+    def _put(self, conn: Any, broken: bool) -> None:
+        if broken:
+            try:
+                conn.close()
+            except Exception:  # a broken connection may fail to close too
+                pass
+            with self._lock:
+                self._made -= 1
+            return
+        self._pool.put(conn)
+
+    @contextmanager
+    def tx(self, write: bool = True) -> Iterator[Tx]:
+        """A transaction: committed when the block ends, rolled back on any exception."""
+        errors = self.db_errors()
+        try:
+            conn = self._get()
+        except errors as err:
+            raise SyncUnavailableError(f"central store {self.kind} unreachable: {err}") from err
+        broken = False
+        try:
+            self.begin(conn, write)
+            yield Tx(self, conn)
+            conn.commit()
+        except errors as err:
+            self._rollback(conn)
+            if isinstance(err, self.transient_errors()):
+                broken = True
+                raise SyncUnavailableError(f"central store {self.kind} failed: {err}") from err
+            raise SyncError(f"central store {self.kind}: {type(err).__name__}: {err}") from err
+        except BaseException:
+            self._rollback(conn)
+            raise
+        finally:
+            self._put(conn, broken)
+
+    @staticmethod
+    def _rollback(conn: Any) -> None:
+        try:
+            conn.rollback()
+        except Exception:  # the original error matters more
+            pass
+
+    def init_schema(self) -> None:
+        with self.tx() as tx:
+            for statement in _TABLES.format(blob=self.blob).split(";"):
+                if statement.strip():
+                    tx.run(statement)
+            for table, column, decl in _ADDED_COLUMNS:
+                if column not in self.columns(tx, table):
+                    tx.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            state = tx.one("SELECT size FROM log_state WHERE id = 1")
+            if state is None:
+                tx.run("INSERT INTO log_state VALUES (1, 0, ?)", (b"",))
+            if tx.one("SELECT next_index FROM incentive_cursor WHERE id = 1") is None:
+                # A store from before crediting followed the log credited every entry in
+                # its ingest transaction: crediting goes on from the end of its log.
+                tx.run("INSERT INTO incentive_cursor VALUES (1, ?)",
+                       (int(state[0]) if state else 0,))
+
+    def columns(self, tx: Tx, table: str) -> set[str]:
+        return {str(r[1]) for r in tx.all(f"PRAGMA table_info({table})")}
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                conn.close()
+            except Exception:
+                pass
+        with self._lock:
+            self._made = 0
+
+
+class SQLiteStore(Store):
+    """The default store: one SQLite file in WAL mode; nothing to install."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path, pool_size: int = 8) -> None:
+        super().__init__(pool_size)
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create the folder of {self.path}: {err}") from err
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                               timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def begin(self, conn: Any, write: bool) -> None:
+        # IMMEDIATE takes the write lock up front, so two appends never interleave.
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def lock_log(self, conn: Any) -> None:
+        """BEGIN IMMEDIATE already holds the database's one write lock."""
+
+    def db_errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.Error,)
+
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.OperationalError,)
+
+
+class PostgresStore(Store):
+    """PostgreSQL through psycopg 3; appends ordered by a row lock on ``log_state``."""
+
+    kind = "postgresql"
+    blob = "BYTEA"
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        super().__init__(pool_size)
+        self.url = url
+        try:
+            import psycopg
+        except ImportError as err:
+            raise ConfigError(
+                "PostgreSQL needs psycopg: pip install 'localpay[central]'"
+            ) from err
+        self._psycopg = psycopg
+
+    def connect(self) -> Any:
+        return self._psycopg.connect(self.url, connect_timeout=10)
+
+    def begin(self, conn: Any, write: bool) -> None:
+        """psycopg opens the transaction on the first statement."""
+
+    def lock_log(self, conn: Any) -> None:
+        conn.execute("SELECT size FROM log_state WHERE id = 1 FOR UPDATE")
+
+    def for_update(self, sql: str, of: str = "") -> str:
+        return sql + (f" FOR UPDATE OF {of}" if of else " FOR UPDATE")
+
+    def columns(self, tx: Tx, table: str) -> set[str]:
+        return {str(r[0]) for r in tx.all(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "AND table_schema = current_schema()", (table,))}
+
+    def translate(self, sql: str) -> str:
+        out = self._sql_cache.get(sql)
+        if out is None:
+            # ``?#``: a parameter sent in binary (arrays: no text quoting to do per element)
+            out = sql.replace("%", "%%").replace("?#", "%b").replace("?", "%s")
+            self._sql_cache[sql] = out
+        return out
+
+    def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(sql, rows)
+
+    def any_of(self, column: str) -> str:
+        return f"{column} = ANY(CAST(?# AS TEXT[]))"
+
+    def any_param(self, values: Sequence[str]) -> Any:
+        return list(values)
+
+    def values_table(self, alias: str, columns: Sequence[str],
+                     rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        arrays = [list(col) for col in zip(*rows, strict=True)]
+        casts = ", ".join(f"CAST(?# AS {_pg_array_type(col)})" for col in arrays)
+        return f"unnest({casts}) AS {alias}({', '.join(columns)})", arrays
+
+    def insert_all(self, conn: Any, inserts: Sequence[Rows]) -> None:
+        """One statement whatever the number of rows: each table's rows go as one array per
+        column through ``unnest``, the later tables as data-modifying ``WITH`` parts (which
+        PostgreSQL always runs to completion). A round trip per small batch is what costs."""
+        if not inserts:
+            return
+        parts: list[str] = []
+        params: list[Any] = []
+        for rows in inserts:
+            # A column with one value in every row (a rules version, a time) goes once, not
+            # as an array: dumping arrays is most of the client's work here.
+            picks: list[str] = []
+            casts: list[str] = []
+            scalars: list[Any] = []
+            arrays: list[list[Any]] = []
+            for n, col in enumerate(zip(*rows.rows, strict=True)):
+                kind = _pg_array_type(col)
+                if n and len(rows.rows) > 1 and col.count(col[0]) == len(col) \
+                        and col[0] is not None:
+                    picks.append(f"CAST(%b AS {kind[:-2]})")
+                    scalars.append(col[0])
+                else:
+                    picks.append(f"u.c{n}")
+                    casts.append(f"CAST(%b AS {kind})")
+                    arrays.append(list(col))
+            names = ", ".join(f"c{n}" for n, p in enumerate(picks) if p.startswith("u."))
+            parts.append(rows.insert_sql(
+                f"SELECT {', '.join(picks)} FROM unnest({', '.join(casts)}) AS u({names})"))
+            # the SELECT list's parameters come before those of FROM
+            params.extend(scalars)
+            params.extend(arrays)
+        *first, last = parts
+        sql = ""
+        if first:
+            sql = "WITH " + ", ".join(f"w{i} AS ({p})" for i, p in enumerate(first)) + " "
+        conn.execute(sql + last, params)
+
+    def bulk_insert(self, conn: Any, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        with conn.cursor() as cur, cur.copy(
+            f"COPY {table} ({','.join(columns)}) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def db_errors(self) -> tuple[type[BaseException], ...]:
+        return (self._psycopg.Error,)
+
+    def transient_errors(self) -> tuple[type[BaseException], ...]:
+        return (self._psycopg.OperationalError, self._psycopg.InterfaceError)
+
+
+def _pg_array_type(values: Sequence[Any]) -> str:
+    sample = next((v for v in values if v is not None), "")
+    if isinstance(sample, bool):
+        return "BOOLEAN[]"
+    if isinstance(sample, int):
+        return "BIGINT[]"
+    if isinstance(sample, float):
+        return "DOUBLE PRECISION[]"
+    if isinstance(sample, (bytes, bytearray, memoryview)):
+        return "BYTEA[]"
+    return "TEXT[]"
+
+
+def open_store(url: str, pool_size: int = 8) -> Store:
+    """``sqlite:///path`` (or a plain path) or ``postgresql://...``; schema made if missing."""
+    store: Store
+    if url.startswith(("postgresql://", "postgres://")):
+        store = PostgresStore(url, pool_size)
+    elif url.startswith("sqlite:///"):
+        store = SQLiteStore(url[len("sqlite:///"):], pool_size)
+    elif "://" in url:
+        raise ConfigError(f"unknown store URL {url!r}: use sqlite:///PATH or postgresql://...")
+    else:
+        store = SQLiteStore(url, pool_size)
+    store.init_schema()
+    return store

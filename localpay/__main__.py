@@ -1,0 +1,3 @@
+from localpay.cli import main
+
+main()

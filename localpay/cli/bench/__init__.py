@@ -1,0 +1,121 @@
+"""``localpay bench ...``: every benchmark, printed as JSON, progress on stderr.
+
+Benchmarks are commands, never timed assertions in tests. Each module here measures one
+part against its floor measured in the same run (raw fsync, a bare pipeline).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from localpay.cli.bench import validator
+from localpay.cli.bench.wallet import bench_wallet
+from localpay.cli.common import emit, progress
+
+
+@click.group(invoke_without_command=True)
+@click.option("--taps", type=click.IntRange(min=100), default=5000, show_default=True,
+              help="Taps measured at each ledger size.")
+@click.option("--sizes", default="1000,1000000", show_default=True,
+              help="Ledger sizes (entries) to measure at, comma-separated.")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder on the disk to measure (default: a temporary folder).")
+@click.pass_context
+def bench(ctx: click.Context, taps: int, sizes: str, folder: Path | None) -> None:
+    """Benchmarks, printed as JSON. Alone: the validator's tap-to-decision.
+
+    Measures taps through the real core, signing and durable commits at each ledger size,
+    against the disk's own write+fsync rate, plus a wallet-QR payment at the till. The
+    subcommands measure the readers, the central service, the screens and incentives.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        size_list = [int(s.replace("_", "")) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {sizes!r}",
+                                 param_hint="--sizes") from None
+    result = validator.run(sizes=size_list, taps=taps, folder=folder, progress=progress)
+    progress(f"{min(taps, 2000):,} wallet-QR payments at the till")
+    result["wallet_qr"] = bench_wallet(min(taps, 2000), folder=folder)
+    emit(result)
+
+
+@bench.command("readers")
+def bench_readers_cmd() -> None:
+    """APDU round trip and full EMV read through pcscd + vpcd; QR decode per 640x480 frame.
+
+    Needs pcscd and vsmartcard-vpcd installed (make installs them); starts pcscd when none
+    runs.
+    """
+    from localpay.cli.bench.readers import bench_readers
+
+    emit(bench_readers(progress=progress))
+
+
+@bench.command("ui")
+@click.option("--frames", type=click.IntRange(min=60), default=600, show_default=True,
+              help="Frames measured for each role.")
+def bench_ui_cmd(frames: int) -> None:
+    """Frame time at 800x480 with the sync client in the background; process RSS."""
+    from localpay.cli.bench.ui import bench_ui
+
+    emit(bench_ui(frames))
+
+
+@bench.command("incentives")
+@click.option("--events", type=click.IntRange(min=1000), default=1_500_000, show_default=True,
+              help="Taps and purchases in the simulated day (Goyang: about 1.5 million).")
+@click.option("--db", "store_url", default=None,
+              help="Central store URL, e.g. postgresql://... (default: see --store).")
+@click.option("--store", type=click.Choice(["sqlite", "postgresql"]), default="sqlite",
+              show_default=True, help="Without --db: SQLite in a temporary folder, or a "
+              "throwaway local PostgreSQL cluster with fsync on.")
+@click.option("--follow", type=click.Choice(["backlog", "batch"]), default="backlog",
+              show_default=True,
+              help="Credit the day's log in chunks, or after every hourly batch.")
+@click.option("--chunk", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Log entries credited per transaction.")
+def bench_incentives_cmd(events: int, store_url: str | None, store: str, follow: str,
+                         chunk: int) -> None:
+    """Credit computation for a city's day of taps and purchases, synced hourly."""
+    from localpay.cli.bench.incentives import bench_incentives
+    from localpay.cli.bench.stacks import PgCluster
+
+    cluster = None
+    if store_url is None and store == "postgresql":
+        progress("starting a throwaway PostgreSQL cluster (fsync on)")
+        cluster = PgCluster(durable=True)
+        store_url = cluster.new_database()
+    try:
+        emit(bench_incentives(events=events, store_url=store_url, follow=follow, chunk=chunk))
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+
+
+@bench.command("central")
+@click.option("--stores", default="sqlite,postgresql", show_default=True,
+              help="Stores to measure, comma-separated.")
+@click.option("--backlog", type=click.IntRange(min=1000), default=100_000, show_default=True,
+              help="One terminal's backlog, in entries.")
+@click.option("--terminals", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Terminals syncing at once.")
+@click.option("--per-terminal", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Entries each of those terminals sends.")
+@click.option("--verify", type=click.Choice(["every", "anchor"]), default="every",
+              show_default=True, help="Check every entry's signature, or each batch's last "
+              "(the hash chain covers the rest).")
+def bench_central_cmd(stores: str, backlog: int, terminals: int, per_terminal: int,
+                      verify: str) -> None:
+    """Entries/s verified, ingested and proven; one backlog and many terminals over loopback.
+
+    PostgreSQL is a throwaway local cluster with fsync on, as in production.
+    """
+    from localpay.cli.bench.central import run_central_bench
+
+    emit(run_central_bench(stores=tuple(s for s in stores.split(",") if s), backlog=backlog,
+                           terminals=terminals, per_terminal=per_terminal, verify=verify,
+                           progress=progress))

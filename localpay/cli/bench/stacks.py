@@ -1,0 +1,232 @@
+"""Real stacks for benchmarks and tests: a throwaway PostgreSQL cluster, the central service
+in its own process, and ledgers filled fast.
+
+PostgreSQL: ``initdb`` + ``pg_ctl`` from Debian's postgresql package on a free loopback port,
+as the ``postgres`` user when we are root (initdb refuses root). Benchmarks run it with fsync
+on, as in production; the test suite's clusters run without it, for speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from offline_ledger import Ledger
+from offline_ledger.encoding import EntryFields, encode, entry_hash
+
+# The folder our packages are imported from (a checkout or site-packages), so that a child
+# Python finds the same code as this one.
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise RuntimeError("PostgreSQL server binaries are missing: apt-get install postgresql")
+    return Path(found[-1]).parent
+
+
+class PgCluster:
+    """A PostgreSQL server of our own in a temporary folder."""
+
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: fsync on, as in production (benchmarks); tests run without it."""
+        self.durable = durable
+        self.bin = _pg_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="localpay-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                  "--locale=C.UTF-8", "--no-sync")
+        self.start()
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [str(self.bin / tool), *args]
+        if self.as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w",
+                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+                  f"-c fsync={'on' if self.durable else 'off'} -c max_connections=300",
+                  "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop("immediate")
+        self.start()
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = "t_" + secrets.token_hex(6)
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- the central service in its own process ------------------------------------------------------
+
+
+@dataclass
+class CentralProcess:
+    url: str
+    port: int
+    data: Path
+    db: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def verifier(self) -> str:
+        from central.keys import load_signer
+
+        return load_signer(self.data, create=False).verifier.text()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_central(db: str, data: Path, *, port: int | None = None, extra: tuple[str, ...] = (),
+                  timeout: float = 20.0,
+                  command: tuple[str, ...] = ("-m", "central")) -> CentralProcess:
+    """``python -m central`` (or ``command``, e.g. ``-m localpay central serve``) on a free
+    loopback port; returns once it answers."""
+    port = port or free_port()
+    data.mkdir(parents=True, exist_ok=True)
+    log_path = data / f"server-{port}.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *command, "--db", db, "--data", str(data), "--port",
+             str(port), *extra], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=data)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"central server exited: {log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"central server did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return CentralProcess(url, port, data, db, proc, log_path)
+
+
+@contextlib.contextmanager
+def central(db: str, data: Path, **kw: Any) -> Iterator[CentralProcess]:
+    server = start_central(db, data, **kw)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- ledgers -------------------------------------------------------------------------------------
+
+
+def new_terminal_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def fill_ledger(path: Path, key: Ed25519PrivateKey, terminal_id: str, n: int, *,
+                start_ms: int | None = None, step_ms: int = 1000, cards: int = 50,
+                place: str = "85", amount: int = 1500, kind: str = "tap") -> Ledger:
+    """Append ``n`` valid, signed entries in one transaction (test data only: a real
+    terminal commits each entry on its own), then reopen through :class:`Ledger`."""
+    Ledger(path, key=key, terminal_id=terminal_id).close()
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    row = conn.execute("SELECT seq, entry_hash, mono FROM entries ORDER BY seq DESC LIMIT 1"
+                       ).fetchone()
+    seq, prev, mono = (row[0], row[1], row[2]) if row else (0, bytes(32), 0)
+    wall = start_ms if start_ms is not None else int(time.time() * 1000) - n * step_ms
+    rows = []
+    for i in range(n):
+        seq += 1
+        wall += step_ms
+        mono = max(mono + 1, wall)
+        token = f"{(i % cards):064x}"
+        f = EntryFields(seq, kind, terminal_id, token, amount, 0, place, wall, mono, "{}", prev)
+        data = encode(f)
+        digest = entry_hash(data)
+        rows.append((seq, kind, terminal_id, token, amount, 0, place, wall, mono, "{}", prev,
+                     digest, key.sign(data)))
+        prev = digest
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO entries (seq, kind, terminal_id, card_token, amount, ref_seq, "
+                     "place, wall_ms, mono, detail, prev_hash, entry_hash, signature) VALUES "
+                     "(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    conn.execute("COMMIT")
+    conn.close()
+    return Ledger(path, key=key, terminal_id=terminal_id)
+
+
+def signed_entries(key: Ed25519PrivateKey, terminal_id: str, n: int, *, seq0: int = 1,
+                   prev: bytes = bytes(32), wall0: int = 1_790_000_000_000,
+                   step_ms: int = 1000, cards: list[str] | None = None, amount: int = 1500,
+                   kind: str = "tap", place: str = "85") -> list[Any]:
+    """``n`` chained, signed entries as the service receives them (``WireEntry``)."""
+    from sync.protocol import decode_entry
+
+    out = []
+    wall = wall0
+    for i in range(n):
+        token = cards[i % len(cards)] if cards else f"{i % 7:064x}"
+        f = EntryFields(seq0 + i, kind, terminal_id, token, amount, 0, place, wall, wall, "{}",
+                        prev)
+        data = encode(f)
+        out.append(decode_entry(data, key.sign(data)))
+        prev = entry_hash(data)
+        wall += step_ms
+    return out

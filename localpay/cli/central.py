@@ -1,0 +1,447 @@
+"""``localpay central ...``: run the central service and act on its store as its operator."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from localpay.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def service_options(func: Any) -> Any:
+    func = click.option("--db", default=None, metavar="URL",
+                        help="sqlite:///PATH or postgresql://... (default: SQLite in --data)."
+                        )(func)
+    func = click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path),
+                        default=None, help="Folder of the log key and the default SQLite "
+                        "store (default: ~/.local/share/localpay/central).")(func)
+    return func
+
+
+def open_central(db: str | None, data: Path | None, **kw: Any) -> Any:
+    from central import open_service
+
+    return open_service(db, data, **kw)
+
+
+@click.group()
+def central() -> None:
+    """The central service: receives batches, keeps the central chain, serves deny lists.
+
+    Every command acts on the store in --data (default ~/.local/share/localpay/central)
+    or the one --db names.
+    """
+
+
+@central.command()
+@service_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8470, show_default=True)
+@click.option("--origin", default=None, help="Log name in checkpoints (first start only).")
+@click.option("--rules", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="Fraud rules TOML ([travel], [round_burst], [below_limit]).")
+@click.option("--verify", type=click.Choice(["every", "anchor"]), default="every",
+              show_default=True, help="every: check each entry's signature; anchor: check "
+              "each hash link and the signature of each batch's last entry.")
+def serve(db: str | None, data: Path | None, host: str, port: int, origin: str | None,
+          rules: Path | None, verify: str) -> None:
+    """Run the HTTP JSON API (FastAPI on uvicorn) until interrupted."""
+    from central.app import serve as run
+
+    service = open_central(db, data, origin=origin, rules=rules, policy=verify)
+    click.echo(f"central log {service.origin} on http://{host}:{port} "
+               f"({service.store.kind}); verifier key:\n{service.signer.verifier.text()}",
+               err=True)
+    # Entries committed just before a stop are credited by the next batch, or here at once.
+    threading.Thread(target=service.run_followers, name="catch-up", daemon=True).start()
+    run(service, host, port)
+
+
+@central.command("key")
+@service_options
+def show_key(db: str | None, data: Path | None) -> None:
+    """Print the log's verifier key, for the terminals' config (keys.central_public_key)."""
+    from central import default_data_dir
+    from central.keys import load_signer
+
+    click.echo(load_signer(data or default_data_dir()).verifier.text())
+
+
+@central.group()
+def terminal() -> None:
+    """Register terminals."""
+
+
+@terminal.command("add")
+@service_options
+@click.argument("terminal_id")
+@click.argument("public_key")
+@click.option("--lat", type=float, default=None, help="Where it stands (for the travel rule).")
+@click.option("--lon", type=float, default=None)
+def terminal_add(db: str | None, data: Path | None, terminal_id: str, public_key: str,
+                 lat: float | None, lon: float | None) -> None:
+    """Register TERMINAL_ID with its Ed25519 PUBLIC_KEY (64 hex digits)."""
+    try:
+        raw = bytes.fromhex(public_key)
+    except ValueError:
+        raise click.BadParameter("must be 64 hex digits", param_hint="PUBLIC_KEY") from None
+    open_central(db, data).add_terminal(terminal_id, raw, lat=lat, lon=lon)
+    click.echo(f"terminal {terminal_id} registered")
+
+
+@central.command("deny")
+@service_options
+@click.argument("card_token")
+@click.option("--reason", default="operator", show_default=True)
+@click.option("--remove", is_flag=True, help="Take the card off the deny list.")
+def deny(db: str | None, data: Path | None, card_token: str, reason: str, remove: bool) -> None:
+    """Put a card token on the deny list (or take it off)."""
+    version = open_central(db, data).deny(card_token, reason, remove=remove)
+    click.echo(f"deny list version {version}")
+
+
+@central.command("balances")
+@service_options
+@click.argument("csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def balances(db: str | None, data: Path | None, csv_file: Path) -> None:
+    """Load balance snapshots from a CSV of card_token,balance (integer won)."""
+    rows: dict[str, int] = {}
+    with open(csv_file, newline="", encoding="utf-8") as fh:
+        for n, row in enumerate(csv.reader(fh), 1):
+            if not row or row[0] == "card_token":
+                continue
+            try:
+                rows[row[0]] = int(row[1])
+            except (IndexError, ValueError):
+                raise ConfigError(f"{csv_file}:{n}: expected card_token,balance") from None
+    version = open_central(db, data).set_balances(rows)
+    click.echo(f"{len(rows)} balances loaded (version {version})")
+
+
+@central.command("config")
+@service_options
+@click.argument("source", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--sign-for", "terminal_id", default=None, metavar="TERMINAL_ID",
+              help="SOURCE is a terminal.toml: sign it with the operator key as the next "
+              "version for TERMINAL_ID, then publish it.")
+def publish_config(db: str | None, data: Path | None, source: Path,
+                   terminal_id: str | None) -> None:
+    """Publish a signed config bundle for the terminal it names to fetch on its next sync.
+
+    SOURCE is a bundle signed elsewhere, or with --sign-for a TOML file that the service
+    signs with its operator key.
+    """
+    from central.enroll import load_operator_key
+    from firmware_cfg import bundle as bundles
+
+    service = open_central(db, data)
+    text = source.read_text(encoding="utf-8")
+    if terminal_id is not None:
+        if service.data_dir is None:
+            raise ConfigError("this service has no data folder holding an operator key")
+        current = int(service.latest_config(terminal_id)["version"])
+        text = bundles.make(load_operator_key(service.data_dir), terminal_id, current + 1,
+                            text).decode("utf-8")
+    version = service.publish_config(text)
+    click.echo(f"config version {version} published")
+
+
+@central.command()
+@service_options
+@click.option("--date", "day", required=True, metavar="YYYY-MM-DD")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+def report(db: str | None, data: Path | None, day: str, as_json: bool) -> None:
+    """Reconcile the central totals with each terminal's own totals for one day.
+
+    Exit 1 when anything differs, or when there are overdrafts or fraud flags.
+    """
+    from central.reconcile import report as make
+
+    rep = make(open_central(db, data), day)
+    if as_json:
+        click.echo(json.dumps({
+            "day": day, "clean": rep.clean, "overdrafts": rep.overdrafts, "flags": rep.flags,
+            "lines": [dict(line.__dict__, matches=line.matches) for line in rep.lines]}))
+        sys.exit(0 if rep.clean else 1)
+    click.echo(f"Reconciliation for {day}")
+    head = (f"{'terminal':<18} {'kind':<10} {'central n':>9} {'central won':>13} "
+            f"{'terminal n':>10} {'terminal won':>13}  ")
+    click.echo(head)
+    click.echo("-" * len(head))
+    for line in rep.lines:
+        tn = "-" if line.terminal_count is None else f"{line.terminal_count}"
+        ta = "-" if line.terminal_amount is None else f"{line.terminal_amount:,}"
+        mark = "ok" if line.matches else "DIFFERS"
+        click.echo(f"{line.terminal_id:<18} {line.kind:<10} {line.central_count:>9} "
+                   f"{line.central_amount:>13,} {tn:>10} {ta:>13}  {mark}")
+    for line in rep.differences:
+        if line.terminal_count is None:
+            click.echo(f"DIFFERENCE {line.terminal_id} {line.kind}: the terminal reported no "
+                       f"totals; central holds {line.central_count} for {line.central_amount:,}")
+        else:
+            click.echo(
+                f"DIFFERENCE {line.terminal_id} {line.kind}: central "
+                f"{line.central_count} / {line.central_amount:,} won, terminal "
+                f"{line.terminal_count} / {line.terminal_amount:,} won "
+                f"(count {line.central_count - line.terminal_count:+}, amount "
+                f"{line.central_amount - (line.terminal_amount or 0):+,})")
+    for o in rep.overdrafts:
+        click.echo(f"OVERDRAFT card {o['card_token'][:12]}… at {o['terminal_id']} entry "
+                   f"{o['seq']}: {o['amount']:,} won left the balance at "
+                   f"{o['balance_after']:,}")
+    for f in rep.flags:
+        click.echo(f"FLAG {f['rule']} card {f['card_token'][:12]}… at {f['terminal_id']} "
+                   f"entry {f['seq']}: {f['detail']}")
+    if rep.clean:
+        click.echo("all terminals reconcile")
+    sys.exit(0 if rep.clean else 1)
+
+
+# -- incentives -------------------------------------------------------------------------------
+
+
+@central.command("points")
+@service_options
+@click.option("--card", "card_token", required=True, metavar="TOKEN", help="Card token.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+def points(db: str | None, data: Path | None, card_token: str, as_json: bool) -> None:
+    """A card's points statement: every credit with its entry and rule version, payouts."""
+    from central.incentives import statement
+
+    svc = open_central(db, data)
+    st = statement(svc.store, card_token)
+    if as_json:
+        click.echo(json.dumps(st))
+        return
+    click.echo(f"Points of card {card_token[:12]}… (rider: {st['rider'] or 'from the taps'})")
+    head = f"{'day':<10} {'entry':<22} {'rule':<10} {'points':>7} {'rules v':>7} {'payable':<7}"
+    click.echo(head)
+    click.echo("-" * len(head))
+    for e in st["entries"]:
+        where = f"{e['terminal_id']}/{e['seq']}"
+        click.echo(f"{e['day']:<10} {where:<22} {e['rule']:<10} {e['points']:>7,} "
+                   f"{e['rule_version']:>7} {e['payable_month']:<7}")
+    for w in st["weeks"]:
+        click.echo(f"week of {w['week_start']}: {w['points']:,} bus points")
+    for p in st["payouts"]:
+        click.echo(f"payout {p['month']}: {p['status']} {p['paid']:,} points"
+                   + (f" (carried {p['carry']:+,})" if p["carry"] else ""))
+    click.echo(f"earned {st['earned']:,}; paid {st['paid']:,}; not yet paid out "
+               f"{st['pending']:,}")
+
+
+@central.command("credit")
+@service_options
+@click.option("--chunk", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Log entries credited per transaction.")
+def credit_cmd(db: str | None, data: Path | None, chunk: int) -> None:
+    """Credit the log's entries not yet credited (the service does this after every batch;
+    run it to catch up, e.g. after the service was stopped mid-way)."""
+    from central.incentives import credit_log
+
+    store = open_central(db, data).store
+    with click.progressbar(length=1, label="crediting", show_pos=True) as bar:
+        def progress(done: int, size: int) -> None:
+            bar.length = size
+            bar.update(done - bar.pos)
+
+        result = credit_log(store, chunk=chunk, progress=progress)
+    click.echo(f"credited {result.credits:,} entries, {result.points:,} points")
+
+
+@central.command("payout")
+@service_options
+@click.option("--month", required=True, metavar="YYYY-MM", help="The month to pay out.")
+@click.option("--json", "as_json", is_flag=True)
+def payout_cmd(db: str | None, data: Path | None, month: str, as_json: bool) -> None:
+    """Pay a month's points as spendable balance (idempotent: a second run changes nothing)."""
+    from central.incentives import payout
+
+    result = payout(open_central(db, data).store, month)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    what = "already paid out" if result.already else "paid out"
+    click.echo(f"{month} {what}: {result.points:,} points to {result.cards:,} cards"
+               + (f" (balance version {result.balance_version})"
+                  if result.balance_version else "")
+               + (f"; {result.held_points:,} points held for {result.held_cards:,} cards "
+                  "without a balance account" if result.held_cards else ""))
+
+
+@central.group("profile")
+def profile() -> None:
+    """Rider categories of cards (adult, youth, child), for the weekly bus cap."""
+
+
+@profile.command("set")
+@service_options
+@click.argument("card_token")
+@click.option("--rider", type=click.Choice(["adult", "youth", "child"]), required=True)
+def profile_set(db: str | None, data: Path | None, card_token: str, rider: str) -> None:
+    """Set CARD_TOKEN's rider category."""
+    from central.incentives import set_profiles
+
+    set_profiles(open_central(db, data).store, {card_token: rider})
+    click.echo(f"card {card_token[:12]}… is {rider}")
+
+
+@profile.command("load")
+@service_options
+@click.argument("csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def profile_load(db: str | None, data: Path | None, csv_file: Path) -> None:
+    """Load rider categories from a CSV of card_token,rider."""
+    from central.incentives import set_profiles
+
+    rows: dict[str, str] = {}
+    with open(csv_file, newline="", encoding="utf-8") as fh:
+        for n, row in enumerate(csv.reader(fh), 1):
+            if not row or row[0] == "card_token":
+                continue
+            if len(row) < 2:
+                raise ConfigError(f"{csv_file}:{n}: expected card_token,rider")
+            rows[row[0]] = row[1].strip()
+    click.echo(f"{set_profiles(open_central(db, data).store, rows)} profiles loaded")
+
+
+@profile.command("remove")
+@service_options
+@click.argument("card_token")
+def profile_remove(db: str | None, data: Path | None, card_token: str) -> None:
+    """Forget CARD_TOKEN's category (its taps' own category applies again)."""
+    from central.incentives import remove_profile
+
+    gone = remove_profile(open_central(db, data).store, card_token)
+    click.echo("removed" if gone else "no profile for that card")
+
+
+@central.group("rules")
+def rules() -> None:
+    """Incentive rules: a versioned TOML file, validated and kept by the service."""
+
+
+@rules.command("load")
+@service_options
+@click.argument("toml_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def rules_load(db: str | None, data: Path | None, toml_file: Path) -> None:
+    """Validate TOML_FILE and put it in force as a new version."""
+    from central.incentives import load_rules
+
+    try:
+        text = toml_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{toml_file}: {err}") from err
+    loaded, stored = load_rules(open_central(db, data).store, text, str(toml_file))
+    click.echo(f"incentive rules version {loaded.version} "
+               + ("in force" if stored else "already held; nothing changed"))
+
+
+@rules.command("show")
+@service_options
+@click.option("--default", "default", is_flag=True, help="The shipped defaults instead.")
+def rules_show(db: str | None, data: Path | None, default: bool) -> None:
+    """Print the rules in force (a starting point for an edit)."""
+    from central.incentive_rules import default_rules_text
+    from central.incentives import current_rules
+
+    text = default_rules_text() if default else current_rules(open_central(db, data).store).text
+    click.echo(text, nl=False)
+
+
+@rules.command("versions")
+@service_options
+def rules_versions_cmd(db: str | None, data: Path | None) -> None:
+    """Every version loaded, with its SHA-256."""
+    from central.incentives import rules_versions
+
+    for v in rules_versions(open_central(db, data).store):
+        click.echo(f"version {v['version']}  sha256 {v['sha256'][:16]}…  loaded {v['loaded_ms']}")
+
+
+@central.group("campaign")
+def campaign_group() -> None:
+    """Campaign QR codes (LPC1): a signed claim to points for one wallet."""
+
+
+@campaign_group.command("keygen")
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+def campaign_keygen(key_file: Path) -> None:
+    """Make a campaign signing key in KEY_FILE (mode 0600); print its public key for the
+    rules' [campaigns] keys and the terminals' issuer keys."""
+    from firmware_cfg.keys import generate_terminal_key, public_hex
+
+    click.echo(public_hex(generate_terminal_key(key_file)))
+
+
+@campaign_group.command("code")
+@click.argument("campaign_id")
+@click.argument("wallet_id")
+@click.option("--key", "key_file", required=True,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--points", type=click.IntRange(1, 2**32 - 1), required=True)
+@click.option("--days", type=click.IntRange(1, 400), default=1, show_default=True,
+              help="Valid from now for this many days.")
+def campaign_code(campaign_id: str, wallet_id: str, key_file: Path, points: int,
+                  days: int) -> None:
+    """Issue a campaign code for WALLET_ID (what the campaign's system does at the event)."""
+    import time
+
+    from firmware_cfg.keys import load_terminal_key
+    from terminal.qr import campaign
+
+    now = int(time.time())
+    click.echo(campaign.make(load_terminal_key(key_file), campaign_id, wallet_id, points,
+                             valid_from=now, valid_until=now + days * 86_400))
+
+
+# -- central enroll ------------------------------------------------------------------------------
+
+
+@central.command("enroll")
+@service_options
+@click.option("--terminal-id", default="", help="Bind the code to this terminal id "
+              "(default: BUS-<route>-NNNN or TILL-<merchant>-NNNN, given at enrolment).")
+@click.option("--role", type=click.Choice(["validator", "till"]), default=None,
+              help="Bind the code to a role.")
+@click.option("--place", default="", help="Bind the code to a route (validator) or merchant "
+              "id (till).")
+@click.option("--config", "template", type=click.Path(dir_okay=False, exists=True,
+                                                      path_type=Path), default=None,
+              help="Config template (TOML) for the terminals enrolled with these codes: "
+              "fares, risk limits, readers; id, role, place, URL and keys are filled in.")
+@click.option("--ttl-hours", type=click.FloatRange(min=0.02, max=720), default=24.0,
+              show_default=True, help="Hours until the code expires.")
+@click.option("--count", type=click.IntRange(1, 1000), default=1, show_default=True)
+def enroll_codes(db: str | None, data: Path | None, terminal_id: str, role: str | None,
+                 place: str, template: Path | None, ttl_hours: float, count: int) -> None:
+    """Issue single-use enrolment codes for `localpay provision --enroll-code`.
+
+    Each code is shown once, here; the service keeps only hashes of it.
+    """
+    from central.enroll import issue_codes
+
+    text = template.read_text(encoding="utf-8") if template else ""
+    service = open_central(db, data)
+    try:
+        codes = issue_codes(service, count=count, terminal_id=terminal_id, role=role or "",
+                            place=place, template=text, ttl_s=int(ttl_hours * 3600))
+    finally:
+        service.store.close()
+    bound = ", ".join(f"{k} {v}" for k, v in (("terminal", terminal_id), ("role", role),
+                                               ("place", place)) if v)
+    click.echo(f"{count} enrolment code(s), single-use, valid {ttl_hours:g} h"
+               + (f" ({bound})" if bound else "") + ":", err=True)
+    for code in codes:
+        click.echo(code)
+
+
+COMMANDS = [central]

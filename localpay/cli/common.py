@@ -1,0 +1,62 @@
+"""What every command shares: the home folder in the click context, one-line errors, options.
+
+Errors a user can cause become a one-line message and a non-zero exit, never a traceback
+(``--debug`` shows it). Exit 1 is kept for verdicts (a broken ledger, a failed self-test).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from localpay.errors import LocalpayError
+from terminal.home import Home
+
+
+class Context:
+    def __init__(self, home: Path, debug: bool) -> None:
+        self.home = Home(home)
+        self.debug = debug
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def home_of(ctx: click.Context) -> Home:
+    """The home folder the root group chose (``--home``, ``LOCALPAY_HOME`` or the default)."""
+    obj = ctx.find_root().obj
+    if not isinstance(obj, Context):  # pragma: no cover - the root group always sets it
+        raise click.UsageError("no home folder")
+    return obj.home
+
+
+class LocalpayGroup(click.Group):
+    """Turns our own errors into a clear message and exit code 2 (1 is for verdicts)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LocalpayError as err:
+            obj = ctx.find_object(Context)
+            if obj is not None and obj.debug:
+                raise
+            raise click.ClickException(f"{type(err).__name__}: {err}") from err
+
+
+def db_option(func: Any) -> Any:
+    return click.option(
+        "--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Ledger file (default: ledger.sqlite in the home folder).",
+    )(func)
+
+
+def progress(msg: str) -> None:
+    """A progress line for long work: on stderr, so stdout stays machine-readable."""
+    click.echo(msg, err=True)
+
+
+def emit(result: dict[str, Any]) -> None:
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False))

@@ -1,0 +1,158 @@
+"""Drive many presentations through the real core, reader interface and ledger.
+
+Used by ``localpay simulate`` (and its ``--trace`` observers in the crash tests) and by
+``localpay bench``. Cards are virtual UID cards from a pool large enough that the duplicate
+window and per-card limits do not decline them; the terminal-wide exposure limit is lifted,
+since a simulation is a long run with no sync.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from drivers.virtual import VirtualReader
+from firmware_cfg.config import Config
+from localpay.cli.common import Context, db_option, pass_ctx
+from terminal.core import Decision, Terminal
+from terminal.home import open_terminal
+
+
+def simulation_config(config: Config, role: str) -> Config:
+    config = config.replace("terminal", role=role)
+    return config.replace(
+        "risk", terminal_exposure=10**15, card_offline_amount=10**12,
+        uid_card_offline_amount=10**12, card_offline_count=10**9,
+    )
+
+
+def card_uid(n: int) -> bytes:
+    """The n-th card of the pool: 7-byte UIDs, first byte 0x08 (random-UID range)."""
+    return b"\x08" + n.to_bytes(6, "big")
+
+
+@dataclass
+class Figures:
+    role: str
+    outcomes: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self, terminal: Terminal) -> dict[str, object]:
+        lat = sorted(self.latencies_ms)
+        n = len(lat)
+        head = terminal.ledger.head if terminal.ledger else None
+        return {
+            "role": self.role,
+            "presentations": n,
+            "approved": self.outcomes["approved"],
+            "declined": self.outcomes["declined"],
+            "already_paid": self.outcomes["already_paid"],
+            "decline_reasons": dict(self.reasons),
+            "seconds": round(self.seconds, 3),
+            "taps_per_s": round(n / self.seconds, 1) if self.seconds else 0.0,
+            "p50_ms": round(percentile(lat, 50), 3),
+            "p99_ms": round(percentile(lat, 99), 3),
+            "max_ms": round(lat[-1], 3) if lat else 0.0,
+            "mean_ms": round(statistics.fmean(lat), 3) if lat else 0.0,
+            "head_seq": head.seq if head else 0,
+            "head_hash": head.entry_hash.hex() if head else "",
+        }
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(pct / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def run(
+    terminal: Terminal,
+    count: int,
+    *,
+    first_card: int = 0,
+    seed: int = 1,
+    on_decision: Callable[[Decision], None] | None = None,
+) -> Figures:
+    """Present ``count`` cards through a virtual reader, one after another."""
+    reader = VirtualReader("simulated")
+    rng = random.Random(seed)
+    figures = Figures(terminal.role)
+    started = time.perf_counter()
+    try:
+        for i in range(count):
+            reader.present_uid(card_uid(first_card + i))
+            p = reader.poll(1.0)
+            if p is None:  # pragma: no cover - the queue was just filled
+                raise RuntimeError("virtual reader lost a presentation")
+            if terminal.role == "validator":
+                decision = terminal.tap(p)
+            else:
+                decision = terminal.pay(p, rng.randrange(1_000, 10_001, 100))
+            figures.latencies_ms.append((time.monotonic() - p.sensed_at) * 1000)
+            figures.outcomes[decision.outcome] += 1
+            if decision.reason is not None:
+                figures.reasons[decision.reason.value] += 1
+            if on_decision is not None:
+                on_decision(decision)
+    finally:
+        reader.close()
+    figures.seconds = time.perf_counter() - started
+    return figures
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--role", type=click.Choice(["validator", "till"]), default="validator",
+              show_default=True)
+@click.option("--taps", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="How many presentations to drive through the terminal.")
+@db_option
+@click.option("--trace", is_flag=True,
+              help="Print one JSON line per approval, flushed only once it is durable.")
+@click.option("--first-card", type=click.IntRange(min=0), default=0,
+              help="Number of the first card of the virtual pool.")
+@pass_ctx
+def simulate(ctx: Context, role: str, taps: int, db: Path | None, trace: bool,
+             first_card: int) -> None:
+    """Drive N presentations through the real core and ledger; print figures as JSON.
+
+    Keys are made in the home folder on first use. The terminal-wide exposure limit is
+    lifted, as for a long run with no sync.
+    """
+    config = simulation_config(ctx.home.config(), role)
+    terminal = open_terminal(ctx.home, config, ledger_path=db, create_keys=True)
+    if terminal.fault is not None:
+        raise terminal.fault
+
+    def emit(decision: Decision) -> None:
+        if decision.approved and decision.entry is not None:
+            sys.stdout.write(json.dumps({"seq": decision.entry.seq,
+                                         "entry_hash": decision.entry.entry_hash.hex(),
+                                         "amount": decision.amount}) + "\n")
+            sys.stdout.flush()
+
+    try:
+        figures = run(terminal, taps, first_card=first_card,
+                      on_decision=emit if trace else None)
+    finally:
+        if terminal.ledger is not None:
+            terminal.ledger.close()
+    click.echo(json.dumps(figures.as_dict(terminal)))
+
+
+COMMANDS = [simulate]

@@ -1,3 +1,0 @@
-from terminal.cli import main
-
-main()
