@@ -22,7 +22,8 @@ Options read from ``ReadContext.options`` (all optional):
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -35,6 +36,8 @@ from terminal.risk import Reason
 
 DEFAULT_SKEW_S = 30
 DEFAULT_CPM_NONCE_TTL_S = 86_400
+
+T = TypeVar("T")
 
 
 def claims(p: Presentation) -> bool:
@@ -69,32 +72,44 @@ def read(p: Presentation, ctx: ReadContext) -> CardIdentity:
                    "a merchant-presented code: the payer scans it with a payment app")
 
 
-def _wallet(text: str, ctx: ReadContext) -> CardIdentity:
-    keys = issuer_keys(ctx.options)
+def _verified(verify: Callable[[str, list[Ed25519PublicKey]], T], text: str,
+              keys: list[Ed25519PublicKey], missing: str) -> T:
+    """A signed code checked against the provisioned keys, or the decline that says why not."""
     if not keys:
-        raise Declined(Reason.UNSUPPORTED, "no wallet issuer key is provisioned")
+        raise Declined(Reason.UNSUPPORTED, missing)
     try:
-        code = wallet.verify(text, keys)
+        return verify(text, keys)
     except QRFormatError as err:
         raise Declined(Reason.QR_INVALID, str(err)) from err
-    skew = int(ctx.options.get("qr_clock_skew_s", DEFAULT_SKEW_S))
-    problem = wallet.time_problem(code, ctx.now_ms, skew)
+
+
+def _in_window(problem: str | None, *, expired: str, invalid: str) -> None:
     if problem == "expired":
-        raise Declined(Reason.QR_EXPIRED, f"code expired at {code.expires_at} (+{skew} s)")
+        raise Declined(Reason.QR_EXPIRED, expired)
     if problem is not None:
-        raise Declined(Reason.QR_INVALID, f"code issued at {code.issued_at}: {problem}")
+        raise Declined(Reason.QR_INVALID, f"{invalid}: {problem}")
+
+
+def _wallet_card(ctx: ReadContext, wallet_id: str, label: str, nonce: tuple[str, int],
+                 **more: Any) -> CardIdentity:
+    return CardIdentity(token=card_token(ctx.token_key, "wallet", wallet_id),
+                        display=f"wallet …{wallet_id[-4:]}", scheme="wallet", label=label,
+                        nonce=nonce, **more)
+
+
+def _wallet(text: str, ctx: ReadContext) -> CardIdentity:
+    code = _verified(wallet.verify, text, issuer_keys(ctx.options),
+                     "no wallet issuer key is provisioned")
+    skew = int(ctx.options.get("qr_clock_skew_s", DEFAULT_SKEW_S))
+    _in_window(wallet.time_problem(code, ctx.now_ms, skew),
+               expired=f"code expired at {code.expires_at} (+{skew} s)",
+               invalid=f"code issued at {code.issued_at}")
     if code.allowance is not None and ctx.amount > code.allowance:
         raise Declined(Reason.INSUFFICIENT_BALANCE,
                        f"{ctx.amount} won is over the code's offline allowance")
-    wid = code.wallet_id
-    return CardIdentity(
-        token=card_token(ctx.token_key, "wallet", wid),
-        display=f"wallet …{wid[-4:]}",
-        scheme="wallet",
-        label="wallet QR",
-        nonce=(code.nonce_key, (code.expires_at + skew) * 1000),
-        allowance=code.allowance,
-    )
+    return _wallet_card(ctx, code.wallet_id, "wallet QR",
+                        (code.nonce_key, (code.expires_at + skew) * 1000),
+                        allowance=code.allowance)
 
 
 def _cpm(text: str, ctx: ReadContext) -> CardIdentity:
@@ -127,25 +142,13 @@ def _campaign_keys(options: dict[str, Any]) -> list[Ed25519PublicKey]:
 
 def _campaign(text: str, ctx: ReadContext) -> CardIdentity:
     """A scanned campaign code: who claims, which campaign, how many points to show."""
-    keys = _campaign_keys(ctx.options)
-    if not keys:
-        raise Declined(Reason.UNSUPPORTED, "no campaign key is provisioned")
-    try:
-        code = campaign.verify(text, keys)
-    except QRFormatError as err:
-        raise Declined(Reason.QR_INVALID, str(err)) from err
+    code = _verified(campaign.verify, text, _campaign_keys(ctx.options),
+                     "no campaign key is provisioned")
     skew = int(ctx.options.get("qr_clock_skew_s", DEFAULT_SKEW_S))
-    problem = campaign.time_problem(code, ctx.now_ms, skew)
-    if problem == "expired":
-        raise Declined(Reason.QR_EXPIRED, f"campaign code expired at {code.valid_until}")
-    if problem is not None:
-        raise Declined(Reason.QR_INVALID, f"campaign code from {code.valid_from}: {problem}")
-    wid = code.wallet_id
-    return CardIdentity(
-        token=card_token(ctx.token_key, "wallet", wid),
-        display=f"wallet …{wid[-4:]}",
-        scheme="wallet",
-        label="campaign",
-        nonce=(code.nonce_key, (code.valid_until + skew) * 1000),
-        extra={"campaign": code.campaign_id, "points": code.points, "code": text},
-    )
+    _in_window(campaign.time_problem(code, ctx.now_ms, skew),
+               expired=f"campaign code expired at {code.valid_until}",
+               invalid=f"campaign code from {code.valid_from}")
+    return _wallet_card(ctx, code.wallet_id, "campaign",
+                        (code.nonce_key, (code.valid_until + skew) * 1000),
+                        extra={"campaign": code.campaign_id, "points": code.points,
+                               "code": text})
