@@ -485,7 +485,8 @@ def set_profiles(store: Store, riders: dict[str, str]) -> int:
             raise ConfigError(f"profile {token[:12]!r}: rider must be one of {RIDERS}")
     now = _now()
     with store.tx() as tx:
-        tx.many("INSERT INTO incentive_profiles VALUES (?, ?, ?) ON CONFLICT (card_token) "
+        tx.many("INSERT INTO incentive_profiles (card_token, rider, updated_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT (card_token) "
                 "DO UPDATE SET rider = excluded.rider, updated_ms = excluded.updated_ms",
                 [(t, r, now) for t, r in riders.items()])
     return len(riders)

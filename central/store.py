@@ -121,7 +121,16 @@ ENTRY_COLUMNS = ("log_index", "terminal_id", "seq", "kind", "card_token", "amoun
                  "wall_ms", "day", "entry_hash", "data", "signature", "ref_seq", "detail")
 #: columns added after the first release, made by :meth:`Store.init_schema` in older stores
 _ADDED_COLUMNS = (("entries", "ref_seq", "BIGINT NOT NULL DEFAULT 0"),
-                  ("entries", "detail", "TEXT NOT NULL DEFAULT ''"))
+                  ("entries", "detail", "TEXT NOT NULL DEFAULT ''"),
+                  # the month whose payout paid the credit; NULL while unpaid
+                  ("incentive_credits", "settled_month", "TEXT"),
+                  # orders the profile changes that terminals fetch
+                  ("incentive_profiles", "version", "BIGINT NOT NULL DEFAULT 0"))
+#: indexes on added columns, made after them
+_ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS incentive_credits_unsettled ON incentive_credits "
+    "(payable_month, card_token) WHERE settled_month IS NULL",
+    "CREATE INDEX IF NOT EXISTS incentive_profiles_version ON incentive_profiles (version)")
 NODE_COLUMNS = ("level", "idx", "hash")
 
 
@@ -335,6 +344,8 @@ class Store:
             for table, column, decl in _ADDED_COLUMNS:
                 if column not in self.columns(tx, table):
                     tx.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            for statement in _ADDED_INDEXES:
+                tx.run(statement)
             state = tx.one("SELECT size FROM log_state WHERE id = 1")
             if state is None:
                 tx.run("INSERT INTO log_state VALUES (1, 0, ?)", (b"",))
