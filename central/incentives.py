@@ -26,11 +26,14 @@ the store with ``localpay central rules load``; the shipped defaults are version
 - **Months.** A credit is payable in the month of its entry; one that arrives after that
   month was paid out is payable in the first month not yet paid (``payable_month``), so a
   late entry is paid late, never lost and never paid twice.
-- **Payout** (:func:`payout`) pays each card's net points of a month as spendable balance
-  (the ``balances`` table terminals fetch), keyed by ``(card_token, month)``; a second run of
-  the same month changes nothing and answers what the first run did. A negative net (refunds
-  taking back points already paid) is carried to the next month; a card with no central
-  balance account keeps its points *held* (carried) until it has one.
+- **Payout** (:func:`payout`) pays each card's unpaid points as spendable balance (the
+  ``balances`` table terminals fetch), months in any order: a run of a month takes the
+  credits payable in it and every credit a run before it held or carried, pays a card's
+  positive net when it has a balance account, and marks exactly the credits it paid
+  (``settled_month``). A card with no account keeps its points *held*, a negative net
+  (refunds taking back points already paid) is *carried*; both stay unpaid until the first
+  run that can pay them. A second run of a month changes nothing and answers what the first
+  did.
 - **Rider category**: ``incentive_profiles`` (set by the operator) first, else the ``rider``
   the terminal wrote into the tap.
 """
@@ -544,8 +547,13 @@ class PayoutResult:
 def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
     """Pay the points payable in ``month`` (``YYYY-MM``) as spendable balance; idempotent.
 
-    Refused until the month has ended in the rules' time zone, and while an earlier month
-    with payable points is still unpaid (carries go forward one month at a time).
+    Refused until the month has ended in the rules' time zone. Months may be paid in any
+    order: each credit is paid once, by the run that pays it (``settled_month``). A run of
+    ``month`` takes, per card, every unpaid credit payable in ``month`` and every unpaid
+    credit of a month already run (points held for want of a balance account, or a negative
+    net carried forward): a positive net is paid when the card has an account and held when
+    it has none; a negative net is carried. Held and carried credits stay unpaid, so the
+    first run after the card has an account (or a positive net) pays them, once.
     """
     month = parse_month(month)
     now_ms = _now() if now_ms is None else now_ms
@@ -559,20 +567,11 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
         rules = active_rules(tx)
         if month_of(rules.calendar().today(now_ms)) <= month:
             raise TransactionError(f"month {month} has not ended yet ({rules.timezone})")
-        closed = {str(r[0]) for r in tx.all("SELECT month FROM incentive_runs")}
-        earlier = sorted({str(r[0]) for r in tx.all(
-            "SELECT DISTINCT payable_month FROM incentive_credits WHERE payable_month < ?",
-            (month,))} - closed)
-        if earlier:
-            raise TransactionError(f"pay out {earlier[0]} before {month}")
+        # Credits of months already run that are still unpaid were held or carried there.
         net: dict[str, int] = {str(t): int(p) for t, p in tx.all(
-            "SELECT card_token, SUM(points) FROM incentive_credits WHERE payable_month = ? "
+            "SELECT card_token, SUM(points) FROM incentive_credits WHERE settled_month IS NULL "
+            "AND (payable_month = ? OR payable_month IN (SELECT month FROM incentive_runs)) "
             "GROUP BY card_token", (month,))}
-        for token, carry in tx.all(
-            "SELECT p.card_token, p.carry FROM incentive_payouts p WHERE p.carry <> 0 AND "
-            "p.month = (SELECT MAX(q.month) FROM incentive_payouts q "
-            "WHERE q.card_token = p.card_token)"):
-            net[str(token)] = net.get(str(token), 0) + int(carry)
         tokens = sorted(net)
         accounts: set[str] = set()
         for chunk in _chunks(tokens):
@@ -582,6 +581,7 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
         version: int | None = None
         rows: list[tuple[Any, ...]] = []
         updates: list[tuple[int, int, str]] = []
+        settled: list[str] = []
         result = PayoutResult(month, 0, 0, 0, 0, None)
         for token in tokens:
             points = net[token]
@@ -591,16 +591,24 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
                     version = int(row[0] if row else 0) + 1
                 updates.append((points, version, token))
                 rows.append((token, month, points, points, 0, "paid", version, now_ms))
+                settled.append(token)
                 result.cards += 1
                 result.points += points
             elif points > 0:
                 rows.append((token, month, points, 0, points, "held", None, now_ms))
                 result.held_cards += 1
                 result.held_points += points
-            else:
+            elif points < 0:
                 rows.append((token, month, points, 0, points, "carried", None, now_ms))
+            else:
+                settled.append(token)  # earned and taken back: nothing left to pay
         tx.many("UPDATE balances SET balance = balance + ?, version = ? WHERE card_token = ?",
                 updates)
+        # Exactly the credits summed above: the crediting lock keeps new ones out meanwhile.
+        tx.many("UPDATE incentive_credits SET settled_month = ? WHERE card_token = ? AND "
+                "settled_month IS NULL AND (payable_month = ? OR payable_month IN "
+                "(SELECT month FROM incentive_runs))",
+                [(month, token, month) for token in settled])
         tx.many("INSERT INTO incentive_payouts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         result.balance_version = version
         tx.run("INSERT INTO incentive_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -615,22 +623,22 @@ def statement(store: Store, card_token: str) -> dict[str, Any]:
     """A card's points: every credit (entry, rule, rule version, points), weeks, payouts."""
     with store.tx(write=False) as tx:
         credits = tx.all(
-            "SELECT day, terminal_id, seq, rule, points, rule_version, payable_month, note "
-            "FROM incentive_credits WHERE card_token = ? ORDER BY day, credited_ms, "
-            "terminal_id, seq", (card_token,))
+            "SELECT day, terminal_id, seq, rule, points, rule_version, payable_month, note, "
+            "settled_month FROM incentive_credits WHERE card_token = ? ORDER BY day, "
+            "credited_ms, terminal_id, seq", (card_token,))
         weeks = tx.all("SELECT week_start, points, days_mask FROM incentive_weeks "
                        "WHERE card_token = ? ORDER BY week_start", (card_token,))
         payouts = tx.all("SELECT month, points, paid, carry, status FROM incentive_payouts "
                          "WHERE card_token = ? ORDER BY month", (card_token,))
         profile = tx.one("SELECT rider FROM incentive_profiles WHERE card_token = ?",
                          (card_token,))
-        closed = {str(r[0]) for r in tx.all("SELECT month FROM incentive_runs")}
     entries: list[dict[str, Any]] = [
         {"day": str(d), "terminal_id": str(t), "seq": int(s), "rule": str(r), "points": int(p),
-         "rule_version": int(v), "payable_month": str(m), "note": _detail(str(n))}
-        for d, t, s, r, p, v, m, n in credits]
+         "rule_version": int(v), "payable_month": str(m), "note": _detail(str(n)),
+         "paid_in": None if pm is None else str(pm)}
+        for d, t, s, r, p, v, m, n, pm in credits]
     earned = sum(e["points"] for e in entries)
-    pending = sum(e["points"] for e in entries if e["payable_month"] not in closed)
+    pending = sum(e["points"] for e in entries if e["paid_in"] is None)
     return {
         "card_token": card_token,
         "rider": str(profile[0]) if profile else None,
