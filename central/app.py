@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from central.enroll import Enroller, answer_mac
 from central.incentives import points_delta
+from central.profiles import profiles_delta
 from central.service import CentralLog
 from localpay.errors import (
     ChainMismatchError,
@@ -145,8 +146,16 @@ def create_app(service: CentralLog) -> FastAPI:
 
     @app.get("/v1/points")
     async def get_points(request: Request) -> Response:
-        return await handle(request, lambda t, b: points_delta(
-            service.store, query_int(request, "since", 0)))
+        def work(terminal: str, body: bytes) -> Any:
+            doc = points_delta(service.store, query_int(request, "since", 0))
+            # Riders' profile changes go to a terminal that asks for them (riders_since):
+            # one that predates them gets the answer it knows, not every profile each time.
+            if "riders_since" in request.query_params:
+                doc["riders"] = profiles_delta(service.store,
+                                               query_int(request, "riders_since"))
+            return doc
+
+        return await handle(request, work)
 
     @app.get("/v1/config")
     async def get_config(request: Request) -> Response:

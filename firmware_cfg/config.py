@@ -11,6 +11,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import re
 import tomllib
 import types
 import typing
@@ -38,11 +39,52 @@ class TerminalSection:
     language: Literal["ko", "en"] = "ko"
 
 
+#: the rider categories every config has; ``[fares.extra]`` adds others
+BASE_CATEGORIES = ("adult", "youth", "child")
+_CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
 @dataclass(frozen=True)
 class FaresSection:
+    """A validator's fare per rider category, in won.
+
+    A tap is charged the fare of the card's category: the card's own where a card application
+    reads one, else the card's central profile (synced with the points snapshot), else
+    ``default``. A category this config has no fare for is charged as ``default``.
+    """
+
     adult: int = 1500
     youth: int = 900
     child: int = 550
+    #: the category of a card whose category is not known, or has no fare here
+    default: str = "adult"
+    #: other categories (``[fares.extra]``, e.g. ``senior = 0``). A table of its own so
+    #: that a misspelt key in ``[fares]`` stays an error instead of becoming a category.
+    #: Left out of the hash: a dict has none, and a config is equal by value anyway.
+    extra: dict[str, int] = field(default_factory=dict, hash=False)
+
+    def categories(self) -> dict[str, int]:
+        """Every category this config charges, with its fare."""
+        return {**{name: getattr(self, name) for name in BASE_CATEGORIES}, **self.extra}
+
+    @property
+    def default_fare(self) -> int:
+        """What a card of unknown category pays (shown before a card is read)."""
+        return self.fare(None)[1]
+
+    def fare(self, category: str | None) -> tuple[str, int]:
+        """``(category charged, fare)``: ``category`` when it has a fare here, else the
+        default's. Cheap enough for the tap path: two dictionary lookups at most."""
+        for name in (category, self.default):
+            if name is None:
+                continue
+            if name in BASE_CATEGORIES:
+                return name, int(getattr(self, name))
+            fare = self.extra.get(name)
+            if fare is not None:
+                return name, fare
+        raise ConfigError(f"fares.default: expected one of {sorted(self.categories())}, "
+                          f"found {self.default!r}")
 
 
 @dataclass(frozen=True)
@@ -146,6 +188,12 @@ def _check(value: Any, hint: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: expected {hint}, found {value!r}")
+    if origin is dict:
+        # a table of name = value whose names are not known in advance (fares.extra)
+        _, value_hint = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, found {value!r}")
+        return {k: _check(v, value_hint, f"{where}.{k}") for k, v in value.items()}
     if hint is int:
         # bool is an int subclass; true/false where a number is meant is a typo
         if type(value) is not int:
@@ -212,6 +260,7 @@ def validate(config: Config) -> None:
                           "risk.emv_max_target_percent")
     if t.role == "validator" and config.fares.adult <= 0:
         raise ConfigError("fares.adult: a validator needs a fare above 0")
+    _validate_fares(config.fares)
     card_kind = config.readers.card.split(":", 1)[0]
     if card_kind not in _READER_KINDS:
         raise ConfigError(
@@ -238,6 +287,19 @@ def validate(config: Config) -> None:
     if config.central.url and not config.central.url.startswith(("http://", "https://")):
         raise ConfigError(f"central.url: expected http:// or https://, found "
                           f"{config.central.url!r}")
+
+
+def _validate_fares(fares: FaresSection) -> None:
+    for name in fares.extra:
+        if name in BASE_CATEGORIES:
+            raise ConfigError(f"fares.extra.{name}: {name} is set in [fares] itself, not in "
+                              f"[fares.extra]")
+        if not _CATEGORY_NAME.fullmatch(name):
+            raise ConfigError(f"fares.extra: expected category names of a-z, 0-9 and _ (up to "
+                              f"32, starting with a letter), found {name!r}")
+    if fares.default not in fares.categories():
+        raise ConfigError(f"fares.default: expected a category with a fare, one of "
+                          f"{sorted(fares.categories())}, found {fares.default!r}")
 
 
 def _is_note_verifier_key(text: str) -> bool:
@@ -275,6 +337,9 @@ def dumps(config: Config) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        # an inline table; its keys are category names, which are bare keys
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

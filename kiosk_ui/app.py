@@ -85,7 +85,7 @@ class KioskApp:
             language=language or t.language,
             place=t.place,
             merchant_name=t.merchant_name,
-            fare=config.fares.adult if terminal.role == "validator" else 0,
+            fare=config.fares.default_fare if terminal.role == "validator" else 0,
             demo=demo,
         )
         self.statics = Statics(

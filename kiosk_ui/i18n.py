@@ -75,6 +75,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "demo_keys": ("Demo: F1–F4 riders, F5 blocked card, F6 bad code",
                   "데모: F1–F4 승객, F5 정지 카드, F6 잘못된 코드"),
     "till": ("Till", "계산대"),
+    # rider categories beside a validator's fare; one the config adds shows its own name
+    "rider_adult": ("Adult", "일반"),
+    "rider_youth": ("Youth", "청소년"),
+    "rider_child": ("Child", "어린이"),
 }
 
 
@@ -88,6 +92,12 @@ def tr(language: Language, key: str, **fields: object) -> str:
 def won(amount: int, language: Language) -> str:
     """Integer won as people read it: ``1,500원`` / ``1,500 won`` (KRW has no minor unit)."""
     return f"{amount:,}원" if language == "ko" else f"{amount:,} won"
+
+
+def rider_text(rider: str, language: Language) -> str:
+    """The label of a rider category: ours for adult, youth and child, else its name."""
+    key = f"rider_{rider}"
+    return tr(language, key) if key in STRINGS else rider
 
 
 def reason_text(reason: Reason, language: Language) -> str:

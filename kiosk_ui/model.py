@@ -75,6 +75,8 @@ class ResultView:
     points_week: int | None = None
     seq: int | None = None
     card: str = ""
+    #: the rider category whose fare a validator charged ("" when none was)
+    rider: str = ""
 
     @classmethod
     def from_decision(cls, decision: Decision, action: Action) -> ResultView:
@@ -93,6 +95,7 @@ class ResultView:
             points_week=points_week if isinstance(points_week, int) else None,
             seq=decision.entry.seq if decision.entry is not None else None,
             card=decision.card.display if decision.card is not None else "",
+            rider=decision.rider or "",
         )
 
 

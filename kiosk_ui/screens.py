@@ -17,11 +17,13 @@ import pygame
 
 from kiosk_ui import draw as d
 from kiosk_ui.draw import Painter
-from kiosk_ui.i18n import Language, reason_text, tr, won
+from kiosk_ui.i18n import Language, reason_text, rider_text, tr, won
 from kiosk_ui.model import PAGE_ROWS, KioskModel, PaymentRow, ResultView, Screen
 from kiosk_ui.qr import Matrix, qr_matrix, qr_surface
 
 OUTCOME_COLOR = {"approved": d.GREEN, "declined": d.RED, "already_paid": d.AMBER}
+#: a darker green than the approved screen's, so the category reads as a label on it
+RIDER_PILL: d.Color = (21, 128, 61)
 STATUS_H = 44
 
 
@@ -214,6 +216,17 @@ def _result(p: Painter, m: KioskModel, s: Statics) -> None:
     elif view.outcome == "already_paid":
         p.text(tr(lang, "already_paid_sub"), p.box(40, 134, 720, 140), size=34, max_lines=3,
                min_size=22, name="already_paid_sub")
+    elif not till and view.rider:
+        # The category under the fare: a youth charged 900 sees why it is not 1,500.
+        p.text(won(view.amount, lang), p.box(30, 126, 740, 114), size=104, bold=True,
+               name="amount")
+        label = rider_text(view.rider, lang)
+        # As wide as the label (a category the config adds may have a long name), centred.
+        ink = p.fonts.face(True).get_rect(label, size=p.px(32)).width / p.sx
+        width = min(740.0, max(160.0, ink + 56))
+        pill = p.box(400 - width / 2, 242, width, 50)
+        p.fill(pill, RIDER_PILL, radius=25)
+        p.text(label, pill.inflate(-p.px(24), -p.px(6)), size=32, bold=True, name="rider")
     else:
         p.text(won(view.amount, lang), p.box(30, 128, 740, 124 if till else 140),
                size=104, bold=True, name="amount")

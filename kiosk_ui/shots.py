@@ -69,7 +69,7 @@ def catalog(role: Role, language: Language, *, every_reason: bool = False,
     t = config.terminal
     offline = SyncView(online=False, waiting=12_345, head_seq=20_000)
     base = KioskModel(role=role, language=language, place=t.place if role == "validator"
-                      else "M0427", merchant_name="Ilsan Farm Store", fare=config.fares.adult
+                      else "M0427", merchant_name="Ilsan Farm Store", fare=config.fares.default_fare
                       if role == "validator" else 0, demo=True, sync=offline,
                       clock=lambda: 0.0)
 
@@ -83,9 +83,15 @@ def catalog(role: Role, language: Language, *, every_reason: bool = False,
         yield "idle-fault", state(Screen.IDLE, sync=SyncView(ledger_ok=False, reader_ok=False))
         yield "reading", state(Screen.READING)
         yield "approved", state(Screen.RESULT, result=ResultView(
-            "approved", "tap", 1_500, balance=23_400, card="UID 08A1…01"))
+            "approved", "tap", 1_500, balance=23_400, card="UID 08A1…01", rider="adult"))
+        yield "approved-youth", state(Screen.RESULT, result=ResultView(
+            "approved", "tap", 900, balance=23_400, card="UID 08A1…01", rider="youth"))
         yield "approved-points", state(Screen.RESULT, result=ResultView(
-            "approved", "tap", 1_500, balance=1_234_567, points_now=1_500, points_week=2_900))
+            "approved", "tap", 1_500, balance=1_234_567, points_now=1_500, points_week=2_900,
+            rider="adult"))
+        # a category the config adds has no label of ours: its name shows, the longest fits
+        yield "approved-other-category", state(Screen.RESULT, result=ResultView(
+            "approved", "tap", 0, rider="registered_disabled_companion"))
         yield "approved-no-balance", state(Screen.RESULT, result=ResultView(
             "approved", "tap", 1_500))
         yield "already-paid", state(Screen.RESULT, result=ResultView(

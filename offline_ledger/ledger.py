@@ -714,3 +714,42 @@ class Ledger:
         except sqlite3.Error as err:
             raise _wrap(err, "cannot read points") from err
         return PointsRow(*row) if row is not None else None
+
+    # -- rider categories (migration 0004) ---------------------------------------------------
+
+    def riders_version(self) -> int:
+        """The last version of central rider profiles stored here (0: none yet)."""
+        return int(self._conn.execute("SELECT version FROM riders_state").fetchone()[0])
+
+    def set_riders(self, changes: dict[str, str], version: int) -> None:
+        """Apply profile changes from the central service as of ``version``: card -> category,
+        where ``""`` means the profile was removed (the card pays the default again).
+
+        An answer older than what is stored is refused: applying it would undo newer
+        changes. The same version again is taken (the service may resend it)."""
+        held = self.riders_version()
+        if version < held:
+            raise LedgerStateError(f"rider profiles version {version} is older than {held}")
+        self._write(
+            "rider categories not stored",
+            [
+                (
+                    "INSERT INTO rider_categories VALUES (?, ?, ?) ON CONFLICT (card_token) "
+                    "DO UPDATE SET rider = excluded.rider, version = excluded.version",
+                    [(t, r, version) for t, r in changes.items() if r],
+                ),
+                ("DELETE FROM rider_categories WHERE card_token = ?",
+                 [(t,) for t, r in changes.items() if not r]),
+                ("UPDATE riders_state SET version = ?", (version,)),
+            ],
+        )
+
+    def rider_of(self, card_token: str) -> str | None:
+        """The card's category from its central profile, if any: one primary-key lookup."""
+        try:
+            row = self._conn.execute(
+                "SELECT rider FROM rider_categories WHERE card_token = ?", (card_token,)
+            ).fetchone()
+        except sqlite3.Error as err:
+            raise _wrap(err, "cannot read the rider category") from err
+        return str(row[0]) if row is not None else None

@@ -112,6 +112,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO points_state VALUES (1, 0, '');
         """,
     ),
+    (
+        "0004_riders",
+        """
+        -- Rider categories from the cards' central profiles (the "riders" of GET /v1/points),
+        -- so the validator charges a youth or child fare offline. A card with no row pays the
+        -- config's default category; a removed profile deletes its row. version: the
+        -- profile change that set the row.
+        CREATE TABLE rider_categories (
+            card_token TEXT PRIMARY KEY,
+            rider      TEXT    NOT NULL,
+            version    INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        -- The last profile version the central service sent (changes after it come next).
+        CREATE TABLE riders_state (
+            id      INTEGER PRIMARY KEY CHECK (id = 1),
+            version INTEGER NOT NULL
+        );
+        INSERT INTO riders_state VALUES (1, 0);
+        """,
+    ),
 ]
 
 

@@ -92,6 +92,7 @@ class SyncSummary:
     deny_added: int = 0
     balances: int = 0
     points: int = 0
+    riders: int = 0
     config_version: int = 0
     retries: int = 0
     days_reported: list[str] = field(default_factory=list)
@@ -374,10 +375,13 @@ class SyncClient:
 
     def _fetch_points(self, ledger: Ledger, summary: SyncSummary) -> None:
         """This week's bus points per card and the rules' summary, for the validator to show
-        points offline (``GET /v1/points``)."""
+        points offline, and the riders' profile changes, for it to charge each category's
+        fare (``GET /v1/points``); each from the version the ledger holds, so only changes
+        travel."""
         while True:
             since, held_rules = ledger.points_state()
-            doc = self._request("GET", f"/v1/points?since={since}")
+            riders_since = ledger.riders_version()
+            doc = self._request("GET", f"/v1/points?since={since}&riders_since={riders_since}")
             version = get_int(doc, "version")
             rows, rules, week = doc.get("points"), doc.get("rules"), doc.get("week_start")
             if not isinstance(rows, dict) or not isinstance(rules, dict) or not isinstance(
@@ -385,16 +389,37 @@ class SyncClient:
                 raise SyncProtocolError("points answer must have 'points' {}, 'rules' {} and "
                                         "'week_start'")
             rules_text = json.dumps(rules, sort_keys=True, separators=(",", ":"))
-            if version <= since and rules_text == held_rules:
+            if version > since or rules_text != held_rules:
+                try:
+                    parsed = {str(t): (week, int(v[0]), int(v[1]), str(v[2]))
+                              for t, v in rows.items()}
+                except (TypeError, ValueError, IndexError) as err:
+                    raise SyncProtocolError(f"points answer has a bad row: {err}") from err
+                ledger.set_points_snapshot(parsed, max(version, since), rules_text)
+                summary.points += len(parsed)
+            riders_version = self._store_riders(ledger, doc.get("riders"), riders_since,
+                                                summary)
+            if version <= since and riders_version <= riders_since:
                 return
-            try:
-                parsed = {str(t): (week, int(v[0]), int(v[1]), str(v[2])) for t, v in rows.items()}
-            except (TypeError, ValueError, IndexError) as err:
-                raise SyncProtocolError(f"points answer has a bad row: {err}") from err
-            ledger.set_points_snapshot(parsed, max(version, since), rules_text)
-            summary.points += len(parsed)
-            if version <= since:
-                return
+
+    @staticmethod
+    def _store_riders(ledger: Ledger, riders: Any, since: int, summary: SyncSummary) -> int:
+        """Store ``{"version", "changes": {token: category}}`` (``""``: profile removed);
+        the version now held. A service from before riders sends none: nothing changes."""
+        if riders is None:
+            return since
+        changes = riders.get("changes") if isinstance(riders, dict) else None
+        if not isinstance(changes, dict) or not all(
+                isinstance(t, str) and isinstance(r, str) for t, r in changes.items()):
+            raise SyncProtocolError("points answer's 'riders' must be {version, changes: "
+                                    "{card token: category}}")
+        version = get_int(riders, "version")
+        if version < since:
+            raise SyncProtocolError(f"riders version {version} is older than {since}")
+        if version > since or changes:
+            ledger.set_riders(changes, version)
+            summary.riders += len(changes)
+        return version
 
     # -- background ---------------------------------------------------------------------------
 

@@ -41,7 +41,10 @@ class CardIdentity:
     label: str = ""
     aid: str = ""
     atc: int | None = None
-    rider: str = "adult"
+    #: the rider category (adult, youth, child, or one the config adds) where the card itself
+    #: carries it; ``None`` when it does not, and the central profile or the config's default
+    #: decides. No application sets it yet: this is the hook for one that will.
+    rider: str | None = None
     #: UID-only cards are weaker and get lower offline limits
     weak: bool = False
     #: one-time QR nonce and its expiry (ms), checked against and recorded in the ledger

@@ -73,6 +73,8 @@ class Decision:
     #: points, when the terminal knows them (``terminal.incentives``)
     points: int | None = None
     points_week: int | None = None
+    #: the rider category whose fare a validator charged (``FaresSection.fare``)
+    rider: str | None = None
 
     @property
     def approved(self) -> bool:
@@ -184,7 +186,8 @@ class Terminal:
     def _transaction(self, p: Presentation, amount: int | None) -> Decision:
         started = time.perf_counter()
         self._to(State.PRESENTED)
-        shown_amount = amount if amount is not None else self.config.fares.adult
+        # Until the card is read its category is not known: show and read with the default's.
+        shown_amount = amount if amount is not None else self.config.fares.default_fare
         if self.fault is not None or self.ledger is None:
             return self._decline(Reason.LEDGER_BROKEN, shown_amount, started,
                                  detail=str(self.fault))
@@ -214,7 +217,16 @@ class Terminal:
                                      detail="campaign codes are claimed at a validator")
             return self._claim(ledger, card, started, now_ms)
         if amount is None:
-            amount = getattr(self.config.fares, card.rider, self.config.fares.adult)
+            try:
+                rider, amount = self._fare(ledger, card)
+            except LedgerError as err:
+                return self._ledger_failed(err, shown_amount, started, card)
+            if card.allowance is not None and amount > card.allowance:
+                # The code's application checked the default's fare; this category's is more.
+                return self._decline(Reason.INSUFFICIENT_BALANCE, amount, started, card=card,
+                                     detail=f"{amount} won is over the code's offline allowance")
+        else:
+            rider = self.config.fares.fare(card.rider)[0]
         self._to(State.DECIDE)
         if card.verdict is not None:
             return self._decline(Reason(card.verdict), amount, started, card=card,
@@ -234,7 +246,8 @@ class Terminal:
                 elapsed_ms=(time.perf_counter() - started) * 1000,
                 detail=f"paid at entry {state.last_tap_seq}",
             ))
-        reason = evaluate(self.config.risk, RiskInput(amount, state, ledger.exposure, card.weak))
+        reason = evaluate(self.config.risk, RiskInput(amount, state, ledger.exposure, card.weak,
+                                                      fare=self.role == "validator"))
         if reason is not None:
             return self._decline(reason, amount, started, card=card)
         self._to(State.COMMIT)
@@ -244,7 +257,7 @@ class Terminal:
                 card_token=card.token,
                 amount=amount,
                 place=self.config.terminal.place,
-                detail=self._detail(card),
+                detail=self._detail(card, rider),
                 wall_ms=now_ms,
                 offline_delta=amount,
                 tap=self.role == "validator",
@@ -254,11 +267,19 @@ class Terminal:
             return self._ledger_failed(err, amount, started, card)
         t = self.config.terminal
         points, week = self.points.estimate(self.role, t.bus_type, t.merchant_category, card,
-                                            amount, state, now_ms)
+                                            amount, state, now_ms, rider)
         return self._show(Decision(
             "approved", amount, None, card, entry, remaining_balance(state, amount),
             (time.perf_counter() - started) * 1000, points=points, points_week=week,
+            rider=rider if self.role == "validator" else None,
         ))
+
+    def _fare(self, ledger: Ledger, card: CardIdentity) -> tuple[str, int]:
+        """The validator's ``(category, fare)``: the card's own category, else its central
+        profile's (one primary-key lookup), else the config's default; a category without a
+        fare here is charged as the default."""
+        wanted = card.rider if card.rider is not None else ledger.rider_of(card.token)
+        return self.config.fares.fare(wanted)
 
     def _claim(self, ledger: Ledger, card: CardIdentity, started: float,
                now_ms: int) -> Decision:
@@ -279,10 +300,11 @@ class Terminal:
                                    elapsed_ms=(time.perf_counter() - started) * 1000,
                                    points=int(card.extra["points"])))
 
-    def _detail(self, card: CardIdentity) -> dict[str, str | int | bool]:
+    def _detail(self, card: CardIdentity, rider: str) -> dict[str, str | int | bool]:
         t = self.config.terminal
+        # The central service credits with the card's profile first, else with this rider.
         detail: dict[str, str | int | bool] = {"scheme": card.scheme, "card": card.display,
-                                               "rider": card.rider}
+                                               "rider": rider}
         if self.role == "validator":
             detail["bus_type"] = t.bus_type
         else:

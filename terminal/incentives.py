@@ -5,7 +5,9 @@ what a tap is likely to earn, offline, from what it already holds:
 
 - the rules' summary and this week's bus points per card, from the last sync
   (``GET /v1/points`` into the ledger's ``points_snapshot``, migration ``0003_points``);
-- the card's last tap at this validator (``card_counters``, read anyway by the tap path).
+- the card's last tap at this validator (``card_counters``, read anyway by the tap path);
+- the rider category the core charged the fare for (its own, the central profile's or the
+  config's default; see ``Terminal._fare``), whose weekly cap applies.
 
 The first ride of a weekday is *derived*, not counted: this tap is today's first when neither
 the snapshot's day mask nor this validator's last tap says the card rode today. When the last
@@ -97,30 +99,31 @@ class PointsEstimator:
         return self._rules
 
     def estimate(self, role: str, bus_type: str, merchant_category: str, card: CardIdentity,
-                 amount: int, state: CardState, now_ms: int) -> tuple[int | None, int | None]:
+                 amount: int, state: CardState, now_ms: int,
+                 rider: str) -> tuple[int | None, int | None]:
         """``(points now, points this week)``; ``None`` where nothing is known or applies.
+        ``rider`` is the category the fare was charged for (its weekly cap applies).
         Never raises: an approval is already committed when this runs."""
         try:
             rules = self.rules()
             if rules is None or self.ledger is None:
                 return None, None
             if role == "validator":
-                return self._tap(rules, bus_type, card, amount, state, now_ms)
+                return self._tap(rules, bus_type, card, rider, amount, state, now_ms)
             if rules.local_food and merchant_category in rules.merchant_categories:
                 return amount * rules.rate_bp // 10_000, None
         except LedgerError as err:
             log.warning("points not estimated: %s", err)
         return None, None
 
-    def _tap(self, rules: TerminalRules, bus_type: str, card: CardIdentity, fare: int,
-             state: CardState, now_ms: int) -> tuple[int | None, int | None]:
+    def _tap(self, rules: TerminalRules, bus_type: str, card: CardIdentity, rider: str,
+             fare: int, state: CardState, now_ms: int) -> tuple[int | None, int | None]:
         if not rules.bus or bus_type not in rules.bus_types or self.ledger is None:
             return None, None
-        snap = self.ledger.points_snapshot(card.token)
-        rider = snap.rider if snap is not None and snap.rider else card.rider
         cap = rules.weekly_cap.get(rider)
         if cap is None:
             return None, None
+        snap = self.ledger.points_snapshot(card.token)
         today = rules.day(now_ms)
         week = (today - timedelta(days=today.weekday())).isoformat()
         base, mask = (snap.points_week, snap.days_mask) if (

@@ -89,6 +89,9 @@ class RiskInput:
     card: CardState
     terminal_exposure: int
     weak_card: bool = False
+    #: a validator's fare, where 0 is a free category's fare (``[fares.extra] senior = 0``):
+    #: the ride is still recorded and checked, not refused as an invalid amount
+    fare: bool = False
 
 
 def evaluate(limits: RiskSection, data: RiskInput) -> Reason | None:
@@ -98,7 +101,7 @@ def evaluate(limits: RiskSection, data: RiskInput) -> Reason | None:
     then the per-transaction, per-card and terminal-wide limits, then the balance.
     """
     amount, card = data.amount, data.card
-    if type(amount) is not int or amount <= 0:
+    if type(amount) is not int or amount < 0 or (amount == 0 and not data.fare):
         return Reason.INVALID_AMOUNT
     if card.denied is not None:
         return Reason.DENY_LISTED

@@ -220,7 +220,7 @@ def save_screens(folder: Path, result: DemoResult,
         t = cfg.terminal
         models[role] = KioskModel(role=t.role, language=t.language, place=t.place,
                                   merchant_name=t.merchant_name,
-                                  fare=cfg.fares.adult if t.role == "validator" else 0,
+                                  fare=cfg.fares.default_fare if t.role == "validator" else 0,
                                   demo=True, clock=lambda: 0.0)
     saved: list[Path] = []
     for step in result.steps:
