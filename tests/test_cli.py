@@ -90,9 +90,10 @@ def test_user_errors_are_one_line_not_tracebacks(runner: CliRunner, tmp_path: Pa
     db = tmp_path / "junk.sqlite"
     db.write_bytes(b"junk" * 1000)
     code, _, err = invoke(runner, tmp_path, "ledger", "show", "--db", str(db))
-    assert code == 1 and "LedgerCorruptError" in err and "Traceback" not in err
+    # our errors exit 2 (1 is for verdicts, as verify's above)
+    assert code == 2 and "LedgerCorruptError" in err and "Traceback" not in err
     code, _, err = invoke(runner, tmp_path, "ledger", "verify", "--db", str(db), "--pubkey", "xy")
-    assert code == 1 and "--pubkey" in err
+    assert code == 2 and "--pubkey" in err
     code, _, err = invoke(runner, tmp_path, "bench", "--sizes", "many")
     assert code == 2 and "--sizes" in err
 

@@ -133,4 +133,4 @@ def test_cli_run_needs_config_or_demo(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--config FILE or --demo" in result.output
     missing = CliRunner().invoke(cli, ["--home", str(tmp_path), "run", "--config",
                                        str(tmp_path / "none.toml"), "--reader", "virtual"])
-    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -33,6 +33,13 @@ def home_of(ctx: click.Context) -> Home:
     return obj.home
 
 
+class UserError(click.ClickException):
+    """One of our errors as one line; exit 2, as click gives a usage error (1 is kept for
+    verdicts: a broken ledger, a failed self-test, a report with differences)."""
+
+    exit_code = 2
+
+
 class LocalpayGroup(click.Group):
     """Turns our own errors into a clear message and exit code 2 (1 is for verdicts)."""
 
@@ -43,7 +50,7 @@ class LocalpayGroup(click.Group):
             obj = ctx.find_object(Context)
             if obj is not None and obj.debug:
                 raise
-            raise click.ClickException(f"{type(err).__name__}: {err}") from err
+            raise UserError(f"{type(err).__name__}: {err}") from err
 
 
 def db_option(func: Any) -> Any:

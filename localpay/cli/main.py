@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from localpay import __version__
-from localpay.cli import central, demo, ledger, provision, qr, readers, simulate, sync, ui
+from localpay.cli import central, demo, ledger, provision, qr, readers, replay, simulate, sync, ui
 from localpay.cli.bench import bench
 from localpay.cli.common import Context, LocalpayGroup
 from terminal.home import default_home
@@ -38,7 +38,7 @@ def cli(ctx: click.Context, home: Path | None, verbose: int, debug: bool) -> Non
     ctx.obj = Context(home or default_home(), debug)
 
 
-for _module in (demo, ledger, simulate, provision, qr, readers, central, sync, ui):
+for _module in (demo, ledger, simulate, replay, provision, qr, readers, central, sync, ui):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 cli.add_command(bench)
