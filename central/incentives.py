@@ -13,27 +13,19 @@ the store with ``localpay central rules load``; the shipped defaults are version
   the ledger entry they come from, ``(terminal_id, seq)``, the primary key of
   ``incentive_credits``; entries already credited are skipped even if :func:`credit` were
   run twice on them.
-- **Order.** Entries are credited in the order the central chain receives them (log order),
-  and the weekly cap is applied at the moment of crediting. A card that taps two validators
-  which sync at different times gets its first-ride credit from whichever ride *arrives*
-  first for that day; the later-arriving ride of the same day earns nothing, even when it
-  happened earlier. Credits are never revised afterwards, so a statement never changes
-  under a rider's eyes, and the result is a pure function of the log order, which is itself
-  recorded (``log_index``).
-- **Weeks and days** (Monday to Sunday) are those of the entry's wall clock in the rules'
-  time zone; ``incentive_weeks`` keeps per card and week the bus points so far and which
-  weekdays already had their first ride (a bit mask), whatever order they arrive in.
+- **Order and time.** Entries are credited in log order, each on its *effective* day (the
+  time central gives it, :mod:`central.clock`), by the rules version in force that day
+  (:mod:`central.versions`). The first ride of a weekday is the earliest by effective time,
+  whatever order rides arrive in: when an earlier ride arrives after a later one was
+  credited, the credit moves to it as an adjustment (``incentive_adjustments``, keyed by the
+  credit it takes back and why, so it is made once), until that credit is paid.
+- **Weeks and days** (Monday to Sunday) are those of the entry's effective time in the
+  rules' time zone; ``incentive_weeks`` keeps per card and week the bus points so far, which
+  weekdays already had their first ride (a bit mask), and each such ride (``firsts``).
 - **Months.** A credit is payable in the month of its entry; one that arrives after that
   month was paid out is payable in the first month not yet paid (``payable_month``), so a
   late entry is paid late, never lost and never paid twice.
-- **Payout** (:func:`payout`) pays each card's unpaid points as spendable balance (the
-  ``balances`` table terminals fetch), months in any order: a run of a month takes the
-  credits payable in it and every credit a run before it held or carried, pays a card's
-  positive net when it has a balance account, and marks exactly the credits it paid
-  (``settled_month``). A card with no account keeps its points *held*, a negative net
-  (refunds taking back points already paid) is *carried*; both stay unpaid until the first
-  run that can pay them. A second run of a month changes nothing and answers what the first
-  did.
+- **Payout** and statements are in :mod:`central.payouts`.
 - **Rider category**: ``incentive_profiles`` (set by the operator) first, else the ``rider``
   the terminal wrote into the tap.
 """
@@ -49,11 +41,10 @@ from datetime import date
 from typing import Any, NamedTuple
 
 from central.incentive_rules import (
-    RIDERS,
     Rules,
+    in_force,
     month_of,
     next_month,
-    parse_month,
     verify_campaign_code,
     week_start,
 )
@@ -66,20 +57,22 @@ log = logging.getLogger(__name__)
 CREDIT_COLUMNS = ("terminal_id", "seq", "log_index", "card_token", "rule", "points", "base",
                   "ref_seq", "rule_version", "day", "payable_month", "credited_ms", "note")
 CLAIM_COLUMNS = ("campaign_id", "card_token", "holder", "terminal_id", "seq")
-WEEK_COLUMNS = ("card_token", "week_start", "points", "days_mask", "version")
+WEEK_COLUMNS = ("card_token", "week_start", "points", "days_mask", "version", "firsts")
+ADJUST_COLUMNS = ("terminal_id", "seq", "cause", "log_index", "card_token", "rule", "points",
+                  "rule_version", "day", "payable_month", "credited_ms", "note")
 _CHUNK = 500
 
 
-def _now() -> int:
+def epoch_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
+def chunked(items: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
 
 
-def _detail(text: str) -> dict[str, Any]:
+def detail_of(text: str) -> dict[str, Any]:
     try:
         doc = json.loads(text)
     except ValueError:
@@ -90,19 +83,9 @@ def _detail(text: str) -> dict[str, Any]:
 # -- rules in the store -------------------------------------------------------------------
 
 
-def load_rules(store: Store, text: str, source: str = "incentive rules") -> tuple[Rules, bool]:
-    """Validate ``text`` and store it as a new version; ``(rules, stored_now)``.
-
-    The same version with the same text again is a no-op; a different text under a version
-    already held, or a version below the newest, is refused.
-    """
-    rules = Rules.from_toml(text, source)
-    with store.tx() as tx:
-        lock_crediting(tx)
-        return rules, _store_rules(tx, rules)
-
-
-def _store_rules(tx: Tx, rules: Rules) -> bool:
+def store_rules(tx: Tx, rules: Rules) -> bool:
+    """Keep ``rules`` as a new version (the caller holds the crediting lock); False when
+    that version is already held with the same text."""
     held = tx.one("SELECT sha256 FROM incentive_rules WHERE version = ?", (rules.version,))
     if held is not None:
         if str(held[0]) != rules.sha256:
@@ -115,11 +98,34 @@ def _store_rules(tx: Tx, rules: Rules) -> bool:
         raise ConfigError(f"incentive rules version {rules.version} is older than the "
                           f"version {newest} in force")
     tx.run("INSERT INTO incentive_rules VALUES (?, ?, ?, ?)",
-           (rules.version, rules.sha256, rules.text, _now()))
+           (rules.version, rules.sha256, rules.text, epoch_ms()))
     return True
 
 
 _PARSED: dict[str, Rules] = {}
+
+
+def held_rules(tx: Tx, *, store_default: bool = True) -> list[Rules]:
+    """Every version held, oldest first; the shipped defaults when none is (stored on first
+    use in a write transaction holding the crediting lock, unless ``store_default=False``)."""
+    rows = tx.all("SELECT sha256, body FROM incentive_rules ORDER BY version")
+    if not rows:
+        rules = Rules.default()
+        if store_default:
+            store_rules(tx, rules)
+            return [rules]
+        return []
+    return [_parsed(str(sha), str(body)) for sha, body in rows]
+
+
+def _parsed(sha256: str, body: str) -> Rules:
+    cached = _PARSED.get(sha256)
+    if cached is None:
+        cached = Rules.from_toml(body, "stored incentive rules", stored=True)
+        if len(_PARSED) > 64:
+            _PARSED.clear()
+        _PARSED[sha256] = cached
+    return cached
 
 
 def active_rules(tx: Tx, *, store_default: bool = True) -> Rules:
@@ -129,15 +135,9 @@ def active_rules(tx: Tx, *, store_default: bool = True) -> Rules:
     if row is None:
         rules = Rules.default()
         if store_default:
-            _store_rules(tx, rules)
+            store_rules(tx, rules)
         return rules
-    cached = _PARSED.get(str(row[0]))
-    if cached is None:
-        cached = Rules.from_toml(str(row[1]), "stored incentive rules")
-        if len(_PARSED) > 64:
-            _PARSED.clear()
-        _PARSED[str(row[0])] = cached
-    return cached
+    return _parsed(str(row[0]), str(row[1]))
 
 
 def rules_versions(store: Store) -> list[dict[str, Any]]:
@@ -204,7 +204,7 @@ def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
     kinds = ", ".join(f"'{k}'" for k in _EARNING_KINDS)
     # Cards' weeks as this run left them: only crediting writes incentive_weeks, under the
     # lock, so they hold for the next chunk unless another crediter ran in between.
-    known: dict[tuple[str, date], list[int]] = {}
+    known: dict[tuple[str, date], list[Any]] = {}
     end = size = 0
     while end == 0 or end < size:
         with store.tx() as tx:
@@ -217,7 +217,7 @@ def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
             items = [CreditEntry._make(row) for row in tx.all(
                 f"SELECT {', '.join(CreditEntry._fields)} FROM entries WHERE log_index >= ? "
                 f"AND log_index < ? AND kind IN ({kinds}) ORDER BY log_index", (start, end))]
-            r = credit(tx, items, active_rules(tx), _now() if now_ms is None else now_ms,
+            r = credit(tx, items, held_rules(tx), epoch_ms() if now_ms is None else now_ms,
                        known)
             tx.run("UPDATE incentive_cursor SET next_index = ? WHERE id = 1", (end,))
         total.credits += r.credits
@@ -238,54 +238,75 @@ class CreditEntry(NamedTuple):
     amount: int
     ref_seq: int
     place: str
-    wall_ms: int
+    #: when central holds that it happened (days, weeks and months follow it)
+    effective_ms: int
     detail: str
 
     @classmethod
     def of(cls, item: Ingested) -> CreditEntry:
         e = item.entry
         return cls(item.log_index, e.terminal_id, e.seq, e.kind, e.card_token, e.amount,
-                   e.ref_seq, e.place, e.wall_ms, e.detail)
+                   e.ref_seq, e.place, item.when_ms, e.detail)
 
 
-def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int,
-           known: dict[tuple[str, date], list[int]] | None = None) -> CreditResult:
+class _Versions:
+    """The rules version in force on a day, among those held (``in_force``), remembered per
+    day: a chunk of entries spans a few days."""
+
+    def __init__(self, versions: Sequence[Rules]) -> None:
+        self.versions = list(versions)
+        # Days are counted in the newest version's time zone (a programme keeps its zone).
+        self.calendar = max(self.versions, key=lambda r: r.version).calendar()
+        self._by_day: dict[date, Rules] = {}
+
+    def __call__(self, day: date) -> Rules:
+        found = self._by_day.get(day)
+        if found is None:
+            found = self._by_day[day] = in_force(self.versions, day)
+        return found
+
+
+def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules], now_ms: int,
+           known: dict[tuple[str, date], list[Any]] | None = None) -> CreditResult:
     """Credit entries of any terminals in log order, as one step: the caller holds the
     crediting lock (:func:`lock_crediting`) and moves the cursor (:func:`credit_log`).
 
-    ``known``: cards' weeks (``[points, days mask]`` by card and Monday) as they stand in the
-    store, from the caller's earlier steps; read for the others, and kept up to date here."""
+    ``rules``: every version held; each entry is credited by the version in force on its
+    effective day. ``known``: cards' weeks (``[points, days mask, first rides]`` by card and
+    Monday) as they stand in the store, from the caller's earlier steps; read for the
+    others, and kept up to date here."""
     result = CreditResult()
     if not batch:
         return result
-    cal = rules.calendar()
-    bus, food = rules.bus, rules.food
-    work: list[tuple[str, CreditEntry, date, dict[str, Any]]] = []
+    pick = _Versions([rules] if isinstance(rules, Rules) else rules)
+    cal = pick.calendar
+    work: list[tuple[str, CreditEntry, date, dict[str, Any], Rules]] = []
     refs: dict[str, set[int]] = {}
     for e in batch:
         if not e.card_token:
             continue
         kind = e.kind
+        day = cal.day(e.effective_ms)
+        r = pick(day)
         if kind == "tap":
-            if not bus.enabled or e.amount <= 0:
+            bus = r.bus
+            if not bus.enabled or e.amount <= 0 or not bus.earns_on(day):
                 continue
-            day = cal.day(e.wall_ms)
-            if not bus.earns_on(day):
-                continue
-            detail = _detail(e.detail)
+            detail = detail_of(e.detail)
             if detail.get("bus_type") in bus.bus_types:
-                work.append(("bus", e, day, detail))
+                work.append(("bus", e, day, detail, r))
         elif kind == "payment":
+            food = r.food
             if food.enabled and e.amount > 0 and "merchant_category" in e.detail:
-                detail = _detail(e.detail)
+                detail = detail_of(e.detail)
                 if detail.get("merchant_category") in food.merchant_categories:
-                    work.append(("food", e, cal.day(e.wall_ms), detail))
+                    work.append(("food", e, day, detail, r))
         elif kind in ("refund", "void"):
             if e.ref_seq:
-                work.append(("back", e, cal.day(e.wall_ms), {}))
+                work.append(("back", e, day, {}, r))
                 refs.setdefault(e.terminal_id, set()).add(e.ref_seq)
         elif kind == "incentive":
-            work.append(("campaign", e, cal.day(e.wall_ms), _detail(e.detail)))
+            work.append(("campaign", e, day, detail_of(e.detail), r))
     if not work:
         return result
     bus_items = [w for w in work if w[0] == "bus"]
@@ -297,16 +318,16 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int,
                     if key not in weeks)
     done, closed, profiles, found = _read_state(tx, work, tokens, wanted)
     for key in wanted:
-        weeks[key] = found.get(key) or [0, 0]
+        weeks[key] = found.get(key) or [0, 0, ""]
     payable: dict[str, str] = {}
     paid = _load_payments(tx, refs)
     claimed: set[tuple[str, str]] = set()
     rows: list[tuple[Any, ...]] = []
     changed: set[tuple[str, date]] = set()
     claims: list[tuple[Any, ...]] = []
+    adjustments: list[tuple[Any, ...]] = []
 
-    def add(e: CreditEntry, day: date, rule: str, points: int, base: int,
-            note: dict[str, Any], ref_seq: int = 0) -> None:
+    def payable_in(day: date) -> str:
         month = month_of(day)
         pay = payable.get(month)
         if pay is None:
@@ -314,38 +335,68 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int,
             while pay in closed:
                 pay = next_month(pay)
             payable[month] = pay
+        return pay
+
+    def add(e: CreditEntry, day: date, rule: str, points: int, base: int,
+            note: dict[str, Any], ref_seq: int = 0) -> None:
         rows.append((e.terminal_id, e.seq, e.log_index, e.card_token, rule, points, base,
-                     ref_seq, rules.version, day.isoformat(), pay, now_ms,
-                     json.dumps(note, separators=(",", ":"), sort_keys=True)))
+                     ref_seq, pick(day).version, day.isoformat(), payable_in(day), now_ms,
+                     _json(note)))
         result.credits += 1
         result.points += points
 
-    for what, e, day, detail in work:
+    def take_back(holder: list[Any], e: CreditEntry, day: date, points: int) -> None:
+        """The credit of ``holder`` (terminal, seq) moves to ``e``: an adjustment, keyed by
+        the credit it reverses and why, so that it is made once."""
+        moved_to = f"{e.terminal_id}/{e.seq}"
+        adjustments.append((holder[1], holder[2], "first ride moved to " + moved_to,
+                            e.log_index, e.card_token, "bus", -points, pick(day).version,
+                            day.isoformat(), payable_in(day), now_ms,
+                            _json({"moved_to": moved_to})))
+        result.points -= points
+
+    for what, e, day, detail, r in work:
         if (e.terminal_id, e.seq) in done:
             continue
         if what == "bus":
             rider = profiles.get(e.card_token) or str(detail.get("rider", "adult"))
-            cap = bus.weekly_cap.get(rider)
+            cap = r.bus.weekly_cap.get(rider)
             if cap is None:
                 continue
             key = (e.card_token, monday[day])
-            state = weeks.setdefault(key, [0, 0])
+            state = weeks.setdefault(key, [0, 0, ""])
             bit = 1 << day.weekday()
+            note = {"bus_type": detail.get("bus_type"), "rider": rider, "route": e.place}
+            weekday = str(day.weekday())
             if state[1] & bit:
-                continue
-            state[1] |= bit
+                # Not the first ride to arrive for this day; the first that happened?
+                firsts = _firsts(state)
+                holder = firsts.get(weekday)
+                if holder is None or e.effective_ms >= holder[0]:
+                    continue
+                if holder[3] and _paid(tx, str(holder[1]), int(holder[2])):
+                    continue  # the month of the credit is paid: it stays where it is
+                base = state[0] - int(holder[3])
+                points = min(e.amount, cap - base) if cap > base else 0
+                if holder[3]:
+                    take_back(holder, e, day, int(holder[3]))
+                note["moved_from"] = f"{holder[1]}/{holder[2]}"
+            else:
+                firsts = _firsts(state)
+                state[1] |= bit
+                base = state[0]
+                points = min(e.amount, cap - base) if cap > base else 0
+            state[0] = base + points
+            firsts[weekday] = [e.effective_ms, e.terminal_id, e.seq, points]
             changed.add(key)
-            points = min(e.amount, cap - state[0]) if cap > state[0] else 0
             if points > 0:
-                state[0] += points
-                add(e, day, "bus", points, e.amount,
-                    {"bus_type": detail.get("bus_type"), "rider": rider, "route": e.place})
+                add(e, day, "bus", points, e.amount, note)
         elif what == "food":
-            points = food.points(e.amount)
+            points = r.food.points(e.amount)
             if points > 0:
-                paid[(e.terminal_id, e.seq)] = [e.amount, points, food.rate_bp]
+                paid[(e.terminal_id, e.seq)] = [e.amount, points, r.food.rate_bp]
                 add(e, day, "local_food", points, e.amount,
-                    {"rate_bp": food.rate_bp, "merchant": e.place})
+                    {"rate_bp": r.food.rate_bp, "merchant": e.place})
         elif what == "back":
             pay = paid.get((e.terminal_id, e.ref_seq))
             if pay is None:
@@ -357,63 +408,66 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules, now_ms: int,
             add(e, day, "refund", back, -e.amount, {"payment": e.ref_seq, "kind": e.kind},
                 e.ref_seq)
         else:
-            granted = _campaign(tx, rules, e, day, detail, claimed)
+            granted = _campaign(tx, r, e, day, detail, claimed)
             if granted is not None:
-                cid, holder, points = granted
-                claims.append((cid, e.card_token, holder, e.terminal_id, e.seq))
+                cid, wallet, points = granted
+                claims.append((cid, e.card_token, wallet, e.terminal_id, e.seq))
                 add(e, day, "campaign", points, 0, {"campaign": cid})
     writes = [Rows("incentive_credits", CREDIT_COLUMNS, rows,
                    "ON CONFLICT (terminal_id, seq) DO NOTHING"),
-              Rows("incentive_claims", CLAIM_COLUMNS, claims)]
+              Rows("incentive_claims", CLAIM_COLUMNS, claims),
+              Rows("incentive_adjustments", ADJUST_COLUMNS, adjustments,
+                   "ON CONFLICT (terminal_id, seq, cause) DO NOTHING")]
     if changed:
         # The batch's last log index orders snapshot versions: appends are serialized by
         # the log lock, so versions grow in commit order without a counter to update.
         version = max(e.log_index for e in batch) + 1
         writes.append(Rows(
             "incentive_weeks", WEEK_COLUMNS,
-            [(t, w.isoformat(), weeks[(t, w)][0], weeks[(t, w)][1], version)
-             for t, w in sorted(changed)],
+            [(t, w.isoformat(), weeks[(t, w)][0], weeks[(t, w)][1], version,
+              _json(_firsts(weeks[(t, w)]))) for t, w in sorted(changed)],
             "ON CONFLICT (card_token, week_start) DO UPDATE SET points = excluded.points, "
-            "days_mask = excluded.days_mask, version = excluded.version"))
+            "days_mask = excluded.days_mask, version = excluded.version, "
+            "firsts = excluded.firsts"))
     tx.insert_all(writes)
     return result
 
 
-def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any]]],
+def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any], Rules]],
                 tokens: Sequence[str], weeks: Sequence[tuple[str, date]]) -> tuple[
-        set[tuple[str, int]], set[str], dict[str, str], dict[tuple[str, date], list[int]]]:
+        set[tuple[str, int]], set[str], dict[str, str], dict[tuple[str, date], list[Any]]]:
     """Everything crediting reads, in one round trip: entries already credited, months
     already paid out, rider profiles of ``tokens`` and the ``weeks`` (card, Monday) so far."""
     spans: dict[str, list[int]] = {}
-    for _, e, _, _ in work:
+    for _, e, _, _, _ in work:
         lo_hi = spans.setdefault(e.terminal_id, [e.seq, e.seq])
         lo_hi[0], lo_hi[1] = min(lo_hi[0], e.seq), max(lo_hi[1], e.seq)
     # One statement whose text does not depend on the number of terminals, cards or weeks,
     # so that PostgreSQL prepares it once: each list goes as one parameter.
     source, params = tx.values_table("s", ("t", "lo", "hi"),
                                      [(t, lo, hi) for t, (lo, hi) in spans.items()])
-    parts = [f"SELECT 'c', c.terminal_id, CAST(NULL AS TEXT), c.seq, CAST(NULL AS BIGINT) "
-             f"FROM incentive_credits c JOIN {source} ON c.terminal_id = s.t AND "
-             "c.seq BETWEEN s.lo AND s.hi",
-             "SELECT 'r', month, NULL, NULL, NULL FROM incentive_runs"]
+    parts = [f"SELECT 'c', c.terminal_id, CAST(NULL AS TEXT), c.seq, CAST(NULL AS BIGINT), "
+             f"CAST(NULL AS TEXT) FROM incentive_credits c JOIN {source} ON "
+             "c.terminal_id = s.t AND c.seq BETWEEN s.lo AND s.hi",
+             "SELECT 'r', month, NULL, NULL, NULL, NULL FROM incentive_runs"]
     if tokens:
         cards, card_list = tx.any_of("card_token", tokens)
-        parts.append(f"SELECT 'p', card_token, rider, NULL, NULL FROM incentive_profiles "
-                     f"WHERE {cards}")
+        parts.append(f"SELECT 'p', card_token, rider, NULL, NULL, NULL FROM "
+                     f"incentive_profiles WHERE {cards}")
         params.append(card_list)
     if weeks:
         pairs, pair_params = tx.values_table("k", ("t", "w"),
                                              [(t, w.isoformat()) for t, w in weeks])
-        parts.append("SELECT 'w', i.card_token, i.week_start, i.points, i.days_mask FROM "
-                     f"incentive_weeks i JOIN {pairs} ON i.card_token = k.t AND "
-                     "i.week_start = k.w")
+        parts.append("SELECT 'w', i.card_token, i.week_start, i.points, i.days_mask, "
+                     f"i.firsts FROM incentive_weeks i JOIN {pairs} ON i.card_token = k.t "
+                     "AND i.week_start = k.w")
         params += pair_params
     done: set[tuple[str, int]] = set()
     closed: set[str] = set()
     profiles: dict[str, str] = {}
-    state: dict[tuple[str, date], list[int]] = {}
+    state: dict[tuple[str, date], list[Any]] = {}
     mondays: dict[Any, date] = {}
-    for tag, k1, k2, n1, n2 in tx.all(" UNION ALL ".join(parts), params):
+    for tag, k1, k2, n1, n2, text in tx.all(" UNION ALL ".join(parts), params):
         if tag == "c":
             done.add((str(k1), int(n1)))
         elif tag == "r":
@@ -424,8 +478,28 @@ def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any]]
             monday = mondays.get(k2)
             if monday is None:
                 monday = mondays[k2] = date.fromisoformat(str(k2))
-            state[(str(k1), monday)] = [int(n1), int(n2)]
+            state[(str(k1), monday)] = [int(n1), int(n2), str(text or "")]
     return done, closed, profiles, state
+
+
+def _json(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def _firsts(state: list[Any]) -> dict[str, list[Any]]:
+    """A week's first rides by weekday, read from its stored text only when needed (most
+    rides of a day are not its first, and most need no more than the day mask)."""
+    if not isinstance(state[2], dict):
+        doc = detail_of(state[2]) if state[2] else {}
+        state[2] = {k: v for k, v in doc.items() if isinstance(v, list) and len(v) == 4}
+    firsts: dict[str, list[Any]] = state[2]
+    return firsts
+
+
+def _paid(tx: Tx, terminal_id: str, seq: int) -> bool:
+    row = tx.one("SELECT settled_month FROM incentive_credits WHERE terminal_id = ? AND "
+                 "seq = ?", (terminal_id, seq))
+    return row is not None and row[0] is not None
 
 
 def _load_payments(tx: Tx, refs: dict[str, set[int]]) -> dict[tuple[str, int], list[int]]:
@@ -446,7 +520,7 @@ def _load_payments(tx: Tx, refs: dict[str, set[int]]) -> dict[tuple[str, int], l
     rows.sort(key=lambda r: (int(r[2]) != 0, str(r[0]), int(r[1])))
     for tid, seq, ref_seq, base, points, note in rows:
         if int(ref_seq) == 0:
-            rate = int(_detail(str(note)).get("rate_bp", 0))
+            rate = int(detail_of(str(note)).get("rate_bp", 0))
             out[(str(tid), int(seq))] = [int(base), int(points), rate]
         elif (str(tid), int(ref_seq)) in out:
             state = out[(str(tid), int(ref_seq))]
@@ -475,29 +549,7 @@ def _campaign(tx: Tx, rules: Rules, e: Any, day: date, detail: dict[str, Any],
     if row is not None:
         return None
     claimed.update(keys)
-    return cid, claim.wallet_id, campaign.points
-
-
-# -- profiles -------------------------------------------------------------------------------
-
-
-def set_profiles(store: Store, riders: dict[str, str]) -> int:
-    """Set the rider category of cards (token -> adult/youth/child)."""
-    for token, rider in riders.items():
-        if not token or rider not in RIDERS:
-            raise ConfigError(f"profile {token[:12]!r}: rider must be one of {RIDERS}")
-    now = _now()
-    with store.tx() as tx:
-        tx.many("INSERT INTO incentive_profiles (card_token, rider, updated_ms) VALUES (?, ?, ?) "
-                "ON CONFLICT (card_token) "
-                "DO UPDATE SET rider = excluded.rider, updated_ms = excluded.updated_ms",
-                [(t, r, now) for t, r in riders.items()])
-    return len(riders)
-
-
-def remove_profile(store: Store, token: str) -> bool:
-    with store.tx() as tx:
-        return tx.run("DELETE FROM incentive_profiles WHERE card_token = ?", (token,)) > 0
+    return cid, claim.wallet_id, campaign.grant(claim.points)
 
 
 # -- what terminals fetch ---------------------------------------------------------------------
@@ -509,7 +561,7 @@ def points_delta(store: Store, since: int, now_ms: int | None = None,
     summary, for terminals to show points offline (``GET /v1/points``)."""
     with store.tx(write=False) as tx:
         rules = active_rules(tx, store_default=False)
-        week = week_start(rules.calendar().today(_now() if now_ms is None else now_ms))
+        week = week_start(rules.calendar().today(epoch_ms() if now_ms is None else now_ms))
         rows = tx.all(
             "SELECT w.card_token, w.points, w.days_mask, w.version, p.rider FROM incentive_weeks "
             "w LEFT JOIN incentive_profiles p ON p.card_token = w.card_token "
@@ -523,132 +575,10 @@ def points_delta(store: Store, since: int, now_ms: int | None = None,
         cut = int(rows[-1][3])
         rows = [r for r in rows if int(r[3]) < cut] or rows
         version = int(rows[-1][3])
-    return {"version": version, "week_start": week.isoformat(), "rules": rules.summary(),
+    # the holidays sent are those of the request's year and the next
+    today = rules.calendar().today(epoch_ms() if now_ms is None else now_ms)
+    return {"version": version, "week_start": week.isoformat(), "rules": rules.summary(today),
             "points": {str(t): [int(p), int(m), str(r or "")] for t, p, m, _, r in rows}}
 
 
 # -- payout and statements --------------------------------------------------------------------
-
-
-@dataclass
-class PayoutResult:
-    month: str
-    cards: int
-    points: int
-    held_cards: int
-    held_points: int
-    balance_version: int | None
-    already: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
-    """Pay the points payable in ``month`` (``YYYY-MM``) as spendable balance; idempotent.
-
-    Refused until the month has ended in the rules' time zone. Months may be paid in any
-    order: each credit is paid once, by the run that pays it (``settled_month``). A run of
-    ``month`` takes, per card, every unpaid credit payable in ``month`` and every unpaid
-    credit of a month already run (points held for want of a balance account, or a negative
-    net carried forward): a positive net is paid when the card has an account and held when
-    it has none; a negative net is carried. Held and carried credits stay unpaid, so the
-    first run after the card has an account (or a positive net) pays them, once.
-    """
-    month = parse_month(month)
-    now_ms = _now() if now_ms is None else now_ms
-    with store.tx() as tx:
-        lock_crediting(tx)
-        run = tx.one("SELECT cards, points, held_cards, held_points, balance_version "
-                     "FROM incentive_runs WHERE month = ?", (month,))
-        if run is not None:
-            return PayoutResult(month, int(run[0]), int(run[1]), int(run[2]), int(run[3]),
-                                None if run[4] is None else int(run[4]), already=True)
-        rules = active_rules(tx)
-        if month_of(rules.calendar().today(now_ms)) <= month:
-            raise TransactionError(f"month {month} has not ended yet ({rules.timezone})")
-        # Credits of months already run that are still unpaid were held or carried there.
-        net: dict[str, int] = {str(t): int(p) for t, p in tx.all(
-            "SELECT card_token, SUM(points) FROM incentive_credits WHERE settled_month IS NULL "
-            "AND (payable_month = ? OR payable_month IN (SELECT month FROM incentive_runs)) "
-            "GROUP BY card_token", (month,))}
-        tokens = sorted(net)
-        accounts: set[str] = set()
-        for chunk in _chunks(tokens):
-            marks, params = tx.in_list(chunk)
-            accounts.update(str(r[0]) for r in tx.all(
-                f"SELECT card_token FROM balances WHERE card_token IN {marks}", params))
-        version: int | None = None
-        rows: list[tuple[Any, ...]] = []
-        updates: list[tuple[int, int, str]] = []
-        settled: list[str] = []
-        result = PayoutResult(month, 0, 0, 0, 0, None)
-        for token in tokens:
-            points = net[token]
-            if points > 0 and token in accounts:
-                if version is None:
-                    row = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
-                    version = int(row[0] if row else 0) + 1
-                updates.append((points, version, token))
-                rows.append((token, month, points, points, 0, "paid", version, now_ms))
-                settled.append(token)
-                result.cards += 1
-                result.points += points
-            elif points > 0:
-                rows.append((token, month, points, 0, points, "held", None, now_ms))
-                result.held_cards += 1
-                result.held_points += points
-            elif points < 0:
-                rows.append((token, month, points, 0, points, "carried", None, now_ms))
-            else:
-                settled.append(token)  # earned and taken back: nothing left to pay
-        tx.many("UPDATE balances SET balance = balance + ?, version = ? WHERE card_token = ?",
-                updates)
-        # Exactly the credits summed above: the crediting lock keeps new ones out meanwhile.
-        tx.many("UPDATE incentive_credits SET settled_month = ? WHERE card_token = ? AND "
-                "settled_month IS NULL AND (payable_month = ? OR payable_month IN "
-                "(SELECT month FROM incentive_runs))",
-                [(month, token, month) for token in settled])
-        tx.many("INSERT INTO incentive_payouts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        result.balance_version = version
-        tx.run("INSERT INTO incentive_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-               (month, result.cards, result.points, result.held_cards, result.held_points,
-                version, now_ms))
-    log.info("payout %s: %d cards, %d points; %d held", month, result.cards, result.points,
-             result.held_cards)
-    return result
-
-
-def statement(store: Store, card_token: str) -> dict[str, Any]:
-    """A card's points: every credit (entry, rule, rule version, points), weeks, payouts."""
-    with store.tx(write=False) as tx:
-        credits = tx.all(
-            "SELECT day, terminal_id, seq, rule, points, rule_version, payable_month, note, "
-            "settled_month FROM incentive_credits WHERE card_token = ? ORDER BY day, "
-            "credited_ms, terminal_id, seq", (card_token,))
-        weeks = tx.all("SELECT week_start, points, days_mask FROM incentive_weeks "
-                       "WHERE card_token = ? ORDER BY week_start", (card_token,))
-        payouts = tx.all("SELECT month, points, paid, carry, status FROM incentive_payouts "
-                         "WHERE card_token = ? ORDER BY month", (card_token,))
-        profile = tx.one("SELECT rider FROM incentive_profiles WHERE card_token = ?",
-                         (card_token,))
-    entries: list[dict[str, Any]] = [
-        {"day": str(d), "terminal_id": str(t), "seq": int(s), "rule": str(r), "points": int(p),
-         "rule_version": int(v), "payable_month": str(m), "note": _detail(str(n)),
-         "paid_in": None if pm is None else str(pm)}
-        for d, t, s, r, p, v, m, n, pm in credits]
-    earned = sum(e["points"] for e in entries)
-    pending = sum(e["points"] for e in entries if e["paid_in"] is None)
-    return {
-        "card_token": card_token,
-        "rider": str(profile[0]) if profile else None,
-        "earned": earned,
-        "paid": sum(int(p[2]) for p in payouts),
-        "pending": pending,
-        "entries": entries,
-        "weeks": [{"week_start": str(w), "points": int(p),
-                   "days": [n for n in range(7) if int(m) >> n & 1]} for w, p, m in weeks],
-        "payouts": [{"month": str(m), "points": int(p), "paid": int(pd), "carry": int(c),
-                     "status": str(s)} for m, p, pd, c, s in payouts],
-    }
-

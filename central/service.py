@@ -12,6 +12,7 @@ and a checkpoint of the new tree is signed. Either all of that commits or none o
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from zoneinfo import ZoneInfo
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from central.clock import EARLIEST_MS, effective_times
 from central.store import ENTRY_COLUMNS, NODE_COLUMNS, Store, Tx
 from firmware_cfg import bundle as bundles
 from localpay.errors import (
@@ -49,7 +51,14 @@ class Ingested:
 
     log_index: int
     entry: WireEntry
+    #: the day of its effective time, in the service's time zone
     day: str
+    #: when central holds that it happened (:mod:`central.clock`); 0: its stated wall time
+    effective_ms: int = 0
+
+    @property
+    def when_ms(self) -> int:
+        return self.effective_ms or self.entry.wall_ms
 
 
 @dataclass
@@ -151,6 +160,7 @@ class CentralLog:
         policy: VerifyPolicy = "every",
         tz: str = DEFAULT_TZ,
         stale_ms: int = STALE_MS,
+        earliest_ms: int = EARLIEST_MS,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -160,6 +170,8 @@ class CentralLog:
         self.policy: VerifyPolicy = policy
         self.tz = ZoneInfo(tz)
         self.stale_ms = stale_ms
+        #: an entry stating a time before this is flagged and given an effective time
+        self.earliest_ms = earliest_ms
         self._nonce_checks = 0
         #: folder of the service's key files (log, operator, token key), when it has one
         self.data_dir: Path | None = None
@@ -226,8 +238,8 @@ class CentralLog:
         check_batch(terminal_id, key, entries, self.policy)
         with self.store.tx() as tx:
             tx.lock_log()
-            row = tx.one("SELECT last_seq, last_hash, lat, lon FROM terminals "
-                         "WHERE terminal_id = ?", (terminal_id,))
+            row = tx.one("SELECT last_seq, last_hash, lat, lon, last_mono, last_effective_ms "
+                         "FROM terminals WHERE terminal_id = ?", (terminal_id,))
             if row is None:
                 raise SyncAuthError(f"unknown terminal {terminal_id!r}")
             last_seq, last_hash = int(row[0]), bytes(row[1])
@@ -248,12 +260,21 @@ class CentralLog:
                 raise ChainMismatchError(
                     f"fork: entry {new_first.seq} does not continue the accepted entry "
                     f"{last_seq} of terminal {terminal_id}", new_first.seq)
-            size, note, batch = self._append(tx, terminal_id, entries)
-            ctx = HookContext(self, terminal_id, row[2], row[3], _now())
+            last_mono, last_effective = int(row[4]), int(row[5])
+            if last_seq and new_first.mono <= last_mono:
+                # the same rule as between two entries of one batch (check_batch)
+                raise ChainMismatchError(
+                    f"entry {new_first.seq} does not link to entry {last_seq}: its monotonic "
+                    f"stamp {new_first.mono} is not after {last_mono}", new_first.seq)
+            arrival = _now()
+            size, note, batch = self._append(tx, terminal_id, entries, last_effective, arrival)
+            ctx = HookContext(self, terminal_id, row[2], row[3], arrival)
             for hook in self.hooks:
                 hook(tx, batch, ctx)
-            tx.run("UPDATE terminals SET last_seq = ?, last_hash = ? WHERE terminal_id = ?",
-                   (entries[-1].seq, entries[-1].entry_hash, terminal_id))
+            tx.run("UPDATE terminals SET last_seq = ?, last_hash = ?, last_mono = ?, "
+                   "last_effective_ms = ? WHERE terminal_id = ?",
+                   (entries[-1].seq, entries[-1].entry_hash, entries[-1].mono,
+                    batch[-1].effective_ms, terminal_id))
             tx.run("INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
                    (terminal_id, entries[0].seq, entries[-1].seq, size, _now()))
         self.run_followers()
@@ -298,8 +319,8 @@ class CentralLog:
         proof = merkle.inclusion_proof(index, size, self._source(tx))
         return BatchReceipt(terminal_id, first, last.seq, 0, index, note, proof)
 
-    def _append(self, tx: Tx, terminal_id: str,
-                entries: Sequence[WireEntry]) -> tuple[int, str, list[Ingested]]:
+    def _append(self, tx: Tx, terminal_id: str, entries: Sequence[WireEntry],
+                previous_ms: int, arrival_ms: int) -> tuple[int, str, list[Ingested]]:
         state = tx.one("SELECT size, frontier FROM log_state WHERE id = 1")
         if state is None:
             raise ProofError("the store has no log state")
@@ -307,20 +328,31 @@ class CentralLog:
         rows: list[tuple[Any, ...]] = []
         nodes: list[tuple[int, int, bytes]] = []
         batch: list[Ingested] = []
+        flags: list[tuple[Any, ...]] = []
         days: dict[int, str] = {}
-        for e in entries:
+        timed = effective_times([e.wall_ms for e in entries], previous_ms, arrival_ms,
+                                earliest_ms=self.earliest_ms)
+        for e, t in zip(entries, timed, strict=True):
             index = frontier.size
             nodes.extend(frontier.append(hashlib.sha256(b"\x00" + e.data).digest()))
             # Entries of one batch mostly share a day: convert each hour once.
-            hour = e.wall_ms // 3_600_000
+            hour = t.effective_ms // 3_600_000
             day = days.get(hour)
             if day is None:
-                day = days[hour] = self.day_of(e.wall_ms)
+                day = days[hour] = self.day_of(t.effective_ms)
             rows.append((index, terminal_id, e.seq, e.kind, e.card_token, e.amount, e.place,
                          e.wall_ms, day, e.entry_hash, e.data, e.signature, e.ref_seq,
-                         e.detail))
-            batch.append(Ingested(index, e, day))
+                         e.detail, t.effective_ms))
+            batch.append(Ingested(index, e, day, t.effective_ms))
+            if t.problem is not None:
+                # accepted (the money happened), flagged for the operator's report
+                flags.append((index, "clock", e.card_token, terminal_id, e.seq, day,
+                              json.dumps({"wall_ms": e.wall_ms, "effective_ms": t.effective_ms,
+                                          "problem": t.problem}, sort_keys=True)))
         tx.bulk("entries", ENTRY_COLUMNS, rows)
+        if flags:
+            tx.bulk("flags", ("log_index", "rule", "card_token", "terminal_id", "seq", "day",
+                              "detail"), flags)
         tx.bulk("nodes", NODE_COLUMNS, nodes)
         size = frontier.size
         root = frontier.root()

@@ -95,6 +95,13 @@ CREATE INDEX IF NOT EXISTS incentive_credits_card ON incentive_credits (card_tok
 CREATE INDEX IF NOT EXISTS incentive_credits_month ON incentive_credits (payable_month);
 CREATE INDEX IF NOT EXISTS incentive_credits_ref ON incentive_credits (terminal_id, ref_seq)
     WHERE ref_seq <> 0;
+CREATE TABLE IF NOT EXISTS incentive_adjustments (
+    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, cause TEXT NOT NULL,
+    log_index BIGINT NOT NULL, card_token TEXT NOT NULL, rule TEXT NOT NULL,
+    points BIGINT NOT NULL, rule_version BIGINT NOT NULL, day TEXT NOT NULL,
+    payable_month TEXT NOT NULL, settled_month TEXT, credited_ms BIGINT NOT NULL,
+    note TEXT NOT NULL, PRIMARY KEY (terminal_id, seq, cause));
+CREATE INDEX IF NOT EXISTS incentive_adjustments_card ON incentive_adjustments (card_token, day);
 CREATE TABLE IF NOT EXISTS incentive_weeks (
     card_token TEXT NOT NULL, week_start TEXT NOT NULL, points BIGINT NOT NULL,
     days_mask INTEGER NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (card_token, week_start));
@@ -118,14 +125,22 @@ CREATE TABLE IF NOT EXISTS incentive_runs (
 """
 
 ENTRY_COLUMNS = ("log_index", "terminal_id", "seq", "kind", "card_token", "amount", "place",
-                 "wall_ms", "day", "entry_hash", "data", "signature", "ref_seq", "detail")
+                 "wall_ms", "day", "entry_hash", "data", "signature", "ref_seq", "detail",
+                 "effective_ms")
 #: columns added after the first release, made by :meth:`Store.init_schema` in older stores
 _ADDED_COLUMNS = (("entries", "ref_seq", "BIGINT NOT NULL DEFAULT 0"),
                   ("entries", "detail", "TEXT NOT NULL DEFAULT ''"),
                   # the month whose payout paid the credit; NULL while unpaid
                   ("incentive_credits", "settled_month", "TEXT"),
                   # orders the profile changes that terminals fetch
-                  ("incentive_profiles", "version", "BIGINT NOT NULL DEFAULT 0"))
+                  ("incentive_profiles", "version", "BIGINT NOT NULL DEFAULT 0"),
+                  # the time central gives the entry (wall_ms where that was plausible)
+                  ("entries", "effective_ms", "BIGINT NOT NULL DEFAULT 0"),
+                  # the last accepted entry's monotonic stamp and effective time
+                  ("terminals", "last_mono", "BIGINT NOT NULL DEFAULT 0"),
+                  ("terminals", "last_effective_ms", "BIGINT NOT NULL DEFAULT 0"),
+                  # each weekday's first ride: {weekday: [effective ms, terminal, seq, points]}
+                  ("incentive_weeks", "firsts", "TEXT NOT NULL DEFAULT ''"))
 #: indexes on added columns, made after them
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS incentive_credits_unsettled ON incentive_credits "
@@ -344,6 +359,9 @@ class Store:
             for table, column, decl in _ADDED_COLUMNS:
                 if column not in self.columns(tx, table):
                     tx.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                    if (table, column) == ("entries", "effective_ms"):
+                        # entries stored before effective times: their stated time stands
+                        tx.run("UPDATE entries SET effective_ms = wall_ms")
             for statement in _ADDED_INDEXES:
                 tx.run(statement)
             state = tx.one("SELECT size FROM log_state WHERE id = 1")

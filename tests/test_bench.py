@@ -25,3 +25,15 @@ def test_bench_twice_on_one_folder(tmp_path: Path) -> None:
         assert all(s["approved"] == 100 and s["declined"] == 0 for s in figures["stages"])
         assert figures["wallet_qr"]["approved"] == 100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-ledger.sqlite"]
+
+
+def test_bench_payout_pays_every_credited_point_once() -> None:
+    result = CliRunner().invoke(cli, ["bench", "payout", "--cards", "300"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    f = json.loads(result.stdout)
+    # every point credited is either paid or held; the file has one row per paid card
+    assert f["paid_points"] + f["held_points"] == f["points_credited"] > 0
+    assert f["paid_cards"] + f["held_cards"] == f["cards"] == 300
+    assert f["settlement_cards"] == f["paid_cards"]
+    assert f["total_s"] >= 0 and f["fsyncs_per_s"] > 0

@@ -18,16 +18,15 @@ from central.incentives import (
     IncentiveCrediter,
     credit,
     credit_log,
-    load_rules,
     lock_crediting,
-    payout,
     points_delta,
-    set_profiles,
-    statement,
 )
+from central.payouts import payout, statement
+from central.profiles import set_profiles
 from central.rules import default_hooks
 from central.service import CentralLog, Ingested
 from central.store import open_store
+from central.versions import load_rules
 from firmware_cfg.keys import public_hex
 from localpay.errors import ConfigError, TransactionError
 from sync.checkpoint import NoteSigner
@@ -62,7 +61,7 @@ def total(svc: CentralLog, token: str) -> int:
 
 
 def test_first_weekday_ride_weekly_caps_and_categories(svc: CentralLog) -> None:
-    bus = chain(svc, "BUS-1")
+    bus, bus2 = chain(svc, "BUS-1"), chain(svc, "BUS-2")
     set_profiles(svc.store, {Y: "youth"})
     e = [
         bus.tap(A, seoul_ms(2025, 3, 10, 7)),               # Mon: 1500
@@ -70,16 +69,17 @@ def test_first_weekday_ride_weekly_caps_and_categories(svc: CentralLog) -> None:
         bus.tap(A, seoul_ms(2025, 3, 11, 7)),               # Tue: 1400 left under 2900
         bus.tap(A, seoul_ms(2025, 3, 12, 7)),               # Wed: capped
         bus.tap(A, seoul_ms(2025, 3, 15, 9)),               # Sat: weekend
-        bus.tap(B, seoul_ms(2025, 3, 10, 7), bus_type="express"),  # not a city/village bus
-        bus.tap(B, seoul_ms(2025, 3, 10, 8), fare=1200, bus_type="village"),
-        bus.tap(Y, seoul_ms(2025, 3, 10, 7), fare=900),     # profile says youth: cap 2020
-        bus.tap(Y, seoul_ms(2025, 3, 11, 7), fare=900),
-        bus.tap(Y, seoul_ms(2025, 3, 12, 7), fare=900),     # 220 left
-        bus.tap(C, seoul_ms(2025, 3, 10, 7), fare=900, rider="youth"),  # no profile: the tap's
-        bus.tap(K, seoul_ms(2025, 3, 10, 7), fare=550, rider="child"),  # no cap: no points
+        # a second validator, its taps in the order of its clock
+        bus2.tap(B, seoul_ms(2025, 3, 10, 7), bus_type="express"),  # not a city/village bus
+        bus2.tap(Y, seoul_ms(2025, 3, 10, 7), fare=900),     # profile says youth: cap 2020
+        bus2.tap(C, seoul_ms(2025, 3, 10, 7), fare=900, rider="youth"),  # no profile: the tap's
+        bus2.tap(K, seoul_ms(2025, 3, 10, 7), fare=550, rider="child"),  # no cap: no points
+        bus2.tap(B, seoul_ms(2025, 3, 10, 8), fare=1200, bus_type="village"),
+        bus2.tap(Y, seoul_ms(2025, 3, 11, 7), fare=900),
+        bus2.tap(Y, seoul_ms(2025, 3, 12, 7), fare=900),     # 220 left
     ]
     svc.ingest("BUS-1", e[:5])
-    svc.ingest("BUS-1", e[5:])
+    svc.ingest("BUS-2", e[5:])
     assert pts(svc, A) == [("2025-03-10", "bus", 1500), ("2025-03-11", "bus", 1400)]
     assert pts(svc, B) == [("2025-03-10", "bus", 1200)]
     assert [p for _, _, p in pts(svc, Y)] == [900, 900, 220]
@@ -112,35 +112,71 @@ def test_holidays_from_the_rules_earn_nothing(svc: CentralLog) -> None:
                          bus.tap(A, seoul_ms(2025, 3, 4, 8))])
     assert pts(svc, A) == [("2025-03-04", "bus", 1500)]
     text = default_rules_text().replace("version = 1", "version = 2").replace(
-        "2025-03-03, ", "2025-03-03, 2025-03-05, ")
-    load_rules(svc.store, text)
+        "effective_from = 2025-01-01", "effective_from = 2025-03-05").replace(
+        "extra_holidays = []", "extra_holidays = [2025-03-05]")
+    with pytest.raises(ConfigError, match="--recredit"):
+        load_rules(svc.store, text)         # it starts in the past: points could change
+    load_rules(svc.store, text, recredit=True)
     svc.ingest("BUS-1", [bus.tap(A, seoul_ms(2025, 3, 5, 8)), bus.tap(A, seoul_ms(2025, 3, 6, 8))])
     st = statement(svc.store, A)["entries"]
     assert [(e["day"], e["points"], e["rule_version"]) for e in st] == [
         ("2025-03-04", 1500, 1), ("2025-03-06", 1400, 2)]
 
 
-def test_arrival_order_decides_across_terminals(svc: CentralLog) -> None:
+def test_the_earliest_ride_of_a_day_earns_whatever_order_they_arrive_in(
+        svc: CentralLog) -> None:
+    """'First ride of the weekday' is the earliest by effective time, not the first to
+    reach the server (on the old code the 18:00 ride synced first kept the credit)."""
     t1, t2 = chain(svc, "BUS-1"), chain(svc, "BUS-2")
     morning = t1.tap(A, seoul_ms(2025, 3, 10, 7), fare=1500)
     evening = t2.tap(A, seoul_ms(2025, 3, 10, 18), fare=1200, bus_type="village")
     svc.ingest("BUS-2", [evening])        # the later ride's validator syncs first
     svc.ingest("BUS-1", [morning])
     st = statement(svc.store, A)["entries"]
-    assert [(e["terminal_id"], e["seq"], e["points"]) for e in st] == [("BUS-2", 1, 1200)]
-    # The other order credits the other ride: deterministic in log order, never both.
+    # the evening's credit is taken back as an adjustment, the morning's given, once each
+    assert [(e["terminal_id"], e["seq"], e["points"], e["adjustment"]) for e in st] == [
+        ("BUS-2", 1, 1200, None),
+        ("BUS-2", 1, -1200, "first ride moved to BUS-1/1"),
+        ("BUS-1", 1, 1500, None)]
+    assert sum(e["points"] for e in st) == 1500
+    assert statement(svc.store, A)["weeks"][0]["points"] == 1500
+    svc.ingest("BUS-1", [morning])        # sent again: nothing moves twice
+    assert statement(svc.store, A)["entries"] == st
+    # In the other order the morning ride simply earns.
     m2 = t1.tap(B, seoul_ms(2025, 3, 10, 7), fare=1500)
     e2 = t2.tap(B, seoul_ms(2025, 3, 10, 18), fare=1200, bus_type="village")
     svc.ingest("BUS-1", [m2])
     svc.ingest("BUS-2", [e2])
     assert [(e["terminal_id"], e["points"]) for e in statement(svc.store, B)["entries"]] == [
         ("BUS-1", 1500)]
-    # A late ride of an earlier week counts against that week's cap, not this one's.
+    # A late ride of an earlier week counts against that week's cap, not this one's:
+    # Monday 1,500 (moved), Tuesday 1,400 to the 2,900 cap, next Monday 1,500, and the
+    # week's late Wednesday nothing.
     svc.ingest("BUS-1", [t1.tap(A, seoul_ms(2025, 3, 11, 7))])
-    late = chain(svc, "BUS-3")
-    svc.ingest("BUS-3", [late.tap(A, seoul_ms(2025, 3, 17, 7))])
-    svc.ingest("BUS-3", [late.tap(A, seoul_ms(2025, 3, 12, 7))])
-    assert [p for _, _, p in pts(svc, A)] == [1200, 1500, 200, 1500]
+    later, late = chain(svc, "BUS-3"), chain(svc, "BUS-4")
+    svc.ingest("BUS-3", [later.tap(A, seoul_ms(2025, 3, 17, 7))])
+    svc.ingest("BUS-4", [late.tap(A, seoul_ms(2025, 3, 12, 7))])
+    assert [p for _, _, p in pts(svc, A)] == [1200, -1200, 1500, 2900 - 1500, 1500]
+
+
+def test_a_moved_first_ride_respects_the_cap_and_a_paid_month(svc: CentralLog) -> None:
+    t1, t2 = chain(svc, "BUS-1"), chain(svc, "BUS-2")
+    # Mon 1,500 and Tue 1,400 reach the 2,900 cap; Tuesday's 08:00 ride arrives late and
+    # dearer (a 1,500 city bus against a 1,200 village one): only what the cap leaves moves.
+    svc.ingest("BUS-2", [t2.tap(A, seoul_ms(2025, 3, 10, 7)),
+                         t2.tap(A, seoul_ms(2025, 3, 11, 18), fare=1200, bus_type="village")])
+    svc.ingest("BUS-1", [t1.tap(A, seoul_ms(2025, 3, 11, 8))])
+    want_tuesday = min(1500, 2900 - 1500)
+    assert [p for _, _, p in pts(svc, A)] == [1500, 1200, -1200, want_tuesday]
+    assert statement(svc.store, A)["weeks"][0]["points"] == 1500 + want_tuesday
+    # Once April is paid, a late earlier ride of a paid day moves nothing.
+    svc.set_balances({B: 0})
+    svc.ingest("BUS-2", [t2.tap(B, seoul_ms(2025, 4, 1, 18))])
+    assert payout(svc.store, "2025-04", seoul_ms(2025, 5, 1, 1)).points == 1500
+    svc.ingest("BUS-1", [t1.tap(B, seoul_ms(2025, 4, 1, 7))])
+    assert [(e["terminal_id"], e["points"]) for e in statement(svc.store, B)["entries"]] == [
+        ("BUS-2", 1500)]
+    assert statement(svc.store, B)["paid"] == 1500
 
 
 def test_retries_duplicates_and_a_second_hook_run_credit_once(svc: CentralLog) -> None:
@@ -312,8 +348,8 @@ def test_payout_monthly_idempotent_late_entries_carry_and_held(svc: CentralLog) 
     bus, till = chain(svc, "BUS-1"), chain(svc, "TILL-1")
     svc.set_balances({A: 10_000, B: 100_000})
     pay_b = till.pay(B, 100_000, seoul_ms(2025, 2, 27, 12))       # 300 in February
-    svc.ingest("BUS-1", [bus.tap(A, seoul_ms(2025, 2, 28, 23, 50)),  # Friday, Seoul
-                         bus.tap(C, seoul_ms(2025, 2, 27, 8))])      # C has no account
+    c_tap = bus.tap(C, seoul_ms(2025, 2, 27, 8))                     # C has no account
+    svc.ingest("BUS-1", [c_tap, bus.tap(A, seoul_ms(2025, 2, 28, 23, 50))])  # Friday, Seoul
     svc.ingest("TILL-1", [pay_b])
     feb_end = seoul_ms(2025, 2, 28, 23, 59)
     with pytest.raises(TransactionError, match="not ended"):
@@ -356,9 +392,9 @@ def test_points_snapshot_for_terminals(svc: CentralLog) -> None:
     bus = chain(svc, "BUS-1")
     set_profiles(svc.store, {Y: "youth"})
     now = seoul_ms(2025, 3, 12, 9)
-    svc.ingest("BUS-1", [bus.tap(A, seoul_ms(2025, 3, 3 + 7, 7)),
-                         bus.tap(Y, seoul_ms(2025, 3, 11, 7), fare=900),
-                         bus.tap(B, seoul_ms(2025, 3, 7, 7))])        # last week
+    svc.ingest("BUS-1", [bus.tap(B, seoul_ms(2025, 3, 7, 7)),         # last week
+                         bus.tap(A, seoul_ms(2025, 3, 3 + 7, 7)),
+                         bus.tap(Y, seoul_ms(2025, 3, 11, 7), fare=900)])
     doc = points_delta(svc.store, 0, now)
     assert doc["week_start"] == "2025-03-10" and doc["rules"]["weekly_cap"] == {
         "adult": 2900, "youth": 2020}
@@ -376,7 +412,7 @@ def test_rules_are_validated_and_versioned(svc: CentralLog) -> None:
         "adult = 2900": "senior = 2900",
         'timezone = "Asia/Seoul"': 'timezone = "Mars/Olympus"',
         "enabled = true\n# Points": "enabled = true\nrate = 3\n# Points",
-        "2025-01-01, ": "2025-13-01, ",
+        "extra_holidays = []": "extra_holidays = [2025-13-01]",
     }
     for old, new in bad.items():
         assert old in base

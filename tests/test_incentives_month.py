@@ -18,7 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from central.incentives import credit_log, payout, set_profiles, statement
+from central.incentives import credit_log
+from central.payouts import payout, statement
+from central.profiles import set_profiles
 from central.service import Ingested
 from central.store import open_store
 from localpay.cli.bench.incentives import load_log

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central.incentives import IncentiveCrediter, payout, statement
+from central.incentives import IncentiveCrediter
+from central.payouts import payout, statement
 from central.rules import default_hooks
 from central.service import CentralLog
 from central.store import open_store
@@ -107,3 +108,201 @@ def test_months_paid_in_any_order_pay_every_point_once(svc: CentralLog) -> None:
         st = statement(svc.store, token)
         assert st["earned"] == earned and st["paid"] == earned and st["pending"] == 0, token
         assert balance(svc, token) == earned - spent[token], token
+
+
+# -- a wrong clock ------------------------------------------------------------------------------
+
+
+def test_an_epoch_clock_is_accepted_flagged_and_blocks_no_payout(svc: CentralLog) -> None:
+    """Reproduced on the old code: entries stamped 1970-01-01 were credited to 1970 and
+    every later payout refused with 'pay out 1970-01 before 2026-09'."""
+    from central.reconcile import report
+
+    bus = chain(svc, "BUS-1")
+    monday, tuesday = seoul_ms(2026, 9, 7, 8), seoul_ms(2026, 9, 8, 8)
+    svc.ingest("BUS-1", [bus.tap(Z, monday)])
+    # power cut overnight, no network at boot: the clock reads the epoch; NTP comes back
+    booted = bus.tap(X, 5_000)
+    svc.ingest("BUS-1", [booted, bus.tap(Y, tuesday)])
+    st = statement(svc.store, X)
+    # X's ride is placed at the latest time it can have happened: Y's ride after it
+    assert [(e["day"], e["points"]) for e in st["entries"]] == [("2026-09-08", 1500)]
+    rep = report(svc, "2026-09-08")
+    [flag] = rep.flags
+    assert (flag["rule"], flag["card_token"], flag["seq"]) == ("clock", X, booted.seq)
+    assert "before the programme" in flag["detail"] and not rep.clean
+    svc.set_balances({X: 0, Y: 0, Z: 0})
+    sep = payout(svc.store, "2026-09", after(2026, 9))
+    # three first rides of a weekday, each its fare back, onto accounts opened at 0 after
+    # the rides
+    assert (sep.cards, sep.points) == (3, 1500 * 3)
+    for token in (X, Y, Z):
+        assert balance(svc, token) == 0 + 1500
+
+
+def test_a_clock_ahead_or_behind_is_bounded_by_arrival_and_neighbours(svc: CentralLog) -> None:
+    import time as _time
+
+    bus = chain(svc, "BUS-1")
+    now = int(_time.time() * 1000)
+    svc.ingest("BUS-1", [bus.tap(X, now - 3 * 86_400_000)])
+    # an hour fast, then three days behind the previous entry: both flagged, both placed
+    # no later than the batch's arrival and not before the previous entry
+    fast, behind = bus.tap(Y, now + 3_600_000), bus.tap(Z, now - 5 * 86_400_000)
+    svc.ingest("BUS-1", [fast, behind])
+    with svc.store.tx(write=False) as tx:
+        rows = {int(s): (int(w), int(e)) for s, w, e in tx.all(
+            "SELECT seq, wall_ms, effective_ms FROM entries WHERE terminal_id = 'BUS-1'")}
+        flags = {int(s): str(d) for s, d in tx.all(
+            "SELECT seq, detail FROM flags WHERE rule = 'clock'")}
+    done = int(_time.time() * 1000)
+    assert rows[1] == (now - 3 * 86_400_000,) * 2           # plausible: taken as stated
+    assert now <= rows[fast.seq][1] <= done                  # at arrival, not an hour ahead
+    assert rows[fast.seq][1] <= rows[behind.seq][1] <= done  # never before its predecessor
+    assert "after its batch arrived" in flags[fast.seq]
+    assert "behind the terminal's previous entry" in flags[behind.seq]
+
+
+def test_a_batch_cannot_go_back_in_time_against_the_last_accepted_one(svc: CentralLog) -> None:
+    """Reproduced on the old code: the monotonic stamp was checked only inside a batch."""
+    from localpay.errors import ChainMismatchError
+
+    bus = chain(svc, "BUS-1")
+    svc.ingest("BUS-1", [bus.tap(X, seoul_ms(2026, 9, 7, 8))])
+    bus.mono = 0          # a terminal whose stamp restarted: the chain's order is broken
+    back = bus.tap(Y, seoul_ms(2026, 9, 1, 8))
+    with pytest.raises(ChainMismatchError, match="monotonic stamp"):
+        svc.ingest("BUS-1", [back])
+    assert statement(svc.store, Y)["entries"] == []
+
+
+# -- rules versions in time ---------------------------------------------------------------------
+
+
+def _version(n: int, effective: str, *, rate_bp: int = FOOD_RATE_BP, adult_cap: int = 2900,
+             ) -> str:
+    from central.incentive_rules import default_rules_text
+
+    text = default_rules_text().replace("version = 1", f"version = {n}").replace(
+        "effective_from = 2025-01-01", f"effective_from = {effective}")
+    return text.replace("rate_bp = 30", f"rate_bp = {rate_bp}").replace(
+        "adult = 2900", f"adult = {adult_cap}")
+
+
+def test_a_new_version_applies_from_its_effective_date_not_back(svc: CentralLog) -> None:
+    """Reproduced on the old code: a version loaded today credited last month's entries,
+    arriving late, at the new rate the till had not shown."""
+    from central.versions import load_rules
+
+    till = chain(svc, "TILL-1")
+    svc.ingest("TILL-1", [till.pay(X, 100_000, seoul_ms(2025, 5, 10, 12))])
+    load_rules(svc.store, _version(2, "2025-06-01", rate_bp=100),
+               now_ms=seoul_ms(2025, 5, 20, 9))
+    late = chain(svc, "TILL-2")                # a May payment that syncs in June
+    svc.ingest("TILL-2", [late.pay(Y, 100_000, seoul_ms(2025, 5, 30, 12)),
+                          late.pay(Y, 100_000, seoul_ms(2025, 6, 2, 12))])
+    old, new = 100_000 * FOOD_RATE_BP // 10_000, 100_000 * 100 // 10_000
+    assert [(e["day"], e["points"], e["rule_version"])
+            for e in statement(svc.store, Y)["entries"]] == [
+        ("2025-05-30", old, 1), ("2025-06-02", new, 2)]
+    assert [e["points"] for e in statement(svc.store, X)["entries"]] == [old]
+
+
+def test_a_version_starting_in_the_past_needs_recredit_and_spares_paid_months(
+        svc: CentralLog) -> None:
+    from central.versions import load_rules
+    from localpay.errors import ConfigError
+
+    till, bus = chain(svc, "TILL-1"), chain(svc, "BUS-1")
+    svc.set_balances({X: 10**6, Y: 10**6})
+    svc.ingest("TILL-1", [till.pay(X, 100_000, seoul_ms(2025, 4, 10, 12)),
+                          till.pay(X, 100_000, seoul_ms(2025, 5, 12, 12))])
+    # Monday to Friday of one week: 1,500 + 1,400 reach the 2,900 cap
+    svc.ingest("BUS-1", [bus.tap(Y, seoul_ms(2025, 5, 12 + d, 8)) for d in range(5)])
+    assert payout(svc.store, "2025-04", after(2025, 4)).points == 300
+    v2 = _version(2, "2025-04-01", rate_bp=100, adult_cap=5000)
+    with pytest.raises(ConfigError, match="--recredit"):
+        load_rules(svc.store, v2, now_ms=seoul_ms(2025, 5, 20, 9))
+    assert [e["points"] for e in statement(svc.store, X)["entries"]] == [300, 300]
+    load_rules(svc.store, v2, recredit=True, now_ms=seoul_ms(2025, 5, 20, 9))
+    # April is paid: untouched. May's payment: 1 % now, the difference as an adjustment.
+    x = statement(svc.store, X)["entries"]
+    assert [(e["day"], e["points"], e["adjustment"]) for e in x] == [
+        ("2025-04-10", 300, None), ("2025-05-12", 300, None),
+        ("2025-05-12", 1000 - 300, "rules v2")]
+    assert x[2]["note"]["was"] == 300 and x[2]["note"]["now"] == 1000
+    # The week under a 5,000 cap: 1,500 a day until 500 is left on Thursday.
+    want = [1500, 1500, 1500, 5000 - 3 * 1500, 0]
+    by_day: dict[str, int] = {}
+    for e in statement(svc.store, Y)["entries"]:
+        by_day[e["day"]] = by_day.get(e["day"], 0) + e["points"]
+    assert [by_day.get(f"2025-05-{12 + d}", 0) for d in range(5)] == want
+    assert statement(svc.store, Y)["weeks"][0]["points"] == sum(want)
+    # Loading it again changes nothing; May's payout pays what the new version says.
+    assert load_rules(svc.store, v2, recredit=True, now_ms=seoul_ms(2025, 5, 21, 9))[1] is False
+    may = payout(svc.store, "2025-05", after(2025, 5))
+    assert may.points == 1000 + sum(want)
+    for token, earned in ((X, 300 + 1000), (Y, sum(want))):
+        st = statement(svc.store, token)
+        assert st["earned"] == earned and st["paid"] == earned, token
+
+
+# -- the city's books ---------------------------------------------------------------------------
+
+
+def test_settlement_file_and_budget(svc: CentralLog, tmp_path: pytest.TempPathFactory) -> None:
+    import csv
+    from pathlib import Path
+
+    from central.payouts import budget, settlement_rows, write_settlement
+    from central.profiles import set_profiles
+
+    bus, till = chain(svc, "BUS-1"), chain(svc, "TILL-1")
+    set_profiles(svc.store, {Y: "youth"})
+    svc.set_balances({X: 10**6, Y: 10**6})
+    pay = till.pay(X, 50_000, seoul_ms(2025, 7, 1, 12))
+    svc.ingest("TILL-1", [pay, till.refund(X, 10_000, pay.seq, seoul_ms(2025, 7, 2, 12))])
+    svc.ingest("BUS-1", [bus.tap(X, seoul_ms(2025, 7, 8, 8)),
+                         bus.tap(Y, seoul_ms(2025, 7, 8, 9), fare=900),
+                         bus.tap(Z, seoul_ms(2025, 7, 9, 8)),         # Z has no account
+                         bus.tap(X, seoul_ms(2025, 8, 5, 8))])        # August: not yet paid
+    food = 50_000 * FOOD_RATE_BP // 10_000                   # 150
+    back = (50_000 - 10_000) * FOOD_RATE_BP // 10_000 - food  # -30
+    jul = payout(svc.store, "2025-07", after(2025, 7))
+    assert (jul.cards, jul.points, jul.held_points) == (2, 1500 + food + back + 900, 1500)
+    path = Path(str(tmp_path)) / "points-2025-07.csv"
+    assert write_settlement(svc.store, "2025-07", path) == 2
+    with open(path, newline="") as f:
+        got = list(csv.reader(f))
+    assert got[0] == ["card_token", "category", "month", "bus", "local_food", "refund",
+                      "campaign", "total"]
+    assert got[1:] == [[X, "", "2025-07", "1500", str(food), str(back), "0",
+                        str(1500 + food + back)],
+                       [Y, "youth", "2025-07", "900", "0", "0", "0", "900"]]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert settlement_rows(svc.store, "2025-07") == settlement_rows(svc.store, "2025-07")
+    b = budget(svc.store, 2025)
+    # spent: July's payout; committed: Z's held July ride and X's August ride
+    assert (b.spent, b.committed) == (1500 + food + back + 900, 1500 + 1500)
+    assert b.budget == 2_000_000_000 and b.left == b.budget - b.spent - b.committed
+
+
+def test_no_month_before_the_programme_is_paid(svc: CentralLog) -> None:
+    from localpay.errors import TransactionError
+
+    with pytest.raises(TransactionError, match="before the programme started"):
+        payout(svc.store, "2024-12", after(2025, 1))
+
+
+def test_date_options_take_only_real_dates(tmp_path: pytest.TempPathFactory) -> None:
+    from click.testing import CliRunner
+
+    from localpay.cli import cli
+
+    store = ["--db", f"sqlite:///{tmp_path}/c.sqlite", "--data", f"{tmp_path}/data"]
+    for bad in ("2025-02-30", "20250301", "2025-W10-1", "25-03-01", ""):
+        out = CliRunner().invoke(cli, ["central", "report", "--date", bad, *store])
+        assert out.exit_code == 2 and "YYYY-MM-DD" in out.output, (bad, out.output)
+    for bad in ("2025-13", "2025-1", "202501"):
+        out = CliRunner().invoke(cli, ["central", "payout", "--month", bad, *store])
+        assert out.exit_code != 0 and "YYYY-MM" in out.output, (bad, out.output)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import sys
 import threading
 from pathlib import Path
@@ -15,6 +16,20 @@ import click
 from localpay.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def iso_day(text: str, name: str) -> str:
+    """A real date written ``YYYY-MM-DD``, nothing else (``date.fromisoformat`` alone would
+    also take ``20250301`` and week dates)."""
+    import datetime as dt
+
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text or ""):
+        try:
+            return dt.date.fromisoformat(text).isoformat()
+        except ValueError:
+            pass
+    raise click.BadParameter(f"{text!r} is not a real date written YYYY-MM-DD",
+                             param_hint=name)
 
 
 def service_options(func: Any) -> Any:
@@ -157,7 +172,8 @@ def publish_config(db: str | None, data: Path | None, source: Path,
 
 @central.command()
 @service_options
-@click.option("--date", "day", required=True, metavar="YYYY-MM-DD")
+@click.option("--date", "day", required=True, metavar="YYYY-MM-DD", callback=lambda c, p, v:
+              iso_day(v, "--date"), help="The day, in the service's time zone.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
 def report(db: str | None, data: Path | None, day: str, as_json: bool) -> None:
     """Reconcile the central totals with each terminal's own totals for one day.
@@ -215,7 +231,7 @@ def report(db: str | None, data: Path | None, day: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
 def points(db: str | None, data: Path | None, card_token: str, as_json: bool) -> None:
     """A card's points statement: every credit with its entry and rule version, payouts."""
-    from central.incentives import statement
+    from central.payouts import statement
 
     svc = open_central(db, data)
     st = statement(svc.store, card_token)
@@ -261,26 +277,64 @@ def credit_cmd(db: str | None, data: Path | None, chunk: int) -> None:
 @central.command("payout")
 @service_options
 @click.option("--month", required=True, metavar="YYYY-MM", help="The month to pay out.")
+@click.option("--settlement", "settlement", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Settlement file to write (default: "
+              "settlements/points-YYYY-MM.csv in the data folder).")
 @click.option("--json", "as_json", is_flag=True)
-def payout_cmd(db: str | None, data: Path | None, month: str, as_json: bool) -> None:
-    """Pay a month's points as spendable balance (idempotent: a second run changes nothing)."""
-    from central.incentives import payout
+def payout_cmd(db: str | None, data: Path | None, month: str, settlement: Path | None,
+               as_json: bool) -> None:
+    """Pay a month's points as spendable balance and write its settlement file.
 
-    result = payout(open_central(db, data).store, month)
+    Months may be paid in any order; every point is paid once. A second run of a month
+    changes nothing and writes the same file again. The file is CSV: card_token, category,
+    month, points by rule (bus, local_food, refund, campaign) and total, one row per card
+    paid.
+    """
+    from central import default_data_dir
+    from central.payouts import payout, write_settlement
+
+    service = open_central(db, data)
+    result = payout(service.store, month)
+    path = settlement or (data or default_data_dir()) / "settlements" / \
+        f"points-{result.month}.csv"
+    cards = write_settlement(service.store, result.month, path)
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        click.echo(json.dumps({**result.as_dict(), "settlement": str(path),
+                               "settlement_cards": cards}))
         return
     what = "already paid out" if result.already else "paid out"
-    click.echo(f"{month} {what}: {result.points:,} points to {result.cards:,} cards"
+    click.echo(f"{result.month} {what}: {result.points:,} points to {result.cards:,} cards"
                + (f" (balance version {result.balance_version})"
                   if result.balance_version else "")
                + (f"; {result.held_points:,} points held for {result.held_cards:,} cards "
                   "without a balance account" if result.held_cards else ""))
+    click.echo(f"settlement file: {path} ({cards:,} cards)")
+
+
+@central.command("budget")
+@service_options
+@click.option("--year", type=click.IntRange(2000, 9999), default=None,
+              help="Calendar year (default: this year).")
+@click.option("--json", "as_json", is_flag=True)
+def budget_cmd(db: str | None, data: Path | None, year: int | None, as_json: bool) -> None:
+    """Points spent (paid out) and committed (credited, not yet paid) against the
+    programme's yearly budget."""
+    import datetime as dt
+
+    from central.payouts import budget
+
+    b = budget(open_central(db, data).store, year or dt.date.today().year)
+    if as_json:
+        click.echo(json.dumps(b.as_dict()))
+        return
+    click.echo(f"{b.year}: budget {b.budget:,} points; spent {b.spent:,}; committed "
+               f"{b.committed:,}; left {b.left:,}")
 
 
 @central.group("profile")
 def profile() -> None:
-    """Rider categories of cards (adult, youth, child), for the weekly bus cap."""
+    """Rider categories of cards (adult, youth, child): the validators' fare and the weekly
+    bus cap; terminals fetch every change on their next sync."""
 
 
 @profile.command("set")
@@ -289,7 +343,7 @@ def profile() -> None:
 @click.option("--rider", type=click.Choice(["adult", "youth", "child"]), required=True)
 def profile_set(db: str | None, data: Path | None, card_token: str, rider: str) -> None:
     """Set CARD_TOKEN's rider category."""
-    from central.incentives import set_profiles
+    from central.profiles import set_profiles
 
     set_profiles(open_central(db, data).store, {card_token: rider})
     click.echo(f"card {card_token[:12]}… is {rider}")
@@ -300,7 +354,7 @@ def profile_set(db: str | None, data: Path | None, card_token: str, rider: str) 
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def profile_load(db: str | None, data: Path | None, csv_file: Path) -> None:
     """Load rider categories from a CSV of card_token,rider."""
-    from central.incentives import set_profiles
+    from central.profiles import set_profiles
 
     rows: dict[str, str] = {}
     with open(csv_file, newline="", encoding="utf-8") as fh:
@@ -317,8 +371,9 @@ def profile_load(db: str | None, data: Path | None, csv_file: Path) -> None:
 @service_options
 @click.argument("card_token")
 def profile_remove(db: str | None, data: Path | None, card_token: str) -> None:
-    """Forget CARD_TOKEN's category (its taps' own category applies again)."""
-    from central.incentives import remove_profile
+    """Forget CARD_TOKEN's category (validators charge their default category again, and
+    crediting takes the taps' own)."""
+    from central.profiles import remove_profile
 
     gone = remove_profile(open_central(db, data).store, card_token)
     click.echo("removed" if gone else "no profile for that card")
@@ -332,15 +387,24 @@ def rules() -> None:
 @rules.command("load")
 @service_options
 @click.argument("toml_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-def rules_load(db: str | None, data: Path | None, toml_file: Path) -> None:
-    """Validate TOML_FILE and put it in force as a new version."""
-    from central.incentives import load_rules
+@click.option("--recredit", is_flag=True,
+              help="The version takes effect today or earlier: recompute the unpaid months "
+              "from its effective_from, each difference an adjustment with its reason (paid "
+              "months are never touched).")
+def rules_load(db: str | None, data: Path | None, toml_file: Path, recredit: bool) -> None:
+    """Validate TOML_FILE and put it in force as a new version from its effective_from.
+
+    A version taking effect today or earlier changes points already credited: it is
+    refused without --recredit.
+    """
+    from central.versions import load_rules
 
     try:
         text = toml_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{toml_file}: {err}") from err
-    loaded, stored = load_rules(open_central(db, data).store, text, str(toml_file))
+    loaded, stored = load_rules(open_central(db, data).store, text, str(toml_file),
+                                recredit=recredit)
     click.echo(f"incentive rules version {loaded.version} "
                + ("in force" if stored else "already held; nothing changed"))
 

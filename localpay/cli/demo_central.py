@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central import CentralLog, open_service
 from central.incentive_rules import Rules
-from central.incentives import credit_log, statement
+from central.incentives import credit_log
+from central.payouts import statement
 from firmware_cfg.keys import public_hex
 from localpay.errors import ConfigError, SyncUnavailableError
 from offline_ledger import Ledger

@@ -6,6 +6,8 @@ part against its floor measured in the same run (raw fsync, a bare pipeline).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -13,6 +15,24 @@ import click
 from localpay.cli.bench import validator
 from localpay.cli.bench.wallet import bench_wallet
 from localpay.cli.common import emit, progress
+
+
+@contextlib.contextmanager
+def central_store(url: str | None, kind: str) -> Iterator[str | None]:
+    """The store a central benchmark measures: ``url`` when given, else a throwaway local
+    PostgreSQL cluster with fsync on (``kind`` postgresql), else None (SQLite in a
+    temporary folder, made by the benchmark)."""
+    from localpay.cli.bench.stacks import PgCluster
+
+    if url is not None or kind != "postgresql":
+        yield url
+        return
+    progress("starting a throwaway PostgreSQL cluster (fsync on)")
+    cluster = PgCluster(durable=True)
+    try:
+        yield cluster.new_database()
+    finally:
+        cluster.destroy()
 
 
 @click.group(invoke_without_command=True)
@@ -82,18 +102,25 @@ def bench_incentives_cmd(events: int, store_url: str | None, store: str, follow:
                          chunk: int) -> None:
     """Credit computation for a city's day of taps and purchases, synced hourly."""
     from localpay.cli.bench.incentives import bench_incentives
-    from localpay.cli.bench.stacks import PgCluster
 
-    cluster = None
-    if store_url is None and store == "postgresql":
-        progress("starting a throwaway PostgreSQL cluster (fsync on)")
-        cluster = PgCluster(durable=True)
-        store_url = cluster.new_database()
-    try:
-        emit(bench_incentives(events=events, store_url=store_url, follow=follow, chunk=chunk))
-    finally:
-        if cluster is not None:
-            cluster.destroy()
+    with central_store(store_url, store) as url:
+        emit(bench_incentives(events=events, store_url=url, follow=follow, chunk=chunk))
+
+
+@bench.command("payout")
+@click.option("--cards", type=click.IntRange(min=100), default=100_000, show_default=True,
+              help="Cards with credits in the month.")
+@click.option("--db", "store_url", default=None,
+              help="Central store URL (default: see --store).")
+@click.option("--store", type=click.Choice(["sqlite", "postgresql"]), default="sqlite",
+              show_default=True, help="Without --db: SQLite in a temporary folder, or a "
+              "throwaway local PostgreSQL cluster with fsync on.")
+def bench_payout_cmd(cards: int, store_url: str | None, store: str) -> None:
+    """A month's payout for a city's cards, settlement file included."""
+    from localpay.cli.bench.payout import bench_payout
+
+    with central_store(store_url, store) as url:
+        emit(bench_payout(cards, url))
 
 
 @bench.command("central")

@@ -124,7 +124,8 @@ def load_log(store: Store, batches: Sequence[Sequence[Ingested]]) -> None:
     hashes, signatures or tree (crediting reads none of them); the log size follows."""
     rows = [(item.log_index, item.entry.terminal_id, item.entry.seq, item.entry.kind,
              item.entry.card_token, item.entry.amount, item.entry.place, item.entry.wall_ms,
-             item.day, b"", b"", b"", item.entry.ref_seq, item.entry.detail)
+             item.day, b"", b"", b"", item.entry.ref_seq, item.entry.detail,
+             item.entry.wall_ms)
             for batch in batches for item in batch]
     if not rows:
         return

@@ -1,0 +1,254 @@
+"""Payouts: a month's incentive points paid as spendable balance, and a card's statement.
+
+Months may be paid in any order: a run of a month takes the credits payable in it and every
+credit a run before it held or carried, pays a card's positive net when it has a balance
+account, and marks exactly the credits it paid (``settled_month``), so every point is paid
+once. A card with no account keeps its points *held*; a negative net (refunds taking back
+points already paid) is *carried*; both stay unpaid until the first run that can pay them.
+A second run of a month changes nothing and answers what the first did.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from central.incentive_rules import month_of, parse_month
+from central.incentives import active_rules, chunked, detail_of, epoch_ms, lock_crediting
+from central.store import Store
+from localpay.errors import ConfigError, TransactionError
+
+log = logging.getLogger(__name__)
+
+
+#: where a card's points are: credits of entries, and adjustments of those credits
+_POINT_TABLES = ("incentive_credits", "incentive_adjustments")
+
+
+@dataclass
+class PayoutResult:
+    month: str
+    cards: int
+    points: int
+    held_cards: int
+    held_points: int
+    balance_version: int | None
+    already: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
+    """Pay the points payable in ``month`` (``YYYY-MM``) as spendable balance; idempotent.
+
+    Refused until the month has ended in the rules' time zone. Months may be paid in any
+    order: each credit is paid once, by the run that pays it (``settled_month``). A run of
+    ``month`` takes, per card, every unpaid credit payable in ``month`` and every unpaid
+    credit of a month already run (points held for want of a balance account, or a negative
+    net carried forward): a positive net is paid when the card has an account and held when
+    it has none; a negative net is carried. Held and carried credits stay unpaid, so the
+    first run after the card has an account (or a positive net) pays them, once.
+    """
+    month = parse_month(month)
+    now_ms = epoch_ms() if now_ms is None else now_ms
+    with store.tx() as tx:
+        lock_crediting(tx)
+        run = tx.one("SELECT cards, points, held_cards, held_points, balance_version "
+                     "FROM incentive_runs WHERE month = ?", (month,))
+        if run is not None:
+            return PayoutResult(month, int(run[0]), int(run[1]), int(run[2]), int(run[3]),
+                                None if run[4] is None else int(run[4]), already=True)
+        rules = active_rules(tx)
+        if month_of(rules.calendar().today(now_ms)) <= month:
+            raise TransactionError(f"month {month} has not ended yet ({rules.timezone})")
+        if month < month_of(rules.programme.start):
+            raise TransactionError(f"month {month} is before the programme started "
+                                   f"({rules.programme.start})")
+        # Credits of months already run that are still unpaid were held or carried there.
+        net: dict[str, int] = {}
+        for table in _POINT_TABLES:
+            for t, p in tx.all(
+                f"SELECT card_token, SUM(points) FROM {table} WHERE settled_month IS NULL "
+                "AND (payable_month = ? OR payable_month IN (SELECT month FROM "
+                "incentive_runs)) GROUP BY card_token", (month,)):
+                net[str(t)] = net.get(str(t), 0) + int(p)
+        tokens = sorted(net)
+        accounts: set[str] = set()
+        for chunk in chunked(tokens):
+            marks, params = tx.in_list(chunk)
+            accounts.update(str(r[0]) for r in tx.all(
+                f"SELECT card_token FROM balances WHERE card_token IN {marks}", params))
+        version: int | None = None
+        rows: list[tuple[Any, ...]] = []
+        updates: list[tuple[int, int, str]] = []
+        settled: list[str] = []
+        result = PayoutResult(month, 0, 0, 0, 0, None)
+        for token in tokens:
+            points = net[token]
+            if points > 0 and token in accounts:
+                if version is None:
+                    row = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
+                    version = int(row[0] if row else 0) + 1
+                updates.append((points, version, token))
+                rows.append((token, month, points, points, 0, "paid", version, now_ms))
+                settled.append(token)
+                result.cards += 1
+                result.points += points
+            elif points > 0:
+                rows.append((token, month, points, 0, points, "held", None, now_ms))
+                result.held_cards += 1
+                result.held_points += points
+            elif points < 0:
+                rows.append((token, month, points, 0, points, "carried", None, now_ms))
+            else:
+                settled.append(token)  # earned and taken back: nothing left to pay
+        tx.many("UPDATE balances SET balance = balance + ?, version = ? WHERE card_token = ?",
+                updates)
+        # Exactly the credits summed above: the crediting lock keeps new ones out meanwhile.
+        for table in _POINT_TABLES:
+            tx.many(f"UPDATE {table} SET settled_month = ? WHERE card_token = ? AND "
+                    "settled_month IS NULL AND (payable_month = ? OR payable_month IN "
+                    "(SELECT month FROM incentive_runs))",
+                    [(month, token, month) for token in settled])
+        tx.many("INSERT INTO incentive_payouts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        result.balance_version = version
+        tx.run("INSERT INTO incentive_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (month, result.cards, result.points, result.held_cards, result.held_points,
+                version, now_ms))
+    log.info("payout %s: %d cards, %d points; %d held", month, result.cards, result.points,
+             result.held_cards)
+    return result
+
+
+def statement(store: Store, card_token: str) -> dict[str, Any]:
+    """A card's points: every credit (entry, rule, rule version, points), weeks, payouts."""
+    with store.tx(write=False) as tx:
+        credits = tx.all(
+            "SELECT day, terminal_id, seq, rule, points, rule_version, payable_month, note, "
+            "settled_month, log_index, credited_ms, CAST(NULL AS TEXT) FROM "
+            "incentive_credits WHERE card_token = ? UNION ALL "
+            "SELECT day, terminal_id, seq, rule, points, rule_version, payable_month, note, "
+            "settled_month, log_index, credited_ms, cause FROM incentive_adjustments "
+            "WHERE card_token = ?", (card_token, card_token))
+        # by day, then in log order, then as made: a moved first ride's adjustment comes
+        # with the entry that caused it, before that entry's own credit; a recredit's after
+        # the credit it corrects
+        credits.sort(key=lambda r: (str(r[0]), int(r[9]), int(r[10]), r[11] is None,
+                                    str(r[1]), int(r[2])))
+        weeks = tx.all("SELECT week_start, points, days_mask FROM incentive_weeks "
+                       "WHERE card_token = ? ORDER BY week_start", (card_token,))
+        payouts = tx.all("SELECT month, points, paid, carry, status FROM incentive_payouts "
+                         "WHERE card_token = ? ORDER BY month", (card_token,))
+        profile = tx.one("SELECT rider FROM incentive_profiles WHERE card_token = ?",
+                         (card_token,))
+    entries: list[dict[str, Any]] = [
+        {"day": str(d), "terminal_id": str(t), "seq": int(s), "rule": str(r), "points": int(p),
+         "rule_version": int(v), "payable_month": str(m), "note": detail_of(str(n)),
+         "paid_in": None if pm is None else str(pm), "adjustment": cause}
+        for d, t, s, r, p, v, m, n, pm, _, _, cause in credits]
+    earned = sum(e["points"] for e in entries)
+    pending = sum(e["points"] for e in entries if e["paid_in"] is None)
+    return {
+        "card_token": card_token,
+        "rider": str(profile[0]) if profile else None,
+        "earned": earned,
+        "paid": sum(int(p[2]) for p in payouts),
+        "pending": pending,
+        "entries": entries,
+        "weeks": [{"week_start": str(w), "points": int(p),
+                   "days": [n for n in range(7) if int(m) >> n & 1]} for w, p, m in weeks],
+        "payouts": [{"month": str(m), "points": int(p), "paid": int(pd), "carry": int(c),
+                     "status": str(s)} for m, p, pd, c, s in payouts],
+    }
+
+
+
+# -- the settlement file and the budget ----------------------------------------------------------
+
+SETTLEMENT_RULES = ("bus", "local_food", "refund", "campaign")
+SETTLEMENT_HEADER = ("card_token", "category", "month", *SETTLEMENT_RULES, "total")
+
+
+def settlement_rows(store: Store, month: str) -> list[tuple[Any, ...]]:
+    """What ``month``'s payout paid, per card and rule (adjustments under the rule they
+    adjust): the rows of the settlement file, by card token."""
+    month = parse_month(month)
+    by_card: dict[str, dict[str, int]] = {}
+    with store.tx(write=False) as tx:
+        for table in _POINT_TABLES:
+            for token, rule, points in tx.all(
+                    f"SELECT card_token, rule, SUM(points) FROM {table} WHERE settled_month = ? "
+                    "GROUP BY card_token, rule", (month,)):
+                rules = by_card.setdefault(str(token), {})
+                rules[str(rule)] = rules.get(str(rule), 0) + int(points)
+        paid = {str(t) for t, in tx.all("SELECT card_token FROM incentive_payouts WHERE "
+                                        "month = ? AND status = 'paid'", (month,))}
+        riders = dict(tx.all("SELECT card_token, rider FROM incentive_profiles"))
+    rows = []
+    for token in sorted(by_card):
+        if token not in paid:
+            continue  # credits that netted to nothing were settled without a payment
+        points = by_card[token]
+        unknown = sorted(set(points) - set(SETTLEMENT_RULES))
+        if unknown:
+            raise TransactionError(f"settlement {month}: no column for rules {unknown}")
+        rows.append((token, str(riders.get(token) or ""), month,
+                     *(points.get(r, 0) for r in SETTLEMENT_RULES), sum(points.values())))
+    return rows
+
+
+def write_settlement(store: Store, month: str, path: Path) -> int:
+    """Write ``month``'s settlement file (CSV, mode 0600) atomically; the number of cards."""
+    rows = settlement_rows(store, month)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(SETTLEMENT_HEADER)
+        writer.writerows(rows)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    return len(rows)
+
+
+@dataclass
+class Budget:
+    year: int
+    budget: int
+    #: paid out by the payouts of the year's months
+    spent: int
+    #: credited for the year's months and not paid yet (held and carried included)
+    committed: int
+
+    @property
+    def left(self) -> int:
+        return self.budget - self.spent - self.committed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "left": self.left}
+
+
+def budget(store: Store, year: int) -> Budget:
+    """The programme's points for ``year``: spent and committed against its yearly budget
+    (the newest rules version's)."""
+    if not 2000 <= year <= 9999:
+        raise ConfigError(f"year {year} is not a year of the programme")
+    first, last = f"{year:04d}-01", f"{year:04d}-12"
+    with store.tx(write=False) as tx:
+        rules = active_rules(tx, store_default=False)
+        row = tx.one("SELECT COALESCE(SUM(paid), 0) FROM incentive_payouts WHERE month >= ? "
+                     "AND month <= ?", (first, last))
+        spent = int(row[0]) if row else 0
+        committed = 0
+        for table in _POINT_TABLES:
+            row = tx.one(f"SELECT COALESCE(SUM(points), 0) FROM {table} WHERE settled_month IS "
+                         "NULL AND payable_month >= ? AND payable_month <= ?", (first, last))
+            committed += int(row[0]) if row else 0
+    return Budget(year, rules.programme.yearly_budget, spent, committed)
