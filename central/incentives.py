@@ -374,7 +374,8 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules],
                 holder = firsts.get(weekday)
                 if holder is None or e.effective_ms >= holder[0]:
                     continue
-                if holder[3] and _paid(tx, str(holder[1]), int(holder[2])):
+                # a credit is paid only by a payout run: with none, no query
+                if holder[3] and closed and _paid(tx, str(holder[1]), int(holder[2])):
                     continue  # the month of the credit is paid: it stays where it is
                 base = state[0] - int(holder[3])
                 points = min(e.amount, cap - base) if cap > base else 0

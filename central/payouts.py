@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from central.incentive_rules import month_of, parse_month
-from central.incentives import active_rules, chunked, detail_of, epoch_ms, lock_crediting
-from central.store import Store
+from central.incentives import active_rules, detail_of, epoch_ms, lock_crediting
+from central.store import Rows, Store
 from localpay.errors import ConfigError, TransactionError
 
 log = logging.getLogger(__name__)
 
 
+_PAYOUT_COLUMNS = ("card_token", "month", "points", "paid", "carry", "status",
+                   "balance_version", "paid_ms")
 #: where a card's points are: credits of entries, and adjustments of those credits
 _POINT_TABLES = ("incentive_credits", "incentive_adjustments")
 
@@ -78,15 +80,16 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
                 "incentive_runs)) GROUP BY card_token", (month,)):
                 net[str(t)] = net.get(str(t), 0) + int(p)
         tokens = sorted(net)
-        accounts: set[str] = set()
-        for chunk in chunked(tokens):
-            marks, params = tx.in_list(chunk)
-            accounts.update(str(r[0]) for r in tx.all(
-                f"SELECT card_token FROM balances WHERE card_token IN {marks}", params))
+        # Set-based statements whose text does not depend on the number of cards: a city's
+        # month is 100,000 cards and more.
+        cards, card_list = tx.any_of("card_token", tokens)
+        accounts = {str(r[0]) for r in tx.all(f"SELECT card_token FROM balances WHERE {cards}",
+                                              [card_list])} if tokens else set()
         version: int | None = None
         rows: list[tuple[Any, ...]] = []
-        updates: list[tuple[int, int, str]] = []
-        settled: list[str] = []
+        updates: list[tuple[str, int]] = []
+        kept: list[str] = []
+        unpaid: list[tuple[Any, ...]] = []
         result = PayoutResult(month, 0, 0, 0, 0, None)
         for token in tokens:
             points = net[token]
@@ -94,28 +97,35 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
                 if version is None:
                     row = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
                     version = int(row[0] if row else 0) + 1
-                updates.append((points, version, token))
+                updates.append((token, points))
                 rows.append((token, month, points, points, 0, "paid", version, now_ms))
-                settled.append(token)
                 result.cards += 1
                 result.points += points
             elif points > 0:
-                rows.append((token, month, points, 0, points, "held", None, now_ms))
+                unpaid.append((token, month, points, 0, points, "held", now_ms))
+                kept.append(token)
                 result.held_cards += 1
                 result.held_points += points
             elif points < 0:
-                rows.append((token, month, points, 0, points, "carried", None, now_ms))
-            else:
-                settled.append(token)  # earned and taken back: nothing left to pay
-        tx.many("UPDATE balances SET balance = balance + ?, version = ? WHERE card_token = ?",
-                updates)
-        # Exactly the credits summed above: the crediting lock keeps new ones out meanwhile.
+                unpaid.append((token, month, points, 0, points, "carried", now_ms))
+                kept.append(token)
+            # a net of zero: earned and taken back, settled with nothing to pay
+        if updates:
+            source, params = tx.values_table("v", ("t", "p"), updates)
+            tx.run(f"UPDATE balances SET balance = balances.balance + v.p, version = ? "
+                   f"FROM {source} WHERE balances.card_token = v.t", [version, *params])
+        # Exactly the credits summed above, but those held or carried: the crediting lock
+        # keeps new ones out meanwhile.
+        held, held_list = tx.any_of("card_token", kept)
         for table in _POINT_TABLES:
-            tx.many(f"UPDATE {table} SET settled_month = ? WHERE card_token = ? AND "
-                    "settled_month IS NULL AND (payable_month = ? OR payable_month IN "
-                    "(SELECT month FROM incentive_runs))",
-                    [(month, token, month) for token in settled])
-        tx.many("INSERT INTO incentive_payouts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            tx.run(f"UPDATE {table} SET settled_month = ? WHERE settled_month IS NULL AND "
+                   "(payable_month = ? OR payable_month IN (SELECT month FROM incentive_runs)) "
+                   f"AND NOT ({held})", [month, month, held_list])
+        # held and carried rows have no balance version: a column of their own would be all
+        # NULL, which PostgreSQL cannot type from the rows' values
+        tx.insert_all([Rows("incentive_payouts", _PAYOUT_COLUMNS, rows),
+                       Rows("incentive_payouts", tuple(c for c in _PAYOUT_COLUMNS
+                                                       if c != "balance_version"), unpaid)])
         result.balance_version = version
         tx.run("INSERT INTO incentive_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
                (month, result.cards, result.points, result.held_cards, result.held_points,

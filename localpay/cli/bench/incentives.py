@@ -192,15 +192,21 @@ def bench_incentives(events: int = 1_500_000, store_url: str | None = None, *,
                     result.points += r.points
             with store.tx(write=False) as tx:
                 row = tx.one("SELECT COUNT(*), COALESCE(SUM(points), 0) FROM incentive_credits")
+                adj = tx.one("SELECT COUNT(*), COALESCE(SUM(points), 0) FROM "
+                             "incentive_adjustments")
             kind = store.kind
         finally:
             store.close()
     held = (int(row[0]), int(row[1])) if row else (0, 0)
+    moved = (int(adj[0]), int(adj[1])) if adj else (0, 0)
     return {
         "store": kind, "events": events, "terminals": len(by_terminal), "round_s": round_s,
         "batches": len(batches), "follow": follow, "chunk": chunk,
         "riders_with_week_so_far": len(weeks), "credits": result.credits,
-        "points": result.points, "stored": {"credits": held[0], "points": held[1]},
+        "points": result.points,
+        # first rides that arrived after a later ride of the same day took its credit over
+        "adjustments": moved[0],
+        "stored": {"credits": held[0], "adjustments": moved[0], "points": held[1] + moved[1]},
         "credit_s": round(credit_s, 2), "load_s": round(load_s, 2),
         "events_per_s": round(events / credit_s) if credit_s else None,
         "generate_s": round(made_s, 2),
