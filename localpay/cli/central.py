@@ -239,20 +239,27 @@ def points(db: str | None, data: Path | None, card_token: str, as_json: bool) ->
         click.echo(json.dumps(st))
         return
     click.echo(f"Points of card {card_token[:12]}… (rider: {st['rider'] or 'from the taps'})")
-    head = f"{'day':<10} {'entry':<22} {'rule':<10} {'points':>7} {'rules v':>7} {'payable':<7}"
-    click.echo(head)
-    click.echo("-" * len(head))
+    for line in statement_lines(st):
+        click.echo(line)
+
+
+def statement_lines(st: dict[str, Any]) -> list[str]:
+    """A card's statement as a table: credits and adjustments (with why), weeks, payouts."""
+    head = (f"{'day':<10} {'entry':<22} {'rule':<10} {'points':>7} {'rules v':>7} "
+            f"{'payable':<7} {'paid in':<7}")
+    lines = [head, "-" * len(head)]
     for e in st["entries"]:
         where = f"{e['terminal_id']}/{e['seq']}"
-        click.echo(f"{e['day']:<10} {where:<22} {e['rule']:<10} {e['points']:>7,} "
-                   f"{e['rule_version']:>7} {e['payable_month']:<7}")
-    for w in st["weeks"]:
-        click.echo(f"week of {w['week_start']}: {w['points']:,} bus points")
-    for p in st["payouts"]:
-        click.echo(f"payout {p['month']}: {p['status']} {p['paid']:,} points"
-                   + (f" (carried {p['carry']:+,})" if p["carry"] else ""))
-    click.echo(f"earned {st['earned']:,}; paid {st['paid']:,}; not yet paid out "
-               f"{st['pending']:,}")
+        why = f"  adjustment: {e['adjustment']}" if e.get("adjustment") else ""
+        lines.append(f"{e['day']:<10} {where:<22} {e['rule']:<10} {e['points']:>7,} "
+                     f"{e['rule_version']:>7} {e['payable_month']:<7} "
+                     f"{e.get('paid_in') or '-':<7}{why}".rstrip())
+    lines += [f"week of {w['week_start']}: {w['points']:,} bus points" for w in st["weeks"]]
+    lines += [f"payout {p['month']}: {p['status']} {p['paid']:,} points"
+              + (f" (carried {p['carry']:+,})" if p["carry"] else "") for p in st["payouts"]]
+    lines.append(f"earned {st['earned']:,}; paid {st['paid']:,}; not yet paid out "
+                 f"{st['pending']:,}")
+    return lines
 
 
 @central.command("credit")

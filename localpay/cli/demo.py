@@ -28,6 +28,7 @@ from drivers.emulators.emv_card import EmvCard
 from drivers.virtual import VirtualCard, VirtualReader
 from firmware_cfg.config import DEFAULT, Config
 from firmware_cfg.keys import DEMO_TOKEN_KEY, demo_issuer_key, public_hex
+from localpay.cli.central import statement_lines
 from localpay.errors import ConfigError
 from offline_ledger import Ledger
 from terminal.cards import card_token
@@ -348,17 +349,8 @@ def _statement(c: CentralResult) -> None:
     st = c.statement
     click.echo(f"\n{c.rider}'s points: card {c.card_token[:12]}… "
                f"(rider: {st['rider'] or 'from the taps'})")
-    head = f"{'day':<10} {'entry':<22} {'rule':<10} {'points':>7} {'rules v':>7} {'payable':<7}"
-    click.echo(head)
-    click.echo("-" * len(head))
-    for e in st["entries"]:
-        where = f"{e['terminal_id']}/{e['seq']}"
-        click.echo(f"{e['day']:<10} {where:<22} {e['rule']:<10} {e['points']:>7,} "
-                   f"{e['rule_version']:>7} {e['payable_month']:<7}")
-    for w in st["weeks"]:
-        click.echo(f"week of {w['week_start']}: {w['points']:,} bus points")
-    click.echo(f"earned {st['earned']:,}; paid {st['paid']:,}; not yet paid out "
-               f"{st['pending']:,}")
+    for line in statement_lines(st):
+        click.echo(line)
 
 
 COMMANDS = [demo]

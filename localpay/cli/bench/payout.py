@@ -21,23 +21,10 @@ from typing import Any
 from central.incentives import CREDIT_COLUMNS
 from central.payouts import payout, write_settlement
 from central.store import Rows, Store, open_store
+from localpay.cli.bench.validator import raw_fsync_rate
 
 MONTH = "2025-03"
 AFTER = 1_743_433_200_000 + 3_600_000   # 2025-04-01 01:00 in Seoul
-
-
-def _fsyncs_per_s(folder: Path, n: int = 200) -> float:
-    path = folder / "fsync.probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            os.write(fd, b"x" * 128)
-            os.fsync(fd)
-        return n / (time.perf_counter() - t0)
-    finally:
-        os.close(fd)
-        path.unlink()
 
 
 def _fill(store: Store, cards: int, seed: int) -> int:
@@ -86,7 +73,7 @@ def bench_payout(cards: int = 100_000, store_url: str | None = None, *,
             t0 = time.perf_counter()
             points = _fill(store, cards, seed)
             load_s = time.perf_counter() - t0
-            floor = _fsyncs_per_s(folder)
+            floor = raw_fsync_rate(folder, seconds=1.0)
             t1 = time.perf_counter()
             result = payout(store, MONTH, AFTER)
             t2 = time.perf_counter()
