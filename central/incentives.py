@@ -337,11 +337,14 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules],
             payable[month] = pay
         return pay
 
+    # bus credits' notes repeat (bus type, rider, route): each is written once
+    notes: dict[tuple[Any, str, str], str] = {}
+
     def add(e: CreditEntry, day: date, rule: str, points: int, base: int,
-            note: dict[str, Any], ref_seq: int = 0) -> None:
+            note: dict[str, Any] | str, ref_seq: int = 0) -> None:
         rows.append((e.terminal_id, e.seq, e.log_index, e.card_token, rule, points, base,
                      ref_seq, pick(day).version, day.isoformat(), payable_in(day), now_ms,
-                     _json(note)))
+                     note if isinstance(note, str) else _json(note)))
         result.credits += 1
         result.points += points
 
@@ -366,8 +369,8 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules],
             key = (e.card_token, monday[day])
             state = weeks.setdefault(key, [0, 0, ""])
             bit = 1 << day.weekday()
-            note = {"bus_type": detail.get("bus_type"), "rider": rider, "route": e.place}
             weekday = str(day.weekday())
+            note: dict[str, Any] | str
             if state[1] & bit:
                 # Not the first ride to arrive for this day; the first that happened?
                 firsts = _firsts(state)
@@ -381,14 +384,19 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules],
                 points = min(e.amount, cap - base) if cap > base else 0
                 if holder[3]:
                     take_back(holder, e, day, int(holder[3]))
-                note["moved_from"] = f"{holder[1]}/{holder[2]}"
+                note = {"bus_type": detail.get("bus_type"), "rider": rider, "route": e.place,
+                        "moved_from": f"{holder[1]}/{holder[2]}"}
+                firsts[weekday] = [e.effective_ms, e.terminal_id, e.seq, points]
             else:
-                firsts = _firsts(state)
                 state[1] |= bit
                 base = state[0]
                 points = min(e.amount, cap - base) if cap > base else 0
+                _first_ride(state, weekday, [e.effective_ms, e.terminal_id, e.seq, points])
+                bus_type = detail.get("bus_type")
+                note = notes.get((bus_type, rider, e.place)) or notes.setdefault(
+                    (bus_type, rider, e.place),
+                    _json({"bus_type": bus_type, "rider": rider, "route": e.place}))
             state[0] = base + points
-            firsts[weekday] = [e.effective_ms, e.terminal_id, e.seq, points]
             changed.add(key)
             if points > 0:
                 add(e, day, "bus", points, e.amount, note)
@@ -426,7 +434,7 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules],
         writes.append(Rows(
             "incentive_weeks", WEEK_COLUMNS,
             [(t, w.isoformat(), weeks[(t, w)][0], weeks[(t, w)][1], version,
-              _json(_firsts(weeks[(t, w)]))) for t, w in sorted(changed)],
+              _firsts_text(weeks[(t, w)][2])) for t, w in sorted(changed)],
             "ON CONFLICT (card_token, week_start) DO UPDATE SET points = excluded.points, "
             "days_mask = excluded.days_mask, version = excluded.version, "
             "firsts = excluded.firsts"))
@@ -487,14 +495,42 @@ def _json(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
 
+# A week's first rides as stored: one record per weekday, fields apart by US, records by RS
+# (ASCII unit and record separators): appending a day's first ride needs no parsing.
+_US, _RS = "\x1f", "\x1e"
+
+
+def _first_ride(state: list[Any], weekday: str, ride: list[Any]) -> None:
+    """Record the first ride of a weekday that had none (``[effective ms, terminal, seq,
+    points]``)."""
+    if isinstance(state[2], dict):
+        state[2][weekday] = ride
+    else:
+        eff, tid, seq, points = ride
+        state[2] = f"{state[2]}{_RS if state[2] else ''}{weekday}{_US}{eff}{_US}{seq}{_US}" \
+                   f"{points}{_US}{tid}"
+
+
 def _firsts(state: list[Any]) -> dict[str, list[Any]]:
-    """A week's first rides by weekday, read from its stored text only when needed (most
-    rides of a day are not its first, and most need no more than the day mask)."""
+    """A week's first rides by weekday, parsed from the stored text only when needed: when a
+    ride arrives for a day that already has one (most rides of a day are not its first)."""
     if not isinstance(state[2], dict):
-        doc = detail_of(state[2]) if state[2] else {}
-        state[2] = {k: v for k, v in doc.items() if isinstance(v, list) and len(v) == 4}
+        parsed: dict[str, list[Any]] = {}
+        for record in state[2].split(_RS) if state[2] else ():
+            parts = record.split(_US, 4)
+            if len(parts) == 5:
+                weekday, eff, seq, points, tid = parts
+                parsed[weekday] = [int(eff), tid, int(seq), int(points)]
+        state[2] = parsed
     firsts: dict[str, list[Any]] = state[2]
     return firsts
+
+
+def _firsts_text(firsts: dict[str, list[Any]] | str) -> str:
+    if isinstance(firsts, str):
+        return firsts
+    return _RS.join(f"{wd}{_US}{eff}{_US}{seq}{_US}{points}{_US}{tid}"
+                    for wd, (eff, tid, seq, points) in sorted(firsts.items()))
 
 
 def _paid(tx: Tx, terminal_id: str, seq: int) -> bool:

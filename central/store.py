@@ -139,7 +139,7 @@ _ADDED_COLUMNS = (("entries", "ref_seq", "BIGINT NOT NULL DEFAULT 0"),
                   # the last accepted entry's monotonic stamp and effective time
                   ("terminals", "last_mono", "BIGINT NOT NULL DEFAULT 0"),
                   ("terminals", "last_effective_ms", "BIGINT NOT NULL DEFAULT 0"),
-                  # each weekday's first ride: {weekday: [effective ms, terminal, seq, points]}
+                  # each weekday's first ride: when, which entry, its points
                   ("incentive_weeks", "firsts", "TEXT NOT NULL DEFAULT ''"))
 #: indexes on added columns, made after them
 _ADDED_INDEXES = (
