@@ -4,12 +4,18 @@ Every ``/v1`` route is called by a terminal and signed by it (see :mod:`sync.pro
 answer, errors included, is signed by the central key. Errors are ``{"error", "message",
 "seq"}`` with 400 (malformed), 401 (unknown terminal, bad signature, stale, replayed),
 409 (gap, fork, tampered ledger: ``seq`` is the first bad entry) and 503 (store down).
+
+Every JSON object answered, errors included, also carries ``time_ms``: the service's clock
+(Unix ms) when it answered. It is inside the signed body, so a terminal with no real-time
+clock can anchor its own clock on it and sign its next requests with a time the service
+accepts (see ``sync.client`` and ``terminal.clock``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -59,6 +65,8 @@ def create_app(service: CentralLog) -> FastAPI:
     signer = service.signer
 
     def answer(status: int, payload: Any, nonce: str) -> Response:
+        if isinstance(payload, dict):
+            payload = {**payload, "time_ms": int(time.time() * 1000)}
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         sig = signer.private_key.sign(response_message(nonce, status, body))
         return Response(body, status, {H_SIGNATURE: b64(sig)}, "application/json")

@@ -13,6 +13,11 @@ back NTP makes). Otherwise its effective time is the latest time it can have hap
 stated time of the next plausible entry of its batch, or else the batch's arrival, and never
 before the previous entry's effective time. Batches that arrive days late are plausible: a
 terminal that was offline for a week sends a week of true times.
+
+An entry whose terminal said its clock was ``unknown`` (``terminal.clock``; ``trusted``
+False) is implausible whatever it states: flagged with the more specific problem when its
+time is also impossible, else with :data:`CLOCK_UNKNOWN`, and it never serves as the ceiling
+of the entries before it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ BACK_TOLERANCE_MS = 60_000
 BEFORE_EARLIEST = "before the programme's earliest time"
 AFTER_ARRIVAL = "after its batch arrived"
 BEHIND_PREVIOUS = "behind the terminal's previous entry"
+CLOCK_UNKNOWN = "the terminal's clock was unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +48,13 @@ class Timed:
 
 def effective_times(walls: Sequence[int], previous_ms: int, arrival_ms: int, *,
                     earliest_ms: int = EARLIEST_MS, future_skew_ms: int = FUTURE_SKEW_MS,
-                    back_tolerance_ms: int = BACK_TOLERANCE_MS) -> list[Timed]:
+                    back_tolerance_ms: int = BACK_TOLERANCE_MS,
+                    trusted: Sequence[bool] | None = None) -> list[Timed]:
     """Effective times of one terminal's batch, in order: ``walls`` are the entries' stated
     times, ``previous_ms`` the effective time of the terminal's last accepted entry (0 for
-    none), ``arrival_ms`` when the batch reached the service."""
+    none), ``arrival_ms`` when the batch reached the service; ``trusted[i]`` False when entry
+    ``i``'s terminal said its clock was unknown (default: all trusted)."""
+    ok = list(trusted) if trusted is not None else [True] * len(walls)
     upper = arrival_ms + future_skew_ms
     lowest = max(earliest_ms, previous_ms - back_tolerance_ms)
     # The latest each entry can have happened: the next entry stating a possible time.
@@ -53,17 +62,19 @@ def effective_times(walls: Sequence[int], previous_ms: int, arrival_ms: int, *,
     ceiling = arrival_ms
     for i in range(len(walls) - 1, -1, -1):
         ceilings[i] = ceiling
-        if lowest <= walls[i] <= upper:
+        if ok[i] and lowest <= walls[i] <= upper:
             ceiling = min(ceiling, walls[i])
     out: list[Timed] = []
     previous = previous_ms
-    for wall, ceiling in zip(walls, ceilings, strict=True):
+    for wall, ceiling, trust in zip(walls, ceilings, ok, strict=True):
         if wall < earliest_ms:
             problem: str | None = BEFORE_EARLIEST
         elif wall > upper:
             problem = AFTER_ARRIVAL
         elif wall < previous - back_tolerance_ms:
             problem = BEHIND_PREVIOUS
+        elif not trust:
+            problem = CLOCK_UNKNOWN
         else:
             problem = None
         floor = max(previous, earliest_ms)

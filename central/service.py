@@ -330,8 +330,11 @@ class CentralLog:
         batch: list[Ingested] = []
         flags: list[tuple[Any, ...]] = []
         days: dict[int, str] = {}
+        # The detail is canonical JSON (keys sorted, no spaces, quotes inside strings
+        # escaped), so this text occurs only as the clock's own key and value.
+        trusted = ['"clock":"unknown"' not in e.detail for e in entries]
         timed = effective_times([e.wall_ms for e in entries], previous_ms, arrival_ms,
-                                earliest_ms=self.earliest_ms)
+                                earliest_ms=self.earliest_ms, trusted=trusted)
         for e, t in zip(entries, timed, strict=True):
             index = frontier.size
             nodes.extend(frontier.append(hashlib.sha256(b"\x00" + e.data).digest()))

@@ -27,6 +27,7 @@ Each branch also mixes in the nearest builtin, so ``except ValueError`` or
     │   ├── ChainMismatchError               gap, fork or tampered batch
     │   ├── ProofError                       inclusion / consistency proof does not verify
     │   ├── SyncAuthError (PermissionError)  unknown terminal, bad request signature, replay
+    │   │   └── SyncStaleError               the request's time is too far from the service's
     │   └── SyncUnavailableError (ConnectionError)  central service or its store unreachable
     └── TransactionError                     a transaction that cannot proceed (not a decline)
 
@@ -137,6 +138,10 @@ class ProofError(SyncError):
 
 class SyncAuthError(SyncError, PermissionError):
     """The central service refuses who is asking: unknown terminal, bad signature, replay."""
+
+
+class SyncStaleError(SyncAuthError):
+    """The service refused a request as stale: the terminal's clock is far from its own."""
 
 
 class SyncUnavailableError(SyncError, ConnectionError):

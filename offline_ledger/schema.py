@@ -132,6 +132,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO riders_state VALUES (1, 0);
         """,
     ),
+    (
+        "0005_clock_anchor",
+        """
+        -- The last time the central service signed (its answer's time_ms plus half the round
+        -- trip) and this terminal's references when it arrived: its wall clock, the kernel's
+        -- boot id and the time since boot (CLOCK_BOOTTIME), so the anchor can be carried
+        -- forward on the boot clock by any process of the same boot. No row: no anchor yet.
+        CREATE TABLE clock_anchor (
+            id         INTEGER PRIMARY KEY CHECK (id = 1),
+            central_ms INTEGER NOT NULL,
+            local_ms   INTEGER NOT NULL,
+            boot_id    TEXT    NOT NULL,
+            boot_ms    INTEGER NOT NULL,
+            rtt_ms     INTEGER NOT NULL
+        );
+        """,
+    ),
 ]
 
 

@@ -13,6 +13,14 @@ log that rewrites its history fails the consistency check and is reported as
 :class:`~localpay.errors.ProofError`. Progress is in the ledger (``synced_upto``) and in a
 small state file beside it, both written after each batch, so a crash or a power cut resumes
 exactly where it stopped: a batch the service already took is answered again, not doubled.
+
+Time: every answer carries the service's clock (``time_ms``, inside the signed body). The
+client keeps the last one as the ledger's clock anchor (central time + half the round trip,
+with the local wall and boot clocks when it arrived; ``offline_ledger.anchor``), which
+``terminal.clock`` judges the wall clock by. Requests are signed with the client's best time:
+the system time when ``synchronised()`` says NTP keeps it, else the system time corrected by
+the kept offset (central − local). A request the service refuses as stale (a terminal that
+booted at 1970) is signed again once with the offset that refusal's own ``time_ms`` gives.
 """
 
 from __future__ import annotations
@@ -38,13 +46,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from localpay.errors import (
     ChainMismatchError,
+    LedgerError,
     ProofError,
     SyncAuthError,
     SyncError,
     SyncProtocolError,
+    SyncStaleError,
     SyncUnavailableError,
 )
-from offline_ledger import Ledger
+from offline_ledger import ClockAnchor, Ledger, boot_now
 from offline_ledger.ledger import Entry
 from sync import merkle
 from sync.checkpoint import Checkpoint, NoteVerifier
@@ -123,6 +133,8 @@ class SyncClient:
         tz: str = "Asia/Seoul",
         on_config: Callable[[int, str], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        synchronised: Callable[[], bool | None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise SyncProtocolError("batch size must be at least 1")
@@ -145,6 +157,15 @@ class SyncClient:
         self.last_error: SyncError | None = None
         self.last_summary: SyncSummary | None = None
         self.terminal_id = ""
+        #: the terminal's wall clock, and whether the kernel says NTP keeps it (None: the
+        #: client cannot tell, so it applies the kept offset, which is ~0 on a good clock)
+        self.clock = clock
+        self.synchronised = synchronised
+        #: the service's time from its last verified answer (kept in the ledger)
+        self.anchor: ClockAnchor | None = None
+        self._anchor_stored: ClockAnchor | None = None
+        #: once the service refused a request as stale, its time beats the kernel's word
+        self._stale_seen = False
 
     # -- state kept beside the ledger ---------------------------------------------------------
 
@@ -167,12 +188,30 @@ class SyncClient:
 
     # -- requests -----------------------------------------------------------------------------
 
+    def now_ms(self) -> int:
+        """The time to sign a request with: the system's when NTP keeps it, else corrected
+        by the kept offset."""
+        wall = int(self.clock() * 1000)
+        if self.anchor is None or (not self._stale_seen and self.synchronised is not None
+                                   and self.synchronised()):
+            return wall
+        return wall + self.anchor.offset_ms
+
     def _request(self, method: str, path: str, body: bytes = b"") -> Any:
-        """One signed request, retried with backoff while the service is unreachable."""
+        """One signed request, retried with backoff while the service is unreachable, and
+        once more when refused as stale (signed then with the refusal's time)."""
         attempt = 0
+        stale_retried = False
         while True:
             try:
                 return self._request_once(method, path, body)
+            except SyncStaleError as err:
+                if stale_retried:
+                    raise
+                stale_retried = self._stale_seen = True
+                log.warning("central refused a stale request (%s); signing again with its "
+                            "time, offset %+d ms", err, self.anchor.offset_ms if self.anchor
+                            else 0)
             except SyncUnavailableError as err:
                 if attempt >= self.max_retries or self._stop.is_set():
                     raise
@@ -185,7 +224,8 @@ class SyncClient:
 
     def _request_once(self, method: str, path: str, body: bytes) -> Any:
         nonce = new_nonce()
-        now = int(time.time() * 1000)
+        now = self.now_ms()
+        sent = self.clock()
         sig = self.key.sign(request_message(method, path, now, nonce, body))
         headers = {H_TERMINAL: self.terminal_id, H_TIME: str(now), H_NONCE: nonce,
                    H_SIGNATURE: b64(sig), "Content-Type": "application/json"}
@@ -193,6 +233,7 @@ class SyncClient:
             resp = self._http.request(method, path, content=body, headers=headers)
         except httpx.HTTPError as err:
             raise SyncUnavailableError(f"{method} {path}: {type(err).__name__}: {err}") from err
+        received = self.clock()
         if resp.status_code in (502, 503, 504) and H_SIGNATURE not in resp.headers:
             raise SyncUnavailableError(f"{method} {path}: HTTP {resp.status_code}")
         raw = resp.content
@@ -208,11 +249,15 @@ class SyncClient:
             doc = json.loads(raw)
         except ValueError as err:
             raise SyncProtocolError(f"{method} {path}: answer is not JSON") from err
+        self._take_time(doc, sent, received)
         if resp.status_code == 200:
             return doc
         message = str(doc.get("message", "")) if isinstance(doc, dict) else ""
         seq = doc.get("seq") if isinstance(doc, dict) else None
         if resp.status_code == 401:
+            # central.service.CentralLog.authenticate's words for a time too far from its own
+            if message.startswith("request is stale"):
+                raise SyncStaleError(f"central refused: {message}")
             raise SyncAuthError(f"central refused: {message}")
         if resp.status_code == 409:
             raise ChainMismatchError(f"central refused the batch: {message}",
@@ -220,6 +265,27 @@ class SyncClient:
         if resp.status_code >= 500:
             raise SyncUnavailableError(f"central failed: {message}")
         raise SyncProtocolError(f"central says HTTP {resp.status_code}: {message}")
+
+    def _take_time(self, doc: Any, sent: float, received: float) -> None:
+        """Keep the service's time from a verified answer as the anchor (in memory; stored in
+        the ledger by :meth:`sync_once`)."""
+        central = doc.get("time_ms") if isinstance(doc, dict) else None
+        if type(central) is not int:
+            return  # a service from before time_ms
+        rtt = max(0, int((received - sent) * 1000))
+        boot_id, boot_ms = boot_now()
+        self.anchor = ClockAnchor(central + rtt // 2, int(received * 1000), boot_id, boot_ms,
+                                  rtt)
+
+    def _store_anchor(self, ledger: Ledger) -> None:
+        anchor = self.anchor
+        if anchor is None or anchor == self._anchor_stored:
+            return
+        try:
+            ledger.set_clock_anchor(anchor)
+            self._anchor_stored = anchor
+        except LedgerError as err:  # the round's own outcome matters more than the anchor
+            log.warning("clock anchor not kept: %s", err)
 
     # -- one round ----------------------------------------------------------------------------
 
@@ -230,9 +296,18 @@ class SyncClient:
         ledger = Ledger(self.ledger_path, key=self.key, tail_check=0)
         try:
             self.terminal_id = ledger.terminal_id
+            if self.anchor is None:
+                # An offset kept on this boot still holds; after a reboot the wall clock
+                # restarted from something else, and the first answer tells it again.
+                kept = ledger.clock_anchor()
+                if kept is not None and kept.carried(*boot_now()) is not None:
+                    self.anchor = self._anchor_stored = kept
             state = self._load_state()
-            self._upload(ledger, state, summary, progress)
-            self._fetch(ledger, state, summary)
+            try:
+                self._upload(ledger, state, summary, progress)
+                self._fetch(ledger, state, summary)
+            finally:
+                self._store_anchor(ledger)
             summary.synced_upto = ledger.synced_upto()
         finally:
             ledger.close()

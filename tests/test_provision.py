@@ -65,7 +65,7 @@ def test_provision_end_to_end_then_sync(tmp_path: Path, srv: CentralProcess) -> 
     result = provision(home, srv, code, "--role", "validator", "--route", "85")
     assert result.exit_code == 0, result.output
     assert "enrolled as BUS-85-0001 (validator, route 85)" in result.output
-    assert "6 passed, 0 failed" in result.output
+    assert "7 passed, 0 failed" in result.output
     # secrets: 0600 files, never in what was printed nor in the server's log
     for name in ("terminal.key", "token.key"):
         assert stat.S_IMODE((home / "keys" / name).stat().st_mode) == 0o600

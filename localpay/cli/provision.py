@@ -157,7 +157,7 @@ def readers(ctx: click.Context, as_json: bool) -> None:
 @click.option("--central-timeout", type=click.FloatRange(min=0.1), default=10.0,
               show_default=True, help="Seconds to wait for the central service.")
 @click.option("--only", multiple=True, type=click.Choice(
-    ["config", "keys", "card reader", "QR scanner", "ledger", "central"]),
+    ["config", "keys", "card reader", "QR scanner", "ledger", "central", "clock"]),
     help="Run only these checks (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON list instead of a table.")
 @click.pass_context

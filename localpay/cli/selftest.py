@@ -5,7 +5,9 @@ the configured card reader reads a test card through the card applications (firs
 last 4 at most, never a PAN); the code scanner reads a test QR; a signed ledger entry is
 written, synced to disk, read back and verified, and the terminal's own ledger verifies;
 the central service answers a request signed by the terminal key, with an answer signed by
-the log key the config names. ``localpay selftest`` prints the rows as a table, and so does
+the log key the config names; and the clock's state (``terminal.clock``: synchronised,
+anchored or unknown) with why, a line that never fails the test since the terminal takes
+payments whatever its clock says. ``localpay selftest`` prints the rows as a table, and so does
 ``localpay provision`` after enrolment.
 
 On the ``virtual`` reader the test card (a demo EMV card) and the test QR are presented by
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: what the virtual scanner shows, and what a printed test QR may carry
 TEST_QR = "LOCALPAY-SELFTEST"
-CHECKS = ("config", "keys", "card reader", "QR scanner", "ledger", "central")
+CHECKS = ("config", "keys", "card reader", "QR scanner", "ledger", "central", "clock")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ def run(home: Home, *, timeout: float = 30.0, central_timeout: float = 10.0,
         ("QR scanner", lambda: qr_check(config, token_key, timeout, say)),
         ("ledger", lambda: ledger_check(home, config, key)),
         ("central", lambda: central_check(config, key, central_timeout)),
+        ("clock", lambda: clock_check(home, config, key)),
     ]
     for name, step in steps:
         if name not in only:
@@ -217,6 +220,18 @@ def ledger_check(home: Home, config: Config, key: Ed25519PrivateKey) -> Check:
         report = own.verify(key.public_key())
     return Check("ledger", True, f"signed entry written, synced, re-read and verified in "
                                  f"{took:.0f} ms; {home.ledger_path.name}: {report.summary()}")
+
+
+def clock_check(home: Home, config: Config, key: Ed25519PrivateKey) -> Check:
+    """The clock's state and why, for the technician (riders never see it). It passes
+    whatever the state: an ``unknown`` clock is recorded in each entry, not a fault."""
+    from offline_ledger import Ledger
+    from terminal.clock import ClockTrust
+
+    with Ledger(home.ledger_path, key=key, terminal_id=config.terminal.id) as own:
+        reading = ClockTrust(own).reading()
+    note = "" if reading.state != "unknown" else " (payments go on; central dates the entries)"
+    return Check("clock", True, reading.line() + note)
 
 
 # -- central -------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ def sync_cmd(ctx: click.Context, once: bool, db: Path | None, url: str | None,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from sync.client import SyncClient
+    from terminal.clock import kernel_ntp_synchronised
 
     home = ctx.obj.home
     config = home.config()
@@ -47,7 +48,8 @@ def sync_cmd(ctx: click.Context, once: bool, db: Path | None, url: str | None,
 
     client = SyncClient(db or home.ledger_path, home.terminal_key(config), url, central_key,
                         batch_size=batch_size or config.central.batch_size,
-                        interval_s=config.central.sync_interval_s, on_config=keep_config)
+                        interval_s=config.central.sync_interval_s, on_config=keep_config,
+                        synchronised=kernel_ntp_synchronised)
     try:
         if not once:
             client.interval_s = config.central.sync_interval_s

@@ -163,6 +163,7 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
         idle_task = None
         if config.central.url and config.keys.central_public_key and terminal.ledger:
             from sync.client import SyncClient
+            from terminal.clock import kernel_ntp_synchronised
             from terminal.config_update import apply_pending, save_pending
 
             def keep_fetched(version: int, body: str) -> None:
@@ -179,7 +180,8 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
                                 config.keys.central_public_key,
                                 batch_size=config.central.batch_size,
                                 interval_s=config.central.sync_interval_s,
-                                on_config=keep_fetched)
+                                on_config=keep_fetched,
+                                synchronised=kernel_ntp_synchronised)
             client.start()
             link = sync_link(client)
             idle_task = apply_fetched
