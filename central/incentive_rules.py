@@ -206,8 +206,14 @@ class Rules:
         ``holidays`` are those of ``today``'s year and the next (``today`` by default: today
         in the rules' time zone by this host's clock), so that a terminal left offline over
         New Year still knows January's holidays; it gets the following year at a later sync.
+
+        ``campaigns``: those not over by ``today`` (running or to come), with the points a
+        code earns at most and the days it runs, so that a terminal shows what is credited
+        (``Campaign.grant``) rather than the figure signed into a code. Older terminals
+        ignore the key; older summaries lack it.
         """
-        year = (self.today() if today is None else today).year
+        day = self.today() if today is None else today
+        year = day.year
         days = [d for y in (year, year + 1) if y in CALENDAR_YEARS
                 for d in self.bus.holidays_in(y)]
         return {
@@ -220,6 +226,10 @@ class Rules:
             "local_food": self.food.enabled,
             "rate_bp": self.food.rate_bp,
             "merchant_categories": sorted(self.food.merchant_categories),
+            "campaigns": {c.campaign_id: {"points": c.points, "start": c.start.isoformat(),
+                                          "end": c.end.isoformat()}
+                          for c in sorted(self.campaigns.values(), key=lambda c: c.campaign_id)
+                          if c.end >= day},
         }
 
     @classmethod

@@ -106,6 +106,9 @@ class RiskSection:
     qr_clock_skew_s: int = 30
     #: how long a CPM code's one-time data is remembered against replay
     cpm_nonce_ttl_s: int = 86_400
+    #: after a campaign code is scanned, the seconds within which the citizen's card must
+    #: be tapped to collect the points; without a card the claim lapses, nothing recorded
+    campaign_claim_window_s: int = 30
     #: EMV terminal risk management (Book 3 §10.6): floor limit, and random transaction
     #: selection's threshold and target percentages (0 disables random selection)
     emv_floor_limit: int = 30_000
@@ -258,6 +261,9 @@ def validate(config: Config) -> None:
     if r.emv_target_percent > r.emv_max_target_percent:
         raise ConfigError("risk.emv_target_percent: expected at most "
                           "risk.emv_max_target_percent")
+    if not 1 <= r.campaign_claim_window_s <= 600:
+        raise ConfigError("risk.campaign_claim_window_s: expected 1 to 600, found "
+                          f"{r.campaign_claim_window_s}")
     if t.role == "validator" and config.fares.adult <= 0:
         raise ConfigError("fares.adult: a validator needs a fare above 0")
     _validate_fares(config.fares)

@@ -6,6 +6,11 @@ thread owns the :class:`~terminal.core.Terminal` and its ledger, taking presenta
 the screens' commands from one queue, one at a time (the terminal is not thread-safe).
 Decisions, state changes and status snapshots go back on an outbox the screen thread drains
 each frame, so a decision is on screen in the frame after the ledger commit.
+
+Campaign codes are taken by either role, a till's even with no sale keyed: the terminal holds
+the claim for the next card (``Terminal.pending_claim``), which a till then hands to
+``Terminal.collect``; the worker asks ``Terminal.lapse_claim`` between presentations, so the
+screen says so when no card came in the window.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from kiosk_ui.model import (
 from localpay.errors import LedgerError, LocalpayError, ReaderError
 from localpay.types import Presentation
 from terminal.core import Decision, State, Terminal
+from terminal.qr import detect
 
 if TYPE_CHECKING:  # the ledger is reached only through the terminal's own objects
     from offline_ledger import Entry
@@ -175,6 +181,13 @@ class Engine:
                     if isinstance(item, _Polled):
                         item.done.set()
             if item is None or time.monotonic() >= next_status:
+                try:
+                    lapsed = self.terminal.lapse_claim()
+                    if lapsed is not None:
+                        self._decided(lapsed, "claim")
+                except LocalpayError as err:
+                    log.error("kiosk claim check failed: %s", err)
+                    self.outbox.put(Fault(str(err)))
                 if self.idle_task is not None:
                     try:
                         self.idle_task()
@@ -196,12 +209,15 @@ class Engine:
             elif self._pending is not None:
                 amount, self._pending = self._pending, None
                 self._decided(t.pay(item, amount), "payment")
+            elif t.pending_claim is not None or _is_campaign_code(item):
+                self._decided(t.collect(item), "claim")
             else:
                 self.outbox.put(Ignored())
         elif isinstance(item, Pay):
             self._pending = item.amount
         elif isinstance(item, CancelCmd):
             self._pending = None
+            t.cancel_claim()
         elif isinstance(item, RefundCmd):
             self._decided(t.refund(item.seq, item.amount), "refund")
         elif isinstance(item, RefreshCmd):
@@ -286,6 +302,13 @@ class Engine:
 
 
 _DAY_KINDS = frozenset({"payment", "refund", "void"})
+
+
+def _is_campaign_code(p: Presentation) -> bool:
+    try:
+        return p.kind == "qr" and detect(p.payload) == "campaign"
+    except LocalpayError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ commands the engine must carry out (pay, refund, cancel). The screens only draw 
 Screens (issue "Kiosk screens", Screens)::
 
   validator:  IDLE ──card──> READING ──decision──> RESULT ──timeout──> IDLE
+  either:     a campaign code ──> RESULT "claim_pending" (tap your card) ──card──> RESULT
+              (points collected, nothing charged), or the engine reports the lapse
   till:       KEYPAD ──Card──> WAIT_CARD ─┐
                      ──QR────> WAIT_QR  ──┴card/code──> READING ──> RESULT ──OK/timeout──> KEYPAD
               KEYPAD ──Refund──> REFUND_LIST ──row──> REFUND_AMOUNT ──Refund──> READING ...
@@ -26,8 +28,8 @@ from terminal.core import Decision
 from terminal.risk import Reason
 
 Role = Literal["till", "validator"]
-Outcome = Literal["approved", "declined", "already_paid"]
-Action = Literal["tap", "payment", "refund"]
+Outcome = Literal["approved", "declined", "already_paid", "claim_pending"]
+Action = Literal["tap", "payment", "refund", "claim"]
 Method = Literal["card", "qr"]
 
 #: at most this many digits of won on the keypad (999,999,999)
@@ -41,6 +43,10 @@ RESULT_SECONDS: dict[tuple[Role, Outcome], float] = {
     ("till", "approved"): 6.0,
     ("till", "already_paid"): 6.0,
     ("till", "declined"): 10.0,
+    # Longer than any claim window: the engine reports the lapse (``Terminal.lapse_claim``)
+    # and that decision replaces the prompt; this only keeps a lost report from freezing it.
+    ("validator", "claim_pending"): 660.0,
+    ("till", "claim_pending"): 660.0,
 }
 NOTICE_SECONDS = 2.5
 #: rows per page on the till's lists
@@ -77,6 +83,8 @@ class ResultView:
     card: str = ""
     #: the rider category whose fare a validator charged ("" when none was)
     rider: str = ""
+    #: a campaign claim's signed points that the rules held offline cannot confirm
+    points_unconfirmed: int | None = None
 
     @classmethod
     def from_decision(cls, decision: Decision, action: Action) -> ResultView:
@@ -85,6 +93,10 @@ class ResultView:
         # shows no points line rather than a made-up zero.
         points_now = getattr(decision, "points", None)
         points_week = getattr(decision, "points_week", None)
+        unconfirmed = getattr(decision, "points_unconfirmed", None)
+        if decision.outcome == "claim_pending" or (
+                decision.entry is not None and decision.entry.kind == "incentive"):
+            action = "claim"  # a campaign code, or the card that collected it: no money
         return cls(
             outcome=decision.outcome,
             action=action,
@@ -96,6 +108,7 @@ class ResultView:
             seq=decision.entry.seq if decision.entry is not None else None,
             card=decision.card.display if decision.card is not None else "",
             rider=decision.rider or "",
+            points_unconfirmed=unconfirmed if isinstance(unconfirmed, int) else None,
         )
 
 
@@ -328,8 +341,10 @@ class KioskModel:
                 self._go(Screen.READING)
                 return [cmd]
         if s == Screen.RESULT and button == "ok":
+            waiting = self.result is not None and self.result.outcome == "claim_pending"
             self._back_home()
-            return []
+            # "Cancel" under a claim's prompt: the terminal forgets the claim
+            return [CancelCmd()] if waiting else []
         return []
 
     def _type(self, digits: str) -> None:
@@ -389,8 +404,8 @@ class KioskModel:
             self.result_at = event.at
             self.result_until = self.clock() + RESULT_SECONDS[(self.role, view.outcome)]
             self.pending = 0
-            if self.role == "till" and view.outcome == "approved":
-                self.digits = ""
+            if self.role == "till" and view.outcome == "approved" and view.action != "claim":
+                self.digits = ""  # a claim charged nothing: the keyed sale is still to pay
             self._go(Screen.RESULT)
         elif isinstance(event, Ignored):
             self._notice("enter_amount_first")

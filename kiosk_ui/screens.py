@@ -21,7 +21,8 @@ from kiosk_ui.i18n import Language, reason_text, rider_text, tr, won
 from kiosk_ui.model import PAGE_ROWS, KioskModel, PaymentRow, ResultView, Screen
 from kiosk_ui.qr import Matrix, qr_matrix, qr_surface
 
-OUTCOME_COLOR = {"approved": d.GREEN, "declined": d.RED, "already_paid": d.AMBER}
+OUTCOME_COLOR = {"approved": d.GREEN, "declined": d.RED, "already_paid": d.AMBER,
+                 "claim_pending": d.BLUE}
 #: a darker green than the approved screen's, so the category reads as a label on it
 RIDER_PILL: d.Color = (21, 128, 61)
 STATUS_H = 44
@@ -203,11 +204,16 @@ def _result(p: Painter, m: KioskModel, s: Statics) -> None:
     till = m.role == "till"
     p.fill(p.box(0, STATUS_H, 800, (300 if till else 480) - STATUS_H),
            OUTCOME_COLOR[view.outcome])
-    headline = {"approved": "refunded" if view.action == "refund" else "approved",
-                "declined": "declined", "already_paid": "already_paid"}[view.outcome]
-    p.text(tr(lang, headline), p.box(30, 54, 740, 76), size=56, bold=True, name="headline")
+    approved = {"refund": "refunded", "claim": "points_collected"}.get(view.action, "approved")
+    headline = {"approved": approved, "declined": "declined", "already_paid": "already_paid",
+                "claim_pending": "claim_tap_card"}[view.outcome]
+    p.text(tr(lang, headline), p.box(30, 54, 740, 76), size=56, bold=True, max_lines=2,
+           min_size=28, name="headline")
     lines = _result_lines(view, lang)
-    if view.outcome == "declined" and view.reason is not None:
+    if view.action == "claim" and view.outcome != "declined":
+        _claim_body(p, view, lang, till)
+        lines = []
+    elif view.outcome == "declined" and view.reason is not None:
         p.text(reason_text(view.reason, lang), p.box(40, 134, 720, 116 if till else 150),
                size=40, bold=True, max_lines=3, min_size=22, name="reason")
         if view.amount:
@@ -235,10 +241,27 @@ def _result(p: Painter, m: KioskModel, s: Statics) -> None:
             p.text(view.card, p.box(40, 254, 720, 40), size=24, name="card")
         for i, (name, text) in enumerate(lines[:3]):
             p.text(text, p.box(24, 312 + 54 * i, 540, 48), size=30, align="left", name=name)
-        p.button("ok", p.box(580, 324, 200, 136), tr(lang, "ok"), size=40)
+        # under a claim's prompt the button gives the claim up
+        label = tr(lang, "cancel" if view.outcome == "claim_pending" else "ok")
+        p.button("ok", p.box(580, 324, 200, 136), label, size=40)
     else:
         for i, (name, text) in enumerate(lines[:3]):
             p.text(text, p.box(40, 300 + 52 * i, 720, 48), size=34, name=name)
+
+
+def _claim_body(p: Painter, view: ResultView, lang: Language, till: bool) -> None:
+    """A campaign claim: the points in large (or the signed figure, marked as not confirmed),
+    and that nothing is charged; under the prompt, which card to tap."""
+    if view.points_now is not None:
+        p.text(tr(lang, "points_claim", points=f"{view.points_now:,}"),
+               p.box(30, 134, 740, 84 if till else 110), size=72, bold=True, name="points")
+    elif view.points_unconfirmed is not None:
+        p.text(tr(lang, "points_unconfirmed", points=f"{view.points_unconfirmed:,}"),
+               p.box(30, 134, 740, 84 if till else 110), size=40, bold=True, max_lines=2,
+               min_size=22, name="points")
+    sub = "claim_tap_card_sub" if view.outcome == "claim_pending" else "nothing_charged"
+    p.text(tr(lang, sub), p.box(40, 210 if till else 260, 720, 44 if till else 90), size=30,
+           max_lines=2, min_size=18, name=sub)
 
 
 def _result_lines(view: ResultView, lang: Language) -> list[tuple[str, str]]:

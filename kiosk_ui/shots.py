@@ -96,6 +96,7 @@ def catalog(role: Role, language: Language, *, every_reason: bool = False,
             "approved", "tap", 1_500))
         yield "already-paid", state(Screen.RESULT, result=ResultView(
             "already_paid", "tap", 0, balance=21_900))
+        yield from _claims(state, "wallet …ay-1")
         for reason in reasons:
             yield f"declined-{reason.value}", state(Screen.RESULT, result=ResultView(
                 "declined", "tap", 1_500, reason=reason))
@@ -118,6 +119,7 @@ def catalog(role: Role, language: Language, *, every_reason: bool = False,
     yield "approved-points", state(Screen.RESULT, result=ResultView(
         "approved", "payment", 999_999_999, balance=999_999_999, points_now=2_999_999,
         points_week=9_999_999, card="940912******4821"))
+    yield from _claims(state, "wallet …ay-1", digits="14000")
     for reason in reasons:
         yield f"declined-{reason.value}", state(Screen.RESULT, digits="14000", result=ResultView(
             "declined", "payment", 14_000, reason=reason, card="UID 08A1…02"))
@@ -130,6 +132,17 @@ def catalog(role: Role, language: Language, *, every_reason: bool = False,
     yield "today", state(Screen.TODAY, day=day)
     yield "today-page-2", state(Screen.TODAY, day=day, page=1)
     yield "today-empty", state(Screen.TODAY, day=DayView())
+
+
+def _claims(state: Any, wallet: str, **more: Any) -> Iterator[tuple[str, KioskModel]]:
+    """A campaign code waiting for its card (points confirmed, or the signed figure not
+    confirmed), and the card that collected them."""
+    yield "claim-pending", state(Screen.RESULT, **more, result=ResultView(
+        "claim_pending", "claim", 0, points_now=1_000, card=wallet))
+    yield "claim-pending-unconfirmed", state(Screen.RESULT, **more, result=ResultView(
+        "claim_pending", "claim", 0, points_unconfirmed=4_294_967_295, card=wallet))
+    yield "claim-collected", state(Screen.RESULT, **more, result=ResultView(
+        "approved", "claim", 0, points_now=1_000, card="940912******4821", seq=131))
 
 
 def till_statics(config: Config = DEFAULT) -> Statics:

@@ -17,13 +17,15 @@ import pygame
 
 log = logging.getLogger(__name__)
 
-Tone = Literal["approved", "declined", "already_paid"]
+Tone = Literal["approved", "declined", "already_paid", "claim_pending"]
 
 #: (frequency Hz or 0 for silence, milliseconds) per note
 PATTERNS: dict[Tone, tuple[tuple[float, int], ...]] = {
     "approved": ((1318.5, 70), (0, 15), (1760.0, 110)),
     "declined": ((220.0, 380),),
     "already_paid": ((440.0, 90), (0, 60), (440.0, 90)),
+    # a campaign code read, a card still to come: a rising prompt, neither yes nor no
+    "claim_pending": ((880.0, 80), (0, 40), (1174.7, 80), (0, 40), (1568.0, 80)),
 }
 _VOLUME = 0.45
 #: fade in/out per note, so notes start and stop without a click

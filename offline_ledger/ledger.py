@@ -30,6 +30,7 @@ from localpay.errors import (
     LedgerWriteError,
 )
 from offline_ledger import encoding
+from offline_ledger.anchor import ClockAnchor
 from offline_ledger.encoding import ZERO_HASH, EntryFields
 from offline_ledger.schema import migrate
 
@@ -439,6 +440,17 @@ class Ledger:
         row = self._conn.execute("SELECT 1 FROM qr_nonces WHERE nonce = ?", (nonce,)).fetchone()
         return row is not None
 
+    def card_details(self, card_token: str, kind: str) -> list[str]:
+        """The details of this card's entries of ``kind`` still held here. A scan (no index
+        on the card token): for rare kinds such as ``incentive``, never on the tap path."""
+        try:
+            rows = self._conn.execute(
+                "SELECT detail FROM entries WHERE kind = ? AND card_token = ? ORDER BY seq",
+                (kind, card_token)).fetchall()
+        except sqlite3.Error as err:
+            raise _wrap(err, "cannot read the card's entries") from err
+        return [str(r[0]) for r in rows]
+
     def first_seq(self) -> int:
         row = self._conn.execute("SELECT MIN(seq) FROM entries").fetchone()
         return int(row[0]) if row[0] is not None else self._head.seq + 1
@@ -753,3 +765,24 @@ class Ledger:
         except sqlite3.Error as err:
             raise _wrap(err, "cannot read the rider category") from err
         return str(row[0]) if row is not None else None
+
+    # -- clock anchor (migration 0005) ---------------------------------------------------------
+
+    def clock_anchor(self) -> ClockAnchor | None:
+        """The central's last signed time and this terminal's clocks when it came (or None)."""
+        try:
+            row = self._conn.execute("SELECT central_ms, local_ms, boot_id, boot_ms, rtt_ms "
+                                     "FROM clock_anchor").fetchone()
+        except sqlite3.Error as err:  # a read-only ledger from before migration 0005
+            if "no such table" in str(err):
+                return None
+            raise _wrap(err, "cannot read the clock anchor") from err
+        return ClockAnchor(int(row[0]), int(row[1]), str(row[2]), int(row[3]),
+                           int(row[4])) if row is not None else None
+
+    def set_clock_anchor(self, anchor: ClockAnchor) -> None:
+        """Keep ``anchor`` in place of the one held (the newest answer wins)."""
+        a = anchor
+        self._write("clock anchor not stored", [(
+            "INSERT OR REPLACE INTO clock_anchor VALUES (1, ?, ?, ?, ?, ?)",
+            (a.central_ms, a.local_ms, a.boot_id, a.boot_ms, a.rtt_ms))])

@@ -4,6 +4,19 @@ One transaction walks ``idle → presented → read → decide → commit → sh
 (a decline skips ``commit``; a till's refund starts at ``decide``). An approval is returned
 only after its ledger entry is durable; what the ledger could not record is declined with
 :attr:`Reason.LEDGER_WRITE_FAILED`.
+
+A campaign code (either role) is a claim in two steps, with no money moved whatever amount
+a till had keyed::
+
+  code ──> PENDING (decision "claim_pending": "tap your card", points shown, nothing recorded)
+  PENDING ──card within risk.campaign_claim_window_s──> one ``incentive`` entry for that card
+  PENDING ──no card in the window──> lapsed (declined CLAIM_LAPSED by :meth:`Terminal.lapse_claim`,
+                                      or dropped silently at the next presentation)
+  PENDING ──the same code again──> still the one pending claim; another code replaces it
+
+The points shown are what the central service credits (``terminal.incentives.campaign_points``),
+or, when the rules held here cannot confirm the campaign, ``points`` is ``None`` and the
+signed figure is in ``points_unconfirmed``.
 """
 
 from __future__ import annotations
@@ -30,12 +43,13 @@ from localpay.types import Presentation
 from offline_ledger import Entry, Ledger
 from terminal import cards_all  # noqa: F401 - registers the EMV and QR card applications
 from terminal.cards import CardIdentity, Declined, ReadContext, find_application
-from terminal.incentives import PointsEstimator, claim_detail
+from terminal.clock import ClockTrust
+from terminal.incentives import PointsEstimator, campaign_points, claim_detail, claimed_by
 from terminal.risk import Reason, RiskInput, evaluate, remaining_balance
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["approved", "declined", "already_paid"]
+Outcome = Literal["approved", "declined", "already_paid", "claim_pending"]
 
 
 class State(Enum):
@@ -75,6 +89,9 @@ class Decision:
     points_week: int | None = None
     #: the rider category whose fare a validator charged (``FaresSection.fare``)
     rider: str | None = None
+    #: a campaign claim whose points the rules held here cannot confirm: the figure signed
+    #: into the code (``points`` is then ``None``); the central service decides
+    points_unconfirmed: int | None = None
 
     @property
     def approved(self) -> bool:
@@ -86,7 +103,18 @@ class Decision:
             return self.reason.message
         if self.outcome == "already_paid":
             return "Already paid: this card tapped a moment ago."
+        if self.outcome == "claim_pending":
+            return "Nothing charged. Tap your card to collect the points."
         return "Approved."
+
+
+@dataclass(frozen=True, slots=True)
+class PendingClaim:
+    """A campaign code read and waiting for the card that collects its points."""
+
+    code: CardIdentity
+    #: wall-clock ms after which the claim lapses
+    deadline_ms: int
 
 
 StateListener = Callable[[State, "Decision | None"], None]
@@ -104,6 +132,7 @@ class Terminal:
         clock: Callable[[], float] = time.time,
         ledger_fault: LedgerError | None = None,
         read_options: dict[str, object] | None = None,
+        clock_trust: ClockTrust | None = None,
     ) -> None:
         if ledger is None and ledger_fault is None:
             raise TransactionError("a terminal needs a ledger, or the fault that stopped it")
@@ -112,12 +141,19 @@ class Terminal:
         self.ledger = ledger
         self.token_key = token_key
         self.clock = clock
+        # How far the wall clock is trusted, recorded in each entry (terminal.clock). A
+        # terminal given a wall clock of its own (tests, replay) records a state only with a
+        # ClockTrust judging that clock: the kernel's NTP answer is about the system's.
+        if clock_trust is None and ledger is not None and clock is time.time:
+            clock_trust = ClockTrust(ledger)
+        self.clock_trust = clock_trust
         self.fault = ledger_fault
         self.read_options = self._read_options(config)
         self.read_options.update(read_options or {})
         self.state = State.IDLE
         self.listeners: list[StateListener] = []
         self.points = PointsEstimator(ledger)
+        self.pending_claim: PendingClaim | None = None
 
     def reconfigure(self, config: Config) -> None:
         """Run with a new config from the next transaction on (same ledger and keys)."""
@@ -183,16 +219,47 @@ class Terminal:
             raise TransactionError("pay() is the till's; a validator uses tap()")
         return self._transaction(presentation, amount)
 
+    def collect(self, presentation: Presentation) -> Decision:
+        """Either role: a presentation with no amount, for the card that collects a pending
+        campaign claim's points (a till has no sale keyed then). At a validator it is a tap;
+        at a till with no claim waiting, a card is declined as an invalid amount."""
+        return self._transaction(presentation, 0 if self.role == "till" else None)
+
+    def lapse_claim(self) -> Decision | None:
+        """Decline the pending campaign claim once its window has passed (nothing was
+        recorded); ``None`` while it may still be collected or when none waits. The kiosk
+        calls it between presentations, so that the screen says the claim lapsed."""
+        claim = self.pending_claim
+        if (claim is None or self.state is not State.IDLE
+                or int(self.clock() * 1000) < claim.deadline_ms):
+            return None
+        self.pending_claim = None
+        started = time.perf_counter()
+        self._to(State.DECIDE)
+        return self._decline(Reason.CLAIM_LAPSED, 0, started, card=claim.code,
+                             detail=f"campaign {claim.code.extra['campaign']}: no card tapped")
+
+    def cancel_claim(self) -> None:
+        """Forget the pending campaign claim (the clerk cancelled); nothing was recorded."""
+        self.pending_claim = None
+
     def _transaction(self, p: Presentation, amount: int | None) -> Decision:
         started = time.perf_counter()
         self._to(State.PRESENTED)
+        now_ms = int(self.clock() * 1000)
+        claim = self.pending_claim
+        if claim is not None and now_ms >= claim.deadline_ms:
+            log.info("campaign claim %s lapsed", claim.code.extra["campaign"])
+            claim = self.pending_claim = None
+        # A card presented while a claim waits collects its points: nothing is charged.
+        claiming = claim is not None and p.is_card
         # Until the card is read its category is not known: show and read with the default's.
-        shown_amount = amount if amount is not None else self.config.fares.default_fare
+        shown_amount = 0 if claiming else (
+            amount if amount is not None else self.config.fares.default_fare)
         if self.fault is not None or self.ledger is None:
             return self._decline(Reason.LEDGER_BROKEN, shown_amount, started,
                                  detail=str(self.fault))
         ledger = self.ledger
-        now_ms = int(self.clock() * 1000)
         found = find_application(p)
         if found is None:
             return self._decline(Reason.UNSUPPORTED, shown_amount, started,
@@ -211,11 +278,9 @@ class Terminal:
                                  detail=f"{app_name}: {err}")
         self._to(State.READ)
         if "campaign" in card.extra:
-            if self.role != "validator":
-                # A till has an amount keyed for a payment: a claim there would read as paid.
-                return self._decline(Reason.UNSUPPORTED, shown_amount, started, card=card,
-                                     detail="campaign codes are claimed at a validator")
-            return self._claim(ledger, card, started, now_ms)
+            return self._hold_claim(ledger, card, started, now_ms)
+        if claim is not None and claiming:
+            return self._claim(ledger, claim, card, started, now_ms)
         if amount is None:
             try:
                 rider, amount = self._fare(ledger, card)
@@ -257,7 +322,7 @@ class Terminal:
                 card_token=card.token,
                 amount=amount,
                 place=self.config.terminal.place,
-                detail=self._detail(card, rider),
+                detail=self._detail(card, rider, now_ms),
                 wall_ms=now_ms,
                 offline_delta=amount,
                 tap=self.role == "validator",
@@ -281,26 +346,82 @@ class Terminal:
         wanted = card.rider if card.rider is not None else ledger.rider_of(card.token)
         return self.config.fares.fare(wanted)
 
-    def _claim(self, ledger: Ledger, card: CardIdentity, started: float,
-               now_ms: int) -> Decision:
-        """A campaign code: record the claim (no money moves); the central service credits
-        it once per card and campaign."""
+    # -- campaign claims (see the module docstring) -----------------------------------------
+
+    def _hold_claim(self, ledger: Ledger, code: CardIdentity, started: float,
+                    now_ms: int) -> Decision:
+        """A campaign code: hold the claim for the card that collects it. Nothing is
+        recorded yet, and nothing charged whatever amount a till had keyed."""
         self._to(State.DECIDE)
         try:
-            if card.nonce is not None and ledger.nonce_used(card.nonce[0]):
+            if code.nonce is not None and ledger.nonce_used(code.nonce[0]):
+                return self._decline(Reason.QR_REPLAY, 0, started, card=code,
+                                     detail="this campaign code was already claimed here")
+        except LedgerError as err:
+            return self._ledger_failed(err, 0, started, code)
+        held = self.pending_claim
+        window_s = self.config.risk.campaign_claim_window_s
+        if held is None or held.code.nonce != code.nonce:
+            # The same code again keeps its claim (and window); another code replaces it.
+            self.pending_claim = PendingClaim(code, now_ms + window_s * 1000)
+        points, unconfirmed = self._campaign_points(code, now_ms)
+        return self._show(Decision(
+            "claim_pending", 0, None, code, elapsed_ms=(time.perf_counter() - started) * 1000,
+            detail=f"nothing charged; tap a card within {window_s} s to collect the points",
+            points=points, points_unconfirmed=unconfirmed))
+
+    def _claim(self, ledger: Ledger, claim: PendingClaim, card: CardIdentity, started: float,
+               now_ms: int) -> Decision:
+        """The card presented while a claim waits: one ``incentive`` entry for that card, no
+        money; the central service credits it once per card and campaign."""
+        self.pending_claim = None
+        code = claim.code
+        campaign = str(code.extra["campaign"])
+        self._to(State.DECIDE)
+        try:
+            if code.nonce is not None and ledger.nonce_used(code.nonce[0]):
                 return self._decline(Reason.QR_REPLAY, 0, started, card=card,
-                                     detail="this campaign was already claimed here")
+                                     detail="this campaign code was already claimed here")
+            if ledger.card_state(card.token).denied is not None:
+                return self._decline(Reason.DENY_LISTED, 0, started, card=card)
+            if claimed_by(ledger.card_details(card.token, "incentive"), campaign):
+                return self._decline(Reason.ALREADY_CLAIMED, 0, started, card=card,
+                                     detail=f"campaign {campaign}")
             self._to(State.COMMIT)
             entry = ledger.append("incentive", card_token=card.token, amount=0,
-                                  place=self.config.terminal.place, detail=claim_detail(card),
-                                  wall_ms=now_ms, nonce=card.nonce)
+                                  place=self.config.terminal.place,
+                                  detail=self._clocked(claim_detail(code, card), now_ms),
+                                  wall_ms=now_ms,
+                                  nonce=code.nonce)
         except LedgerError as err:
             return self._ledger_failed(err, 0, started, card)
-        return self._show(Decision("approved", 0, None, card, entry,
-                                   elapsed_ms=(time.perf_counter() - started) * 1000,
-                                   points=int(card.extra["points"])))
+        points, unconfirmed = self._campaign_points(code, now_ms)
+        return self._show(Decision(
+            "approved", 0, None, card, entry, elapsed_ms=(time.perf_counter() - started) * 1000,
+            detail=f"campaign {campaign}: points collected, nothing charged",
+            points=points, points_unconfirmed=unconfirmed))
 
-    def _detail(self, card: CardIdentity, rider: str) -> dict[str, str | int | bool]:
+    def _campaign_points(self, code: CardIdentity, now_ms: int) -> tuple[int | None, int | None]:
+        """``(points, points_unconfirmed)``: what the central service credits when the rules
+        held here confirm the campaign, else the figure signed into the code, unconfirmed."""
+        signed = int(code.extra["points"])
+        try:
+            rules = self.points.rules()
+        except LedgerError as err:
+            log.warning("campaign points not confirmed: %s", err)
+            rules = None
+        shown = campaign_points(rules, str(code.extra["campaign"]), signed, now_ms)
+        return (shown, None) if shown is not None else (None, signed)
+
+    def _clocked(self, detail: dict[str, str | int | bool],
+                 wall_ms: int) -> dict[str, str | int | bool]:
+        """``detail`` with the clock's state at ``wall_ms`` (``terminal.clock``), if judged."""
+        if self.clock_trust is not None:
+            detail["clock"] = self.clock_trust.judge(wall_ms).state
+        return detail
+
+    def _detail(self, card: CardIdentity, rider: str,
+                wall_ms: int) -> dict[str, str | int | bool]:
         t = self.config.terminal
         # The central service credits with the card's profile first, else with this rider.
         detail: dict[str, str | int | bool] = {"scheme": card.scheme, "card": card.display,
@@ -311,7 +432,7 @@ class Terminal:
             detail["merchant_category"] = t.merchant_category
         if card.atc is not None:
             detail["atc"] = card.atc
-        return detail
+        return self._clocked(detail, wall_ms)
 
     def _ledger_failed(self, err: LedgerError, amount: int, started: float,
                        card: CardIdentity | None) -> Decision:
@@ -367,11 +488,13 @@ class Terminal:
                                  detail=f"{left} won left of entry {seq}")
         self._to(State.COMMIT)
         f = original.fields
+        wall_ms = int(self.clock() * 1000)
         try:
             entry = ledger.append(
                 kind, card_token=f.card_token, amount=amount, ref_seq=seq, place=f.place,
-                detail={"merchant_category": self.config.terminal.merchant_category},
-                wall_ms=int(self.clock() * 1000), offline_delta=-amount,
+                detail=self._clocked(
+                    {"merchant_category": self.config.terminal.merchant_category}, wall_ms),
+                wall_ms=wall_ms, offline_delta=-amount,
             )
         except LedgerError as err:
             return self._ledger_failed(err, amount, started, None)

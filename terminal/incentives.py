@@ -17,8 +17,12 @@ other validators since their last sync are not known here, so the figure is an e
 what is credited is decided centrally. The cost on the tap path is one primary-key lookup.
 
 Campaign codes (``terminal.qr.campaign``) are read by the QR application into a
-:class:`CardIdentity` with ``extra["campaign"]``; the core records them here as an
-``incentive`` entry, with no money.
+:class:`CardIdentity` with ``extra["campaign"]``; the core holds the claim until a card is
+presented and records it then as one ``incentive`` entry for that card, with no money
+(``Terminal._claim``). What the screen shows is what the central service credits,
+``min(signed points, the campaign's points)``, when the rules' summary names the campaign and
+it runs on the claim's day (:func:`campaign_points`); otherwise the signed figure is shown as
+not confirmed.
 """
 
 from __future__ import annotations
@@ -40,6 +44,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class CampaignRule:
+    """A campaign as the summary sends it: the most a code earns, and the days it runs."""
+
+    points: int
+    start: date
+    end: date
+
+
+@dataclass(frozen=True)
 class TerminalRules:
     """The rules' summary the central service sends with the points snapshot."""
 
@@ -52,6 +65,8 @@ class TerminalRules:
     local_food: bool
     rate_bp: int
     merchant_categories: frozenset[str]
+    #: ``None`` when the summary predates campaigns (then no campaign can be confirmed)
+    campaigns: dict[str, CampaignRule] | None = None
 
     @classmethod
     def parse(cls, text: str) -> TerminalRules | None:
@@ -66,13 +81,24 @@ class TerminalRules:
                 {str(k): int(v) for k, v in doc["weekly_cap"].items()},
                 frozenset(date.fromisoformat(d) for d in doc["holidays"]),
                 bool(doc["local_food"]), int(doc["rate_bp"]),
-                frozenset(str(c) for c in doc["merchant_categories"]))
+                frozenset(str(c) for c in doc["merchant_categories"]),
+                _campaigns(doc.get("campaigns")))
         except (ValueError, KeyError, TypeError, AttributeError, ZoneInfoNotFoundError) as err:
             log.warning("points rules summary unusable, no points shown: %s", err)
             return None
 
     def day(self, ms: int) -> date:
         return datetime.fromtimestamp(ms / 1000, self.tz).date()
+
+
+def _campaigns(doc: object) -> dict[str, CampaignRule] | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise TypeError(f"campaigns is {type(doc).__name__}, not an object")
+    return {str(cid): CampaignRule(int(c["points"]), date.fromisoformat(str(c["start"])),
+                                   date.fromisoformat(str(c["end"])))
+            for cid, c in doc.items()}
 
 
 class PointsEstimator:
@@ -142,7 +168,33 @@ class PointsEstimator:
 # -- campaign claims as ledger entries ----------------------------------------------------------
 
 
-def claim_detail(card: CardIdentity) -> dict[str, str | int | bool]:
-    """The ``incentive`` entry's detail: the central service re-checks the code itself."""
-    return {"campaign": str(card.extra["campaign"]), "points": int(card.extra["points"]),
-            "code": str(card.extra["code"]), "scheme": card.scheme, "card": card.display}
+def campaign_points(rules: TerminalRules | None, campaign: str, signed: int,
+                    now_ms: int) -> int | None:
+    """What the central service will credit for a code signed for ``signed`` points:
+    the same cap as ``central.incentive_rules.Campaign.grant``; ``None`` when the rules held
+    here do not confirm it (no summary, an older one, or the campaign unknown or not running
+    on ``now_ms``'s day in the rules' time zone)."""
+    rule = rules.campaigns.get(campaign) if rules is not None and rules.campaigns else None
+    if rules is None or rule is None or not rule.start <= rules.day(now_ms) <= rule.end:
+        return None
+    return max(0, min(signed, rule.points))
+
+
+def claim_detail(code: CardIdentity, card: CardIdentity) -> dict[str, str | int | bool]:
+    """The ``incentive`` entry's detail: the campaign, the code (the central service
+    re-checks it itself), the wallet that brought it, and the card that claimed it."""
+    return {"campaign": str(code.extra["campaign"]), "points": int(code.extra["points"]),
+            "code": str(code.extra["code"]), "wallet": str(code.extra["wallet"]),
+            "scheme": card.scheme, "card": card.display}
+
+
+def claimed_by(details: list[str], campaign: str) -> bool:
+    """Whether one of a card's ``incentive`` entry details claims ``campaign``."""
+    for text in details:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("campaign") == campaign:
+            return True
+    return False

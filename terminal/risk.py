@@ -35,6 +35,8 @@ class Reason(StrEnum):
     REFUND_EXCEEDS = "refund_exceeds"
     NOT_REFUNDABLE = "not_refundable"
     WRONG_ROLE = "wrong_role"
+    CLAIM_LAPSED = "claim_lapsed"
+    ALREADY_CLAIMED = "already_claimed"
 
     @property
     def message(self) -> str:
@@ -78,6 +80,11 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.NOT_REFUNDABLE: ("That entry is not a payment that can be refunded.",
                             "환불할 수 없는 거래입니다."),
     Reason.WRONG_ROLE: ("This terminal does not do that.", "이 단말기에서는 할 수 없습니다."),
+    Reason.CLAIM_LAPSED: ("No card was tapped in time: no points were collected. "
+                          "Show the code again.",
+                          "카드를 대지 않아 포인트가 적립되지 않았습니다. 코드를 다시 보여주세요."),
+    Reason.ALREADY_CLAIMED: ("This card already collected this campaign's points.",
+                             "이 카드는 이미 이 행사의 포인트를 받았습니다."),
 }
 
 

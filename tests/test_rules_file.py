@@ -157,7 +157,8 @@ def test_summary_keeps_its_shape_and_sends_this_year_and_the_next() -> None:
     for today in (date(2026, 1, 1), date(2026, 11, 26), date(2027, 12, 31)):
         summary = rules.summary(today)
         assert set(summary) == {"version", "timezone", "bus", "bus_types", "weekly_cap",
-                                "holidays", "local_food", "rate_bp", "merchant_categories"}
+                                "holidays", "local_food", "rate_bp", "merchant_categories",
+                                "campaigns"}
         parsed = TerminalRules.parse(json.dumps(summary))
         assert parsed is not None and parsed.version == 1
         assert date(2027, 2, 8) in parsed.holidays and date(2027, 2, 9) in parsed.holidays

@@ -259,7 +259,8 @@ def demo(keep: Path | None, screenshots: Path | None) -> None:
 
     def show(step: Step) -> None:
         d = step.decision
-        mark = {"approved": "APPROVED", "declined": "DECLINED", "already_paid": "ALREADY PAID"}
+        mark = {"approved": "APPROVED", "declined": "DECLINED", "already_paid": "ALREADY PAID",
+                "claim_pending": "TAP CARD TO CLAIM"}
         why = f" ({d.reason.value}: {d.reason.message})" if d.reason else ""
         if d.outcome == "already_paid":
             why = f" ({d.detail})"

@@ -141,7 +141,8 @@ def _campaign_keys(options: dict[str, Any]) -> list[Ed25519PublicKey]:
 
 
 def _campaign(text: str, ctx: ReadContext) -> CardIdentity:
-    """A scanned campaign code: who claims, which campaign, how many points to show."""
+    """A scanned campaign code: which campaign, which wallet brought it, the points signed.
+    Its token is the wallet's; the core credits the card presented after it instead."""
     code = _verified(campaign.verify, text, _campaign_keys(ctx.options),
                      "no campaign key is provisioned")
     skew = int(ctx.options.get("qr_clock_skew_s", DEFAULT_SKEW_S))
@@ -151,4 +152,4 @@ def _campaign(text: str, ctx: ReadContext) -> CardIdentity:
     return _wallet_card(ctx, code.wallet_id, "campaign",
                         (code.nonce_key, (code.valid_until + skew) * 1000),
                         extra={"campaign": code.campaign_id, "points": code.points,
-                               "code": text})
+                               "code": text, "wallet": code.wallet_id})
