@@ -131,6 +131,11 @@ def test_clock_lines_set_the_terminals_clock_until_the_next(tmp_path: Path) -> N
     walls = [e["wall_ms"] for e in entries(home)]
     assert walls == [SEVEN_AM_MS, slow, slow + 5 * MINUTE_MS, SEVEN_AM_MS + 20 * MINUTE_MS,
                      0, MINUTE_MS]
+    # the terminal judges its clock as on site: true while it reads true, else not trusted
+    # (20 minutes slow: behind the first entry; the epoch: behind everything)
+    states = [json.loads(str(e["detail"])).get("clock") for e in entries(home)]
+    assert states == ["synchronised", "unknown", "unknown", "synchronised", "unknown",
+                      "unknown"]
 
 
 GOOD = {

@@ -27,6 +27,7 @@ from firmware_cfg.config import Config
 from localpay.cli.common import Context, pass_ctx
 from localpay.errors import ConfigError
 from offline_ledger import Ledger
+from terminal.clock import ClockTrust
 from terminal.core import Decision, Terminal
 from terminal.home import Home
 
@@ -436,7 +437,10 @@ def replay(ctx: Context, file: Path, db: Path | None) -> None:
     token_key = home.token_key(config, create=True)
     ledger = Ledger(path, key=key, terminal_id=config.terminal.id)
     try:
-        terminal = Terminal(config, ledger, token_key, clock=clock)
+        # The terminal judges its clock as on site, except that a scenario's times are the
+        # truth: no release date bounds them, and NTP is in sync while the clock reads true.
+        trust = ClockTrust(ledger, wall=clock, ntp=lambda: clock.offset_ms == 0, released_ms=0)
+        terminal = Terminal(config, ledger, token_key, clock=clock, clock_trust=trust)
         with central_link(home, config, path) as sync_round:
             play(terminal, clock, steps, lambda line: click.echo(json.dumps(line)),
                  sync_round if central else None)
