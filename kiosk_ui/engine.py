@@ -243,7 +243,14 @@ class Engine:
             log.error("cannot read sync state: %s", err)
             self.outbox.put(SyncView(online, 0, 0, False, self._reader_ok))
             return
-        self.outbox.put(SyncView(online, waiting, head, True, self._reader_ok))
+        clock = ""
+        if t.clock_trust is not None:
+            try:
+                clock = t.clock_trust.reading().state
+            except LocalpayError as err:
+                log.warning("clock not judged: %s", err)
+                clock = "unknown"
+        self.outbox.put(SyncView(online, waiting, head, True, self._reader_ok, clock))
         if t.role == "till":
             today = dt.datetime.fromtimestamp(t.clock()).astimezone().date().isoformat()
             if force_day or self._day_key != (head, today):

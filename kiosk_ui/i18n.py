@@ -44,6 +44,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "all_synced": ("All synced", "동기화 완료"),
     "ledger_fault": ("Needs service", "점검 필요"),
     "reader_fault": ("Reader problem", "리더기 오류"),
+    # payments go on; the technician sees that the clock needs setting (selftest says why)
+    "clock_unknown": ("Clock not set", "시계 미확인"),
     "route": ("Bus {place}", "{place}번 버스"),
     "lang_button": ("한국어", "English"),
     "amount_prompt": ("Enter amount", "금액을 입력하세요"),

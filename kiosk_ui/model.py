@@ -156,6 +156,8 @@ class SyncView:
     head_seq: int = 0
     ledger_ok: bool = True
     reader_ok: bool = True
+    #: how far the terminal trusts its clock (terminal.clock): for the technician
+    clock: str = ""
 
 
 @dataclass(frozen=True)

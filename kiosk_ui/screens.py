@@ -124,7 +124,9 @@ def status_text(m: KioskModel) -> tuple[str, d.Color]:
                  else tr(lang, "all_synced"))
     if not s.reader_ok:
         parts.append(tr(lang, "reader_fault"))
-    color = d.ONLINE if s.online and s.reader_ok else d.ORANGE
+    if s.clock == "unknown":
+        parts.append(tr(lang, "clock_unknown"))
+    color = d.ONLINE if s.online and s.reader_ok and s.clock != "unknown" else d.ORANGE
     return " · ".join(parts), color
 
 
