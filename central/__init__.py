@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from central.incentives import IncentiveCrediter
+from central.incentives import IncentiveCrediter, programme_start_ms
 from central.keys import load_signer
 from central.rules import FraudConfig, default_hooks
 from central.service import CentralLog, VerifyPolicy
@@ -38,7 +38,8 @@ def open_service(
     store = open_store(db or f"sqlite:///{folder / 'central.sqlite'}", pool_size)
     config = FraudConfig.load(rules) if rules else FraudConfig()
     service = CentralLog(store, signer, hooks=default_hooks(config),
-                         followers=[IncentiveCrediter()], policy=policy)
+                         followers=[IncentiveCrediter()], policy=policy,
+                         programme_start=programme_start_ms)
     service.data_dir = folder
     return service
 

@@ -7,7 +7,7 @@ that everything depending on dates (days, weeks, months, holidays, rule versions
 uses instead of the stated one.
 
 An entry's stated wall time is taken as it is when it is plausible: not before the
-programme's earliest time, not after the batch's arrival (plus a skew for clocks a little
+programme's start, not after the batch's arrival (plus a skew for clocks a little
 fast), and not behind the terminal's previous entry (less a tolerance for the small steps
 back NTP makes). Otherwise its effective time is the latest time it can have happened: the
 stated time of the next plausible entry of its batch, or else the batch's arrival, and never
@@ -32,7 +32,7 @@ FUTURE_SKEW_MS = 10 * 60_000
 #: NTP may step a clock back by this much without the entry being doubted
 BACK_TOLERANCE_MS = 60_000
 
-BEFORE_EARLIEST = "before the programme's earliest time"
+BEFORE_EARLIEST = "before the programme started"
 AFTER_ARRIVAL = "after its batch arrived"
 BEHIND_PREVIOUS = "behind the terminal's previous entry"
 CLOCK_UNKNOWN = "the terminal's clock was unknown"

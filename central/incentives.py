@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from central.incentive_rules import (
@@ -138,6 +138,22 @@ def active_rules(tx: Tx, *, store_default: bool = True) -> Rules:
             store_rules(tx, rules)
         return rules
     return _parsed(str(row[0]), str(row[1]))
+
+
+def programme_start_ms(tx: Tx) -> int:
+    """The start of the programme the newest rules version describes, as Unix ms at 00:00 in
+    its time zone (the shipped defaults' while no version is stored: crediting stores them
+    first): the earliest plausible time of an entry (:class:`central.service.CentralLog`,
+    ``programme_start``)."""
+    row = tx.one("SELECT version, sha256 FROM incentive_rules ORDER BY version DESC LIMIT 1")
+    rules = Rules.default()
+    if row is not None:
+        cached = _PARSED.get(str(row[1]))
+        body = None if cached else tx.one("SELECT body FROM incentive_rules WHERE version = ?",
+                                          (int(row[0]),))
+        rules = cached or (_parsed(str(row[1]), str(body[0])) if body else rules)
+    start = datetime.combine(rules.programme.start, datetime.min.time(), rules.calendar().tz)
+    return int(start.timestamp() * 1000)
 
 
 def rules_versions(store: Store) -> list[dict[str, Any]]:

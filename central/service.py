@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -161,6 +161,7 @@ class CentralLog:
         tz: str = DEFAULT_TZ,
         stale_ms: int = STALE_MS,
         earliest_ms: int = EARLIEST_MS,
+        programme_start: Callable[[Tx], int | None] | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -172,6 +173,9 @@ class CentralLog:
         self.stale_ms = stale_ms
         #: an entry stating a time before this is flagged and given an effective time
         self.earliest_ms = earliest_ms
+        #: the programme's start (ms) as the rules in the store say, read in each ingest
+        #: transaction: before it a stated time is implausible too
+        self.programme_start = programme_start
         self._nonce_checks = 0
         #: folder of the service's key files (log, operator, token key), when it has one
         self.data_dir: Path | None = None
@@ -333,8 +337,10 @@ class CentralLog:
         # The detail is canonical JSON (keys sorted, no spaces, quotes inside strings
         # escaped), so this text occurs only as the clock's own key and value.
         trusted = ['"clock":"unknown"' not in e.detail for e in entries]
+        start = self.programme_start(tx) if self.programme_start is not None else None
+        earliest = max(self.earliest_ms, start or 0)
         timed = effective_times([e.wall_ms for e in entries], previous_ms, arrival_ms,
-                                earliest_ms=self.earliest_ms, trusted=trusted)
+                                earliest_ms=earliest, trusted=trusted)
         for e, t in zip(entries, timed, strict=True):
             index = frontier.size
             nodes.extend(frontier.append(hashlib.sha256(b"\x00" + e.data).digest()))

@@ -306,3 +306,31 @@ def test_date_options_take_only_real_dates(tmp_path: pytest.TempPathFactory) -> 
     for bad in ("2025-13", "2025-1", "202501"):
         out = CliRunner().invoke(cli, ["central", "payout", "--month", bad, *store])
         assert out.exit_code != 0 and "YYYY-MM" in out.output, (bad, out.output)
+
+
+def test_a_time_before_the_programme_started_is_flagged_not_credited_to_it(
+        store_url: str) -> None:  # noqa: F811
+    """A clock a year behind (after 2020, before the programme's 2025-01-01 start) would
+    have been credited to a month that can never be paid."""
+    from central.incentives import programme_start_ms
+
+    svc = CentralLog(open_store(store_url), NoteSigner("test.example/log",
+                                                       Ed25519PrivateKey.generate()),
+                     hooks=default_hooks(), followers=[IncentiveCrediter()],
+                     programme_start=programme_start_ms)
+    try:
+        bus = chain(svc, "BUS-1")
+        # a new validator's first boot, with a saved clock a year old and no network
+        stale = bus.tap(X, seoul_ms(2024, 9, 2, 8))
+        svc.ingest("BUS-1", [stale, bus.tap(Y, seoul_ms(2025, 9, 2, 9))])
+        other = chain(svc, "BUS-2")
+        svc.ingest("BUS-2", [other.tap(Z, seoul_ms(2025, 9, 1, 8))])
+        assert [(e["day"], e["points"]) for e in statement(svc.store, X)["entries"]] == [
+            ("2025-09-02", 1500)]
+        with svc.store.tx(write=False) as tx:
+            [(detail,)] = tx.all("SELECT detail FROM flags WHERE rule = 'clock'")
+        assert "before the programme started" in str(detail)
+        svc.set_balances({X: 0, Y: 0, Z: 0})
+        assert payout(svc.store, "2025-09", after(2025, 9)).points == 3 * 1500
+    finally:
+        svc.store.close()
