@@ -649,7 +649,10 @@ class Ledger:
             statements += [
                 ("UPDATE card_counters SET offline_amount = 0, offline_count = 0", ()),
                 (
-                    "UPDATE card_counters SET offline_amount = s.a, offline_count = s.n FROM "
+                    # floored at 0 as append floors it: a refund of an entry this round
+                    # synced must not leave room beyond the card's cap
+                    "UPDATE card_counters SET offline_amount = MAX(s.a, 0), "
+                    "offline_count = s.n FROM "
                     "(SELECT card_token AS t, SUM(CASE WHEN kind IN ('payment','tap') THEN amount "
                     "ELSE -amount END) AS a, SUM(kind IN ('payment','tap')) AS n FROM entries "
                     "WHERE seq > ? AND kind IN ('payment','tap','refund','void') "

@@ -301,3 +301,24 @@ def test_mark_synced_without_recount_leaves_counters_high(ledger: Ledger) -> Non
     assert ledger.card_state("x").offline_amount == 6000  # still counted: conservative
     ledger.mark_synced(4, "cp-4")
     assert ledger.card_state("x").offline_amount == 0 and ledger.exposure == 0
+
+
+def test_a_refund_written_during_a_sync_round_never_makes_a_counter_negative(
+        ledger: Ledger) -> None:
+    """Reproduced on the old code: pay 8,000, refund it while the round that holds the
+    payment is in flight, mark_synced(1): counter and exposure -8,000, and the card then
+    got 10,000 and 8,000 approved against a 10,000 cap."""
+    from firmware_cfg.config import DEFAULT
+    from terminal.risk import RiskInput, evaluate
+
+    risk = DEFAULT.replace("risk", card_offline_amount=10_000, max_amount=50_000).risk
+    ledger.append("payment", card_token="x", amount=8_000, offline_delta=8_000)
+    ledger.append("refund", card_token="x", amount=8_000, ref_seq=1, offline_delta=-8_000)
+    ledger.mark_synced(1, "cp-1")
+    state = ledger.card_state("x")
+    assert (state.offline_amount, ledger.exposure) == (0, 0)
+    assert evaluate(risk, RiskInput(10_000, state, ledger.exposure, False)) is None
+    ledger.append("payment", card_token="x", amount=10_000, offline_delta=10_000)
+    full = ledger.card_state("x")
+    assert full.offline_amount == 10_000                        # 0 + 10,000, not -8,000 + ...
+    assert evaluate(risk, RiskInput(8_000, full, ledger.exposure, False)) is not None
