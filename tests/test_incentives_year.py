@@ -334,3 +334,67 @@ def test_a_time_before_the_programme_started_is_flagged_not_credited_to_it(
         assert payout(svc.store, "2025-09", after(2025, 9)).points == 3 * 1500
     finally:
         svc.store.close()
+
+
+# -- crediting at its edges ---------------------------------------------------------------------
+
+
+def test_a_late_credit_after_two_paid_months_is_paid_once_by_the_next_run(
+        svc: CentralLog) -> None:
+    bus = chain(svc, "BUS-1")
+    svc.set_balances({X: 0, Y: 0})
+    svc.ingest("BUS-1", [bus.tap(Y, seoul_ms(2025, 5, 6, 8))])
+    payout(svc.store, "2025-05", after(2025, 5))
+    payout(svc.store, "2025-06", after(2025, 6))
+    late = chain(svc, "BUS-2")                   # a May ride that syncs in July
+    svc.ingest("BUS-2", [late.tap(X, seoul_ms(2025, 5, 7, 8), fare=1200)])
+    [entry] = statement(svc.store, X)["entries"]
+    assert entry["payable_month"] == "2025-07"   # past both paid months
+    jul = payout(svc.store, "2025-07", after(2025, 7))
+    assert (jul.cards, jul.points) == (1, 1200)
+    assert payout(svc.store, "2025-08", after(2025, 8)).points == 0
+    assert statement(svc.store, X)["paid"] == 1200
+
+
+def test_a_second_crediter_between_chunks_cannot_lift_a_week_over_its_cap(
+        store_url: str) -> None:  # noqa: F811
+    """Crediting keeps cards' weeks between its chunks; when another crediter moved the
+    cursor in between, they are read again (else Mon 1,500 + Tue 1,400 + Thu 1,400: 4,300
+    through a 2,900 cap)."""
+    from central.incentives import credit_log
+
+    svc = CentralLog(open_store(store_url), NoteSigner("test.example/log",
+                                                       Ed25519PrivateKey.generate()),
+                     hooks=default_hooks())       # no follower: crediting only by hand
+    try:
+        bus = chain(svc, "BUS-1")
+        svc.ingest("BUS-1", [bus.tap(X, seoul_ms(2025, 3, 10, 8)),     # Mon
+                             bus.tap(X, seoul_ms(2025, 3, 11, 8))])    # Tue
+        interleaved = []
+
+        def between(done: int, size: int) -> None:
+            if interleaved:
+                return
+            interleaved.append(done)
+            svc.ingest("BUS-1", [bus.tap(X, seoul_ms(2025, 3, 12, 8))])    # Wed
+            credit_log(svc.store, chunk=10)       # another worker credits Tue and Wed
+            svc.ingest("BUS-1", [bus.tap(X, seoul_ms(2025, 3, 13, 8))])    # Thu
+
+        credit_log(svc.store, chunk=1, progress=between)
+        credit_log(svc.store)
+        assert interleaved == [1]
+        st = statement(svc.store, X)
+        assert [e["points"] for e in st["entries"]] == [1500, 2900 - 1500]
+        assert st["earned"] == 2900 and st["weeks"][0]["points"] == 2900
+    finally:
+        svc.store.close()
+
+
+def test_a_refund_larger_than_its_payment_takes_back_no_more_than_it_earned(
+        svc: CentralLog) -> None:
+    till = chain(svc, "TILL-1")
+    pay = till.pay(X, 10_000, seoul_ms(2025, 4, 1, 12))
+    svc.ingest("TILL-1", [pay, till.refund(X, 15_000, pay.seq, seoul_ms(2025, 4, 2, 12))])
+    earned = 10_000 * FOOD_RATE_BP // 10_000
+    assert [e["points"] for e in statement(svc.store, X)["entries"]] == [earned, -earned]
+    assert statement(svc.store, X)["earned"] == 0
