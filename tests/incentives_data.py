@@ -10,7 +10,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from central.incentives import IncentiveCrediter
+from central.rules import default_hooks
+from central.service import CentralLog
+from central.store import open_store
+from firmware_cfg.keys import public_hex
 from offline_ledger.encoding import ZERO_HASH, EntryFields, encode, entry_hash
+from sync.checkpoint import NoteSigner
 from sync.protocol import WireEntry, decode_entry
 
 KST = timedelta(hours=9)
@@ -71,3 +77,19 @@ def unsigned(terminal_id: str, seq: int, kind: str, token: str, amount: int, wal
     """An entry for bulk crediting runs that never reach the chain (no signature)."""
     return WireEntry(seq, kind, terminal_id, token, amount, ref_seq, place, wall_ms, wall_ms,
                      detail, ZERO_HASH, b"", b"")
+
+
+def open_service(store_url: str, **kw: Any) -> CentralLog:
+    """A central log over ``store_url`` with the balance and fraud hooks and, unless ``kw``
+    says otherwise, incentive crediting after every batch (close its store when done)."""
+    kw.setdefault("hooks", default_hooks())
+    kw.setdefault("followers", [IncentiveCrediter()])
+    return CentralLog(open_store(store_url),
+                      NoteSigner("test.example/log", Ed25519PrivateKey.generate()), **kw)
+
+
+def chain(svc: CentralLog, tid: str) -> Chain:
+    """A new terminal's chain, registered with ``svc``."""
+    c = Chain(tid)
+    svc.add_terminal(tid, bytes.fromhex(public_hex(c.key)))
+    return c

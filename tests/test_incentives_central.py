@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from central.incentive_rules import Rules, default_rules_text
 from central.incentives import (
     CreditEntry,
-    IncentiveCrediter,
     credit,
     credit_log,
     lock_crediting,
@@ -23,7 +22,6 @@ from central.incentives import (
 )
 from central.payouts import payout, statement
 from central.profiles import set_profiles
-from central.rules import default_hooks
 from central.service import CentralLog, Ingested
 from central.store import open_store
 from central.versions import load_rules
@@ -31,7 +29,7 @@ from firmware_cfg.keys import public_hex
 from localpay.errors import ConfigError, TransactionError
 from sync.checkpoint import NoteSigner
 from terminal.qr import campaign
-from tests.incentives_data import Chain, seoul_ms
+from tests.incentives_data import Chain, chain, open_service, seoul_ms
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
 
 A, B, C, Y, K = ("a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32)
@@ -39,17 +37,9 @@ A, B, C, Y, K = ("a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32)
 
 @pytest.fixture
 def svc(store_url: str) -> Iterator[CentralLog]:  # noqa: F811
-    log = CentralLog(open_store(store_url), NoteSigner("test.example/log",
-                                                       Ed25519PrivateKey.generate()),
-                     hooks=default_hooks(), followers=[IncentiveCrediter()])
+    log = open_service(store_url)
     yield log
     log.store.close()
-
-
-def chain(svc: CentralLog, tid: str) -> Chain:
-    c = Chain(tid)
-    svc.add_terminal(tid, bytes.fromhex(public_hex(c.key)))
-    return c
 
 
 def pts(svc: CentralLog, token: str) -> list[tuple[str, str, int]]:

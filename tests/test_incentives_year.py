@@ -11,16 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central.incentives import IncentiveCrediter
 from central.payouts import payout, statement
-from central.rules import default_hooks
 from central.service import CentralLog
-from central.store import open_store
-from firmware_cfg.keys import public_hex
-from sync.checkpoint import NoteSigner
-from tests.incentives_data import Chain, seoul_ms
+from tests.incentives_data import chain, open_service, seoul_ms
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
 
 X, Y, Z = "7" * 32, "8" * 32, "9" * 32
@@ -29,17 +23,9 @@ FOOD_RATE_BP = 30  # the shipped rules: 0.3 % of a local-food payment
 
 @pytest.fixture
 def svc(store_url: str) -> Iterator[CentralLog]:  # noqa: F811
-    log = CentralLog(open_store(store_url), NoteSigner("test.example/log",
-                                                       Ed25519PrivateKey.generate()),
-                     hooks=default_hooks(), followers=[IncentiveCrediter()])
+    log = open_service(store_url)
     yield log
     log.store.close()
-
-
-def chain(svc: CentralLog, tid: str) -> Chain:
-    c = Chain(tid)
-    svc.add_terminal(tid, bytes.fromhex(public_hex(c.key)))
-    return c
 
 
 def balance(svc: CentralLog, token: str) -> int:
@@ -314,10 +300,7 @@ def test_a_time_before_the_programme_started_is_flagged_not_credited_to_it(
     have been credited to a month that can never be paid."""
     from central.incentives import programme_start_ms
 
-    svc = CentralLog(open_store(store_url), NoteSigner("test.example/log",
-                                                       Ed25519PrivateKey.generate()),
-                     hooks=default_hooks(), followers=[IncentiveCrediter()],
-                     programme_start=programme_start_ms)
+    svc = open_service(store_url, programme_start=programme_start_ms)
     try:
         bus = chain(svc, "BUS-1")
         # a new validator's first boot, with a saved clock a year old and no network
@@ -363,9 +346,7 @@ def test_a_second_crediter_between_chunks_cannot_lift_a_week_over_its_cap(
     through a 2,900 cap)."""
     from central.incentives import credit_log
 
-    svc = CentralLog(open_store(store_url), NoteSigner("test.example/log",
-                                                       Ed25519PrivateKey.generate()),
-                     hooks=default_hooks())       # no follower: crediting only by hand
+    svc = open_service(store_url, followers=[])      # crediting only by hand
     try:
         bus = chain(svc, "BUS-1")
         svc.ingest("BUS-1", [bus.tap(X, seoul_ms(2025, 3, 10, 8)),     # Mon

@@ -32,6 +32,23 @@ def iso_day(text: str, name: str) -> str:
                              param_hint=name)
 
 
+def card_rows(path: Path, what: str) -> list[tuple[int, str, str]]:
+    """``(line number, card_token, value)`` of a CSV of ``card_token,WHAT`` (a header line
+    and blank lines skipped); a short line or unreadable file is one ConfigError."""
+    out: list[tuple[int, str, str]] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for n, row in enumerate(csv.reader(fh), 1):
+                if not row or row[0] == "card_token":
+                    continue
+                if len(row) < 2:
+                    raise ConfigError(f"{path}:{n}: expected card_token,{what}")
+                out.append((n, row[0], row[1]))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError(f"{path}: {err}") from err
+    return out
+
+
 def service_options(func: Any) -> Any:
     func = click.option("--db", default=None, metavar="URL",
                         help="sqlite:///PATH or postgresql://... (default: SQLite in --data)."
@@ -130,14 +147,11 @@ def deny(db: str | None, data: Path | None, card_token: str, reason: str, remove
 def balances(db: str | None, data: Path | None, csv_file: Path) -> None:
     """Load balance snapshots from a CSV of card_token,balance (integer won)."""
     rows: dict[str, int] = {}
-    with open(csv_file, newline="", encoding="utf-8") as fh:
-        for n, row in enumerate(csv.reader(fh), 1):
-            if not row or row[0] == "card_token":
-                continue
-            try:
-                rows[row[0]] = int(row[1])
-            except (IndexError, ValueError):
-                raise ConfigError(f"{csv_file}:{n}: expected card_token,balance") from None
+    for n, token, value in card_rows(csv_file, "balance"):
+        try:
+            rows[token] = int(value)
+        except ValueError:
+            raise ConfigError(f"{csv_file}:{n}: expected card_token,balance") from None
     version = open_central(db, data).set_balances(rows)
     click.echo(f"{len(rows)} balances loaded (version {version})")
 
@@ -363,14 +377,7 @@ def profile_load(db: str | None, data: Path | None, csv_file: Path) -> None:
     """Load rider categories from a CSV of card_token,rider."""
     from central.profiles import set_profiles
 
-    rows: dict[str, str] = {}
-    with open(csv_file, newline="", encoding="utf-8") as fh:
-        for n, row in enumerate(csv.reader(fh), 1):
-            if not row or row[0] == "card_token":
-                continue
-            if len(row) < 2:
-                raise ConfigError(f"{csv_file}:{n}: expected card_token,rider")
-            rows[row[0]] = row[1].strip()
+    rows = {token: value.strip() for _, token, value in card_rows(csv_file, "rider")}
     click.echo(f"{set_profiles(open_central(db, data).store, rows)} profiles loaded")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,6 +34,17 @@ def central_store(url: str | None, kind: str) -> Iterator[str | None]:
         yield cluster.new_database()
     finally:
         cluster.destroy()
+
+
+def store_options(func: Any) -> Any:
+    """``--db URL`` or ``--store sqlite|postgresql``: the store a central benchmark uses."""
+    func = click.option("--store", type=click.Choice(["sqlite", "postgresql"]),
+                        default="sqlite", show_default=True,
+                        help="Without --db: SQLite in a temporary folder, or a throwaway "
+                        "local PostgreSQL cluster with fsync on.")(func)
+    return click.option("--db", "store_url", default=None,
+                        help="Central store URL, e.g. postgresql://... (default: see "
+                        "--store).")(func)
 
 
 @click.group(invoke_without_command=True)
@@ -88,11 +100,7 @@ def bench_ui_cmd(frames: int) -> None:
 @bench.command("incentives")
 @click.option("--events", type=click.IntRange(min=1000), default=1_500_000, show_default=True,
               help="Taps and purchases in the simulated day (Goyang: about 1.5 million).")
-@click.option("--db", "store_url", default=None,
-              help="Central store URL, e.g. postgresql://... (default: see --store).")
-@click.option("--store", type=click.Choice(["sqlite", "postgresql"]), default="sqlite",
-              show_default=True, help="Without --db: SQLite in a temporary folder, or a "
-              "throwaway local PostgreSQL cluster with fsync on.")
+@store_options
 @click.option("--follow", type=click.Choice(["backlog", "batch"]), default="backlog",
               show_default=True,
               help="Credit the day's log in chunks, or after every hourly batch.")
@@ -110,11 +118,7 @@ def bench_incentives_cmd(events: int, store_url: str | None, store: str, follow:
 @bench.command("payout")
 @click.option("--cards", type=click.IntRange(min=100), default=100_000, show_default=True,
               help="Cards with credits in the month.")
-@click.option("--db", "store_url", default=None,
-              help="Central store URL (default: see --store).")
-@click.option("--store", type=click.Choice(["sqlite", "postgresql"]), default="sqlite",
-              show_default=True, help="Without --db: SQLite in a temporary folder, or a "
-              "throwaway local PostgreSQL cluster with fsync on.")
+@store_options
 def bench_payout_cmd(cards: int, store_url: str | None, store: str) -> None:
     """A month's payout for a city's cards, settlement file included."""
     from localpay.cli.bench.payout import bench_payout
