@@ -10,6 +10,7 @@ A second run of a month changes nothing and answers what the first did.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -215,16 +216,23 @@ def settlement_rows(store: Store, month: str) -> list[tuple[Any, ...]]:
 def write_settlement(store: Store, month: str, path: Path) -> int:
     """Write ``month``'s settlement file (CSV, mode 0600) atomically; the number of cards."""
     rows = settlement_rows(store, month)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(SETTLEMENT_HEADER)
-        writer.writerows(rows)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(SETTLEMENT_HEADER)
+            writer.writerows(rows)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        # the payout itself is committed: running it again writes the file again
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"settlement file {path} not written: {err}; the payout of "
+                          f"{month} is done, run it again to write the file") from err
     return len(rows)
 
 

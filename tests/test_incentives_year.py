@@ -379,3 +379,19 @@ def test_a_refund_larger_than_its_payment_takes_back_no_more_than_it_earned(
     earned = 10_000 * FOOD_RATE_BP // 10_000
     assert [e["points"] for e in statement(svc.store, X)["entries"]] == [earned, -earned]
     assert statement(svc.store, X)["earned"] == 0
+
+
+def test_a_settlement_file_that_cannot_be_written_is_one_error(svc: CentralLog,
+                                                              tmp_path: pytest.TempPathFactory
+                                                              ) -> None:
+    from pathlib import Path
+
+    from central.payouts import write_settlement
+    from localpay.errors import ConfigError
+
+    payout(svc.store, "2025-07", after(2025, 7))
+    blocker = Path(str(tmp_path)) / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(ConfigError, match="run it again to write the file"):
+        write_settlement(svc.store, "2025-07", blocker / "points-2025-07.csv")
+    assert payout(svc.store, "2025-07", after(2025, 7)).already
