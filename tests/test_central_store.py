@@ -13,7 +13,7 @@ from central.rules import default_hooks
 from central.service import CentralLog
 from central.store import Rows, open_store
 from localpay.errors import ChainMismatchError, SyncAuthError
-from offline_ledger.encoding import ZERO_HASH, EntryFields, encode
+from offline_ledger.encoding import EntryFields, encode
 from sync import merkle
 from sync.checkpoint import Checkpoint, NoteSigner
 from sync.protocol import WireEntry, decode_entry, request_message
@@ -184,8 +184,16 @@ def test_overdraft_across_terminals_is_accepted_recorded_and_denied(log: Central
     assert rows == [("T2", 1, -1000), ("T2", 2, -3000)]
 
 
-def test_zero_hash_is_first_link() -> None:
-    assert ZERO_HASH == bytes(32)
+def test_a_new_terminal_chain_must_start_from_32_zero_bytes(log: CentralLog) -> None:
+    key = _terminal(log)
+    for start in (b"\x01" + bytes(31), bytes(31) + b"\x01", b"\xff" * 32):
+        with pytest.raises(ChainMismatchError) as err:
+            log.ingest("T1", signed_entries(key, "T1", 3, prev=start))
+        assert err.value.seq == 1
+    assert log.size() == 0
+    first = signed_entries(key, "T1", 3, prev=b"\x00" * 32)
+    assert first[0].prev_hash == b"\x00" * 32
+    assert log.ingest("T1", first).accepted == 3 and log.size() == 3
 
 
 def test_store_survives_reopen(store_url: str, tmp_path: Path) -> None:  # noqa: F811

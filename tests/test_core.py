@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,13 +212,23 @@ def test_card_removed_mid_read_records_nothing(make_terminal: MakeTerminal,
     assert ledger.head.seq == 0
 
 
-def test_unsupported_presentation(make_terminal: MakeTerminal) -> None:
-    p = Presentation("qr", "scanner", payload="hello")
-    terminal = make_terminal("till")
-    if cards.find_application(p) is None:
-        assert terminal.pay(p, 1000).reason is Reason.UNSUPPORTED
-    else:  # a QR application is installed: plain text is not a valid code for it
-        assert terminal.pay(p, 1000).reason in (Reason.QR_INVALID, Reason.UNSUPPORTED)
+def test_text_that_is_no_known_code_is_an_invalid_code(make_terminal: MakeTerminal) -> None:
+    # the QR application is always registered by the core (terminal.cards_all): it claims
+    # every scanned code, and "hello" is no format it knows
+    assert "qr" in [name for name, _ in cards.APPLICATIONS]
+    decision = make_terminal("till").pay(Presentation("qr", "scanner", payload="hello"), 1000)
+    assert decision.reason is Reason.QR_INVALID
+    assert "unknown QR format" in decision.detail
+
+
+def test_a_presentation_no_application_claims_is_unsupported(
+        make_terminal: MakeTerminal, monkeypatch: pytest.MonkeyPatch) -> None:
+    # UID cards only: nothing claims a scanned code
+    uid_only = [a for a in cards.APPLICATIONS if a[0] == "uid"]
+    monkeypatch.setattr(cards, "APPLICATIONS", uid_only)
+    decision = make_terminal("till").pay(Presentation("qr", "scanner", payload="hello"), 1000)
+    assert decision.reason is Reason.UNSUPPORTED
+    assert decision.detail == "qr via scanner"
 
 
 def test_broken_ledger_at_start_refuses_everything(tmp_path: Path,
@@ -246,6 +257,8 @@ def tiny_disk(tmp_path: Path) -> Iterator[tuple[Path, int | None]]:
     """A real 1 MiB file system to fill up for real (mounting needs root, as in CI). Without
     root the ledger's own page cap gives SQLite the same SQLITE_FULL a full disk gives."""
     if os.geteuid() != 0:
+        warnings.warn("full-disk test ran against SQLite's max_page_count, not a real full "
+                      "file system: not root (mounting a tmpfs needs root)", stacklevel=1)
         yield tmp_path, 300
         return
     mount = tmp_path / "tiny"

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import stat
 import subprocess
 import sys
 import tty
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from drivers.discovery import (
@@ -59,12 +61,32 @@ def test_pcscd_unreachable_says_how_to_start_it(tmp_path: Path) -> None:
     assert not [f for f in doc["findings"] if f["section"] == "pcsc"]
 
 
-def test_serial_ports_are_those_pyserial_lists() -> None:
-    from serial.tools import list_ports
+def _serial_specs() -> dict[str, Finding]:
+    return {f.spec: f for f in discover().findings if f.section == "serial"}
 
-    listed = {p.device for p in list_ports.comports(include_links=True)}
-    found = {f.spec[len("serial:"):] for f in discover().findings if f.section == "serial"}
-    assert listed == found
+
+def test_a_new_usb_serial_port_is_listed_and_a_removed_one_is_not() -> None:
+    """The port is the test's own: a pty behind a ``/dev/ttyUSB…`` name, where a USB-serial
+    adapter's node appears (only root can add one to /dev)."""
+    if os.geteuid() != 0:
+        pytest.skip("adding a port under /dev needs root")
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    link = Path(f"/dev/ttyUSB-localpay-test-{os.getpid()}")
+    link.symlink_to(os.ttyname(slave))
+    try:
+        found = _serial_specs()
+        mine = found.get(f"serial:{link}")
+        assert mine is not None, sorted(found)
+        assert (mine.name, mine.problem, mine.used) == (f"{link}: serial port", "", "")
+        # everything listed is a character device that is there now
+        for spec in found:
+            assert stat.S_ISCHR(os.stat(spec[len("serial:"):]).st_mode), spec
+    finally:
+        link.unlink()
+        os.close(master)
+        os.close(slave)
+    assert f"serial:{link}" not in _serial_specs()
 
 
 def test_configured_pty_scanner_and_a_missing_port(tmp_path: Path) -> None:

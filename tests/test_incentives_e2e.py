@@ -6,7 +6,9 @@ into the ledger, and the next tap shows what the service then credits. Operator 
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+import time
+from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -25,15 +27,31 @@ from sync.client import SyncClient
 from terminal.cards import card_token
 from terminal.core import Terminal
 from tests.conftest import FakeClock
-from tests.incentives_data import KST, Chain, seoul_ms
+from tests.incentives_data import Chain, seoul_ms
 from tests.pg_fixtures import central
 
 ADULT, YOUTH = bytes.fromhex("08000011"), bytes.fromhex("08000012")
 
 
-def this_wednesday() -> date:
-    today = (datetime.now(UTC) + KST).date()
-    return today - timedelta(days=today.weekday()) + timedelta(days=2)
+# A fixed week (Monday 2025-03-10 to Sunday 2025-03-16): taps on its Wednesday and Thursday,
+# synced on its Friday, so that nothing depends on the day the test runs.
+WEDNESDAY = date(2025, 3, 12)
+NOW_MS = seoul_ms(2025, 3, 14, 10)   # Friday 10:00 in Seoul, for the client and the service
+PAID_MONTH = "2025-02"               # a month that ended before that week
+
+
+def fixed_now(now_ms: int) -> tuple[Callable[[], float], tuple[str, ...]]:
+    """A wall clock that reads ``now_ms`` at this call and then runs on, for the sync client,
+    and the ``python`` arguments that start the central service on the same clock."""
+    offset = now_ms / 1000 - time.time()
+
+    def clock() -> float:
+        return time.time() + offset
+
+    server = ("-c", "import time; real = time.time; "
+              f"time.time = lambda: real() + {offset!r}; "
+              "from central.__main__ import main; main()")
+    return clock, server
 
 
 def tap(t: Terminal, reader: VirtualReader, uid: bytes) -> tuple[int | None, int | None]:
@@ -64,7 +82,8 @@ def test_points_credited_once_and_shown_offline(tmp_path: Path) -> None:
     out = run.invoke(cli, ["central", "profile", "set", youth, "--rider", "youth", *opts])
     assert out.exit_code == 0, out.output
 
-    wed = this_wednesday()
+    wed = WEDNESDAY
+    assert wed.weekday() == 2
     clock = FakeClock(seoul_ms(wed.year, wed.month, wed.day, 8) / 1000)
     path = tmp_path / "ledger.sqlite"
     config = DEFAULT.replace("terminal", role="validator", id="BUS-E2E", place="85")
@@ -74,8 +93,9 @@ def test_points_credited_once_and_shown_offline(tmp_path: Path) -> None:
         t = Terminal(config, ledger, DEMO_TOKEN_KEY, clock=clock)
         assert tap(t, reader, ADULT) == (None, None)      # no rules known yet
         tap(t, reader, YOUTH)
-        with central(db, data) as srv:
-            client = SyncClient(path, key, srv.url, srv.verifier, batch_size=1)
+        now, server = fixed_now(NOW_MS)
+        with central(db, data, command=server) as srv:
+            client = SyncClient(path, key, srv.url, srv.verifier, batch_size=1, clock=now)
             first = client.sync_once()
             snap = ledger.points_snapshot(adult)
             assert snap is not None and (snap.points_week, snap.days_mask) == (1500, 0b100)
@@ -102,8 +122,7 @@ def test_points_credited_once_and_shown_offline(tmp_path: Path) -> None:
     assert "earned 2,900" in out.output and "BUS-E2E/1" in out.output
     out = run.invoke(cli, ["central", "credit", *opts])    # the service credited them all
     assert out.exit_code == 0 and "credited 0 entries, 0 points" in out.output, out.output
-    today = (datetime.now(UTC) + KST).date()
-    last = (today.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")   # a month that ended
+    last = PAID_MONTH
     out = run.invoke(cli, ["central", "payout", "--month", last, *opts])
     assert out.exit_code == 0 and f"{last} paid out" in out.output, out.output
     out = run.invoke(cli, ["central", "payout", "--month", last, *opts])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import sqlite3
 from pathlib import Path
@@ -15,7 +17,8 @@ from localpay.errors import (
     LedgerStateError,
     LedgerWriteError,
 )
-from offline_ledger import Ledger
+from offline_ledger import Ledger, encoding
+from offline_ledger.encoding import EntryFields
 
 
 def fill(ledger: Ledger, n: int, token: str = "card-a") -> None:
@@ -322,3 +325,38 @@ def test_a_refund_written_during_a_sync_round_never_makes_a_counter_negative(
     full = ledger.card_state("x")
     assert full.offline_amount == 10_000                        # 0 + 10,000, not -8,000 + ...
     assert evaluate(risk, RiskInput(8_000, full, ledger.exposure, False)) is not None
+
+
+def write_signed(path: Path, key: Ed25519PrivateKey, fields: EntryFields) -> bytes:
+    """Append an entry as the terminal's own key would sign it, past the ledger's checks on
+    the way in; return its hash."""
+    data = encoding.encode(fields)
+    digest = hashlib.sha256(data).digest()
+    conn = raw(path)
+    conn.execute(
+        "INSERT INTO entries (seq, kind, terminal_id, card_token, amount, ref_seq, place, "
+        "wall_ms, mono, detail, prev_hash, entry_hash, signature) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*dataclasses.astuple(fields), digest, key.sign(data)))
+    conn.close()
+    return digest
+
+
+@pytest.mark.parametrize("step", [0, -1, -60_000], ids=["same", "one-back", "minute-back"])
+def test_a_monotonic_stamp_that_does_not_go_forward_is_found(
+        tmp_path: Path, key: Ed25519PrivateKey, step: int) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, key=key, terminal_id="T1") as led:
+        fill(led, 2)
+        second = led.head
+    # Entry 3 is correctly encoded, hashed, linked and signed; only its stamp is wrong.
+    # Entry 4 follows it correctly, so the chain goes on past the bad stamp.
+    third = EntryFields(3, "tap", "T1", "card-a", 1500, 0, "85", 1_000_002,
+                        second.mono + step, "{}", second.entry_hash)
+    fourth = dataclasses.replace(third, seq=4, mono=second.mono + 10,
+                                 prev_hash=write_signed(path, key, third))
+    write_signed(path, key, fourth)
+    with Ledger(path) as ro, pytest.raises(LedgerCorruptError) as err:
+        ro.verify()
+    assert str(err.value) == "entry 3 goes back in time (mono)"
+    assert err.value.seq == 3
