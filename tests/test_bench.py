@@ -3,8 +3,10 @@ twice on the same folder works (no timing is asserted: figures are for people to
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -24,6 +26,7 @@ def test_bench_twice_on_one_folder(tmp_path: Path) -> None:
         assert [s["ledger_entries_before"] for s in figures["stages"]] == [100, 300]
         assert all(s["approved"] == 100 and s["declined"] == 0 for s in figures["stages"])
         assert figures["wallet_qr"]["approved"] == 100
+        assert figures["wallet_qr"]["fsyncs_per_s"] == figures["fsyncs_per_s"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-ledger.sqlite"]
 
 
@@ -37,3 +40,99 @@ def test_bench_payout_pays_every_credited_point_once() -> None:
     assert f["paid_cards"] + f["held_cards"] == f["cards"] == 300
     assert f["settlement_cards"] == f["paid_cards"]
     assert f["total_s"] >= 0 and f["fsyncs_per_s"] > 0
+
+
+def test_bench_fills_the_tables_a_tap_reads_in_proportion(tmp_path: Path) -> None:
+    from localpay.cli.bench.validator import DENIED_EVERY, ENTRIES_PER_CARD
+
+    result = CliRunner().invoke(cli, ["bench", "--sizes", "400,2000", "--taps", "100",
+                                      "--dir", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    stages = json.loads(result.stdout)["stages"]
+    for stage in stages:
+        size, tables = stage["ledger_entries_before"], stage["tables"]
+        cards = size // ENTRIES_PER_CARD
+        assert tables["entries"] == size
+        # one counters row per card seen, one balance per card, the deny list in proportion
+        assert tables["card_counters"] == tables["balances"] == cards
+        assert cards // DENIED_EVERY // 2 <= tables["deny_list"] <= cards // DENIED_EVERY + 1
+        assert 0 < tables["points_snapshot"] < cards and tables["rider_categories"] > 0
+        # returning riders are charged (not "already paid"), none is declined
+        assert stage["returning_taps"] > 0
+        assert stage["approved"] == 100 and stage["declined"] == 0
+    assert stages[1]["tables"]["card_counters"] == 5 * stages[0]["tables"]["card_counters"]
+
+
+def test_bench_central_entries_carry_details_and_earn_credits() -> None:
+    from localpay.cli.bench.traffic import BATCH
+    from sync.client import SyncClient
+
+    # the sync client's own default, which the terminal's config repeats
+    assert BATCH == inspect.signature(SyncClient).parameters["batch_size"].default
+    result = CliRunner().invoke(cli, ["bench", "central", "--stores", "sqlite", "--backlog",
+                                      "1200", "--terminals", "4", "--per-terminal", "150"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    f = json.loads(result.stdout)
+    assert f["batch"] == BATCH and f["fsyncs_per_s"] > 0
+    figures = f["sqlite"]
+    assert figures["ingest"]["batch"] == BATCH
+    assert figures["ingest"]["checks_alone_per_s"] > 0
+    for name, entries in (("ingest", 1200), ("one_terminal", 1200), ("many_terminals", 600)):
+        credited = figures[name]["credited"]
+        assert credited["entries_with_detail"] == entries, name
+        assert credited["credits"] > 0 and credited["points"] > 0, name
+    # the fourth terminal is a local-food store: its purchases earn points too
+    assert figures["many_terminals"]["credited"]["by_rule"]["local_food"] > 0
+
+
+def test_bench_central_traffic_earns_bus_and_local_food_points() -> None:
+    from central.incentive_rules import Rules
+    from localpay.cli.bench.traffic import terminal_traffic
+
+    rules = Rules.default()
+    kinds = [terminal_traffic(i, 50, 8) for i in range(8)]
+    assert {t.kind for t in kinds} == {"tap", "payment"}
+    details = [json.loads(d) for t in kinds for d in t.details]
+    assert all(d["clock"] == "synchronised" and d["scheme"] and d["rider"] for d in details)
+    assert any(d.get("bus_type") in rules.bus.bus_types for d in details)
+    # tills that earn local-food points are drawn, as in a city
+    tills = [terminal_traffic(i, 1, 400) for i in range(3, 400, 4)]
+    assert any(rules.food.merchant_categories & {json.loads(t.details[0])["merchant_category"]}
+               for t in tills)
+
+
+def test_bench_incentives_measures_production_mode_by_default() -> None:
+    from localpay.cli.bench.traffic import BATCH
+
+    result = CliRunner().invoke(cli, ["bench", "incentives", "--events", "1000"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    f = json.loads(result.stdout)
+    assert f["follow"] == "batch" and f["mode"].startswith("production")
+    assert f["batch_size"] == BATCH and f["credits"] > 0 and f["points"] > 0
+    assert f["credit_s"] > 0 and f["fsyncs_per_s"] > 0
+
+
+def test_bench_readers_names_distinct_frames_and_floors(monkeypatch: Any) -> None:
+    from localpay.cli.bench import readers
+
+    qr = readers.bench_qr(codes=2)
+    assert qr["distinct_frames"] == 12 and qr["decodes"] == 12
+    assert 0 < qr["distinct_frames_decoded"] <= 12
+    assert qr["floor_no_code_frame"]["p50_ms"] > 0
+    # the PC/SC part needs the machine's one pcscd: not started here
+    monkeypatch.setattr(readers, "bench_pcsc", lambda *a, **k: {"apdu_round_trip": {}})
+    f = readers.bench_readers(codes=1)
+    assert f["fsyncs_per_s"] > 0 and f["qr_decode"]["distinct_frames"] == 6
+
+
+def test_bench_wallet_and_ui_print_their_floors(tmp_path: Path) -> None:
+    from localpay.cli.bench.ui import bench_ui
+    from localpay.cli.bench.wallet import bench_wallet
+
+    wallet = bench_wallet(50, folder=tmp_path)
+    assert wallet["approved"] == 50 and wallet["fsyncs_per_s"] > 0 and wallet["ratio"] > 0
+    ui = bench_ui(60, prefill=10)
+    assert ui["floor_bare_redraw"]["frames"] >= 120 and ui["floor_bare_redraw"]["p50_ms"] > 0
+    assert all(r["bare_redraw"]["p50_ms"] > 0 for r in ui["roles"].values())

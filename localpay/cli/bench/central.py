@@ -1,13 +1,21 @@
 """Benchmark of the central service: entries/s verified, ingested and proven.
 
-Three figures per store (SQLite and a throwaway PostgreSQL cluster):
+Three figures per store (SQLite and a throwaway PostgreSQL cluster with fsync on):
 
-- ``ingest``: the service's own rate, in process, for one terminal's backlog in batches
-  (decode, chain and signature checks, append to the tree, hooks, checkpoint, inclusion proof);
-- ``one_terminal``: a terminal's whole backlog synced end to end through HTTP on loopback by
+- ``ingest``: the service's own rate, in process, for one validator's backlog in batches
+  (decode, chain and signature checks, append to the tree, hooks, checkpoint, inclusion proof,
+  then incentive crediting, which the service runs after each batch within the request);
+- ``one_terminal``: a validator's whole backlog synced end to end through HTTP on loopback by
   :class:`sync.client.SyncClient` (proofs verified on the terminal's side too);
 - ``many_terminals``: that many terminals syncing at once, each with its own ledger and client,
-  from several client processes.
+  from several client processes: three validators to one till.
+
+Entries carry what terminals really write (:mod:`localpay.cli.bench.traffic`): bus taps with
+their bus type and rider, purchases with their merchant category, on a weekday, so crediting
+does its real work; each figure says how many credits and points it granted. Batches are the
+terminal's default size (``[central] batch_size``). Beside the figures, the floors measured in
+the same run: the disk's raw ``write``+``fsync`` rate, and the service's checks alone (chain
+and signatures, ``check_batch``) over the same batches.
 
 ``localpay bench central``; ``run_central_bench()`` is the same as a function.
 """
@@ -30,22 +38,51 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from central import open_service
+from central.service import check_batch
+from central.store import Store
 from firmware_cfg.keys import public_hex
 from localpay.cli.bench.stacks import PgCluster, fill_ledger, signed_entries, start_central
+from localpay.cli.bench.traffic import BATCH, WEEKDAY_MS, terminal_traffic, validator_traffic
+from localpay.cli.bench.validator import raw_fsync_rate
+
+
+def _credited(store: Store) -> dict[str, Any]:
+    """What crediting granted, and how many log entries carry a detail (not ``{}``)."""
+    with store.tx(write=False) as tx:
+        row = tx.one("SELECT COUNT(*), COALESCE(SUM(points), 0) FROM incentive_credits")
+        rules = tx.all("SELECT rule, COUNT(*) FROM incentive_credits GROUP BY rule")
+        detailed = tx.one("SELECT COUNT(*) FROM entries WHERE detail <> '{}'")
+        fsync = tx.one("SHOW fsync") if store.kind == "postgresql" else None
+    out: dict[str, Any] = {"credits": int(row[0]) if row else 0,
+                           "points": int(row[1]) if row else 0,
+                           "by_rule": {str(r): int(n) for r, n in sorted(rules)},
+                           "entries_with_detail": int(detailed[0]) if detailed else 0}
+    if fsync is not None:
+        out["postgresql_fsync"] = str(fsync[0])
+    return out
 
 
 def _ingest(db: str, folder: Path, entries: int, batch: int, verify: str) -> dict[str, Any]:
     svc = open_service(db, folder / "data", policy=verify)  # type: ignore[arg-type]
     key = Ed25519PrivateKey.generate()
     svc.add_terminal("BENCH-IN", bytes.fromhex(public_hex(key)))
-    wire = signed_entries(key, "BENCH-IN", entries, cards=[f"{i:064x}" for i in range(997)])
+    wire = signed_entries(key, "BENCH-IN", entries, wall0=WEEKDAY_MS,
+                          traffic=validator_traffic(entries, bus_type="city"))
     t0 = time.perf_counter()
     for i in range(0, entries, batch):
         svc.ingest("BENCH-IN", wire[i : i + batch])
     dt = time.perf_counter() - t0
+    credited = _credited(svc.store)
     svc.store.close()
+    # the floor: the same batches through the checks alone (chain links and signatures)
+    public = key.public_key()
+    t1 = time.perf_counter()
+    for i in range(0, entries, batch):
+        check_batch("BENCH-IN", public, wire[i : i + batch], verify)  # type: ignore[arg-type]
+    checks = entries / (time.perf_counter() - t1)
     return {"entries": entries, "batch": batch, "seconds": round(dt, 2),
-            "entries_per_s": round(entries / dt)}
+            "entries_per_s": round(entries / dt), "checks_alone_per_s": round(checks),
+            "credited": credited}
 
 
 def _client_worker(args: tuple[str, str, list[tuple[str, str, bytes]], int]) -> int:
@@ -79,7 +116,8 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
         tid = f"BENCH-{i:04d}"
         key = Ed25519PrivateKey.generate()
         path = folder / f"{tid}.sqlite"
-        fill_ledger(path, key, tid, per_terminal, cards=500).close()
+        fill_ledger(path, key, tid, per_terminal, start_ms=WEEKDAY_MS,
+                    traffic=terminal_traffic(i, per_terminal, terminals)).close()
         svc.add_terminal(tid, bytes.fromhex(public_hex(key)))
         pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
         ledgers.append((tid, str(path), pem))
@@ -101,10 +139,12 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
         server.stop()
     svc = open_service(db, folder / "data")
     held = svc.size() - before
+    credited = _credited(svc.store)
     svc.store.close()
     total = terminals * per_terminal
     return {"terminals": terminals, "entries": total, "sent": sent, "held": held,
-            "batch": batch, "seconds": round(dt, 2), "entries_per_s": round(total / dt)}
+            "batch": batch, "seconds": round(dt, 2), "entries_per_s": round(total / dt),
+            "credited": credited}
 
 
 def run_central_bench(
@@ -113,18 +153,24 @@ def run_central_bench(
     backlog: int = 100_000,
     terminals: int = 200,
     per_terminal: int = 500,
-    batch: int = 1000,
+    batch: int = BATCH,
     verify: str = "every",
     processes: int = 2,
     folder: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure ``ingest``, ``one_terminal`` and ``many_terminals`` on each store; return the
-    figures as a JSON-able dict. ``verify`` is the service's signature policy."""
+    figures as a JSON-able dict. ``verify`` is the service's signature policy; ``batch``
+    the entries per batch (default: the terminal's own)."""
     say = progress or (lambda msg: None)
-    result: dict[str, Any] = {"verify": verify, "cpus": multiprocessing.cpu_count()}
+    result: dict[str, Any] = {"verify": verify, "cpus": multiprocessing.cpu_count(),
+                              "batch": batch}
     cluster: PgCluster | None = None
     with tempfile.TemporaryDirectory(prefix="localpay-bench-central-", dir=folder) as tmp:
+        # the disk's own floor (the throwaway PostgreSQL cluster lives in the same /tmp
+        # unless ``folder`` is elsewhere)
+        say("measuring raw write+fsync rate of the disk")
+        result["fsyncs_per_s"] = round(raw_fsync_rate(Path(tmp), seconds=1.0))
         try:
             for kind in stores:
                 figures: dict[str, Any] = {}

@@ -3,23 +3,28 @@
 A synthetic Wednesday (12 March 2025, Seoul): ``events`` taps and purchases, 75 % bus taps
 on 1,500 validators by riders of whom most already rode on Monday and Tuesday (their week
 rows are loaded first, so caps bite), 25 % purchases on 8,000 tills of which 30 % are
-local-food stores, 2 % of those refunded. Each terminal sends its entries of each sync round as
-one batch of at most 500, in time order (hourly rounds by default), and the batches enter the
-central log in that order. The chain itself (signatures, Merkle tree) is not part of this
-figure: ``localpay bench central`` measures ingest; here the day's entries are written into
-the log's ``entries`` table directly (``load_s``).
+local-food stores, 2 % of those refunded. Details are those terminals write
+(:mod:`localpay.cli.bench.traffic`). Each terminal sends its entries of each sync round as
+batches of the terminal's default size (``[central] batch_size``), in time order (hourly
+rounds by default), and the batches enter the central log in that order. The chain itself
+(signatures, Merkle tree) is not part of this figure: ``localpay bench central`` measures
+ingest; here each batch is written into the log's ``entries`` table directly (``load_s``).
 
-``follow="backlog"``: the day's log is credited by :func:`central.incentives.credit_log`,
-the function the service runs after each batch, catching up ``chunk`` log entries per
-transaction: the capacity figure. ``follow="batch"``: each batch is appended and credited on
-its own before the next, as when batches trickle in one at a time.
+``follow="batch"`` (the default, and what production does): each batch is appended in its own
+transaction and then credited by :func:`central.incentives.credit_log`, as the service's
+:class:`central.incentives.IncentiveCrediter` does after every committed batch. With
+``--store postgresql`` the cluster runs with fsync on, and nothing is checkpointed by hand.
 
-Reported: ``credit_s``, the time spent crediting (its SQL and commits included).
+``follow="backlog"`` (a capacity figure, not what production does): the whole day is loaded in
+one bulk insert, checkpointed (PostgreSQL), and then credited in one catch-up run of
+``chunk`` log entries per transaction, as after an outage of the crediter.
+
+Reported: ``credit_s``, the time spent crediting (its SQL and commits included), beside the
+raw ``write``+``fsync`` rate of the disk the benchmark's temporary folder is on.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 import time
@@ -31,7 +36,9 @@ from typing import Any
 from central.incentives import CreditResult, credit_log
 from central.service import Ingested
 from central.store import ENTRY_COLUMNS, Store, open_store
+from localpay.cli.bench.traffic import BATCH, payment_detail, tap_detail
 from localpay.cli.bench.validator import raw_fsync_rate
+from localpay.encoding import canonical_detail
 from localpay.errors import ConfigError
 from sync.protocol import WireEntry
 
@@ -41,9 +48,12 @@ _HOUR = 3_600_000
 _ZERO = bytes(32)
 
 
-def _tap_detail(bus: str, rider: str) -> str:
-    return json.dumps({"bus_type": bus, "card": "1234", "rider": rider, "scheme": "uid"},
-                      sort_keys=True, separators=(",", ":"))
+MODES = {
+    "batch": "production: each batch appended, then credited (credit_log), as the service "
+             "does after every committed batch",
+    "backlog": "capacity, not production: the day bulk-loaded and checkpointed before the "
+               "timer, then credited in one catch-up run",
+}
 
 
 def _day(events: int, seed: int) -> tuple[dict[str, list[tuple[int, str, str, int, str, int]]],
@@ -52,12 +62,12 @@ def _day(events: int, seed: int) -> tuple[dict[str, list[tuple[int, str, str, in
     taps = events * 3 // 4
     riders = max(taps * 10 // 26, 1)
     shoppers = max((events - taps) * 4 // 5, 1)
-    details = {(b, r): _tap_detail(b, r) for b in ("city", "village", "express")
+    details = {(b, r): tap_detail(b, r) for b in ("city", "village", "express")
                for r in ("adult", "youth")}
-    food = json.dumps({"merchant_category": "local_food", "scheme": "uid"}, sort_keys=True,
-                      separators=(",", ":"))
-    general = json.dumps({"merchant_category": "general", "scheme": "uid"}, sort_keys=True,
-                         separators=(",", ":"))
+    food = payment_detail("local_food")
+    general = payment_detail("general")
+    # what a till writes into a refund (terminal.core)
+    refund = canonical_detail({"clock": "synchronised", "merchant_category": "local_food"})
     by_terminal: dict[str, list[tuple[int, str, str, int, str, int]]] = defaultdict(list)
     weeks: list[tuple[str, str, int, int, int]] = []
     youth: list[str] = []
@@ -90,7 +100,8 @@ def _day(events: int, seed: int) -> tuple[dict[str, list[tuple[int, str, str, in
         evs.sort()
         if tid.startswith("TILL") and int(tid[5:]) % 10 < 3:
             # after every payment of the day, so the payments keep their sequence numbers
-            refunds = [(DAY_MS + 23 * _HOUR + 1_800_000 + n, "refund", tok, amt // 2, "{}", n + 1)
+            refunds = [(DAY_MS + 23 * _HOUR + 1_800_000 + n, "refund", tok, amt // 2, refund,
+                        n + 1)
                        for n, (w, _, tok, amt, _, _) in enumerate(evs) if rng.random() < 0.02]
             evs.extend(refunds)
             evs.sort(key=lambda e: e[0])
@@ -106,8 +117,8 @@ def _batches(by_terminal: dict[str, list[tuple[int, str, str, int, str, int]]],
             per_hour[(wall - DAY_MS) // round_ms].append(WireEntry(
                 n, kind, tid, token, amount, ref, tid, wall, wall, detail, _ZERO, b"", b""))
         for hour, items in per_hour.items():
-            for i in range(0, len(items), 500):
-                rounds[hour].append((tid, items[i : i + 500]))
+            for i in range(0, len(items), BATCH):
+                rounds[hour].append((tid, items[i : i + BATCH]))
     out: list[list[Ingested]] = []
     index = 0
     for hour in sorted(rounds):
@@ -149,14 +160,15 @@ def _prepare(store: Store, weeks: list[tuple[str, str, int, int, int]], youth: l
 
 
 def bench_incentives(events: int = 1_500_000, store_url: str | None = None, *,
-                     follow: str = "backlog", chunk: int = 5000, seed: int = 12,
+                     follow: str = "batch", chunk: int = 5000, seed: int = 12,
                      round_s: int = 3600) -> dict[str, Any]:
     """Credit a synthetic Goyang day of ``events`` taps and purchases into ``store_url``
     (default: SQLite in a temporary folder; give an empty store). Each terminal sends what
-    it recorded in each ``round_s`` seconds as one batch (at most 500 entries): 3600 is an
-    hourly sync, 86400 a day's backlog. ``follow``: ``backlog`` credits the day's log in
-    chunks of ``chunk`` entries, ``batch`` credits after each batch. Returns the figures."""
-    if follow not in ("backlog", "batch"):
+    it recorded in each ``round_s`` seconds as batches of the terminal's default size: 3600
+    is an hourly sync, 86400 a day's backlog. ``follow`` (see :data:`MODES`): ``batch``
+    credits after each batch as production does, ``backlog`` credits the day's log in one
+    catch-up run of ``chunk`` entries per transaction. Returns the figures."""
+    if follow not in MODES:
         raise ConfigError(f"follow must be backlog or batch, not {follow!r}")
     t0 = time.perf_counter()
     by_terminal, weeks, youth = _day(events, seed)
@@ -197,6 +209,7 @@ def bench_incentives(events: int = 1_500_000, store_url: str | None = None, *,
                 row = tx.one("SELECT COUNT(*), COALESCE(SUM(points), 0) FROM incentive_credits")
                 adj = tx.one("SELECT COUNT(*), COALESCE(SUM(points), 0) FROM "
                              "incentive_adjustments")
+                fsync = tx.one("SHOW fsync") if store.kind == "postgresql" else None
             kind = store.kind
         finally:
             store.close()
@@ -204,7 +217,9 @@ def bench_incentives(events: int = 1_500_000, store_url: str | None = None, *,
     moved = (int(adj[0]), int(adj[1])) if adj else (0, 0)
     return {
         "store": kind, "events": events, "terminals": len(by_terminal), "round_s": round_s,
-        "batches": len(batches), "follow": follow, "chunk": chunk,
+        "batches": len(batches), "batch_size": BATCH, "follow": follow, "mode": MODES[follow],
+        "chunk": chunk,
+        **({"postgresql_fsync": str(fsync[0])} if fsync is not None else {}),
         "riders_with_week_so_far": len(weeks), "credits": result.credits,
         "points": result.points,
         # first rides that arrived after a later ride of the same day took its credit over

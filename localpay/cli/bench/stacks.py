@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from localpay.cli.bench.traffic import Traffic
 from offline_ledger import Ledger
 from offline_ledger.encoding import EntryFields, encode, entry_hash
 
@@ -182,9 +183,14 @@ def new_terminal_key() -> Ed25519PrivateKey:
 
 def fill_ledger(path: Path, key: Ed25519PrivateKey, terminal_id: str, n: int, *,
                 start_ms: int | None = None, step_ms: int = 1000, cards: int = 50,
-                place: str = "85", amount: int = 1500, kind: str = "tap") -> Ledger:
+                place: str = "85", amount: int = 1500, kind: str = "tap",
+                traffic: Traffic | None = None) -> Ledger:
     """Append ``n`` valid, signed entries in one transaction (test data only: a real
-    terminal commits each entry on its own), then reopen through :class:`Ledger`."""
+    terminal commits each entry on its own), then reopen through :class:`Ledger`.
+
+    ``traffic`` (:mod:`localpay.cli.bench.traffic`) gives each entry's kind, card, amount
+    and detail as a terminal records them; without it, ``cards`` cards pay ``amount`` with
+    an empty detail."""
     Ledger(path, key=key, terminal_id=terminal_id).close()
     conn = sqlite3.connect(str(path), isolation_level=None)
     row = conn.execute("SELECT seq, entry_hash, mono FROM entries ORDER BY seq DESC LIMIT 1"
@@ -196,11 +202,12 @@ def fill_ledger(path: Path, key: Ed25519PrivateKey, terminal_id: str, n: int, *,
         seq += 1
         wall += step_ms
         mono = max(mono + 1, wall)
-        token = f"{(i % cards):064x}"
-        f = EntryFields(seq, kind, terminal_id, token, amount, 0, place, wall, mono, "{}", prev)
+        token, value, detail = _entry_of(traffic, i, f"{(i % cards):064x}", amount)
+        what = traffic.kind if traffic is not None else kind
+        f = EntryFields(seq, what, terminal_id, token, value, 0, place, wall, mono, detail, prev)
         data = encode(f)
         digest = entry_hash(data)
-        rows.append((seq, kind, terminal_id, token, amount, 0, place, wall, mono, "{}", prev,
+        rows.append((seq, what, terminal_id, token, value, 0, place, wall, mono, detail, prev,
                      digest, key.sign(data)))
         prev = digest
     conn.execute("BEGIN")
@@ -212,18 +219,30 @@ def fill_ledger(path: Path, key: Ed25519PrivateKey, terminal_id: str, n: int, *,
     return Ledger(path, key=key, terminal_id=terminal_id)
 
 
+def _entry_of(traffic: Traffic | None, i: int, token: str, amount: int) -> tuple[str, int, str]:
+    """(card, amount, detail) of entry ``i``: from ``traffic`` (cycled) when given."""
+    if traffic is None:
+        return token, amount, "{}"
+    k = i % len(traffic)
+    return traffic.cards[k], traffic.amounts[k], traffic.details[k]
+
+
 def signed_entries(key: Ed25519PrivateKey, terminal_id: str, n: int, *, seq0: int = 1,
                    prev: bytes = bytes(32), wall0: int = 1_790_000_000_000,
                    step_ms: int = 1000, cards: list[str] | None = None, amount: int = 1500,
-                   kind: str = "tap", place: str = "85") -> list[Any]:
-    """``n`` chained, signed entries as the service receives them (``WireEntry``)."""
+                   kind: str = "tap", place: str = "85",
+                   traffic: Traffic | None = None) -> list[Any]:
+    """``n`` chained, signed entries as the service receives them (``WireEntry``);
+    ``traffic`` as for :func:`fill_ledger`."""
     from sync.protocol import decode_entry
 
     out = []
     wall = wall0
+    what = traffic.kind if traffic is not None else kind
     for i in range(n):
-        token = cards[i % len(cards)] if cards else f"{i % 7:064x}"
-        f = EntryFields(seq0 + i, kind, terminal_id, token, amount, 0, place, wall, wall, "{}",
+        default = cards[i % len(cards)] if cards else f"{i % 7:064x}"
+        token, value, detail = _entry_of(traffic, i, default, amount)
+        f = EntryFields(seq0 + i, what, terminal_id, token, value, 0, place, wall, wall, detail,
                         prev)
         data = encode(f)
         out.append(decode_entry(data, key.sign(data)))

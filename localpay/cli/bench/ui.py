@@ -13,6 +13,10 @@ terminal over a real ledger on disk (signed, ``synchronous=FULL``), pre-filled w
 central service (a child process at lower priority, as if it were on another machine);
 where that cannot start, a stand-in thread reads and hashes the ledger instead, and the
 result says which ran.
+
+Beside the figure, its floor measured in the same run: the bare pipeline, the same screens
+redrawn in full every frame with no card, no engine work and no sync in the background
+(``floor_bare_redraw``).
 """
 
 from __future__ import annotations
@@ -190,6 +194,19 @@ class _Driver:
             self.app.touch(rect.center)
 
 
+def _bare_redraw(terminal: Terminal, frames: int) -> list[float]:
+    """Work per frame of full redraws of the idle screen: no card, no sync."""
+    from kiosk_ui.app import KioskApp
+
+    app = KioskApp(terminal, None, size=SIZE)
+    try:
+        app.start()
+        app.step(force=True)  # the first frame draws the statics, as in the measured run
+        return [app.step(force=True).work_ms for _ in range(frames)]
+    finally:
+        app.close()
+
+
 def _run_role(role: str, frames: int, prefill: int, folder: Path) -> dict[str, Any]:
     from kiosk_ui.app import FPS, KioskApp
 
@@ -203,6 +220,7 @@ def _run_role(role: str, frames: int, prefill: int, folder: Path) -> dict[str, A
     path = home.ledger_path
     try:
         _prefill(terminal, prefill)
+        bare = _bare_redraw(terminal, max(60, frames // 10))
         cards: queue.Queue[Presentation] = queue.Queue()
 
         def source(timeout: float) -> Presentation | None:
@@ -250,6 +268,8 @@ def _run_role(role: str, frames: int, prefill: int, folder: Path) -> dict[str, A
         "frames": len(work),
         **_summary(work),
         "work": work,
+        "bare": bare,
+        "bare_redraw": _summary(bare),
         "interval": _summary(intervals),
         "decision_to_pixels": {"count": len(decisions), **_summary(decisions)},
         "outcomes": outcomes,
@@ -268,11 +288,13 @@ def bench_ui(frames: int = 600, *, prefill: int = 1000) -> dict[str, Any]:
         roles = {role: _run_role(role, frames, prefill, Path(tmp))
                  for role in ("validator", "till")}
     work = [ms for r in roles.values() for ms in r.pop("work")]
+    bare = [ms for r in roles.values() for ms in r.pop("bare")]
     current, peak = _rss_mb()
     return {
         "size": f"{SIZE[0]}x{SIZE[1]}",
         "frames": len(work),
         **_summary(work),
+        "floor_bare_redraw": {"frames": len(bare), **_summary(bare)},
         "rss_mb": current,
         "rss_peak_mb": peak,
         "video_driver": os.environ.get("SDL_VIDEODRIVER", ""),
