@@ -647,7 +647,10 @@ class Ledger:
         ]
         if recount:
             statements += [
-                ("UPDATE card_counters SET offline_amount = 0, offline_count = 0", ()),
+                # only the cards with something offline: a city's 250,000 rows rewritten each
+                # round were 15 MB of WAL and 0.2 s of the write lock a tap waits for
+                ("UPDATE card_counters SET offline_amount = 0, offline_count = 0 "
+                 "WHERE offline_amount != 0 OR offline_count != 0", ()),
                 (
                     # floored at 0 as append floors it: a refund of an entry this round
                     # synced must not leave room beyond the card's cap

@@ -306,6 +306,20 @@ def test_mark_synced_without_recount_leaves_counters_high(ledger: Ledger) -> Non
     assert ledger.card_state("x").offline_amount == 0 and ledger.exposure == 0
 
 
+def test_a_sync_round_resets_a_card_whose_amount_came_back_to_zero(ledger: Ledger) -> None:
+    """Paid and refunded: nothing offline in won, but one payment still counted; the round
+    that syncs both resets the count too (only cards with something offline are rewritten)."""
+    ledger.append("payment", card_token="x", amount=1000, offline_delta=1000)
+    ledger.append("refund", card_token="x", amount=1000, ref_seq=1, offline_delta=-1000)
+    fill(ledger, 1, "y")
+    before = ledger.card_state("x")
+    assert (before.offline_amount, before.offline_count) == (0, 1)
+    ledger.mark_synced(3, "cp-3")
+    for card in ("x", "y"):
+        state = ledger.card_state(card)
+        assert (state.offline_amount, state.offline_count) == (0, 0), card
+
+
 def test_a_refund_written_during_a_sync_round_never_makes_a_counter_negative(
         ledger: Ledger) -> None:
     """Reproduced on the old code: pay 8,000, refund it while the round that holds the
