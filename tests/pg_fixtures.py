@@ -5,10 +5,17 @@ PostgreSQL: ``initdb`` + ``pg_ctl`` from Debian's postgresql package on a free l
 as the ``postgres`` user when we are root (initdb refuses root). One cluster per test session,
 stopped when the session ends. Import the fixtures into a test module with
 ``from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401``.
+
+``LOCALPAY_TEST_PG_URL`` names a server that is already running instead: the mutation run
+(``tools/mutation.py``) starts one for all its thousands of short test sessions, where a
+cluster each would cost more than the tests. Such a server is shared, so it is never
+stopped or restarted from here.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -28,10 +35,33 @@ from localpay.cli.bench.stacks import (  # noqa: F401 - re-exported for the test
 _CLUSTER: PgCluster | None = None
 
 
+class ExternalPg:
+    """A running server given by URL: fresh databases on it, nothing else."""
+
+    def __init__(self, url: str) -> None:
+        self.admin_url = url
+
+    def url(self, db: str = "postgres") -> str:
+        return self.admin_url.rsplit("/", 1)[0] + "/" + db
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = "t_" + secrets.token_hex(6)
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def restart(self) -> None:
+        raise RuntimeError("a shared PostgreSQL server (LOCALPAY_TEST_PG_URL) is not restarted")
+
+
 @pytest.fixture(scope="session")
-def pg_cluster(request: pytest.FixtureRequest) -> PgCluster:
+def pg_cluster(request: pytest.FixtureRequest) -> PgCluster | ExternalPg:
     """The session's PostgreSQL server (started on first use, stopped at session end)."""
     global _CLUSTER
+    if os.environ.get("LOCALPAY_TEST_PG_URL"):
+        return ExternalPg(os.environ["LOCALPAY_TEST_PG_URL"])
     if _CLUSTER is None:
         _CLUSTER = PgCluster()
         request.config.add_cleanup(_destroy_cluster)

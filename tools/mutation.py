@@ -1,0 +1,340 @@
+"""Mutation testing of the money paths: ``make mutation`` (or ``python tools/mutation.py``).
+
+mutmut makes one-line changes (mutants) in the modules listed in ``mutation/areas.toml`` and
+runs, for each, the area's tests that executed the changed function. A mutant the tests do
+not notice is a behaviour nothing holds down. This script runs each area in its own copy of
+the tree, then judges the results:
+
+- a surviving mutant that is equivalent (no test could ever tell it from the original) is
+  written down in ``mutation/equivalents/<area>.toml`` with the reason (the module, the
+  function, the line before and after the change), and not counted or reported again;
+- the score of a module is killed / (all - equivalent), timeouts counting as killed;
+- ``mutation/scores.toml`` holds the recorded score of each module: a run that falls below
+  it fails (a ratchet), and ``--record`` writes the new scores after a better run.
+
+Every survivor, with its diff, is listed in ``build/mutation/report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "mutation"
+WORK = ROOT / "build" / "mutation"
+TARGET = 90.0
+# mutmut's statuses that count as the tests noticing the mutant.
+DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
+
+
+@dataclass
+class Mutant:
+    name: str
+    module: str
+    status: str
+    removed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    equivalent: str = ""
+
+    @property
+    def function(self) -> str:
+        """``Ledger.verify`` for ``offline_ledger.ledger.xǁLedgerǁverify__mutmut_12``."""
+        mangled = self.name.rsplit("__mutmut_", 1)[0].rsplit(".", 1)[-1]
+        if mangled.startswith("xǁ"):
+            return ".".join(mangled[2:].split("ǁ"))
+        return mangled[2:]
+
+
+@dataclass
+class Equivalent:
+    module: str
+    function: str
+    before: str
+    after: str
+    reason: str
+    used: int = 0
+
+    def matches(self, m: Mutant) -> bool:
+        return (m.module == self.module and m.function == self.function
+                and _norm(m.removed) == _norm([self.before])
+                and _norm(m.added) == _norm([self.after]))
+
+
+def _norm(lines: list[str]) -> str:
+    return "\n".join(" ".join(line.split()) for line in lines).strip()
+
+
+def load_areas() -> dict[str, dict[str, list[str]]]:
+    with open(CONFIG / "areas.toml", "rb") as f:
+        areas: dict[str, dict[str, list[str]]] = tomllib.load(f)["areas"]
+    return areas
+
+
+def load_equivalents() -> list[Equivalent]:
+    """Every ``[[equivalent]]`` of ``mutation/equivalents/*.toml`` (a file per area)."""
+    out = []
+    for path in sorted((CONFIG / "equivalents").glob("*.toml")):
+        with open(path, "rb") as f:
+            rows = tomllib.load(f).get("equivalent", [])
+        for i, row in enumerate(rows, 1):
+            missing = {"module", "function", "before", "after", "reason"} - set(row)
+            if missing or not str(row.get("reason", "")).strip():
+                lacks = sorted(missing) or ["a reason"]
+                raise SystemExit(f"{path}: equivalent #{i} lacks {', '.join(lacks)}")
+            out.append(Equivalent(str(row["module"]), str(row["function"]),
+                                  str(row["before"]), str(row["after"]), str(row["reason"])))
+    return out
+
+
+def load_scores() -> dict[str, float]:
+    path = CONFIG / "scores.toml"
+    if not path.exists():
+        return {}
+    with open(path, "rb") as f:
+        return {k: float(v) for k, v in tomllib.load(f).get("scores", {}).items()}
+
+
+def write_scores(scores: dict[str, float]) -> None:
+    lines = ["# The mutation score of each money-path module (per cent of non-equivalent mutants",
+             "# killed), written by `tools/mutation.py --record`. A run below these fails.",
+             "[scores]"]
+    lines += [f'"{k}" = {v:.1f}' for k, v in sorted(scores.items())]
+    (CONFIG / "scores.toml").write_text("\n".join(lines) + "\n")
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(area: str, spec: dict[str, list[str]]) -> Path:
+    """A fresh copy of what the area needs, with mutmut's settings for it."""
+    work = WORK / area
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    tops = sorted({pattern.split("/", 1)[0] for pattern in spec["mutate"]})
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
+    for top in [*tops, "tests"]:
+        shutil.copytree(ROOT / top, work / top, ignore=ignore)
+    shutil.copy2(ROOT / "setup.cfg", work / "setup.cfg")
+    pytest_args = ["-p", "no:cacheprovider", "-q"]
+    mypy = ["mypy", "--output", "json", "--no-warn-unused-ignores", *tops]
+    for test in spec.get("deselect", []):
+        pytest_args += ["--deselect", test]
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject += (
+        "\n[tool.mutmut]\n"
+        f"source_paths = {_toml_list([t + '/' for t in tops])}\n"
+        f"only_mutate = {_toml_list(spec['mutate'])}\n"
+        f"pytest_add_cli_args = {_toml_list(pytest_args)}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(spec['tests'])}\n"
+        # a mutant that loops for ever is caught by the timeout; 15 times a test's clean time
+        # (mutmut's default) spends most of a run waiting on those loops
+        "timeout_multiplier = 5.0\ntimeout_constant = 10.0\n"
+        # a mutant mypy rejects cannot land (make test runs mypy first): counted as caught
+        # without running its tests; the trampolines' own ignores are not ours to warn about
+        f"type_check_command = {_toml_list(mypy)}\n"
+    )
+    (work / "pyproject.toml").write_text(pyproject)
+    return work
+
+
+def run_mutmut(work: Path, jobs: int, names: list[str], env: dict[str, str]) -> None:
+    log = work / "mutmut.log"
+    cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(jobs), *names]
+    started = time.monotonic()
+    last_print = 0.0
+    status = ""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        buf = b""
+        while chunk := proc.stdout.read1(4096):  # type: ignore[attr-defined]
+            out.write(chunk)
+            buf = (buf + chunk)[-4096:]
+            found = re.findall(rb"(\d+/\d+ [^\r\n\x1b]*)", buf)
+            if found:
+                status = found[-1].decode("utf-8", "replace").strip()
+            if time.monotonic() - last_print > 30 and status:
+                last_print = time.monotonic()
+                print(f"  {work.name}: {status}  ({time.monotonic() - started:.0f} s)", flush=True)
+        rc = proc.wait()
+    if rc != 0:
+        tail = log.read_bytes()[-3000:].decode("utf-8", "replace")
+        raise SystemExit(f"mutmut failed in {work} (exit {rc}); its log ends:\n{tail}")
+    print(f"  {work.name}: {status}  done in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def collect(work: Path, env: dict[str, str]) -> list[Mutant]:
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "_collect"], cwd=work,
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return [Mutant(**row) for row in json.loads(out)]
+
+
+def _collect_here() -> None:
+    """Inside an area's copy: every mutant, its status and (if not killed) its diff, as JSON."""
+    from mutmut.__main__ import walk_mutatable_files
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    from mutmut.stats import status_by_exit_code
+
+    rows = []
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        for name, code in data.exit_code_by_key.items():
+            row = {"name": name, "module": str(path), "status": status_by_exit_code[code],
+                   "removed": [], "added": []}
+            if row["status"] not in DETECTED:
+                diff = get_diff_for_mutant(name, path=path).splitlines()[2:]  # after ---/+++
+                row["removed"] = [d[1:] for d in diff if d.startswith("-")]
+                row["added"] = [d[1:] for d in diff if d.startswith("+")]
+            rows.append(row)
+    json.dump(rows, sys.stdout)
+
+
+def judge(mutants: list[Mutant], equivalents: list[Equivalent]) -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for m in mutants:
+        if m.status not in DETECTED:
+            for eq in equivalents:
+                if eq.matches(m):
+                    m.equivalent = eq.reason
+                    eq.used += 1
+                    break
+        key = "equivalent" if m.equivalent else ("killed" if m.status in DETECTED else m.status)
+        counts[m.module][key] += 1
+    return counts
+
+
+def score(c: Counter[str]) -> float:
+    total = sum(c.values()) - c["equivalent"]
+    return 100.0 * c["killed"] / total if total else 100.0
+
+
+def write_report(mutants: list[Mutant], counts: dict[str, Counter[str]], name: str) -> Path:
+    lines = ["# Mutants the tests did not notice", ""]
+    for module in sorted(counts):
+        lines.append(f"## {module}: {score(counts[module]):.1f} %")
+        for m in mutants:
+            if m.module == module and m.status not in DETECTED and not m.equivalent:
+                lines.append(f"\n### {m.function} ({m.status}) `{m.name}`\n```diff")
+                lines += [f"-{r}" for r in m.removed] + [f"+{a}" for a in m.added] + ["```"]
+        lines.append("")
+    path = WORK / name
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", nargs="?", default="run", choices=["run", "report", "_collect"],
+                    help="run (default), or report: judge the last run's results again "
+                         "(after editing mutation/equivalents/) without running anything")
+    ap.add_argument("--area", action="append", default=[],
+                    help="run only this area of mutation/areas.toml (repeatable)")
+    ap.add_argument("--mutants", metavar="GLOB", default="",
+                    help="run only the mutants whose names match (a quick check; no ratchet)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2,
+                    help="mutants tested at once (default: one per core)")
+    ap.add_argument("--record", action="store_true",
+                    help="write this run's scores to mutation/scores.toml")
+    args = ap.parse_args(argv)
+    if args.command == "_collect":
+        _collect_here()
+        return 0
+
+    areas = load_areas()
+    unknown = set(args.area) - set(areas)
+    if unknown:
+        ap.error(f"no such area: {', '.join(sorted(unknown))} (known: {', '.join(areas)})")
+    chosen = args.area or list(areas)
+    equivalents = load_equivalents()
+    bin_dir = str(Path(sys.executable).parent)  # mutmut calls "mypy" by name
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
+               PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+
+    sys.path.insert(0, str(ROOT))
+    from localpay.cli.bench.stacks import PgCluster
+
+    mutants: list[Mutant] = []
+    started = time.monotonic()
+    if args.command == "report":
+        for area in chosen:
+            if not (WORK / area / "mutants").is_dir():
+                raise SystemExit(f"no results for {area} in {WORK / area}: run it first")
+            mutants += collect(WORK / area, env)
+        return judge_and_print(args, chosen, mutants, equivalents, started)
+    cluster = PgCluster()
+    env["LOCALPAY_TEST_PG_URL"] = cluster.url()
+    try:
+        for area in chosen:
+            print(f"{area}: mutating {', '.join(areas[area]['mutate'])}", flush=True)
+            work = prepare(area, areas[area])
+            names = [args.mutants] if args.mutants else []
+            run_mutmut(work, args.jobs, names, env)
+            found = collect(work, env)
+            if args.mutants:
+                found = [m for m in found if fnmatch.fnmatch(m.name, args.mutants)]
+            mutants += found
+    finally:
+        cluster.destroy()
+    return judge_and_print(args, chosen, mutants, equivalents, started)
+
+
+def judge_and_print(args: argparse.Namespace, chosen: list[str], mutants: list[Mutant],
+                    equivalents: list[Equivalent], started: float) -> int:
+    counts = judge(mutants, equivalents)
+    report = write_report(mutants, counts, "report.md" if not args.area else
+                          f"report-{'-'.join(chosen)}.md")
+    if args.mutants:
+        for m in mutants:
+            print(f"{m.status if not m.equivalent else 'equivalent':>10}  {m.name}")
+        return 0
+    recorded = load_scores()
+    failed = []
+    print(f"\n{'module':34} {'mutants':>7} {'killed':>6} {'equiv':>5} {'surv':>5} "
+          f"{'no test':>7} {'score':>6} {'recorded':>8}")
+    for module in sorted(counts):
+        c = counts[module]
+        now = score(c)
+        before = recorded.get(module)
+        flag = ""
+        if before is not None and round(now, 1) < before:
+            flag = "  BELOW RECORDED"
+            failed.append(module)
+        elif now < TARGET:
+            flag = f"  below the {TARGET:.0f} % target"
+        print(f"{module:34} {sum(c.values()):7} {c['killed']:6} {c['equivalent']:5} "
+              f"{c['survived'] + c['suspicious']:5} {c['no tests']:7} {now:5.1f}% "
+              f"{'' if before is None else f'{before:5.1f}%':>8}{flag}")
+    stale = [e for e in equivalents if not e.used and e.module in counts]
+    for e in stale:
+        print(f"note: equivalent no longer produced ({e.module} {e.function}: {e.before!r})")
+    print(f"\n{len(mutants)} mutants in {time.monotonic() - started:.0f} s; survivors: {report}")
+    if args.record:
+        recorded.update({m: round(score(c), 1) for m, c in counts.items()})
+        write_scores(recorded)
+        print("scores recorded in mutation/scores.toml")
+        return 0
+    if failed:
+        print(f"FAILED: below the recorded score: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
