@@ -380,8 +380,15 @@ class Ledger:
                         signature,
                     ),
                 )
+                applied = 0  # what the card's counter really moves: it is floored at 0
                 if card_token and (offline_delta or tap):
                     delta = offline_delta or 0
+                    row = conn.execute(
+                        "SELECT offline_amount FROM card_counters WHERE card_token = ?",
+                        (card_token,),
+                    ).fetchone()
+                    held = row[0] if row is not None else 0
+                    applied = max(held + delta, 0) - held
                     conn.execute(
                         "INSERT INTO card_counters VALUES "
                         "(:t, MAX(:d, 0), :n, :mono, :seq, :last) "
@@ -409,8 +416,9 @@ class Ledger:
         except sqlite3.Error as err:
             raise _wrap(err, f"entry {fields.seq} ({kind}) not recorded") from err
         self._head = Head(fields.seq, digest, fields.mono)
-        if offline_delta:
-            self._exposure = max(self._exposure + offline_delta, 0)
+        # the sum of the counters, as _read_exposure would give it: a refund larger than what
+        # its card still has offline (its payment already synced) takes off only what it had
+        self._exposure += applied
         return Entry(fields, digest, signature)
 
     # -- reading ---------------------------------------------------------------------------
@@ -532,39 +540,36 @@ class Ledger:
         count = 0
         expected_seq = first
         head_hash = prev
-        try:
-            for entry in self.entries(first):
-                f = entry.fields
-                if f.seq != expected_seq:
-                    raise LedgerCorruptError(
-                        f"entry {expected_seq} is missing (next is {f.seq})", expected_seq
-                    )
-                if f.prev_hash != prev:
-                    raise LedgerCorruptError(
-                        f"entry {f.seq} does not link to entry {f.seq - 1}", f.seq
-                    )
-                if f.mono <= prev_mono:
-                    raise LedgerCorruptError(f"entry {f.seq} goes back in time (mono)", f.seq)
-                try:
-                    data = encoding.encode(f)
-                except EntryEncodingError as err:
-                    raise LedgerCorruptError(
-                        f"entry {f.seq} cannot be encoded: {err}", f.seq
-                    ) from err
-                if encoding.entry_hash(data) != entry.entry_hash:
-                    raise LedgerCorruptError(f"entry {f.seq} does not match its hash", f.seq)
-                if f.terminal_id != self.terminal_id:
-                    raise LedgerCorruptError(f"entry {f.seq} names another terminal", f.seq)
-                try:
-                    key.verify(entry.signature, data)
-                except InvalidSignature:
-                    raise LedgerCorruptError(f"entry {f.seq} has a bad signature", f.seq) from None
-                prev, prev_mono, head_hash = entry.entry_hash, f.mono, entry.entry_hash
-                expected_seq += 1
-                count += 1
-        except sqlite3.Error as err:
-            raise LedgerCorruptError(f"ledger unreadable near entry {expected_seq}: {err}",
-                                     expected_seq) from err
+        # entries() turns any SQLite error into a ledger error naming the read
+        for entry in self.entries(first):
+            f = entry.fields
+            if f.seq != expected_seq:
+                raise LedgerCorruptError(
+                    f"entry {expected_seq} is missing (next is {f.seq})", expected_seq
+                )
+            if f.prev_hash != prev:
+                raise LedgerCorruptError(
+                    f"entry {f.seq} does not link to entry {f.seq - 1}", f.seq
+                )
+            if f.mono <= prev_mono:
+                raise LedgerCorruptError(f"entry {f.seq} goes back in time (mono)", f.seq)
+            try:
+                data = encoding.encode(f)
+            except EntryEncodingError as err:
+                raise LedgerCorruptError(
+                    f"entry {f.seq} cannot be encoded: {err}", f.seq
+                ) from err
+            if encoding.entry_hash(data) != entry.entry_hash:
+                raise LedgerCorruptError(f"entry {f.seq} does not match its hash", f.seq)
+            if f.terminal_id != self.terminal_id:
+                raise LedgerCorruptError(f"entry {f.seq} names another terminal", f.seq)
+            try:
+                key.verify(entry.signature, data)
+            except InvalidSignature:
+                raise LedgerCorruptError(f"entry {f.seq} has a bad signature", f.seq) from None
+            prev, prev_mono, head_hash = entry.entry_hash, f.mono, entry.entry_hash
+            expected_seq += 1
+            count += 1
         return VerifyReport(count, first, expected_seq - 1, head_hash or ZERO_HASH)
 
     # -- side tables -----------------------------------------------------------------------
