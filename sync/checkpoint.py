@@ -170,7 +170,10 @@ class Checkpoint:
         origin, size_text, root_text = lines[:3]
         if not origin:
             raise SyncProtocolError("checkpoint origin is empty")
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        # ASCII only: str.isdigit() also takes other scripts' digits and superscripts
+        if not (size_text.isascii() and size_text.isdigit()) or (
+            size_text != "0" and size_text.startswith("0")
+        ):
             raise SyncProtocolError(f"checkpoint size {size_text[:20]!r} is not a decimal")
         try:
             root = base64.b64decode(root_text, validate=True)
