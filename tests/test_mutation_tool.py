@@ -79,3 +79,14 @@ def test_every_recorded_equivalent_gives_its_reason() -> None:
     # the loader refuses an entry without one; the file as committed must load
     for eq in mutation.load_equivalents():
         assert eq.reason.strip() and eq.module and eq.function
+
+
+def test_an_equivalent_may_span_lines() -> None:
+    two = Mutant("offline_ledger.ledger.xǁLedgerǁverify__mutmut_99", "offline_ledger/ledger.py",
+                 "survived", ["    except sqlite3.Error as err:", "        raise X from err"],
+                 ["    except sqlite3.Error as err:", "        raise None from err"])
+    eq = Equivalent("offline_ledger/ledger.py", "Ledger.verify",
+                    "except sqlite3.Error as err:\n    raise X from err",
+                    "except sqlite3.Error as err:\n    raise None from err", "unreachable")
+    assert eq.matches(two)
+    assert not eq.matches(Mutant(two.name, two.module, "survived", two.removed[:1], two.added[:1]))

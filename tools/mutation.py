@@ -73,7 +73,9 @@ class Equivalent:
 
 
 def _norm(lines: list[str]) -> str:
-    return "\n".join(" ".join(line.split()) for line in lines).strip()
+    """Whitespace aside; an entry may hold several lines (a multi-line TOML string)."""
+    split = [part for line in lines for part in line.split("\n")]
+    return "\n".join(" ".join(part.split()) for part in split if part.strip())
 
 
 def load_areas() -> dict[str, dict[str, list[str]]]:
@@ -125,7 +127,8 @@ def prepare(area: str, spec: dict[str, list[str]]) -> Path:
     work.mkdir(parents=True)
     tops = sorted({pattern.split("/", 1)[0] for pattern in spec["mutate"]})
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
-    for top in [*tops, "tests"]:
+    # tools/: the fuzz harnesses the parser tests run
+    for top in [*tops, "tests", "tools"]:
         shutil.copytree(ROOT / top, work / top, ignore=ignore)
     shutil.copy2(ROOT / "setup.cfg", work / "setup.cfg")
     pytest_args = ["-p", "no:cacheprovider", "-q"]
@@ -139,6 +142,7 @@ def prepare(area: str, spec: dict[str, list[str]]) -> Path:
         f"only_mutate = {_toml_list(spec['mutate'])}\n"
         f"pytest_add_cli_args = {_toml_list(pytest_args)}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(spec['tests'])}\n"
+        'also_copy = ["tools/"]\n'
         # a mutant that loops for ever is caught by the timeout; 15 times a test's clean time
         # (mutmut's default) spends most of a run waiting on those loops
         "timeout_multiplier = 5.0\ntimeout_constant = 10.0\n"
