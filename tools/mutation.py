@@ -317,7 +317,9 @@ def judge_and_print(args: argparse.Namespace, chosen: list[str], mutants: list[M
         now = score(c)
         before = recorded.get(module)
         flag = ""
-        if before is not None and round(now, 1) < before:
+        if c["not checked"]:
+            flag = f"  INCOMPLETE: {c['not checked']} not checked (not recorded)"
+        elif before is not None and round(now, 1) < before:
             flag = "  BELOW RECORDED"
             failed.append(module)
         elif now < TARGET:
@@ -330,7 +332,9 @@ def judge_and_print(args: argparse.Namespace, chosen: list[str], mutants: list[M
         print(f"note: equivalent no longer produced ({e.module} {e.function}: {e.before!r})")
     print(f"\n{len(mutants)} mutants in {time.monotonic() - started:.0f} s; survivors: {report}")
     if args.record:
-        recorded.update({m: round(score(c), 1) for m, c in counts.items()})
+        # a run cut short scores its unchecked mutants as survivors: nothing to record
+        recorded.update({m: round(score(c), 1) for m, c in counts.items()
+                         if not c["not checked"]})
         write_scores(recorded)
         print("scores recorded in mutation/scores.toml")
         return 0
