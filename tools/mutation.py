@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
 
     sys.path.insert(0, str(ROOT))
-    from localpay.cli.bench.stacks import PgCluster
+    from localpay.pgserver import PgCluster
 
     mutants: list[Mutant] = []
     started = time.monotonic()

@@ -23,7 +23,7 @@ def central_store(url: str | None, kind: str) -> Iterator[str | None]:
     """The store a central benchmark measures: ``url`` when given, else a throwaway local
     PostgreSQL cluster with fsync on (``kind`` postgresql), else None (SQLite in a
     temporary folder, made by the benchmark)."""
-    from localpay.cli.bench.stacks import PgCluster
+    from localpay.pgserver import PgCluster
 
     if url is not None or kind != "postgresql":
         yield url

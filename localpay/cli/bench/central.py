@@ -41,9 +41,10 @@ from central import open_service
 from central.service import check_batch
 from central.store import Store
 from firmware_cfg.keys import public_hex
-from localpay.cli.bench.stacks import PgCluster, fill_ledger, signed_entries, start_central
+from localpay.cli.bench.stacks import fill_ledger, signed_entries, start_central
 from localpay.cli.bench.traffic import BATCH, WEEKDAY_MS, terminal_traffic, validator_traffic
 from localpay.cli.bench.validator import raw_fsync_rate
+from localpay.pgserver import PgCluster
 
 
 def _credited(store: Store) -> dict[str, Any]:
