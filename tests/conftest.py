@@ -9,11 +9,18 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import settings
 
 from firmware_cfg.config import DEFAULT, Config
 from firmware_cfg.keys import DEMO_TOKEN_KEY
 from offline_ledger import Ledger
 from terminal.core import Terminal
+
+# The mutation run (tools/mutation.py) asks for the same examples every time, so that a
+# mutant is killed or not by the tests, not by the draw, and its ratchet cannot flap.
+settings.register_profile("mutation", derandomize=True, database=None)
+if os.environ.get("LOCALPAY_HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["LOCALPAY_HYPOTHESIS_PROFILE"])
 
 # Screens and tones render headless everywhere the suite runs.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.area or list(areas)
     equivalents = load_equivalents()
     bin_dir = str(Path(sys.executable).parent)  # mutmut calls "mypy" by name
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", LOCALPAY_HYPOTHESIS_PROFILE="mutation",
                PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
 
     sys.path.insert(0, str(ROOT))
