@@ -28,6 +28,16 @@ def _pg_bin() -> Path:
     return Path(found[-1]).parent
 
 
+def new_schema(admin_url: str) -> str:
+    """Create an empty schema on the server of ``admin_url``; a URL that works inside it."""
+    import psycopg
+
+    name = "t_" + secrets.token_hex(6)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    return f"{admin_url}?options=-csearch_path%3D{name}"
+
+
 class PgCluster:
     """A PostgreSQL server of our own in a temporary folder."""
 
@@ -74,6 +84,15 @@ class PgCluster:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
+
+    def new_schema(self) -> str:
+        """A URL whose connections see only a fresh, empty schema of the ``postgres`` database.
+
+        A test needs a store nobody else has written to, not a database of its own:
+        ``CREATE DATABASE`` copies a template and costs 0.2 s, a schema a millisecond, and the
+        central tests create hundreds (the mutation run, hundreds per mutant).
+        """
+        return new_schema(self.url())
 
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

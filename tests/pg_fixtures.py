@@ -31,6 +31,7 @@ from localpay.cli.bench.stacks import (  # noqa: F401 - re-exported for the test
     signed_entries,
     start_central,
 )
+from localpay.pgserver import new_schema
 
 _CLUSTER: PgCluster | None = None
 
@@ -51,6 +52,9 @@ class ExternalPg:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
+
+    def new_schema(self) -> str:
+        return new_schema(self.admin_url)
 
     def restart(self) -> None:
         raise RuntimeError("a shared PostgreSQL server (LOCALPAY_TEST_PG_URL) is not restarted")
@@ -81,4 +85,4 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'central.sqlite'}"
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    return cluster.new_database()
+    return cluster.new_schema()
