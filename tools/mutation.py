@@ -13,6 +13,11 @@ the tree, then judges the results:
   it fails (a ratchet), and ``--record`` writes the new scores after a better run.
 
 Every survivor, with its diff, is listed in ``build/mutation/report.md``.
+
+A mutant written down as equivalent is not run again: mutmut is started in-process here, and
+the mutants it would test are filtered through the equivalents first (the same match as the
+judgment: module, function, the line before and after). Equivalents survive by definition,
+so each would otherwise cost a full run of every test of its function, every time.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import tomllib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "mutation"
@@ -156,7 +162,8 @@ def prepare(area: str, spec: dict[str, list[str]]) -> Path:
 
 def run_mutmut(work: Path, jobs: int, names: list[str], env: dict[str, str]) -> None:
     log = work / "mutmut.log"
-    cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(jobs), *names]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_mutmut", "run",
+           "--max-children", str(jobs), *names]
     started = time.monotonic()
     last_print = 0.0
     status = ""
@@ -181,6 +188,48 @@ def run_mutmut(work: Path, jobs: int, names: list[str], env: dict[str, str]) -> 
     print(f"  {work.name}: {status}  done in {time.monotonic() - started:.0f} s", flush=True)
 
 
+def _diff(name: str, path: Path | str) -> tuple[list[str], list[str]]:
+    """The lines a mutant removes and adds (mutmut's own diff, inside an area's copy)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    diff = get_diff_for_mutant(name, path=path).splitlines()[2:]  # after ---/+++
+    return ([d[1:] for d in diff if d.startswith("-")],
+            [d[1:] for d in diff if d.startswith("+")])
+
+
+def _mutmut_here(args: list[str]) -> int:
+    """Inside an area's copy: ``mutmut <args>``, leaving the written-down equivalents unrun.
+
+    They stay "not checked" in mutmut's results; the judgment then matches them as equivalent.
+    """
+    import mutmut.__main__ as mm
+
+    equivalents = load_equivalents()
+    # a diff costs a parse of the function: only where something is written down
+    written = {(eq.module, eq.function) for eq in equivalents}
+    collect_all = mm.collect_source_file_mutation_data
+
+    def without_equivalents(*, mutant_names: Any) -> Any:
+        mutants, by_path = collect_all(mutant_names=mutant_names)
+        kept = []
+        for data, name, result in mutants:
+            m = Mutant(name, str(data.path), "not checked")
+            if result is None and (m.module, m.function) in written:
+                m.removed, m.added = _diff(name, data.path)
+                if any(eq.matches(m) for eq in equivalents):
+                    continue
+            kept.append((data, name, result))
+        print(f"    {len(mutants) - len(kept)} written-down equivalents left unrun", flush=True)
+        return kept, by_path
+
+    mm.collect_source_file_mutation_data = without_equivalents
+    try:
+        mm.cli(args)
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
 def collect(work: Path, env: dict[str, str]) -> list[Mutant]:
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "_collect"], cwd=work,
                          env=env, check=True, capture_output=True, text=True).stdout
@@ -191,7 +240,6 @@ def _collect_here() -> None:
     """Inside an area's copy: every mutant, its status and (if not killed) its diff, as JSON."""
     from mutmut.__main__ import walk_mutatable_files
     from mutmut.mutation.data import SourceFileMutationData
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.stats import status_by_exit_code
 
     rows = []
@@ -202,9 +250,7 @@ def _collect_here() -> None:
             row = {"name": name, "module": str(path), "status": status_by_exit_code[code],
                    "removed": [], "added": []}
             if row["status"] not in DETECTED:
-                diff = get_diff_for_mutant(name, path=path).splitlines()[2:]  # after ---/+++
-                row["removed"] = [d[1:] for d in diff if d.startswith("-")]
-                row["added"] = [d[1:] for d in diff if d.startswith("+")]
+                row["removed"], row["added"] = _diff(name, path)
             rows.append(row)
     json.dump(rows, sys.stdout)
 
@@ -243,6 +289,12 @@ def write_report(mutants: list[Mutant], counts: dict[str, Counter[str]], name: s
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_mutmut"]:
+        # started by run_mutmut with this file's folder first on sys.path, where the console
+        # script would have its bin folder; nothing of the tree may shadow the mutants
+        sys.path[0] = str(Path(sys.executable).parent)
+        return _mutmut_here(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", nargs="?", default="run", choices=["run", "report", "_collect"],
