@@ -62,7 +62,7 @@ bench: $(STAMP)
 
 # Longer fuzzing than the suite's bounded runs: a minute per parser.
 fuzz: $(STAMP)
-	for h in tlv mpm cpm wallet; do $(BIN)/python tools/fuzz_$$h.py -max_total_time=60 || exit 1; done
+	for h in tlv mpm cpm wallet pocket_rules; do $(BIN)/python tools/fuzz_$$h.py -max_total_time=60 || exit 1; done
 
 # Mutation testing of the money paths (mutation/areas.toml): slow, so not part of `make test`.
 # Fails when a module's score falls below mutation/scores.toml; survivors in build/mutation/.
