@@ -29,7 +29,8 @@ Each branch also mixes in the nearest builtin, so ``except ValueError`` or
     │   ├── SyncAuthError (PermissionError)  unknown terminal, bad request signature, replay
     │   │   └── SyncStaleError               the request's time is too far from the service's
     │   └── SyncUnavailableError (ConnectionError)  central service or its store unreachable
-    └── TransactionError                     a transaction that cannot proceed (not a decline)
+    ├── TransactionError                     a transaction that cannot proceed (not a decline)
+    └── BooksError                           central's double-entry books refuse a transfer
 
 A *decline* is not an error: it is a normal outcome with a reason code, see
 ``terminal.risk``.
@@ -150,3 +151,9 @@ class SyncUnavailableError(SyncError, ConnectionError):
 
 class TransactionError(LocalpayError):
     """A transaction cannot proceed (wrong state, unknown reference); not a decline."""
+
+
+class BooksError(LocalpayError):
+    """The central books refuse a movement of money: an account that may not go below zero
+    would, an account is unknown or closed, or a reference is reused with other details.
+    Nothing of the refused movement is written."""
