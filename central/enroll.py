@@ -39,6 +39,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from central.merchants import Registry
 from central.service import CentralLog
 from firmware_cfg import bundle as bundles
 from firmware_cfg import keys as keyfiles
@@ -311,6 +312,8 @@ class Enroller:
                                   place=req.place, central_url=req.central_url,
                                   reader=req.reader, scanner=req.scanner,
                                   central_key=central_key, operator_hex=self.operator_hex)
+            # the till's first bundle already names its merchant (from the registry)
+            text = Registry(self.service.store).enrolment_config(tx, terminal_id, text)
             bundle = bundles.make(self.operator, terminal_id, 1, text).decode("utf-8")
             # filed like any published bundle, so later ones continue its version numbers
             tx.run("INSERT INTO configs VALUES (?, ?, ?, ?) "

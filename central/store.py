@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central import accounts, books, merchants
 from localpay.errors import ConfigError, SyncError, SyncUnavailableError
 
 log = logging.getLogger(__name__)
@@ -353,9 +354,12 @@ class Store:
 
     def init_schema(self) -> None:
         with self.tx() as tx:
-            for statement in _TABLES.format(blob=self.blob).split(";"):
+            parts = (_TABLES.format(blob=self.blob), merchants.TABLES, accounts.TABLES)
+            for statement in ";".join(parts).split(";"):
                 if statement.strip():
                     tx.run(statement)
+            for statement in books.schema_statements(self.kind):
+                tx.run(statement)
             for table, column, decl in _ADDED_COLUMNS:
                 if column not in self.columns(tx, table):
                     tx.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")

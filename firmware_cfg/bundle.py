@@ -11,6 +11,10 @@ and the payload is canonical JSON (sorted keys, no spaces, UTF-8)::
     {"terminal_id": "BUS-85-0001", "version": 7, "issued_ms": 1790000000000,
      "config": "<the whole terminal.toml text>"}
 
+The config may carry a ``[merchant]`` section: the facts of the terminal's merchant from
+the central registry (id, name, BRN, category, region, memberships, see
+:class:`firmware_cfg.config.MerchantSection`); a till shows that merchant's name.
+
 The terminal accepts a bundle only when the signature verifies under the provisioned
 operator key, the terminal id is its own, and the version is newer than the one it runs.
 :func:`apply` swaps the file atomically and restores the previous one when the terminal
@@ -86,6 +90,13 @@ def peek(data: bytes) -> tuple[str, int]:
     payload, _ = _unwrap(data)
     inner = _inner(payload)
     return _field(inner, "terminal_id", str), _field(inner, "version", int)
+
+
+def peek_config(data: bytes) -> str:
+    """The config text a bundle carries, WITHOUT checking its signature: for the central
+    service to make the next version of a terminal's config from its newest one."""
+    payload, _ = _unwrap(data)
+    return str(_field(_inner(payload), "config", str))
 
 
 def _unwrap(data: bytes) -> tuple[bytes, bytes]:

@@ -3,6 +3,13 @@
 Every section is a frozen dataclass whose defaults are the embedded defaults the demo runs
 on. Unknown keys are errors (a typo must not silently fall back to a default), and every
 error names the field, what was expected and what was found.
+
+``[merchant]`` carries the facts of the merchant a terminal belongs to, as the central
+merchant registry (:mod:`central.merchants`) holds them. A config without it runs on the
+defaults of ``[terminal]``; with it, ``terminal.merchant_name`` is the merchant's name and a
+till's ``terminal.place`` its merchant id (filled in when the file leaves them out, an error
+when it says otherwise). The checks of the merchant's fields live here, below the registry,
+so that the registry and the terminal refuse the same values.
 """
 
 from __future__ import annotations
@@ -161,6 +168,100 @@ class KeysSection:
 
 
 @dataclass(frozen=True)
+class MerchantSection:
+    """The registry's facts of the terminal's merchant; all empty: none given."""
+
+    id: str = ""
+    name: str = ""
+    #: Korean business registration number (사업자등록번호), 10 digits with a check digit
+    brn: str = ""
+    #: with its scheme: "ksic:47121" (Korean Standard Industrial Classification) or
+    #: "mcc:5411" (card merchant category code)
+    category: str = ""
+    region: str = ""
+    #: programme memberships, such as "large-mart" (where bus points are not spent)
+    memberships: tuple[str, ...] = ()
+
+
+MERCHANT_ID = re.compile(r"[A-Za-z0-9-]{1,40}")
+MEMBERSHIP = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+#: KSIC subclasses have 5 digits, card MCCs 4 (ISO 18245)
+CATEGORY = re.compile(r"(ksic:[0-9]{5}|mcc:[0-9]{4})")
+_BRN_FORM = re.compile(r"[0-9]{3}-[0-9]{2}-[0-9]{5}|[0-9]{10}")
+#: National Tax Service weights for the first nine digits of a business registration number
+BRN_WEIGHTS = (1, 3, 7, 1, 3, 7, 1, 3, 5)
+
+
+def brn_check_digit(first9: str) -> int:
+    """The check digit of a business registration number's first nine digits.
+
+    The National Tax Service's published rule, as python-stdnum implements it
+    (``stdnum/kr/brn.py``, which cites the OECD's "Korea - Information on Tax Identification
+    Numbers", oecd.org/tax/automatic-exchange/crs-implementation-and-assistance/
+    tax-identification-numbers/Korea-TIN.pdf): the sum of the digits weighted by
+    :data:`BRN_WEIGHTS`, plus the tens of the ninth digit times 5 (the rule counts that
+    product's tens twice), and the check digit is what brings the sum to a multiple of 10.
+    """
+    digits = [int(c) for c in first9]
+    total = sum(d * w for d, w in zip(digits, BRN_WEIGHTS, strict=True)) + digits[8] * 5 // 10
+    return (10 - total % 10) % 10
+
+
+def parse_brn(text: str, where: str = "brn") -> str:
+    """``123-45-67890`` or ``1234567890`` as its 10 digits; ConfigError unless well formed
+    with a right check digit."""
+    if not isinstance(text, str) or not _BRN_FORM.fullmatch(text):
+        raise ConfigError(f"{where}: expected a business registration number of 10 digits "
+                          f"(123-45-67890 or 1234567890), found {text!r}")
+    digits = text.replace("-", "")
+    if int(digits[9]) != brn_check_digit(digits[:9]):
+        raise ConfigError(f"{where}: {text!r} fails its check digit (a digit mistyped?)")
+    return digits
+
+
+def check_text(value: str, where: str, *, limit: int, required: bool = False) -> str:
+    """Display text: no control characters (a name goes to screens, receipts and QR codes),
+    at most ``limit`` characters, surrounding blanks dropped."""
+    text = value.strip()
+    if required and not text:
+        raise ConfigError(f"{where}: expected a non-empty text, found {value!r}")
+    if len(text) > limit:
+        raise ConfigError(f"{where}: expected at most {limit} characters, found {len(text)}")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        raise ConfigError(f"{where}: control characters are not allowed, found {value!r}")
+    return text
+
+
+def check_merchant_id(value: str, where: str = "merchant id") -> str:
+    if not MERCHANT_ID.fullmatch(value):
+        raise ConfigError(f"{where}: expected 1 to 40 of A-Z, a-z, 0-9 and -, found {value!r}")
+    return value
+
+
+def check_category(value: str, where: str = "category") -> str:
+    text = value.strip()
+    scheme, sep, code = text.partition(":")
+    text = f"{scheme.lower()}{sep}{code}"
+    if not CATEGORY.fullmatch(text):
+        raise ConfigError(f"{where}: expected ksic: and 5 digits (ksic:47121) or mcc: and "
+                          f"4 digits (mcc:5411), found {value!r}")
+    return text
+
+
+def check_memberships(values: typing.Iterable[str], where: str = "memberships"
+                      ) -> tuple[str, ...]:
+    """Sorted and without repeats, so equal sets compare and store equal."""
+    out: set[str] = set()
+    for value in values:
+        name = value.strip() if isinstance(value, str) else value
+        if not isinstance(name, str) or not MEMBERSHIP.fullmatch(name):
+            raise ConfigError(f"{where}: expected names of a-z, 0-9 and - (up to 32, such as "
+                              f"large-mart), found {value!r}")
+        out.add(name)
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
 class Config:
     terminal: TerminalSection = field(default_factory=TerminalSection)
     fares: FaresSection = field(default_factory=FaresSection)
@@ -168,6 +269,20 @@ class Config:
     readers: ReadersSection = field(default_factory=ReadersSection)
     central: CentralSection = field(default_factory=CentralSection)
     keys: KeysSection = field(default_factory=KeysSection)
+    merchant: MerchantSection = field(default_factory=MerchantSection)
+
+    def with_merchant(self, *, id: str, name: str, brn: str, category: str, region: str = "",
+                      memberships: typing.Iterable[str] = ()) -> Config:
+        """A copy carrying a merchant's facts, its name shown at the till and, on a till,
+        its id as the place; validated."""
+        section = MerchantSection(id=id, name=name, brn=brn, category=category, region=region,
+                                  memberships=tuple(memberships))
+        terminal = dataclasses.replace(self.terminal, merchant_name=name)
+        if terminal.role == "till":
+            terminal = dataclasses.replace(terminal, place=id)
+        config = dataclasses.replace(self, merchant=section, terminal=terminal)
+        validate(config)
+        return config
 
     def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some fields of one section changed (validated like a file)."""
@@ -191,6 +306,12 @@ def _check(value: Any, hint: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: expected {hint}, found {value!r}")
+    if origin is tuple:
+        # a TOML array of one type (merchant.memberships); a tuple keeps the config hashable
+        item_hint = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected an array, found {value!r}")
+        return tuple(_check(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         # a table of name = value whose names are not known in advance (fares.extra)
         _, value_hint = typing.get_args(hint)
@@ -237,6 +358,16 @@ def from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"unknown section [{unknown[0]}]; expected one of {sorted(sections)}")
     hints = typing.get_type_hints(Config)
     built = {name: _build(hints[name], value, name) for name, value in data.items()}
+    merchant = built.get("merchant")
+    if merchant is not None and merchant.id:
+        # the registry's facts speak for the terminal where the file is silent
+        given = data.get("terminal", {})
+        terminal = built.get("terminal", TerminalSection())
+        if "merchant_name" not in given:
+            terminal = dataclasses.replace(terminal, merchant_name=merchant.name)
+        if terminal.role == "till" and "place" not in given:
+            terminal = dataclasses.replace(terminal, place=merchant.id)
+        built["terminal"] = terminal
     config = Config(**built)
     validate(config)
     return config
@@ -293,6 +424,35 @@ def validate(config: Config) -> None:
     if config.central.url and not config.central.url.startswith(("http://", "https://")):
         raise ConfigError(f"central.url: expected http:// or https://, found "
                           f"{config.central.url!r}")
+    _validate_merchant(config)
+
+
+def _validate_merchant(config: Config) -> None:
+    m, t = config.merchant, config.terminal
+    if m == MerchantSection():
+        return
+    if not m.id:
+        raise ConfigError("merchant.id: a [merchant] section needs the merchant's id")
+    check_merchant_id(m.id, "merchant.id")
+    # the values must already be in their stored form: a signed config is not rewritten
+    if check_text(m.name, "merchant.name", limit=100, required=True) != m.name:
+        raise ConfigError(f"merchant.name: expected no surrounding blanks, found {m.name!r}")
+    parse_brn(m.brn, "merchant.brn")
+    if check_category(m.category, "merchant.category") != m.category:
+        raise ConfigError(f"merchant.category: expected a lower-case scheme, found "
+                          f"{m.category!r}")
+    if check_text(m.region, "merchant.region", limit=64) != m.region:
+        raise ConfigError(f"merchant.region: expected no surrounding blanks, found "
+                          f"{m.region!r}")
+    if check_memberships(m.memberships, "merchant.memberships") != m.memberships:
+        raise ConfigError("merchant.memberships: expected sorted names without repeats, "
+                          f"found {list(m.memberships)}")
+    if t.merchant_name != m.name:
+        raise ConfigError(f"terminal.merchant_name: the terminal shows its merchant's name "
+                          f"{m.name!r} ([merchant] name), found {t.merchant_name!r}")
+    if t.role == "till" and t.place != m.id:
+        raise ConfigError(f"terminal.place: a till's place is its merchant's id {m.id!r} "
+                          f"([merchant] id), found {t.place!r}")
 
 
 def _validate_fares(fares: FaresSection) -> None:
@@ -335,6 +495,8 @@ def dumps(config: Config) -> str:
     """The config as TOML text that :func:`loads` reads back to the same config."""
     lines: list[str] = []
     for section in dataclasses.fields(config):
+        if section.name == "merchant" and config.merchant == MerchantSection():
+            continue  # a config without a merchant reads as it did before the section
         lines.append(f"[{section.name}]")
         for name, value in dataclasses.asdict(getattr(config, section.name)).items():
             lines.append(f"{name} = {_toml_value(value)}")
@@ -343,6 +505,8 @@ def dumps(config: Config) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         # an inline table; its keys are category names, which are bare keys
         return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"

@@ -170,6 +170,7 @@ def publish_config(db: str | None, data: Path | None, source: Path,
     signs with its operator key.
     """
     from central.enroll import load_operator_key
+    from central.merchants import Registry
     from firmware_cfg import bundle as bundles
 
     service = open_central(db, data)
@@ -178,6 +179,7 @@ def publish_config(db: str | None, data: Path | None, source: Path,
         if service.data_dir is None:
             raise ConfigError("this service has no data folder holding an operator key")
         current = int(service.latest_config(terminal_id)["version"])
+        text = Registry(service.store).config_for(terminal_id, text)
         text = bundles.make(load_operator_key(service.data_dir), terminal_id, current + 1,
                             text).decode("utf-8")
     version = service.publish_config(text)
@@ -522,4 +524,15 @@ def enroll_codes(db: str | None, data: Path | None, terminal_id: str, role: str 
         click.echo(code)
 
 
+def _register_groups() -> None:
+    """Command groups kept in modules of their own, under ``localpay central``; imported
+    last because they take ``service_options`` and ``open_central`` from here."""
+    from localpay.cli.books import books
+    from localpay.cli.merchants import merchant
+
+    central.add_command(merchant)
+    central.add_command(books)
+
+
+_register_groups()
 COMMANDS = [central]
