@@ -344,11 +344,13 @@ class CentralLog:
         for e, t in zip(entries, timed, strict=True):
             index = frontier.size
             nodes.extend(frontier.append(hashlib.sha256(b"\x00" + e.data).digest()))
-            # Entries of one batch mostly share a day: convert each hour once.
-            hour = t.effective_ms // 3_600_000
-            day = days.get(hour)
+            # Entries of one batch mostly share a day: convert each quarter hour once (every
+            # UTC offset in use since 1972 is a multiple of 15 minutes; an hour would put
+            # two entries of Asia/Kathmandu's 23:50 and 00:05 on one day).
+            quarter = t.effective_ms // 900_000
+            day = days.get(quarter)
             if day is None:
-                day = days[hour] = self.day_of(t.effective_ms)
+                day = days[quarter] = self.day_of(t.effective_ms)
             rows.append((index, terminal_id, e.seq, e.kind, e.card_token, e.amount, e.place,
                          e.wall_ms, day, e.entry_hash, e.data, e.signature, e.ref_seq,
                          e.detail, t.effective_ms))
