@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -60,16 +60,10 @@ CLAIM_COLUMNS = ("campaign_id", "card_token", "holder", "terminal_id", "seq")
 WEEK_COLUMNS = ("card_token", "week_start", "points", "days_mask", "version", "firsts")
 ADJUST_COLUMNS = ("terminal_id", "seq", "cause", "log_index", "card_token", "rule", "points",
                   "rule_version", "day", "payable_month", "credited_ms", "note")
-_CHUNK = 500
 
 
 def epoch_ms() -> int:
     return int(time.time() * 1000)
-
-
-def chunked(items: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 def detail_of(text: str) -> dict[str, Any]:
