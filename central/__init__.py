@@ -12,6 +12,7 @@ from central.incentives import IncentiveCrediter, programme_start_ms
 from central.keys import load_signer
 from central.rules import FraudConfig, default_hooks
 from central.service import CentralLog, VerifyPolicy
+from central.spending import SpendingPoster
 from central.store import Store, open_store
 
 
@@ -31,14 +32,14 @@ def open_service(
     pool_size: int = 8,
 ) -> CentralLog:
     """A :class:`CentralLog` over ``db`` (default: SQLite in ``data_dir``), with the log key
-    from ``data_dir`` (made on first use), the balance and fraud hooks and incentive
-    crediting."""
+    from ``data_dir`` (made on first use), the balance and fraud hooks, incentive
+    crediting, and the posting of payments and refunds to the books."""
     folder = data_dir or default_data_dir()
     signer = load_signer(folder, origin)
     store = open_store(db or f"sqlite:///{folder / 'central.sqlite'}", pool_size)
     config = FraudConfig.load(rules) if rules else FraudConfig()
     service = CentralLog(store, signer, hooks=default_hooks(config),
-                         followers=[IncentiveCrediter()], policy=policy,
+                         followers=[IncentiveCrediter(), SpendingPoster()], policy=policy,
                          programme_start=programme_start_ms)
     service.data_dir = folder
     return service

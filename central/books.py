@@ -20,6 +20,9 @@ Chart of accounts (ids are text; ``<...>`` parts may not contain ``:`` or spaces
     pocket:<account>:<pocket>    pocket     D<=C   a citizen's money, by pocket: ``cash``,
                                                    ``points``, or an allowance's programme
     merchant:<m>:payable         payable    D<=C   what the books owe merchant m
+    receivable:<account>         receivable -      what a citizen owes the books: a payment
+                                                   approved offline beyond what the pockets
+                                                   held; goes negative by the debt
     settlement:in_transit        transit    D<=C   sent to merchants' banks, not yet confirmed
     operator:fees                fees       D<=C   fees taken from merchants
 
@@ -36,7 +39,8 @@ Codes (what a movement is; :data:`CODES`)::
     allowance_expiry     pocket:<a>:<p>        -> allowance:<p>
     points_payout        programme:<p>:points  -> pocket:<a>:points
     payment              pocket:<a>:<pocket>   -> merchant:<m>:payable
-    refund               merchant:<m>:payable  -> pocket:<a>:<pocket>
+                         receivable:<a>        -> merchant:<m>:payable (the uncovered part)
+    refund               merchant:<m>:payable  -> pocket:<a>:<pocket> | receivable:<a>
     fee                  merchant:<m>:payable  -> operator:fees
     settlement           merchant:<m>:payable  -> settlement:in_transit
     settlement_paid      settlement:in_transit -> bank:outside
@@ -98,6 +102,8 @@ KINDS: dict[str, int] = {
     "allowance": DEBITS_MUST_NOT_EXCEED_CREDITS,
     "pocket": DEBITS_MUST_NOT_EXCEED_CREDITS,
     "payable": DEBITS_MUST_NOT_EXCEED_CREDITS,
+    # no flag: a debt has no floor, and what it may reach is the payments' business
+    "receivable": 0,
     "transit": DEBITS_MUST_NOT_EXCEED_CREDITS,
     "fees": DEBITS_MUST_NOT_EXCEED_CREDITS,
 }
@@ -274,6 +280,11 @@ def merchant_payable(merchant: str) -> str:
     return f"merchant:{_part(merchant, 'merchant')}:payable"
 
 
+def receivable(account: str) -> str:
+    """What citizen ``account`` owes the books (debited by offline overdrafts)."""
+    return f"receivable:{_part(account, 'account')}"
+
+
 _CHART = (
     (re.compile(r"bank:outside"), "outside"),
     (re.compile(r"programme:[^\s:]+:funding"), "funding"),
@@ -282,6 +293,7 @@ _CHART = (
     (re.compile(r"allowance:[^\s:]+"), "allowance"),
     (re.compile(r"pocket:[^\s:]+:[^\s:]+"), "pocket"),
     (re.compile(r"merchant:[^\s:]+:payable"), "payable"),
+    (re.compile(r"receivable:[^\s:]+"), "receivable"),
     (re.compile(r"settlement:in_transit"), "transit"),
     (re.compile(r"operator:fees"), "fees"),
 )
