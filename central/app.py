@@ -9,6 +9,10 @@ Every JSON object answered, errors included, also carries ``time_ms``: the servi
 (Unix ms) when it answered. It is inside the signed body, so a terminal with no real-time
 clock can anchor its own clock on it and sign its next requests with a time the service
 accepts (see ``sync.client`` and ``terminal.clock``).
+
+One route is not a terminal's: ``POST /v1/topups`` is called by a partner selling local
+currency (the issuing bank, the city's app) with its key, ``Authorization: Bearer <key>``
+(:mod:`central.topups`); a terminal's signature opens nothing there.
 """
 
 from __future__ import annotations
@@ -25,6 +29,18 @@ from central.enroll import Enroller, answer_mac
 from central.incentives import points_delta
 from central.profiles import profiles_delta
 from central.service import CentralLog
+from central.topups import (
+    MonthlyLimitError,
+    PaidMismatchError,
+    PartnerAuthError,
+    ReferenceReusedError,
+    SubsidyExhaustedError,
+    TopupInvalidError,
+    TopupTerms,
+    UnknownAccountError,
+    check_partner,
+    topup,
+)
 from localpay.errors import (
     ChainMismatchError,
     ConfigError,
@@ -59,8 +75,57 @@ def _status(err: LocalpayError) -> tuple[int, str]:
     return 500, "error"
 
 
-def create_app(service: CentralLog) -> FastAPI:
-    """The API over one :class:`CentralLog`."""
+#: a top-up refusal -> its status and error code; 422: the request is well formed and
+#: understood, and what it asks breaks a rule (a limit, the price, the programme's money)
+_TOPUP_STATUS: tuple[tuple[type[LocalpayError], int, str], ...] = (
+    (PartnerAuthError, 401, "refused"),
+    (TopupInvalidError, 400, "malformed"),
+    (SyncProtocolError, 400, "malformed"),
+    (UnknownAccountError, 404, "unknown_account"),
+    (ReferenceReusedError, 409, "reference_reused"),
+    (MonthlyLimitError, 422, "over_limit"),
+    (PaidMismatchError, 422, "paid_mismatch"),
+    (SubsidyExhaustedError, 422, "subsidy_exhausted"),
+    (SyncUnavailableError, 503, "unavailable"),
+)
+_TOPUP_FIELDS: dict[str, type] = {"reference": str, "account": str, "face_value": int,
+                                  "paid": int}
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        # json.loads would keep the last silently: which amount did the partner mean?
+        raise SyncProtocolError(f"a key is given twice: {sorted(keys)}")
+    return dict(pairs)
+
+
+def parse_topup(body: bytes) -> dict[str, Any]:
+    """A top-up request's body: exactly ``reference`` and ``account`` (text), ``face_value``
+    and ``paid`` (whole numbers, never floats, strings or booleans)."""
+    try:
+        doc = json.loads(body, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as err:
+        raise SyncProtocolError(f"the body is not JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise SyncProtocolError("the body must be a JSON object")
+    unknown = sorted(set(doc) - set(_TOPUP_FIELDS))
+    if unknown:
+        raise SyncProtocolError(f"unknown keys {', '.join(unknown)} "
+                                f"(known: {', '.join(_TOPUP_FIELDS)})")
+    for name, kind in _TOPUP_FIELDS.items():
+        if name not in doc:
+            raise SyncProtocolError(f"{name} is required")
+        value = doc[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            what = "text" if kind is str else "a whole number of won"
+            raise SyncProtocolError(f"{name} must be {what}, not {json.dumps(value)}")
+    return doc
+
+
+def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) -> FastAPI:
+    """The API over one :class:`CentralLog`; ``topup_terms`` opens ``POST /v1/topups``
+    (without them it answers 503)."""
     app = FastAPI(title="localpay central", docs_url=None, redoc_url=None)
     signer = service.signer
 
@@ -205,13 +270,42 @@ def create_app(service: CentralLog) -> FastAPI:
 
         return await handle(request, work)
 
+    @app.post("/v1/topups")
+    async def post_topup(request: Request) -> Response:
+        # Never through handle(): a terminal's signature must not open this route.
+        nonce = request.headers.get(H_NONCE, "")
+        try:
+            scheme, _, key = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                raise PartnerAuthError("a partner key is required: Authorization: Bearer <key>")
+            # the key first: who is not a partner learns nothing, not even the configuration
+            partner = await run_in_threadpool(check_partner, service.store, key.strip())
+            if topup_terms is None:
+                return answer(503, {"error": "not_configured", "kind": "ConfigError",
+                                    "message": "top-ups are not configured", "seq": None},
+                              nonce)
+            doc = parse_topup(await request.body())
+            done = await run_in_threadpool(
+                lambda: topup(service.store, topup_terms, doc["account"], doc["face_value"],
+                              doc["reference"], partner=partner, paid=doc["paid"]))
+            return answer(200, done.as_json(), nonce)
+        except LocalpayError as err:
+            status, code = next(((s, c) for kind, s, c in _TOPUP_STATUS
+                                 if isinstance(err, kind)), (500, "error"))
+            if status >= 500:
+                log.warning("POST /v1/topups: %s", err)
+            else:
+                log.info("POST /v1/topups refused: %s", err)
+            return answer(status, {"error": code, "kind": type(err).__name__,
+                                   "message": str(err), "seq": None}, nonce)
+
     return app
 
 
 def serve(service: CentralLog, host: str = "127.0.0.1", port: int = 8470,
-          log_level: str = "warning") -> None:
+          log_level: str = "warning", *, topup_terms: TopupTerms | None = None) -> None:
     """Run the API until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level,
-                access_log=False)
+    uvicorn.run(create_app(service, topup_terms=topup_terms), host=host, port=port,
+                log_level=log_level, access_log=False)

@@ -1,0 +1,120 @@
+"""``localpay central topup ...``: buying local currency at a discount, as the city's staff
+and its partners' operator do it.
+
+Registered under ``localpay central`` by the central command group; every command takes
+``--db`` / ``--data`` as the other central commands do.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import click
+
+from localpay.cli.central import open_central, service_options
+
+
+def _default_ref(kind: str) -> str:
+    # unique enough for one operator's hand; a repeat of a command is made with --ref
+    return f"{kind}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
+
+
+@click.group("topup")
+def topup() -> None:
+    """Local currency bought at a discount: the citizen pays the price, the programme's
+    subsidy pays the discount, the cash pocket receives the face value."""
+
+
+@topup.group("partner")
+def partner() -> None:
+    """Partners that sell top-ups through POST /v1/topups (the issuing bank, the app)."""
+
+
+@partner.command("add")
+@service_options
+@click.argument("name")
+def partner_add(db: str | None, data: Path | None, name: str) -> None:
+    """Register partner NAME and print its key, once: the service keeps only its SHA-256."""
+    from central.topups import add_partner
+
+    service = open_central(db, data)
+    try:
+        key = add_partner(service.store, name)
+    finally:
+        service.store.close()
+    click.echo(f"partner {name} added; its key, shown this once "
+               "(Authorization: Bearer <key>):", err=True)
+    click.echo(key)
+
+
+@partner.command("disable")
+@service_options
+@click.argument("name")
+def partner_disable(db: str | None, data: Path | None, name: str) -> None:
+    """Refuse partner NAME's key from now on (a leaked key); its top-ups stay."""
+    from central.topups import disable_partner
+
+    service = open_central(db, data)
+    try:
+        disable_partner(service.store, name)
+    finally:
+        service.store.close()
+    click.echo(f"partner {name} disabled")
+
+
+@topup.command("fund")
+@service_options
+@click.option("--programme", required=True, help="The programme whose discounts it pays.")
+@click.option("--amount", type=click.IntRange(min=1), required=True, help="Won.")
+@click.option("--ref", default=None, help="The payment's reference: the same one again "
+              "moves nothing (default: a new one, printed).")
+def fund(db: str | None, data: Path | None, programme: str, amount: int,
+         ref: str | None) -> None:
+    """The city pays AMOUNT won into the programme's subsidy for top-up discounts."""
+    from central.topups import fund_subsidy
+
+    ref = ref or _default_ref("fund")
+    service = open_central(db, data)
+    try:
+        held = fund_subsidy(service.store, programme, amount, ref)
+    finally:
+        service.store.close()
+    click.echo(f"funded programme {programme} (ref {ref}); its subsidy holds {held:,} won")
+
+
+@topup.command("run")
+@service_options
+@click.argument("account_or_card")
+@click.option("--face", type=click.IntRange(min=1), required=True,
+              help="Face value in won: what the cash pocket receives.")
+@click.option("--terms", "terms_file", required=True,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="TOML file with a [topup] table (the one `central serve --topup-terms` "
+              "takes).")
+@click.option("--paid", type=click.IntRange(min=1), default=None,
+              help="What the citizen paid; refused unless it is the price.")
+@click.option("--ref", default=None, help="The sale's reference: the same one again answers "
+              "the first sale and moves nothing (default: a new one, printed).")
+def run(db: str | None, data: Path | None, account_or_card: str, face: int, terms_file: Path,
+        paid: int | None, ref: str | None) -> None:
+    """Sell FACE won to ACCOUNT_OR_CARD (an account id, or a linked card token or wallet)
+    at the counter, as partner `staff`; prints the price, the discount and the new cash
+    balance."""
+    from central.topups import load_terms
+    from central.topups import topup as sell
+
+    terms = load_terms(terms_file)
+    ref = ref or _default_ref("counter")
+    service = open_central(db, data)
+    try:
+        done = sell(service.store, terms, account_or_card, face, ref, paid=paid)
+    finally:
+        service.store.close()
+    again = " (already done: nothing moved now)" if done.replayed else ""
+    click.echo(f"top-up {ref} of account {done.account}{again}")
+    click.echo(f"  face value    {done.face:>14,} won")
+    click.echo(f"  price         {done.price:>14,} won")
+    click.echo(f"  discount      {done.discount:>14,} won ({terms.programme})")
+    click.echo(f"  cash balance  {done.cash_balance:>14,} won")
