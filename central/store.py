@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central import accounts, books, merchants
+from central import accounts, allowances, books, merchants, settlement, topups
 from localpay.errors import ConfigError, SyncError, SyncUnavailableError
 
 log = logging.getLogger(__name__)
@@ -282,9 +282,6 @@ class Store:
             marks = "VALUES (" + ",".join("?" * len(rows.columns)) + ")"
             self.executemany(conn, self.translate(rows.insert_sql(marks)), rows.rows)
 
-    def is_disconnect(self, err: BaseException) -> bool:
-        return False
-
     def db_errors(self) -> tuple[type[BaseException], ...]:
         raise NotImplementedError
 
@@ -354,7 +351,8 @@ class Store:
 
     def init_schema(self) -> None:
         with self.tx() as tx:
-            parts = (_TABLES.format(blob=self.blob), merchants.TABLES, accounts.TABLES)
+            parts = (_TABLES.format(blob=self.blob), merchants.TABLES, accounts.TABLES,
+                     topups.TABLES, allowances.TABLES, settlement.TABLES)
             for statement in ";".join(parts).split(";"):
                 if statement.strip():
                     tx.run(statement)

@@ -84,18 +84,24 @@ def central() -> None:
 @click.option("--verify", type=click.Choice(["every", "anchor"]), default="every",
               show_default=True, help="every: check each entry's signature; anchor: check "
               "each hash link and the signature of each batch's last entry.")
+@click.option("--topup-terms", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="TOML file with a [topup] table (programme, "
+              "discount_percent, monthly_limit): opens POST /v1/topups to partners.")
 def serve(db: str | None, data: Path | None, host: str, port: int, origin: str | None,
-          rules: Path | None, verify: str) -> None:
+          rules: Path | None, verify: str, topup_terms: Path | None) -> None:
     """Run the HTTP JSON API (FastAPI on uvicorn) until interrupted."""
     from central.app import serve as run
+    from central.topups import load_terms
 
+    # read before anything starts: a bad terms file stops the start, not the first sale
+    terms = load_terms(topup_terms) if topup_terms else None
     service = open_central(db, data, origin=origin, rules=rules, policy=verify)
     click.echo(f"central log {service.origin} on http://{host}:{port} "
                f"({service.store.kind}); verifier key:\n{service.signer.verifier.text()}",
                err=True)
     # Entries committed just before a stop are credited by the next batch, or here at once.
     threading.Thread(target=service.run_followers, name="catch-up", daemon=True).start()
-    run(service, host, port)
+    run(service, host, port, topup_terms=terms)
 
 
 @central.command("key")
@@ -194,15 +200,14 @@ def publish_config(db: str | None, data: Path | None, source: Path,
 def report(db: str | None, data: Path | None, day: str, as_json: bool) -> None:
     """Reconcile the central totals with each terminal's own totals for one day.
 
-    Exit 1 when anything differs, or when there are overdrafts or fraud flags.
+    Exit 1 when anything differs, or when there are overdrafts, fraud flags, overdrafts by
+    pocket or pocket flags.
     """
     from central.reconcile import report as make
 
     rep = make(open_central(db, data), day)
     if as_json:
-        click.echo(json.dumps({
-            "day": day, "clean": rep.clean, "overdrafts": rep.overdrafts, "flags": rep.flags,
-            "lines": [dict(line.__dict__, matches=line.matches) for line in rep.lines]}))
+        click.echo(json.dumps(rep.as_json()))
         sys.exit(0 if rep.clean else 1)
     click.echo(f"Reconciliation for {day}")
     head = (f"{'terminal':<18} {'kind':<10} {'central n':>9} {'central won':>13} "
@@ -233,6 +238,13 @@ def report(db: str | None, data: Path | None, day: str, as_json: bool) -> None:
     for f in rep.flags:
         click.echo(f"FLAG {f['rule']} card {f['card_token'][:12]}… at {f['terminal_id']} "
                    f"entry {f['seq']}: {f['detail']}")
+    for o in rep.pocket_overdrafts:
+        click.echo(f"POCKET OVERDRAFT account {o['account']} at {o['terminal_id']} entry "
+                   f"{o['seq']}: {o['amount']:,} won beyond pocket {o['pocket']}, owed to the "
+                   "books")
+    for f in rep.pocket_flags:
+        click.echo(f"POCKET FLAG {f['reason']} card {f['card_token'][:12]}… at "
+                   f"{f['terminal_id']} entry {f['seq']}: {f['detail']}")
     if rep.clean:
         click.echo("all terminals reconcile")
     sys.exit(0 if rep.clean else 1)
@@ -527,11 +539,22 @@ def enroll_codes(db: str | None, data: Path | None, terminal_id: str, role: str 
 def _register_groups() -> None:
     """Command groups kept in modules of their own, under ``localpay central``; imported
     last because they take ``service_options`` and ``open_central`` from here."""
+    from localpay.cli.accounts import account
+    from localpay.cli.allowances import allowance
     from localpay.cli.books import books
     from localpay.cli.merchants import merchant
+    from localpay.cli.pockets import pockets, spend
+    from localpay.cli.settlement import settlement
+    from localpay.cli.topups import topup
 
     central.add_command(merchant)
+    central.add_command(account)
+    central.add_command(allowance)
     central.add_command(books)
+    central.add_command(settlement)
+    central.add_command(pockets)
+    central.add_command(spend)
+    central.add_command(topup)
 
 
 _register_groups()
