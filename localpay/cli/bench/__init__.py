@@ -135,6 +135,55 @@ def bench_payout_cmd(cards: int, store_url: str | None, store: str) -> None:
         emit(bench_payout(cards, url))
 
 
+@bench.command("settlement")
+@click.option("--merchants", type=click.IntRange(min=1), default=43_000, show_default=True,
+              help="Merchants in the registry, every one paid on the day.")
+@click.option("--payments", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Payments of the day (at least --merchants).")
+@click.option("--store", type=click.Choice(["postgresql", "sqlite"]), default="postgresql",
+              show_default=True, help="Without --store-url: a throwaway local PostgreSQL "
+              "cluster with fsync on, or SQLite files (WAL, synchronous=FULL) in a temporary "
+              "folder.")
+@click.option("--store-url", "--db", "store_url", default=None,
+              help="An existing PostgreSQL server (postgresql://...): each run fills a new "
+              "schema in its database and drops it after.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Runs, each on a fresh store (a new schema, or a new SQLite file) filled "
+              "with the same day; the median is printed.")
+@click.option("--fees", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Fee rules ([settlement] fee_bp, category_fee_bp; default: "
+              "30 bp, ksic:47 25 bp, ksic:56 15 bp).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_settlement_cmd(merchants: int, payments: int, store: str, store_url: str | None,
+                         runs: int, fees: Path | None, as_json: bool) -> None:
+    """A city's daily merchant settlement: merchants paid, held and carried, the run's time
+    beside a scan of the day's transfers and the disk's fsync rate, then the books proven.
+
+    Filling (not timed) goes through the books' triggers and constraints. Exits 1 when the
+    settlement disagrees with what was filled or the books do not balance.
+    """
+    from central.settlement import FeeRules
+    from localpay.cli.bench.settlement import bench_settlement, render
+
+    if payments < merchants:
+        raise click.BadParameter("every merchant is paid at least once: give at least as "
+                                 "many payments as merchants", param_hint="--payments")
+    if store_url is not None and not store_url.startswith(("postgresql://", "postgres://")):
+        raise click.BadParameter("a PostgreSQL server URL (postgresql://...); for SQLite "
+                                 "use --store sqlite", param_hint="--store-url")
+    rules = FeeRules.load(fees) if fees is not None else None
+    with central_store(store_url, store) as url:
+        result = bench_settlement(merchants, payments, store_url=url, runs=runs,
+                                  fee_rules=rules, progress=progress)
+    if as_json:
+        emit(result)
+    else:
+        click.echo(render(result))
+    if result["problems"]:
+        raise click.ClickException("the settlement disagrees with what was filled: "
+                                   + "; ".join(result["problems"]))
+
+
 @bench.command("central")
 @click.option("--stores", default="sqlite,postgresql", show_default=True,
               help="Stores to measure, comma-separated.")
