@@ -10,14 +10,12 @@ A second run of a month changes nothing and answers what the first did.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central.csvfiles import write_private_csv
 from central.incentive_rules import month_of, parse_month
 from central.incentives import active_rules, detail_of, epoch_ms, lock_crediting
 from central.store import Rows, Store
@@ -216,21 +214,10 @@ def settlement_rows(store: Store, month: str) -> list[tuple[Any, ...]]:
 def write_settlement(store: Store, month: str, path: Path) -> int:
     """Write ``month``'s settlement file (CSV, mode 0600) atomically; the number of cards."""
     rows = settlement_rows(store, month)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
-            writer.writerow(SETTLEMENT_HEADER)
-            writer.writerows(rows)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        write_private_csv(path, SETTLEMENT_HEADER, rows)
     except OSError as err:
         # the payout itself is committed: running it again writes the file again
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise ConfigError(f"settlement file {path} not written: {err}; the payout of "
                           f"{month} is done, run it again to write the file") from err
     return len(rows)

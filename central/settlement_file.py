@@ -23,13 +23,11 @@ as ``settlements/merchants-<day>.csv`` in the data folder; the same day writes t
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from central import books
+from central.csvfiles import write_private_csv
 from central.settlement import POSTED, parse_day, settlements_of
 from localpay.errors import ConfigError
 
@@ -56,20 +54,9 @@ def write_bank_file(store: Store, day: str, path: Path, *,
     """Write ``day``'s bulk-transfer file (CSV, 0600) atomically and record its path on the
     day's settlements; the number of transfers in it."""
     rows = bank_file_rows(store, day, municipality=municipality)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out, lineterminator="\r\n")
-            writer.writerow(FILE_HEADER)
-            writer.writerows(rows)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        write_private_csv(path, FILE_HEADER, rows)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise ConfigError(f"bank file {path} not written: {err}; the settlement of {day} is "
                           "done, run it again to write the file") from err
     with store.tx() as tx:
