@@ -295,3 +295,28 @@ def test_a_text_column_of_nulls_is_inserted_as_nulls(svc: CentralLog) -> None:
         tx.insert_all([Rows("incentive_credits", (*CREDIT_COLUMNS, "settled_month"),
                             [(*credit, None)])])
     assert column(svc, "SELECT settled_month FROM incentive_credits") == [None]
+
+
+def test_the_report_json_names_every_part_of_the_day() -> None:
+    """``central report --json`` is read by operators' scripts: its keys are a contract, and
+    each line says whether the terminal's totals match central's."""
+    from central.reconcile import Line, Report
+
+    lines = [Line("T1", "payment", 2, 9_000, 2, 9_000), Line("T1", "refund", 1, 500, None, None)]
+    od = [{"card_token": "c1", "terminal_id": "T1", "seq": 3, "amount": 9_000,
+           "balance_after": -1_000}]
+    fl = [{"rule": "velocity", "card_token": "c1"}]
+    pod = [{"account": "a1", "pocket": "cash", "amount": 700}]
+    pfl = [{"reason": "no_account", "terminal_id": "T1", "seq": 4}]
+    report = Report("2026-11-25", lines, od, fl, pod, pfl)
+    assert report.as_json() == {
+        "day": "2026-11-25", "clean": False, "overdrafts": od, "flags": fl,
+        "pocket_overdrafts": pod, "pocket_flags": pfl,
+        "lines": [
+            {"terminal_id": "T1", "kind": "payment", "central_count": 2,
+             "central_amount": 9_000, "terminal_count": 2, "terminal_amount": 9_000,
+             "matches": True},
+            {"terminal_id": "T1", "kind": "refund", "central_count": 1, "central_amount": 500,
+             "terminal_count": None, "terminal_amount": None, "matches": False},
+        ]}
+    assert Report("2026-11-25", lines[:1]).as_json()["clean"] is True
