@@ -18,8 +18,8 @@ each payment and refund of the log becomes balanced transfers of :mod:`central.b
 - **A payment** (kind ``payment``) of a card linked to an account (:mod:`central.accounts`)
   at a terminal that belongs to a merchant (:mod:`central.merchants`) is split by
   :func:`localpay.pockets.split`, the terminal's own contract, over the account's pocket
-  balances in the books (an allowance pocket's expiry from ``allowance_grants`` when that
-  table exists), the active rules, the merchant's facts, the Seoul day of the entry's
+  balances in the books (an allowance pocket's expiry from its ``allowance_grants``), the
+  active rules, the merchant's facts, the Seoul day of the entry's
   effective time and what each pocket already paid that day. Each part is a ``payment``
   transfer ``pocket:<a>:<pocket>`` -> ``merchant:<m>:payable``, ref
   ``pay:<terminal>:<seq>:<pocket>``. When the entry's detail carries the terminal's own
@@ -381,7 +381,6 @@ class _Poster:
         self.registry = Registry(tx.store, municipality)
         self.merchants: dict[str, Merchant | None] = {}
         self.opened: set[str] = set()
-        self.grants: bool | None = None
         self.result = SpendResult()
         self.flags: list[tuple[Any, ...]] = []
         self.overdrafts: list[tuple[Any, ...]] = []
@@ -434,10 +433,6 @@ class _Poster:
         """Each allowance pocket's expiry from its grants: the soonest of those still
         running on ``day`` (the order money is drawn in), else the last one (so the pocket
         reads as expired)."""
-        if self.grants is None:
-            self.grants = bool(self.tx.store.columns(self.tx, "allowance_grants"))
-        if not self.grants:
-            return {}
         live: dict[str, list[str]] = {}
         ended: dict[str, list[str]] = {}
         for programme, expires, expired_ms in self.tx.all(

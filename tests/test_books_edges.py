@@ -330,7 +330,7 @@ def test_a_database_failure_that_is_no_refusal_reaches_the_caller_unchanged(
 
 
 def test_only_class_23_errors_are_refusals() -> None:
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
     assert books._refused_by_database(sqlite3.IntegrityError("CHECK constraint failed"))
     assert books._refused_by_database(psycopg.errors.UniqueViolation())
     assert books._refused_by_database(psycopg.errors.CheckViolation())

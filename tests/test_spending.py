@@ -210,9 +210,6 @@ def test_an_allowance_pays_first_within_its_rules(svc: CentralLog) -> None:
 
 
 def test_an_allowance_past_its_grants_expiry_pays_nothing(svc: CentralLog) -> None:
-    with svc.store.tx(write=False) as tx:
-        if not svc.store.columns(tx, "allowance_grants"):
-            pytest.skip("this store has no allowance grants")
     load_rules(svc.store, RULES)
     fund(svc, "A", A_CARD, cash=10_000, allowance={"youth": 2_000})
     with svc.store.tx() as tx:
