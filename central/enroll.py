@@ -2,16 +2,21 @@
 
 The protocol is described in :mod:`firmware_cfg.provision` (shared by both sides). Here:
 
-- :func:`issue_codes` makes codes (``localpay central enroll``). A code may bind the
-  terminal id, the role, the place (route or merchant) and a config template; what it does
-  not bind, the technician's request chooses. Only two hashes of each code are stored
-  (``code_id`` to find it, ``code_key`` to check the request's HMAC), with its expiry.
+- :func:`issue_codes` makes codes (``localpay central enroll``). A code is issued for one
+  municipality (``default`` unless named), whose terminal it enrols, and may bind the
+  terminal id, the role, the place (route or merchant, of that municipality) and a config
+  template; what it does not bind, the technician's request chooses. Only two hashes of
+  each code are stored (``code_id`` to find it, ``code_key`` to check the request's HMAC),
+  with its expiry.
 - :class:`Enroller` answers ``POST /v1/enroll``. The request is not signed by a registered
   terminal (there is none yet): the code is the credential. In one store transaction the
   code is marked used, the terminal is registered with its public key, and the answer is
   made: the first config bundle (version 1, signed by the operator key), the log's
   verifier key, the operator key and the scheme's token key sealed to the terminal. Any
-  refusal rolls all of it back: nothing is stored and the code stays usable.
+  refusal rolls all of it back: nothing is stored and the code stays usable. The same key
+  asking again with a used code while it is valid gets the same answer (terminal id, the
+  stored first bundle; the token key sealed to its new box): a terminal that refused the
+  answer (a wrong ``--central-key``) retries with its code; any other key is refused.
 - The operator key (``operator.key``, Ed25519 PEM) and the scheme's card-token key
   (``token.key``, hex) live in the service's data folder beside the log key, mode 0600,
   made on first use. The operator key signs config bundles; in a larger deployment it would
@@ -28,6 +33,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -39,6 +45,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from central import municipalities
 from central.merchants import Registry
 from central.service import CentralLog
 from firmware_cfg import bundle as bundles
@@ -58,6 +65,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 24 * 3600
 _PREFIX = {"validator": "BUS", "till": "TILL"}
+#: a terminal id a code may bind: letters, digits and hyphens, at most as long as a config's
+#: ``terminal.id`` may be (:func:`firmware_cfg.config.validate`)
+MAX_TERMINAL_ID = 64
+_TERMINAL_ID_CHAR = re.compile(r"[A-Za-z0-9-]")
 
 
 # -- key files beside the log key -----------------------------------------------------------------
@@ -85,12 +96,21 @@ def load_scheme_token_key(data_dir: Path, *, create: bool = True) -> bytes:
 
 
 def issue_codes(service: CentralLog, *, count: int = 1, terminal_id: str = "", role: str = "",
-                place: str = "", template: str = "", ttl_s: int = DEFAULT_TTL_S) -> list[str]:
-    """Make ``count`` single-use codes; return them (the only time they exist in clear)."""
+                place: str = "", template: str = "", ttl_s: int = DEFAULT_TTL_S,
+                municipality: str = municipalities.DEFAULT) -> list[str]:
+    """Make ``count`` single-use codes for terminals of ``municipality`` (a registered one);
+    return them (the only time they exist in clear)."""
     if count < 1 or count > 1000:
         raise ConfigError(f"count: expected 1 to 1000, found {count}")
     if terminal_id and count != 1:
         raise ConfigError("a code that names a terminal id can only be issued one at a time")
+    if len(terminal_id) > MAX_TERMINAL_ID:
+        raise ConfigError(f"terminal id {terminal_id[:20] + '…'!r} is {len(terminal_id)} "
+                          f"characters long; a terminal id is at most {MAX_TERMINAL_ID}")
+    odd = [c for c in terminal_id if not _TERMINAL_ID_CHAR.fullmatch(c)]
+    if odd:
+        raise ConfigError(f"terminal id {terminal_id!r} holds {odd[0]!r}: a terminal id is "
+                          "letters, digits and hyphens")
     if role and role not in _PREFIX:
         raise ConfigError(f"role: expected 'validator' or 'till', found {role!r}")
     if ttl_s < 60 or ttl_s > 30 * 86400:
@@ -103,11 +123,16 @@ def issue_codes(service: CentralLog, *, count: int = 1, terminal_id: str = "", r
     now = _now()
     codes = [proto.new_code() for _ in range(count)]
     with service.store.tx() as tx:
+        municipalities.require(tx, municipality)
+        if terminal_id:
+            municipalities.check_assignment(tx, terminal_id, municipality)
         tx.many("INSERT INTO enroll_codes (code_id, code_key, terminal_id, role, place, "
-                "template, issued_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "template, issued_ms, expires_ms, municipality_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(proto.code_id(c), proto.code_key(c), terminal_id, role, place, template,
-                  now, now + ttl_s * 1000) for c in codes])
-    log.info("issued %d enrolment code(s), valid %d s", count, ttl_s)
+                  now, now + ttl_s * 1000, municipality) for c in codes])
+    log.info("issued %d enrolment code(s) for municipality %s, valid %d s", count,
+             municipality, ttl_s)
     return codes
 
 
@@ -280,19 +305,22 @@ class Enroller:
         message = proto.request_message(time_ms, nonce, body)
         with self.service.store.tx(write=False) as tx:
             row = tx.one("SELECT code_key, terminal_id, role, place, template, expires_ms, "
-                         "used_ms FROM enroll_codes WHERE code_id = ?", (req.code_id,))
+                         "used_ms, municipality_id, used_by FROM enroll_codes WHERE code_id = ?",
+                         (req.code_id,))
         if row is None or not proto.mac_ok(bytes(row[0]), message, given_mac):
             raise SyncAuthError("unknown or mistyped enrolment code")
-        ckey, bound_id, bound_role, bound_place, template = (
-            bytes(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]))
-        if row[6] is not None:
-            raise SyncAuthError("this enrolment code was used already; ask for a new one")
+        ckey, bound_id, bound_role, bound_place, template, municipality = (
+            bytes(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[7]))
         if int(row[5]) <= _now():
             raise SyncAuthError("this enrolment code has expired; ask for a new one")
         try:
             req.public_key.verify(base64.b64decode(sig_b64, validate=True), message)
         except (InvalidSignature, binascii.Error, ValueError):
             raise SyncAuthError("the request is not signed by the key it enrols") from None
+        if row[6] is not None:
+            # The terminal refuses an answer only after the code is spent here (a wrong
+            # --central-key): the same key may ask again while the code is valid.
+            return ckey, self._answer_again(req, str(row[8] or ""), ckey)
         if bound_role and bound_role != req.role:
             raise SyncProtocolError(f"this code is for a {bound_role}, not a {req.role}")
         if bound_place and bound_place != req.place:
@@ -302,7 +330,7 @@ class Enroller:
         now = _now()
         with self.service.store.tx() as tx:
             tx.lock_log()  # orders terminal-id assignment between concurrent enrolments
-            terminal_id = self._terminal_id(tx, req, bound_id)
+            terminal_id = self._terminal_id(tx, req, bound_id, municipality)
             used = tx.run("UPDATE enroll_codes SET used_ms = ?, used_by = ? WHERE code_id = ? "
                           "AND used_ms IS NULL AND expires_ms > ?",
                           (now, terminal_id, req.code_id, now))
@@ -312,27 +340,56 @@ class Enroller:
                                   place=req.place, central_url=req.central_url,
                                   reader=req.reader, scanner=req.scanner,
                                   central_key=central_key, operator_hex=self.operator_hex)
-            # the till's first bundle already names its merchant (from the registry)
-            text = Registry(self.service.store).enrolment_config(tx, terminal_id, text)
+            # the till's first bundle already names its merchant (from the registry of the
+            # code's municipality)
+            text = Registry(self.service.store, municipality).enrolment_config(
+                tx, terminal_id, text)
             bundle = bundles.make(self.operator, terminal_id, 1, text).decode("utf-8")
             # filed like any published bundle, so later ones continue its version numbers
             tx.run("INSERT INTO configs VALUES (?, ?, ?, ?) "
                    "ON CONFLICT (terminal_id, version) DO NOTHING", (terminal_id, 1, bundle, now))
             sealed = proto.seal_token_key(self._token_key, req.box_key, ckey, terminal_id,
                                           req.public_hex)
-        log.warning("enrolled terminal %s (%s %s), key %s…", terminal_id, req.role, req.place,
-                    req.public_hex[:16])
+        log.warning("enrolled terminal %s (%s %s) of municipality %s, key %s…", terminal_id,
+                    req.role, req.place, municipality, req.public_hex[:16])
         return ckey, {"terminal_id": terminal_id, "bundle": bundle, "central_key": central_key,
                       "operator_key": self.operator_hex, "token_key": sealed}
 
+    def _answer_again(self, req: _Request, used_by: str, ckey: bytes) -> dict[str, Any]:
+        """The answer of the enrolment that used this code, for the key it registered: the
+        same terminal id and first bundle (the very bytes signed then), the token key sealed
+        to this request's one-time box. Any other key is refused as before."""
+        with self.service.store.tx(write=False) as tx:
+            known = tx.one("SELECT terminal_id FROM terminals WHERE public_key = ?",
+                           (bytes.fromhex(req.public_hex),))
+            first = tx.one("SELECT body FROM configs WHERE terminal_id = ? AND version = 1",
+                           (used_by,))
+        if known is None or str(known[0]) != used_by or first is None:
+            raise SyncAuthError("this enrolment code was used already; ask for a new one")
+        bundle = str(first[0])
+        enrolled = loads(bundles.peek_config(bundle.encode("utf-8"))).terminal
+        if (enrolled.role, enrolled.place) != (req.role, req.place):
+            raise SyncProtocolError(f"this code enrolled {used_by} as a {enrolled.role} at "
+                                    f"{enrolled.place!r}; ask again with that role and place")
+        sealed = proto.seal_token_key(self._token_key, req.box_key, ckey, used_by,
+                                      req.public_hex)
+        log.warning("enrolment of %s answered again (same key, code still valid)", used_by)
+        return {"terminal_id": used_by, "bundle": bundle,
+                "central_key": self.service.signer.verifier.text(),
+                "operator_key": self.operator_hex, "token_key": sealed}
+
     @staticmethod
-    def _terminal_id(tx: Any, req: _Request, bound_id: str) -> str:
+    def _terminal_id(tx: Any, req: _Request, bound_id: str, municipality: str) -> str:
         raw = bytes.fromhex(req.public_hex)
-        known = tx.one("SELECT terminal_id FROM terminals WHERE public_key = ?", (raw,))
+        known = tx.one("SELECT terminal_id, municipality_id FROM terminals WHERE "
+                       "public_key = ?", (raw,))
         if known is not None:
             # the same key enrolling again (an earlier attempt failed on the terminal's side)
             if bound_id and bound_id != known[0]:
                 raise SyncAuthError(f"this key is registered as {known[0]!r}, not {bound_id!r}")
+            if str(known[1]) != municipality:
+                raise SyncAuthError(f"this key is registered in municipality {known[1]!r}, "
+                                    f"not {municipality!r}")
             return str(known[0])
         if bound_id:
             if tx.one("SELECT 1 FROM terminals WHERE terminal_id = ?", (bound_id,)):
@@ -344,11 +401,16 @@ class Enroller:
                            "= ?", (len(prefix), prefix))
             numbers = [int(t[len(prefix):]) for (t,) in taken if t[len(prefix):].isdigit()]
             terminal_id = f"{prefix}{max(numbers, default=0) + 1:04d}"
-        if len(terminal_id) > 64:
-            raise SyncProtocolError(f"terminal id {terminal_id[:20]!r}… is longer than 64")
+        if len(terminal_id) > MAX_TERMINAL_ID:
+            raise SyncProtocolError(f"terminal id {terminal_id[:20]!r}… is longer than "
+                                    f"{MAX_TERMINAL_ID}")
+        try:
+            municipalities.check_assignment(tx, terminal_id, municipality)
+        except municipalities.CrossMunicipalityError as err:
+            raise SyncAuthError(str(err)) from None
         tx.run("INSERT INTO terminals (terminal_id, public_key, lat, lon, last_seq, last_hash, "
-               "added_ms) VALUES (?, ?, NULL, NULL, 0, ?, ?)",
-               (terminal_id, raw, ZERO_HASH, _now()))
+               "added_ms, municipality_id) VALUES (?, ?, NULL, NULL, 0, ?, ?, ?)",
+               (terminal_id, raw, ZERO_HASH, _now(), municipality))
         return terminal_id
 
 

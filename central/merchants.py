@@ -20,15 +20,15 @@ number and reason, and when there is one, nothing is written.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from central import municipalities
+from central.csvfiles import numbered_rows
 from firmware_cfg.config import (
     check_category,
     check_memberships,
@@ -238,23 +238,10 @@ def _parse_csv(text: str) -> tuple[list[_Line], list[tuple[int, str]]]:
     """The data lines as column -> cell, and every problem of form found."""
     problems: list[tuple[int, str]] = []
     lines: list[_Line] = []
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     header: tuple[str, ...] = ()
-    last = 0  # physical lines read so far: a quoted cell may span several
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            problems.append((last + 1, f"not readable as CSV: {err}"))
-            if reader.line_num <= last:  # pragma: no cover - the reader always moves on
-                break
-            last = reader.line_num
-            continue
-        number, last = last + 1, reader.line_num
-        cells = [c.strip() for c in row]
-        if not any(cells):
+    for number, cells in numbered_rows(text):
+        if isinstance(cells, str):
+            problems.append((number, cells))
             continue
         if not header:
             header = tuple(c.lower() for c in cells)
@@ -394,6 +381,8 @@ class Registry:
                 raise ConfigError(f"no merchant {merchant_id!r}")
             if not merchant.active:
                 raise ConfigError(f"merchant {merchant_id!r} is not active")
+            # a terminal of another municipality (or one's merchant) is never this one's
+            municipalities.check_assignment(tx, terminal_id, self.municipality)
             before = tx.one("SELECT merchant_id FROM merchant_terminals WHERE "
                             "municipality_id = ? AND terminal_id = ?",
                             (self.municipality, terminal_id))

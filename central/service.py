@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from central import municipalities
 from central.clock import EARLIEST_MS, effective_times
 from central.store import ENTRY_COLUMNS, NODE_COLUMNS, Store, Tx
 from firmware_cfg import bundle as bundles
@@ -71,10 +72,13 @@ class HookContext:
     lon: float | None
     now_ms: int
     denied: list[str] = field(default_factory=list)
+    #: the municipality of the terminal whose batch this is
+    municipality: str = municipalities.DEFAULT
 
     def deny(self, tx: Tx, card_token: str, reason: str) -> None:
+        """Deny-list the card in the terminal's municipality."""
         if card_token and card_token not in self.denied:
-            self.service.deny_add(tx, card_token, reason)
+            self.service.deny_add(tx, card_token, reason, municipality=self.municipality)
             self.denied.append(card_token)
 
 
@@ -186,21 +190,39 @@ class CentralLog:
     # -- terminals and request authentication -------------------------------------------------
 
     def add_terminal(self, terminal_id: str, public_key: bytes, *, lat: float | None = None,
-                     lon: float | None = None) -> None:
+                     lon: float | None = None,
+                     municipality: str = municipalities.DEFAULT) -> None:
+        """Register a terminal of ``municipality`` (a registered one); a terminal never
+        moves to another municipality."""
         if not terminal_id or len(public_key) != 32:
             raise SyncProtocolError("a terminal needs an id and a 32-byte Ed25519 public key")
         with self.store.tx() as tx:
-            row = tx.one("SELECT public_key FROM terminals WHERE terminal_id = ?", (terminal_id,))
+            municipalities.require(tx, municipality)
+            row = tx.one("SELECT public_key, municipality_id FROM terminals "
+                         "WHERE terminal_id = ?", (terminal_id,))
             if row is not None:
                 if bytes(row[0]) != public_key:
                     raise SyncProtocolError(
                         f"terminal {terminal_id!r} is registered with another key")
+                if str(row[1]) != municipality:
+                    raise municipalities.CrossMunicipalityError(
+                        f"terminal {terminal_id!r} belongs to municipality {row[1]!r}, "
+                        f"not {municipality!r}")
                 tx.run("UPDATE terminals SET lat = ?, lon = ? WHERE terminal_id = ?",
                        (lat, lon, terminal_id))
                 return
+            municipalities.check_assignment(tx, terminal_id, municipality)
             tx.run("INSERT INTO terminals (terminal_id, public_key, lat, lon, last_seq, "
-                   "last_hash, added_ms) VALUES (?, ?, ?, ?, 0, ?, ?)",
-                   (terminal_id, public_key, lat, lon, ZERO_HASH, _now()))
+                   "last_hash, added_ms, municipality_id) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+                   (terminal_id, public_key, lat, lon, ZERO_HASH, _now(), municipality))
+
+    def terminal_municipality(self, terminal_id: str) -> str:
+        """The municipality of a registered terminal (SyncAuthError when unknown)."""
+        with self.store.tx(write=False) as tx:
+            found = municipalities.of_terminal(tx, terminal_id)
+        if found is None:
+            raise SyncAuthError(f"unknown terminal {terminal_id!r}")
+        return found
 
     def terminal_key(self, terminal_id: str) -> Ed25519PublicKey:
         with self.store.tx(write=False) as tx:
@@ -242,8 +264,8 @@ class CentralLog:
         check_batch(terminal_id, key, entries, self.policy)
         with self.store.tx() as tx:
             tx.lock_log()
-            row = tx.one("SELECT last_seq, last_hash, lat, lon, last_mono, last_effective_ms "
-                         "FROM terminals WHERE terminal_id = ?", (terminal_id,))
+            row = tx.one("SELECT last_seq, last_hash, lat, lon, last_mono, last_effective_ms, "
+                         "municipality_id FROM terminals WHERE terminal_id = ?", (terminal_id,))
             if row is None:
                 raise SyncAuthError(f"unknown terminal {terminal_id!r}")
             last_seq, last_hash = int(row[0]), bytes(row[1])
@@ -272,7 +294,8 @@ class CentralLog:
                     f"stamp {new_first.mono} is not after {last_mono}", new_first.seq)
             arrival = _now()
             size, note, batch = self._append(tx, terminal_id, entries, last_effective, arrival)
-            ctx = HookContext(self, terminal_id, row[2], row[3], arrival)
+            ctx = HookContext(self, terminal_id, row[2], row[3], arrival,
+                              municipality=str(row[6]))
             for hook in self.hooks:
                 hook(tx, batch, ctx)
             tx.run("UPDATE terminals SET last_seq = ?, last_hash = ?, last_mono = ?, "
@@ -422,49 +445,86 @@ class CentralLog:
 
     # -- deny list, balances, config, totals --------------------------------------------------
 
-    def deny_add(self, tx: Tx, card_token: str, reason: str) -> int:
-        return self._deny_change(tx, card_token, "add", reason)
+    def deny_add(self, tx: Tx, card_token: str, reason: str, *,
+                 municipality: str = municipalities.DEFAULT) -> int:
+        return self._deny_change(tx, card_token, "add", reason, municipality)
 
-    def _deny_change(self, tx: Tx, card_token: str, action: str, reason: str) -> int:
+    def _deny_change(self, tx: Tx, card_token: str, action: str, reason: str,
+                     municipality: str) -> int:
         tx.lock_log()
-        last = tx.one("SELECT action, version FROM deny_changes WHERE card_token = ? "
-                      "ORDER BY version DESC LIMIT 1", (card_token,))
+        last = tx.one("SELECT action, version FROM deny_changes WHERE municipality_id = ? "
+                      "AND card_token = ? ORDER BY version DESC LIMIT 1",
+                      (municipality, card_token))
         if last is not None and last[0] == action:
             return int(last[1])
+        # one numbering for every municipality: a version orders changes across all of them
         row = tx.one("SELECT COALESCE(MAX(version), 0) FROM deny_changes")
         version = int(row[0] if row else 0) + 1
-        tx.run("INSERT INTO deny_changes VALUES (?, ?, ?, ?, ?)",
-               (version, card_token, action, reason, _now()))
+        tx.run("INSERT INTO deny_changes (version, card_token, action, reason, at_ms, "
+               "municipality_id) VALUES (?, ?, ?, ?, ?, ?)",
+               (version, card_token, action, reason, _now(), municipality))
         return version
 
-    def deny(self, card_token: str, reason: str, *, remove: bool = False) -> int:
+    def deny(self, card_token: str, reason: str, *, remove: bool = False,
+             municipality: str = municipalities.DEFAULT) -> int:
+        """Deny-list a card for the terminals of ``municipality`` (or take it off)."""
         with self.store.tx() as tx:
-            return self._deny_change(tx, card_token, "remove" if remove else "add", reason)
+            municipalities.require(tx, municipality)
+            return self._deny_change(tx, card_token, "remove" if remove else "add", reason,
+                                     municipality)
 
-    def deny_delta(self, since: int) -> dict[str, Any]:
-        """Changes after version ``since``: the last word on each card wins."""
+    def deny_delta(self, since: int, *, terminal: str | None = None,
+                   municipality: str = municipalities.DEFAULT) -> dict[str, Any]:
+        """Changes after version ``since`` for the terminals of ``municipality`` (of
+        ``terminal``'s, when given): the last word on each card wins. A card linked to
+        another municipality's accounts only is never told."""
         with self.store.tx(write=False) as tx:
+            if terminal is not None:
+                municipality = municipalities.of_terminal(tx, terminal) or municipality
             rows = tx.all("SELECT version, card_token, action, reason FROM deny_changes "
-                          "WHERE version > ? ORDER BY version", (since,))
-            top = tx.one("SELECT COALESCE(MAX(version), 0) FROM deny_changes")
+                          "WHERE municipality_id = ? AND version > ? ORDER BY version",
+                          (municipality, since))
+            top = tx.one("SELECT COALESCE(MAX(version), 0) FROM deny_changes "
+                         "WHERE municipality_id = ?", (municipality,))
+            shown = None if municipalities.only_one(tx) else municipalities.visible_cards(
+                tx, municipality, {str(r[1]) for r in rows})
         add: dict[str, str] = {}
         remove: set[str] = set()
         for _, token, action, reason in rows:
+            if shown is not None and token not in shown:
+                continue
             if action == "add":
                 add[token] = reason
                 remove.discard(token)
             else:
                 add.pop(token, None)
                 remove.add(token)
-        return {"version": int(top[0]) if top else since, "add": add, "remove": sorted(remove)}
+        return {"version": max(int(top[0]) if top else 0, since), "add": add,
+                "remove": sorted(remove)}
 
-    def set_balances(self, balances: dict[str, int]) -> int:
+    def set_balances(self, balances: dict[str, int], *,
+                     municipality: str = municipalities.DEFAULT) -> int:
+        """Load balance snapshots for the terminals of ``municipality``. A card's snapshot
+        belongs to one municipality: a card held by another is refused, and nothing is
+        loaded."""
         with self.store.tx() as tx:
+            municipalities.require(tx, municipality)
             tx.lock_log()
+            tokens = sorted(balances)
+            for i in range(0, len(tokens), 5000):
+                test, param = tx.any_of("card_token", tokens[i:i + 5000])
+                other = tx.one(f"SELECT card_token, municipality_id FROM balances WHERE {test} "
+                               "AND municipality_id <> ? ORDER BY card_token LIMIT 1",
+                               (param, municipality))
+                if other is not None:
+                    raise municipalities.CrossMunicipalityError(
+                        f"card {str(other[0])[:12]}… has its balance in municipality "
+                        f"{other[1]!r}, not {municipality!r}; nothing was loaded")
             version = self.next_balance_version(tx)
-            tx.many("INSERT INTO balances VALUES (?, ?, ?) ON CONFLICT (card_token) DO UPDATE "
+            tx.many("INSERT INTO balances (card_token, balance, version, municipality_id) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (card_token) DO UPDATE "
                     "SET balance = excluded.balance, version = excluded.version",
-                    [(t, b, version) for t, b in balances.items()])
+                    [(t, b, version, municipality) for t, b in balances.items()])
             return version
 
     @staticmethod
@@ -472,20 +532,30 @@ class CentralLog:
         row = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
         return int(row[0] if row else 0) + 1
 
-    def balances_delta(self, since: int, limit: int = 50_000) -> dict[str, Any]:
-        """Balance snapshots changed after version ``since``. Every card of the programme may
-        tap any terminal of the city, so every terminal may see every card's balance."""
+    def balances_delta(self, since: int, limit: int = 50_000, *, terminal: str | None = None,
+                       municipality: str = municipalities.DEFAULT) -> dict[str, Any]:
+        """Balance snapshots of ``municipality`` (``terminal``'s, when given) changed after
+        version ``since``. Every card of a municipality may tap any of its terminals, so
+        each of them may see every card's balance there; a card linked to another
+        municipality's accounts only is never told."""
         with self.store.tx(write=False) as tx:
-            rows = tx.all("SELECT card_token, balance, version FROM balances WHERE version > ? "
-                          "ORDER BY version LIMIT ?", (since, limit))
-            top = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
-        version = int(top[0]) if top else since
+            if terminal is not None:
+                municipality = municipalities.of_terminal(tx, terminal) or municipality
+            rows = tx.all("SELECT card_token, balance, version FROM balances WHERE "
+                          "municipality_id = ? AND version > ? ORDER BY version LIMIT ?",
+                          (municipality, since, limit))
+            top = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances "
+                         "WHERE municipality_id = ?", (municipality,))
+            shown = None if municipalities.only_one(tx) else municipalities.visible_cards(
+                tx, municipality, {str(r[0]) for r in rows})
+        version = max(int(top[0]) if top else 0, since)
         if len(rows) == limit:
             # Stop before the last version so that none of it is split across two answers.
             cut = int(rows[-1][2])
             rows = [r for r in rows if int(r[2]) < cut] or rows
             version = int(rows[-1][2])
-        return {"version": version, "balances": {str(t): int(b) for t, b, _ in rows}}
+        return {"version": version, "balances": {str(t): int(b) for t, b, _ in rows
+                                                 if shown is None or str(t) in shown}}
 
     def publish_config(self, body: str) -> int:
         """File a signed config bundle under the terminal it names; return its version.

@@ -10,7 +10,13 @@ O(log n) right-edge hashes), ``nodes`` (every complete subtree hash, for proofs 
 reads), ``entries``, ``batches`` and ``checkpoints`` (so a batch sent again is answered the
 same way), ``nonces``, ``deny_changes``, ``balances``, ``overdrafts``, ``flags``,
 ``configs`` and ``terminal_totals``; the ``incentive_*`` tables belong to
-:mod:`central.incentives`.
+:mod:`central.incentives`, ``municipalities`` to :mod:`central.municipalities`.
+
+Each terminal, deny change, balance snapshot and enrolment code names its municipality
+(``municipality_id``, ``default`` unless said otherwise). Stores from before that get the
+column with ``default`` in every row; a terminal already assigned to a merchant of another
+municipality moves to that one, and every municipality an older table names is registered.
+A terminal's id stays unique over the whole platform: it is what signed requests name.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central import accounts, allowances, books, merchants, settlement, topups
+from central import accounts, allowances, books, merchants, municipalities, settlement, topups
 from localpay.errors import ConfigError, SyncError, SyncUnavailableError
 
 log = logging.getLogger(__name__)
@@ -125,6 +131,12 @@ CREATE TABLE IF NOT EXISTS incentive_runs (
     ran_ms BIGINT NOT NULL);
 """
 
+#: An entry that contradicts its terminal's signed config (a ``flags`` row of rule ``config``,
+#: :mod:`central.config_audit`) stays in the log, where nothing approved is lost, but earns no
+#: points and reaches no books: a hand-edited fare or limit must not become money. Appended to
+#: a ``WHERE`` over ``entries``.
+NOT_CONFIG_REFUSED = ("AND NOT EXISTS (SELECT 1 FROM flags f WHERE f.log_index = "
+                      "entries.log_index AND f.rule = 'config') ")
 ENTRY_COLUMNS = ("log_index", "terminal_id", "seq", "kind", "card_token", "amount", "place",
                  "wall_ms", "day", "entry_hash", "data", "signature", "ref_seq", "detail",
                  "effective_ms")
@@ -141,12 +153,23 @@ _ADDED_COLUMNS = (("entries", "ref_seq", "BIGINT NOT NULL DEFAULT 0"),
                   ("terminals", "last_mono", "BIGINT NOT NULL DEFAULT 0"),
                   ("terminals", "last_effective_ms", "BIGINT NOT NULL DEFAULT 0"),
                   # each weekday's first ride: when, which entry, its points
-                  ("incentive_weeks", "firsts", "TEXT NOT NULL DEFAULT ''"))
+                  ("incentive_weeks", "firsts", "TEXT NOT NULL DEFAULT ''"),
+                  # the municipality each belongs to (central.municipalities)
+                  ("terminals", "municipality_id", "TEXT NOT NULL DEFAULT 'default'"),
+                  ("deny_changes", "municipality_id", "TEXT NOT NULL DEFAULT 'default'"),
+                  ("balances", "municipality_id", "TEXT NOT NULL DEFAULT 'default'"),
+                  ("enroll_codes", "municipality_id", "TEXT NOT NULL DEFAULT 'default'"))
 #: indexes on added columns, made after them
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS incentive_credits_unsettled ON incentive_credits "
     "(payable_month, card_token) WHERE settled_month IS NULL",
-    "CREATE INDEX IF NOT EXISTS incentive_profiles_version ON incentive_profiles (version)")
+    "CREATE INDEX IF NOT EXISTS incentive_profiles_version ON incentive_profiles (version)",
+    "CREATE INDEX IF NOT EXISTS terminals_municipality ON terminals (municipality_id, "
+    "terminal_id)",
+    "CREATE INDEX IF NOT EXISTS deny_municipality ON deny_changes (municipality_id, version)",
+    "CREATE INDEX IF NOT EXISTS balances_municipality ON balances (municipality_id, version)",
+    # which municipalities' accounts a card is linked to, for what terminals are told
+    "CREATE INDEX IF NOT EXISTS account_links_holder ON account_links (holder)")
 NODE_COLUMNS = ("level", "idx", "hash")
 
 
@@ -352,7 +375,8 @@ class Store:
     def init_schema(self) -> None:
         with self.tx() as tx:
             parts = (_TABLES.format(blob=self.blob), merchants.TABLES, accounts.TABLES,
-                     topups.TABLES, allowances.TABLES, settlement.TABLES)
+                     topups.TABLES, allowances.TABLES, settlement.TABLES,
+                     municipalities.TABLES)
             for statement in ";".join(parts).split(";"):
                 if statement.strip():
                     tx.run(statement)
@@ -364,6 +388,10 @@ class Store:
                     if (table, column) == ("entries", "effective_ms"):
                         # entries stored before effective times: their stated time stands
                         tx.run("UPDATE entries SET effective_ms = wall_ms")
+                    if (table, column) == ("terminals", "municipality_id"):
+                        # a store from before the registry: what its tables already name
+                        municipalities.register_existing(tx)
+            municipalities.ensure_default(tx)
             for statement in _ADDED_INDEXES:
                 tx.run(statement)
             state = tx.one("SELECT size FROM log_state WHERE id = 1")

@@ -17,6 +17,14 @@ with :func:`fund_subsidy` (``bank:outside -> programme:<p>:funding -> programme:
 Each account may buy at most ``monthly_limit`` won of face value per calendar month in the
 service's time zone (Asia/Seoul), over every partner that sells it.
 
+Everything is within one municipality (SCALING.md): its accounts, its books (so its own
+``programme:<p>:subsidy``), its monthly sums. A partner belongs to one municipality (fixed
+when it is added) and credits only that municipality's accounts: an account, card or wallet
+of another is answered exactly as one that exists nowhere. Partner names are unique on the
+platform, so a key ``<name>.<secret>`` names its partner and through it the municipality.
+The terms (:class:`TopupTerms`) are per municipality: a terms file's ``[topup]`` table is
+shared by every municipality without a ``[topup.<id>]`` table of its own.
+
 Partners are who sells it: the issuing bank, the city's app, or the city's own staff at a
 counter (partner ``staff``, the command line). A partner calls ``POST /v1/topups`` with its
 key (:func:`add_partner`, shown once; only its SHA-256 is kept) and its own reference for
@@ -39,6 +47,7 @@ Refusals, inside the one error tree (:mod:`localpay.errors`)::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -52,7 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from central import accounts, books
+from central import accounts, books, municipalities
 from localpay.errors import BooksError, ConfigError
 
 if TYPE_CHECKING:  # the store imports this module for its tables
@@ -72,7 +81,9 @@ CREATE TABLE IF NOT EXISTS partners (
     municipality_id TEXT NOT NULL DEFAULT 'default', partner_id TEXT NOT NULL,
     key_hash TEXT NOT NULL, created_ms BIGINT NOT NULL,
     active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
-    PRIMARY KEY (municipality_id, partner_id))
+    PRIMARY KEY (municipality_id, partner_id));
+-- a key names its partner, and the partner its municipality: one name on the platform
+CREATE UNIQUE INDEX IF NOT EXISTS partners_name ON partners (partner_id)
 """
 
 #: the service's time zone: months of the limit are its calendar months. Not imported from
@@ -128,11 +139,21 @@ class PartnerAuthError(TopupError, PermissionError):
 @dataclass(frozen=True)
 class TopupTerms:
     """What a top-up costs: ``discount_percent`` off, paid by ``programme``'s subsidy, at most
-    ``monthly_limit`` won of face value per account per calendar month."""
+    ``monthly_limit`` won of face value per account per calendar month.
+
+    ``own``: the municipalities with terms of their own, ``(id, terms)`` by id; every other
+    municipality has these (:meth:`of`)."""
 
     programme: str
     discount_percent: int
     monthly_limit: int
+    own: tuple[tuple[str, TopupTerms], ...] = ()
+
+    def of(self, municipality: str) -> TopupTerms:
+        """The terms of ``municipality``: its own, or the shared ones (either without
+        ``own``, so that ``of`` again gives the same)."""
+        return next((t for m, t in self.own if m == municipality),
+                    dataclasses.replace(self, own=()) if self.own else self)
 
     def discount(self, face: int) -> int:
         """Rounded down: the citizen never pays less than the rule says."""
@@ -153,27 +174,41 @@ def _whole(value: object, what: str, low: int, high: int) -> int:
 
 def terms_from(mapping: Mapping[str, Any], source: str) -> TopupTerms:
     """The terms of a ``[topup]`` table: exactly ``programme``, ``discount_percent`` (0 to
-    50) and ``monthly_limit`` (won of face value, 0 to 10^12; 0 suspends top-ups).
-    Anything else is a ConfigError naming ``source`` and the key."""
+    50) and ``monthly_limit`` (won of face value, 0 to 10^12; 0 suspends top-ups), shared
+    by every municipality; and a ``[topup.<id>]`` table of the same keys for each
+    municipality with terms of its own. Anything else is a ConfigError naming ``source``
+    and the key."""
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"{source}: [topup] must be a table")
+    own: list[tuple[str, TopupTerms]] = []
+    for key in sorted(k for k, v in mapping.items() if isinstance(v, Mapping)):
+        try:
+            municipalities.check_id(key)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: [topup.{key}]: {err}") from None
+        own.append((key, _one_terms(mapping[key], source, f"topup.{key}")))
+    shared = {k: v for k, v in mapping.items() if not isinstance(v, Mapping)}
+    return dataclasses.replace(_one_terms(shared, source, "topup"), own=tuple(own))
+
+
+def _one_terms(mapping: Mapping[str, Any], source: str, table: str) -> TopupTerms:
     unknown = sorted(set(mapping) - set(_TERMS_KEYS))
     if unknown:
-        raise ConfigError(f"{source}: [topup] has unknown keys {', '.join(map(str, unknown))} "
+        raise ConfigError(f"{source}: [{table}] has unknown keys {', '.join(map(str, unknown))} "
                           f"(known: {', '.join(_TERMS_KEYS)})")
     missing = [k for k in _TERMS_KEYS if k not in mapping]
     if missing:
-        raise ConfigError(f"{source}: [topup] lacks {', '.join(missing)}")
+        raise ConfigError(f"{source}: [{table}] lacks {', '.join(missing)}")
     programme = mapping["programme"]
     try:
         books.programme_subsidy(programme)
     except BooksError as err:
-        raise ConfigError(f"{source}: [topup] programme: {err}") from None
+        raise ConfigError(f"{source}: [{table}] programme: {err}") from None
     return TopupTerms(
         programme,
-        _whole(mapping["discount_percent"], f"{source}: [topup] discount_percent", 0,
+        _whole(mapping["discount_percent"], f"{source}: [{table}] discount_percent", 0,
                MAX_DISCOUNT_PERCENT),
-        _whole(mapping["monthly_limit"], f"{source}: [topup] monthly_limit", 0, MAX_WON))
+        _whole(mapping["monthly_limit"], f"{source}: [{table}] monthly_limit", 0, MAX_WON))
 
 
 def load_terms(path: Path) -> TopupTerms:
@@ -286,7 +321,12 @@ def topup(store: Store, terms: TopupTerms, who: str, face: int, ref: str, *,
     if the terms or the card's link changed since; with another holder, face or payment it
     is refused (:class:`ReferenceReusedError`). Refused too: over the monthly limit, a
     subsidy that cannot pay the discount, an unknown account; a refusal writes nothing.
+
+    Everything is ``municipality``'s: ``who`` is looked up among its accounts only (one of
+    another municipality is unknown here, in the same words), and its terms
+    (:meth:`TopupTerms.of`), subsidy and monthly sums apply.
     """
+    terms = terms.of(municipality)
     _check_partner(partner)
     _check_ref(ref)
     _won(face, "face value")
@@ -397,17 +437,28 @@ def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class Partner:
+    """Who a key is: the partner and the one municipality whose currency it sells."""
+
+    name: str
+    municipality: str
+
+
 def add_partner(store: Store, name: str, *,
                 municipality: str = books.DEFAULT_MUNICIPALITY) -> str:
-    """Register partner ``name`` and return its key, ``<name>.<secret>``: shown this once,
-    only its SHA-256 is kept. 256 random bits make a salt or a slow hash needless."""
+    """Register partner ``name`` of ``municipality`` (a registered one) and return its key,
+    ``<name>.<secret>``: shown this once, only its SHA-256 is kept. 256 random bits make a
+    salt or a slow hash needless. A name is one partner on the whole platform."""
     _check_partner(name)
     if name == STAFF:
         raise TopupInvalidError(f"partner name {STAFF!r} is kept for the city's own staff")
     key = f"{name}.{secrets.token_urlsafe(32)}"
     with store.tx() as tx:
-        if tx.one("SELECT 1 FROM partners WHERE municipality_id = ? AND partner_id = ?",
-                  (municipality, name)) is not None:
+        municipalities.known(tx, municipality)
+        # one name on the platform (the key names no municipality); said the same way
+        # whichever municipality holds it
+        if tx.one("SELECT 1 FROM partners WHERE partner_id = ?", (name,)) is not None:
             raise TopupInvalidError(f"partner {name} already has a key")
         tx.run("INSERT INTO partners (municipality_id, partner_id, key_hash, created_ms, active) "
                "VALUES (?, ?, ?, ?, 1)", (municipality, name, _key_hash(key), _now(None)))
@@ -428,15 +479,15 @@ def disable_partner(store: Store, name: str, *,
 _NO_HASH = _key_hash("")
 
 
-def check_partner(store: Store, key: str, *,
-                  municipality: str = books.DEFAULT_MUNICIPALITY) -> str:
-    """The partner whose key this is; PartnerAuthError for anything else."""
+def authenticate(store: Store, key: str) -> Partner:
+    """The partner whose key this is, with its municipality; PartnerAuthError for anything
+    else."""
     name, dot, _ = key.partition(".") if isinstance(key, str) else ("", "", "")
     if not dot or not _PARTNER_RE.fullmatch(name) or len(key) > 200:
         raise PartnerAuthError("not a partner key")
     with store.tx(write=False) as tx:
-        row = tx.one("SELECT key_hash, active FROM partners WHERE municipality_id = ? "
-                     "AND partner_id = ?", (municipality, name))
+        row = tx.one("SELECT key_hash, active, municipality_id FROM partners "
+                     "WHERE partner_id = ?", (name,))
     stored, active = (str(row[0]), int(row[1])) if row else (_NO_HASH, 0)
     # constant time: a timing difference must not tell how much of a guess was right
     same = hmac.compare_digest(_key_hash(key), stored)
@@ -444,4 +495,13 @@ def check_partner(store: Store, key: str, *,
         raise PartnerAuthError("unknown partner key")
     if not active:
         raise PartnerAuthError(f"partner {name} is disabled")
-    return name
+    return Partner(name, str(row[2]))
+
+
+def check_partner(store: Store, key: str, *, municipality: str | None = None) -> str:
+    """The partner whose key this is; PartnerAuthError for anything else, and for a
+    partner of another municipality than ``municipality`` when it is given."""
+    partner = authenticate(store, key)
+    if municipality is not None and partner.municipality != municipality:
+        raise PartnerAuthError("unknown partner key")
+    return partner.name

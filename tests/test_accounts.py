@@ -134,8 +134,8 @@ def test_the_commands_link_move_show_and_unlink(store: Store, store_url: str  # 
     assert code == 1 and "not linked" in err
     code, _, err = run(store_url, "show", "card1")
     assert code == 1 and "neither an account" in err
-    code, out, _ = run(store_url, "show", "alice", "--municipality", "other")
-    assert code == 1
+    code, _, err = run(store_url, "show", "alice", "--municipality", "other")
+    assert code == 2 and "unknown municipality 'other'" in err
 
 
 def test_show_lists_grants_with_their_expiry(store: Store, store_url: str  # noqa: F811

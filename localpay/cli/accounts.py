@@ -7,6 +7,7 @@ Registered under ``localpay central`` by the central command group; every comman
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,12 +17,43 @@ from typing import Any
 import click
 
 from localpay.cli.central import service_options
+from localpay.cli.common import UserError
 from localpay.errors import LocalpayError
 
 
-def municipality_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--municipality", default="default", show_default=True,
-                        help="The municipality whose accounts these are.")(func)
+def municipality_scope(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--municipality ID`` (default ``default``) for a command that also takes
+    ``--db``/``--data``: refused before the command runs unless ID is registered, in one
+    line naming the registered ones. The one place the central commands check it (merchant,
+    account, allowance, topup, settlement, pockets)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            _check_registered(kwargs.get("db"), kwargs.get("data"), kwargs["municipality"])
+            return func(*args, **kwargs)
+
+        return click.option("--municipality", default="default", show_default=True,
+                            metavar="ID", help=help_text)(checked)
+
+    return decorate
+
+
+def _check_registered(db: str | None, data: Path | None, municipality: str) -> None:
+    from central import municipalities
+
+    if municipality == municipalities.DEFAULT:  # always registered: no store to open
+        return
+    with central_store(db, data) as store:
+        try:
+            municipalities.known(store, municipality)
+            return
+        except municipalities.UnknownMunicipalityError as err:
+            refused = str(err)
+    raise UserError(refused)  # exit 2, a usage error, as click's own
+
+
+municipality_option = municipality_scope("The municipality whose accounts these are.")
 
 
 @contextmanager

@@ -14,13 +14,11 @@ from typing import Any
 
 import click
 
+from localpay.cli.accounts import municipality_scope
 from localpay.cli.central import open_central, service_options
 from localpay.errors import ConfigError
 
-
-def _municipality(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--municipality", default="default", show_default=True,
-                        help="The municipality whose registry this is.")(func)
+_municipality = municipality_scope("The municipality whose registry this is.")
 
 
 @contextmanager

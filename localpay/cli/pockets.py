@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
+from localpay.cli.accounts import municipality_scope
 from localpay.cli.central import open_central, service_options
 from localpay.errors import ConfigError
 
-_MUNICIPALITY = click.option("--municipality", default="default", show_default=True,
-                             metavar="ID", help="Whose rules and books.")
+_MUNICIPALITY = municipality_scope("Whose rules and books.")
 
 
 @click.group()

@@ -15,13 +15,11 @@ from typing import Any
 
 import click
 
+from localpay.cli.accounts import municipality_scope
 from localpay.cli.central import iso_day, service_options
 from localpay.errors import LocalpayError
 
-
-def _municipality(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--municipality", default="default", show_default=True,
-                        help="The municipality whose merchants these are.")(func)
+_municipality = municipality_scope("The municipality whose merchants these are.")
 
 
 def _date(func: Callable[..., Any]) -> Callable[..., Any]:

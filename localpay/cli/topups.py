@@ -2,7 +2,9 @@
 and its partners' operator do it.
 
 Registered under ``localpay central`` by the central command group; every command takes
-``--db`` / ``--data`` as the other central commands do.
+``--db`` / ``--data`` as the other central commands do, and ``--municipality`` (default
+``default``; refused unless registered): a partner belongs to one municipality, and staff
+sell and fund in one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from pathlib import Path
 
 import click
 
+from localpay.cli.accounts import municipality_scope
 from localpay.cli.central import open_central, service_options
+
+_municipality = municipality_scope("The municipality whose currency this is.")
 
 
 def _default_ref(kind: str) -> str:
@@ -34,31 +39,35 @@ def partner() -> None:
 
 @partner.command("add")
 @service_options
+@_municipality
 @click.argument("name")
-def partner_add(db: str | None, data: Path | None, name: str) -> None:
-    """Register partner NAME and print its key, once: the service keeps only its SHA-256."""
+def partner_add(db: str | None, data: Path | None, municipality: str, name: str) -> None:
+    """Register partner NAME of the municipality and print its key, once: the service keeps
+    only its SHA-256. Its top-ups credit that municipality's accounts only; NAME is one
+    partner on the whole platform."""
     from central.topups import add_partner
 
     service = open_central(db, data)
     try:
-        key = add_partner(service.store, name)
+        key = add_partner(service.store, name, municipality=municipality)
     finally:
         service.store.close()
-    click.echo(f"partner {name} added; its key, shown this once "
-               "(Authorization: Bearer <key>):", err=True)
+    click.echo(f"partner {name} of municipality {municipality} added; its key, shown this "
+               "once (Authorization: Bearer <key>):", err=True)
     click.echo(key)
 
 
 @partner.command("disable")
 @service_options
+@_municipality
 @click.argument("name")
-def partner_disable(db: str | None, data: Path | None, name: str) -> None:
+def partner_disable(db: str | None, data: Path | None, municipality: str, name: str) -> None:
     """Refuse partner NAME's key from now on (a leaked key); its top-ups stay."""
     from central.topups import disable_partner
 
     service = open_central(db, data)
     try:
-        disable_partner(service.store, name)
+        disable_partner(service.store, name, municipality=municipality)
     finally:
         service.store.close()
     click.echo(f"partner {name} disabled")
@@ -66,19 +75,21 @@ def partner_disable(db: str | None, data: Path | None, name: str) -> None:
 
 @topup.command("fund")
 @service_options
+@_municipality
 @click.option("--programme", required=True, help="The programme whose discounts it pays.")
 @click.option("--amount", type=click.IntRange(min=1), required=True, help="Won.")
 @click.option("--ref", default=None, help="The payment's reference: the same one again "
               "moves nothing (default: a new one, printed).")
-def fund(db: str | None, data: Path | None, programme: str, amount: int,
+def fund(db: str | None, data: Path | None, municipality: str, programme: str, amount: int,
          ref: str | None) -> None:
-    """The city pays AMOUNT won into the programme's subsidy for top-up discounts."""
+    """The city pays AMOUNT won into the programme's subsidy for top-up discounts, in the
+    municipality's books."""
     from central.topups import fund_subsidy
 
     ref = ref or _default_ref("fund")
     service = open_central(db, data)
     try:
-        held = fund_subsidy(service.store, programme, amount, ref)
+        held = fund_subsidy(service.store, programme, amount, ref, municipality=municipality)
     finally:
         service.store.close()
     click.echo(f"funded programme {programme} (ref {ref}); its subsidy holds {held:,} won")
@@ -86,30 +97,33 @@ def fund(db: str | None, data: Path | None, programme: str, amount: int,
 
 @topup.command("run")
 @service_options
+@_municipality
 @click.argument("account_or_card")
 @click.option("--face", type=click.IntRange(min=1), required=True,
               help="Face value in won: what the cash pocket receives.")
 @click.option("--terms", "terms_file", required=True,
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="TOML file with a [topup] table (the one `central serve --topup-terms` "
+              help="TOML file with a [topup] table, and [topup.<municipality>] tables for "
+              "municipalities with terms of their own (the one `central serve --topup-terms` "
               "takes).")
 @click.option("--paid", type=click.IntRange(min=1), default=None,
               help="What the citizen paid; refused unless it is the price.")
 @click.option("--ref", default=None, help="The sale's reference: the same one again answers "
               "the first sale and moves nothing (default: a new one, printed).")
-def run(db: str | None, data: Path | None, account_or_card: str, face: int, terms_file: Path,
-        paid: int | None, ref: str | None) -> None:
-    """Sell FACE won to ACCOUNT_OR_CARD (an account id, or a linked card token or wallet)
-    at the counter, as partner `staff`; prints the price, the discount and the new cash
-    balance."""
+def run(db: str | None, data: Path | None, municipality: str, account_or_card: str, face: int,
+        terms_file: Path, paid: int | None, ref: str | None) -> None:
+    """Sell FACE won to ACCOUNT_OR_CARD (an account id, or a linked card token or wallet,
+    of the municipality) at the counter, as partner `staff`, at the municipality's terms;
+    prints the price, the discount and the new cash balance."""
     from central.topups import load_terms
     from central.topups import topup as sell
 
-    terms = load_terms(terms_file)
+    terms = load_terms(terms_file).of(municipality)
     ref = ref or _default_ref("counter")
     service = open_central(db, data)
     try:
-        done = sell(service.store, terms, account_or_card, face, ref, paid=paid)
+        done = sell(service.store, terms, account_or_card, face, ref, paid=paid,
+                    municipality=municipality)
     finally:
         service.store.close()
     again = " (already done: nothing moved now)" if done.replayed else ""
