@@ -218,20 +218,9 @@ def fund(store: Store, programme: str, amount: int, ref: str, *,
     (``budget``). Idempotent on ``ref``: the same ref with the same amount moves nothing."""
     check_programme(programme)
     check_amount(amount)
-    if not isinstance(ref, str) or not re.fullmatch(r"[^\s:]{1,100}", ref):
-        raise ConfigError(f"funding ref {ref!r}: 1 to 100 characters, no ':' and no spaces")
-    funding, budget = books.programme_funding(programme), books.allowance(programme)
-    with store.tx() as tx:
-        for account_id in (books.BANK_OUTSIDE, funding, budget):
-            books.open_account(tx, account_id, municipality=municipality, at_ms=at_ms)
-        posted = books.transfer(tx, [
-            books.Transfer(books.BANK_OUTSIDE, funding, amount, "funding",
-                           f"allowance-funding:{programme}:{ref}"),
-            books.Transfer(funding, budget, amount, "budget",
-                           f"allowance-budget:{programme}:{ref}")],
-            municipality=municipality, at_ms=at_ms)
-        held = books.balance(tx, budget, municipality=municipality)
-    return Funded(programme, amount, ref, posted[0].fresh, held)
+    fresh, held = books.fund_budget(store, programme, books.allowance(programme), amount, ref,
+                                    "allowance", municipality=municipality, at_ms=at_ms)
+    return Funded(programme, amount, ref, fresh, held)
 
 
 # -- the recipients file -----------------------------------------------------------------------

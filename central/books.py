@@ -79,7 +79,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from localpay.errors import BooksError
+from localpay.errors import BooksError, ConfigError
 
 if TYPE_CHECKING:
     # types only: central.store may then import this module to make the schema
@@ -611,6 +611,28 @@ def _insert(tx: Tx, rows: list[tuple[Any, ...]]) -> None:
         tx.run("RELEASE SAVEPOINT book_transfer")
         raise _RaceLost(str(err)) from err
     tx.run("RELEASE SAVEPOINT book_transfer")
+
+
+def fund_budget(store: Store, programme: str, budget: str, amount: int, ref: str, ref_kind: str,
+                *, municipality: str = DEFAULT_MUNICIPALITY,
+                at_ms: int | None = None) -> tuple[bool, int]:
+    """Put ``amount`` won of the city's money into a programme's ``budget`` account:
+    ``bank:outside`` -> ``programme:<p>:funding`` (``funding``) -> ``budget`` (``budget``),
+    refs ``<ref_kind>-funding:<p>:<ref>`` and ``<ref_kind>-budget:<p>:<ref>``. Idempotent on
+    ``ref``. Returns whether it moved anything and the budget's balance after."""
+    if not isinstance(ref, str) or not re.fullmatch(r"[^\s:]{1,100}", ref):
+        raise ConfigError(f"funding ref {ref!r}: 1 to 100 characters, no ':' and no spaces")
+    funding = programme_funding(programme)
+    with store.tx() as tx:
+        for account_id in (BANK_OUTSIDE, funding, budget):
+            open_account(tx, account_id, municipality=municipality, at_ms=at_ms)
+        posted = transfer(tx, [
+            Transfer(BANK_OUTSIDE, funding, amount, "funding",
+                     f"{ref_kind}-funding:{programme}:{ref}"),
+            Transfer(funding, budget, amount, "budget", f"{ref_kind}-budget:{programme}:{ref}")],
+            municipality=municipality, at_ms=at_ms)
+        held = balance(tx, budget, municipality=municipality)
+    return posted[0].fresh, held
 
 
 def transfers_of(tx: Tx, account_id: str, *, municipality: str = DEFAULT_MUNICIPALITY,

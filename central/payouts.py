@@ -1,25 +1,45 @@
 """Payouts: a month's incentive points paid as spendable balance, and a card's statement.
 
 Months may be paid in any order: a run of a month takes the credits payable in it and every
-credit a run before it held or carried, pays a card's positive net when it has a balance
-account, and marks exactly the credits it paid (``settled_month``), so every point is paid
-once. A card with no account keeps its points *held*; a negative net (refunds taking back
-points already paid) is *carried*; both stay unpaid until the first run that can pay them.
-A second run of a month changes nothing and answers what the first did.
+credit a run before it held or carried, pays a card's positive net where it can, and marks
+exactly the credits it paid (``settled_month``), so every point is paid once. Where a card's
+points go:
+
+- a card **linked to a citizen's account** (:mod:`central.accounts`, in the run's
+  municipality): into that account's points pocket, as one transfer of the books per card
+  (:mod:`central.books`)::
+
+      programme:<p>:points  ->  pocket:<account>:points   net points   (code points_payout)
+
+  with ref ``points:<month>:<card>``, so the books post it once whatever runs again, and
+  ``<p>`` the points programme (:data:`POINTS_PROGRAMME` unless the run names another). One
+  point is one won. The programme's points budget is filled by :func:`fund_points`
+  (``bank:outside -> programme:<p>:funding -> programme:<p>:points``); a run whose pocket
+  payouts it cannot hold is refused whole (:class:`PointsBudgetShortError`), nothing paid;
+- a card linked to no account but with a ``balances`` row (the single balance a terminal
+  authorises such a card against): added to that balance, as before accounts existed;
+- neither: the points are *held*.
+
+A negative net (refunds taking back points already paid) is *carried*; held and carried
+credits stay unpaid until the first run that can pay them. A second run of a month changes
+nothing and answers what the first did. Paid rows of ``incentive_payouts`` into a pocket
+have no balance version.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central import books
 from central.csvfiles import write_private_csv
 from central.incentive_rules import month_of, parse_month
 from central.incentives import active_rules, detail_of, epoch_ms, lock_crediting
-from central.store import Rows, Store
-from localpay.errors import ConfigError, TransactionError
+from central.store import Rows, Store, Tx
+from localpay.errors import BooksError, ConfigError, TransactionError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +48,17 @@ _PAYOUT_COLUMNS = ("card_token", "month", "points", "paid", "carry", "status",
                    "balance_version", "paid_ms")
 #: where a card's points are: credits of entries, and adjustments of those credits
 _POINT_TABLES = ("incentive_credits", "incentive_adjustments")
+#: the programme whose budget pays incentive points into citizens' points pockets
+POINTS_PROGRAMME = "incentives"
+
+
+class PointsBudgetShortError(BooksError):
+    """The points programme's budget cannot hold a run's payouts into points pockets."""
+
+
+def payout_ref(month: str, card_token: str) -> str:
+    """The books' reference of ``card_token``'s payout into a pocket by the run of ``month``."""
+    return f"points:{month}:{card_token}"
 
 
 @dataclass
@@ -39,31 +70,45 @@ class PayoutResult:
     held_points: int
     balance_version: int | None
     already: bool = False
+    #: of ``cards`` and ``points``: those paid into citizens' points pockets
+    pocket_cards: int = 0
+    pocket_points: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
-    """Pay the points payable in ``month`` (``YYYY-MM``) as spendable balance; idempotent.
+def payout(store: Store, month: str, now_ms: int | None = None, *,
+           programme: str = POINTS_PROGRAMME,
+           municipality: str = books.DEFAULT_MUNICIPALITY) -> PayoutResult:
+    """Pay the points payable in ``month`` (``YYYY-MM``) as spendable money; idempotent.
 
     Refused until the month has ended in the rules' time zone. Months may be paid in any
     order: each credit is paid once, by the run that pays it (``settled_month``). A run of
     ``month`` takes, per card, every unpaid credit payable in ``month`` and every unpaid
-    credit of a month already run (points held for want of a balance account, or a negative
-    net carried forward): a positive net is paid when the card has an account and held when
-    it has none; a negative net is carried. Held and carried credits stay unpaid, so the
-    first run after the card has an account (or a positive net) pays them, once.
+    credit of a month already run (points held for want of an account, or a negative net
+    carried forward): a positive net is paid into the points pocket of the account the card
+    is linked to in ``municipality`` (from ``programme``'s points budget), else into the
+    card's balance when it has a ``balances`` row, else held; a negative net is carried.
+    Held and carried credits stay unpaid, so the first run after the card has an account
+    (or a positive net) pays them, once. :class:`PointsBudgetShortError` when the budget
+    cannot hold the pocket payouts: nothing is paid.
     """
     month = parse_month(month)
     now_ms = epoch_ms() if now_ms is None else now_ms
+    budget_account = books.programme_points(programme)
     with store.tx() as tx:
         lock_crediting(tx)
         run = tx.one("SELECT cards, points, held_cards, held_points, balance_version "
                      "FROM incentive_runs WHERE month = ?", (month,))
         if run is not None:
+            into = tx.one("SELECT COUNT(*), COALESCE(SUM(paid), 0) FROM incentive_payouts "
+                          "WHERE month = ? AND status = 'paid' AND balance_version IS NULL",
+                          (month,))
             return PayoutResult(month, int(run[0]), int(run[1]), int(run[2]), int(run[3]),
-                                None if run[4] is None else int(run[4]), already=True)
+                                None if run[4] is None else int(run[4]), already=True,
+                                pocket_cards=int(into[0]) if into else 0,
+                                pocket_points=int(into[1]) if into else 0)
         rules = active_rules(tx)
         if month_of(rules.calendar().today(now_ms)) <= month:
             raise TransactionError(f"month {month} has not ended yet ({rules.timezone})")
@@ -84,15 +129,32 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
         cards, card_list = tx.any_of("card_token", tokens)
         accounts = {str(r[0]) for r in tx.all(f"SELECT card_token FROM balances WHERE {cards}",
                                               [card_list])} if tokens else set()
+        holders, holder_list = tx.any_of("holder", tokens)
+        linked = {str(h): str(a) for h, a in tx.all(
+            f"SELECT holder, account_id FROM account_links WHERE municipality_id = ? AND "
+            f"{holders}", (municipality, holder_list))} if tokens else {}
         version: int | None = None
         rows: list[tuple[Any, ...]] = []
         updates: list[tuple[str, int]] = []
         kept: list[str] = []
         unpaid: list[tuple[Any, ...]] = []
+        into_pockets: list[books.Transfer] = []
         result = PayoutResult(month, 0, 0, 0, 0, None)
         for token in tokens:
             points = net[token]
-            if points > 0 and token in accounts:
+            if points > 0 and token in linked:
+                # The account's pocket is where central's spending draws from; the card's
+                # old single balance is left alone, so the points are in one place only.
+                into_pockets.append(books.Transfer(
+                    budget_account, books.pocket(linked[token], "points"), points,
+                    "points_payout", payout_ref(month, token),
+                    _detail({"card": token, "month": month})))
+                unpaid.append((token, month, points, points, 0, "paid", now_ms))
+                result.cards += 1
+                result.points += points
+                result.pocket_cards += 1
+                result.pocket_points += points
+            elif points > 0 and token in accounts:
                 if version is None:
                     row = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
                     version = int(row[0] if row else 0) + 1
@@ -109,6 +171,8 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
                 unpaid.append((token, month, points, 0, points, "carried", now_ms))
                 kept.append(token)
             # a net of zero: earned and taken back, settled with nothing to pay
+        if into_pockets:
+            _pay_into_pockets(tx, into_pockets, budget_account, municipality, now_ms)
         if updates:
             source, params = tx.values_table("v", ("t", "p"), updates)
             tx.run(f"UPDATE balances SET balance = balances.balance + v.p, version = ? "
@@ -120,8 +184,8 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
             tx.run(f"UPDATE {table} SET settled_month = ? WHERE settled_month IS NULL AND "
                    "(payable_month = ? OR payable_month IN (SELECT month FROM incentive_runs)) "
                    f"AND NOT ({held})", [month, month, held_list])
-        # held and carried rows have no balance version: a column of their own would be all
-        # NULL, which PostgreSQL cannot type from the rows' values
+        # held, carried and pocket rows have no balance version: a column of their own would
+        # be all NULL, which PostgreSQL cannot type from the rows' values
         tx.insert_all([Rows("incentive_payouts", _PAYOUT_COLUMNS, rows),
                        Rows("incentive_payouts", tuple(c for c in _PAYOUT_COLUMNS
                                                        if c != "balance_version"), unpaid)])
@@ -129,9 +193,60 @@ def payout(store: Store, month: str, now_ms: int | None = None) -> PayoutResult:
         tx.run("INSERT INTO incentive_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
                (month, result.cards, result.points, result.held_cards, result.held_points,
                 version, now_ms))
-    log.info("payout %s: %d cards, %d points; %d held", month, result.cards, result.points,
-             result.held_cards)
+    if result.pocket_cards:
+        log.info("payout %s: %d cards, %d points (%d cards, %d points into pockets); %d held",
+                 month, result.cards, result.points, result.pocket_cards, result.pocket_points,
+                 result.held_cards)
+    else:
+        log.info("payout %s: %d cards, %d points; %d held", month, result.cards,
+                 result.points, result.held_cards)
     return result
+
+
+def _detail(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def _pay_into_pockets(tx: Tx, transfers: list[books.Transfer], budget_account: str,
+                      municipality: str, now_ms: int) -> None:
+    """Post the run's payouts into pockets, refusing the whole run (the caller's
+    transaction) when the budget cannot hold them all."""
+    need = sum(t.amount for t in transfers)
+    found = books.find_account(tx, budget_account, municipality=municipality)
+    held = 0 if found is None else found.balance
+    if need > held:
+        raise PointsBudgetShortError(
+            f"{budget_account} holds {held:,} won; the payout into {len(transfers):,} points "
+            f"pockets needs {need:,} ({need - held:,} short): nothing paid. Fund the points "
+            "budget first (localpay central payout-fund).")
+    # an account linked before its pockets were opened by this version still has its pocket
+    for account_id in sorted({t.credit for t in transfers}):
+        books.open_account(tx, account_id, municipality=municipality, at_ms=now_ms)
+    books.transfer(tx, transfers, municipality=municipality, at_ms=now_ms)
+
+
+@dataclass(frozen=True)
+class PointsFunded:
+    programme: str
+    amount: int
+    ref: str
+    #: False when this ref had funded the budget before and nothing moved now
+    fresh: bool
+    #: what the points budget holds afterwards
+    budget: int
+
+
+def fund_points(store: Store, amount: int, ref: str, *, programme: str = POINTS_PROGRAMME,
+                municipality: str = books.DEFAULT_MUNICIPALITY,
+                at_ms: int | None = None) -> PointsFunded:
+    """Put ``amount`` won of the city's money into ``programme``'s points budget:
+    ``bank:outside`` -> ``programme:<p>:funding`` (``funding``) -> ``programme:<p>:points``
+    (``budget``). Idempotent on ``ref``: the same ref and amount again moves nothing."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise ConfigError(f"amount {amount!r}: a whole number of won above zero")
+    fresh, held = books.fund_budget(store, programme, books.programme_points(programme), amount,
+                                    ref, "points", municipality=municipality, at_ms=at_ms)
+    return PointsFunded(programme, amount, ref, fresh, held)
 
 
 def statement(store: Store, card_token: str) -> dict[str, Any]:

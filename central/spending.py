@@ -35,9 +35,21 @@ each payment and refund of the log becomes balanced transfers of :mod:`central.b
   receivable first: a refund pays off the debt before it refills a pocket), never more
   than is left of the payment; refs ``refund:<terminal>:<seq>:<pocket>`` and
   ``refund-owed:<terminal>:<seq>``.
+- **One municipality's money stays in it.** A poster of municipality M posts the entries
+  of M's terminals only. A payment at M's terminal by a card linked to accounts of other
+  municipalities only is flagged ``other_municipality`` (in M, naming the card's
+  municipalities) and posts nothing: no rule lets one municipality's currency be spent in
+  another yet.
+- **A refund the payable cannot hold yet.** A refund given after its payment's money was
+  settled to the merchant, when the merchant's payable holds less than the refund, *waits*
+  (``pocket_waiting_refunds``) rather than being refused: at the end of every chunk the
+  waiting refunds are tried again in log order, and each is posted as soon as the payable
+  holds it (at the refund's own effective time, so its business day is its own), once. Later
+  refunds of the same payment wait behind it. Until then the settlement check shows the
+  merchant's terminals' refunds above the books'.
 - **Nothing is lost, nothing is guessed.** A card linked to no account, a terminal of no
   merchant, a refund of a payment the books do not hold, more refunded than was paid, or a
-  movement the books refuse (a merchant's payable already settled below a refund) is a
+  movement the books refuse is a
   ``pocket_flags`` row with its reason, and posts nothing of that entry: the money is in
   the log, and ``central report`` shows the flag.
 
@@ -45,7 +57,8 @@ Taps (bus fares) are not posted here: a validator belongs to a route, not to a m
 the chart has no transit operator's account yet.
 
 Every row names its municipality (SCALING.md). The log is still one for all: a poster follows
-it for one municipality, whose accounts, merchants and rules it reads.
+it for one municipality, whose terminals' entries it posts and whose accounts, merchants and
+rules it reads; the service's poster does so for each registered municipality in turn.
 """
 
 from __future__ import annotations
@@ -61,10 +74,10 @@ from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from central import accounts, books
+from central import accounts, books, municipalities
 from central.merchants import Merchant, Registry
 from central.service import DEFAULT_TZ, CentralLog
-from central.store import Store, Tx
+from central.store import NOT_CONFIG_REFUSED, Store, Tx
 from localpay import pockets
 from localpay.errors import BooksError, TransactionError
 
@@ -105,12 +118,16 @@ CREATE TABLE IF NOT EXISTS pocket_flags (
     reason TEXT NOT NULL, terminal_id TEXT NOT NULL, seq BIGINT NOT NULL,
     card_token TEXT NOT NULL, day TEXT NOT NULL, detail TEXT NOT NULL,
     PRIMARY KEY (municipality_id, log_index, reason));
-CREATE INDEX IF NOT EXISTS pocket_flags_day ON pocket_flags (day, log_index)
+CREATE INDEX IF NOT EXISTS pocket_flags_day ON pocket_flags (day, log_index);
+CREATE TABLE IF NOT EXISTS pocket_waiting_refunds (
+    municipality_id TEXT NOT NULL DEFAULT 'default', terminal_id TEXT NOT NULL,
+    seq BIGINT NOT NULL, log_index BIGINT NOT NULL, ref_seq BIGINT NOT NULL,
+    merchant_id TEXT NOT NULL, PRIMARY KEY (municipality_id, terminal_id, seq))
 """
 
 #: why an entry was flagged (``pocket_flags.reason``)
 REASONS = ("no_account", "no_merchant", "split_differs", "split_invalid", "unknown_payment",
-           "refund_exceeds", "not_posted")
+           "refund_exceeds", "not_posted", "other_municipality")
 
 # Several workers starting at once would race on CREATE TABLE (PostgreSQL's catalogue).
 _SCHEMA_LOCK = 0x6C70706F636B74  # "lppockt"
@@ -309,7 +326,10 @@ def post_log(store: Store, *, chunk: int = 2000, municipality: str = DEFAULT_MUN
             end = min(start + chunk, size)
             items = [SpendEntry(*row) for row in tx.all(
                 f"SELECT {', '.join(SpendEntry._fields)} FROM entries WHERE log_index >= ? "
-                f"AND log_index < ? AND kind IN ({kinds}) ORDER BY log_index", (start, end))]
+                f"AND log_index < ? AND kind IN ({kinds}) AND terminal_id IN (SELECT "
+                f"terminal_id FROM terminals WHERE municipality_id = ?) {NOT_CONFIG_REFUSED}"
+                "ORDER BY log_index",
+                (start, end, municipality))]
             result = _Poster(tx, municipality, on_entry).run(items, start, end)
             tx.run("UPDATE spending_cursor SET next_index = ? WHERE municipality_id = ?",
                    (end, municipality))
@@ -321,16 +341,23 @@ def post_log(store: Store, *, chunk: int = 2000, municipality: str = DEFAULT_MUN
 
 class SpendingPoster:
     """Posts the log's payments and refunds to the books after every committed batch (a
-    :class:`central.service.Follower`). See the module docstring."""
+    :class:`central.service.Follower`), for one municipality or (``None``) each registered
+    one in turn. See the module docstring."""
 
     name = "pocket spending"
 
-    def __init__(self, chunk: int = 2000, municipality: str = DEFAULT_MUNICIPALITY) -> None:
+    def __init__(self, chunk: int = 2000, municipality: str | None = None) -> None:
         self.chunk = chunk
         self.municipality = municipality
 
     def follow(self, service: CentralLog) -> None:
-        post_log(service.store, chunk=self.chunk, municipality=self.municipality)
+        if self.municipality is not None:
+            post_log(service.store, chunk=self.chunk, municipality=self.municipality)
+            return
+        with service.store.tx(write=False) as tx:
+            every = municipalities.ids(tx)
+        for municipality in every:
+            post_log(service.store, chunk=self.chunk, municipality=municipality)
 
 
 def seoul_day(ms: int) -> date:
@@ -390,7 +417,9 @@ class _Poster:
         # entries posted before (a cursor set back by hand) are not posted again
         done = {(str(t), int(s)) for t, s in tx.all(
             "SELECT terminal_id, seq FROM pocket_postings WHERE municipality_id = ? "
-            "AND log_index >= ? AND log_index < ?", (m, start, end))}
+            "AND log_index >= ? AND log_index < ? UNION ALL SELECT terminal_id, seq FROM "
+            "pocket_waiting_refunds WHERE municipality_id = ? AND log_index >= ? "
+            "AND log_index < ?", (m, start, end, m, start, end))}
         for e in items:
             if (e.terminal_id, e.seq) not in done:
                 if e.kind in PAY_KINDS:
@@ -399,6 +428,7 @@ class _Poster:
                     self.refund(e)
             if self.on_entry is not None:
                 self.on_entry(e)
+        self.retry_waiting()
         tx.many("INSERT INTO pocket_flags VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING", self.flags)
         tx.many("INSERT INTO pocket_overdrafts VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -473,7 +503,15 @@ class _Poster:
         account = accounts.account_of(self.tx, e.card_token, municipality=self.municipality) \
             if e.card_token else None
         if account is None:
-            self.flag(e, "no_account", {"amount": e.amount})
+            elsewhere = municipalities.linked_elsewhere(self.tx, e.card_token,
+                                                        self.municipality) \
+                if e.card_token else []
+            if elsewhere:
+                # another municipality's currency: not spendable here, not posted there
+                self.flag(e, "other_municipality", {"amount": e.amount,
+                                                    "card_municipalities": elsewhere})
+            else:
+                self.flag(e, "no_account", {"amount": e.amount})
             return
         merchant = self.merchant_of(e.terminal_id)
         if merchant is None:
@@ -562,18 +600,48 @@ class _Poster:
 
     # -- refunds --------------------------------------------------------------------------
 
-    def refund(self, e: SpendEntry) -> None:
+    def retry_waiting(self) -> None:
+        """Post the waiting refunds the payables now hold, in log order; a refund still
+        waiting keeps the later ones of its payment waiting too."""
+        blocked: set[tuple[str, int]] = set()
+        for row in self.tx.all(
+                f"SELECT {', '.join('e.' + f for f in SpendEntry._fields)} FROM "
+                "pocket_waiting_refunds w JOIN entries e ON e.log_index = w.log_index "
+                "WHERE w.municipality_id = ? ORDER BY w.log_index", (self.municipality,)):
+            e = SpendEntry(*row)
+            if (e.terminal_id, e.ref_seq) in blocked or not self.refund(e, waiting=True):
+                blocked.add((e.terminal_id, e.ref_seq))
+                continue
+            self.tx.run("DELETE FROM pocket_waiting_refunds WHERE municipality_id = ? AND "
+                        "terminal_id = ? AND seq = ?", (self.municipality, e.terminal_id,
+                                                        e.seq))
+
+    def wait(self, e: SpendEntry, merchant: str) -> bool:
+        self.tx.run("INSERT INTO pocket_waiting_refunds VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING", (self.municipality, e.terminal_id, e.seq,
+                                               e.log_index, e.ref_seq, merchant))
+        return False
+
+    def refund(self, e: SpendEntry, *, waiting: bool = False) -> bool:
+        """Post refund ``e``; False when it waits for the merchant's payable (``waiting``:
+        it is a waiting refund tried again), True when it is done with."""
         row = self.tx.one(
             "SELECT account_id, merchant_id, parts, refunded FROM pocket_postings WHERE "
             "municipality_id = ? AND terminal_id = ? AND seq = ? AND kind = 'payment'",
             (self.municipality, e.terminal_id, e.ref_seq)) if e.ref_seq else None
         if row is None:
             self.flag(e, "unknown_payment", {"payment": e.ref_seq, "amount": e.amount})
-            return
+            return True
         if e.amount <= 0:
             self.flag(e, "not_posted", {"why": f"amount {e.amount} is not above zero"})
-            return
+            return True
         account, merchant = str(row[0]), str(row[1])
+        if not waiting and self.tx.one(
+                "SELECT 1 FROM pocket_waiting_refunds WHERE municipality_id = ? AND "
+                "terminal_id = ? AND ref_seq = ?", (self.municipality, e.terminal_id,
+                                                    e.ref_seq)) is not None:
+            # behind an earlier refund of the same payment: what is left depends on it
+            return self.wait(e, merchant)
         parts: list[list[Any]] = json.loads(str(row[2]))
         refunded: dict[str, int] = json.loads(str(row[3]))
         left = sum(int(w) for _, w in parts) - sum(refunded.values())
@@ -582,8 +650,13 @@ class _Poster:
                                             "left": left})
         want = min(e.amount, left)
         if want == 0:
-            return
+            return True
         payable = books.merchant_payable(merchant)
+        held = books.find_account(self.tx, payable, municipality=self.municipality)
+        if held is None or held.balance < want:
+            # its payment's money was settled and the payable holds less than the refund:
+            # the citizen's money waits for the merchant's next payments, never refused
+            return False if waiting else self.wait(e, merchant)
         note = _json({"entry": f"{e.terminal_id}/{e.seq}",
                       "payment": f"{e.terminal_id}/{e.ref_seq}"})
         back: list[list[Any]] = []
@@ -607,7 +680,7 @@ class _Poster:
             if want == 0:
                 break
         if not self.post(e, transfers, []):
-            return
+            return True
         self.tx.run("UPDATE pocket_postings SET refunded = ? WHERE municipality_id = ? AND "
                     "terminal_id = ? AND seq = ?",
                     (_json(refunded), self.municipality, e.terminal_id, e.ref_seq))
@@ -617,6 +690,7 @@ class _Poster:
                      seoul_day(e.when_ms).isoformat()))
         self.result.refunds += 1
         self.result.refunded += sum(int(w) for _, w in back)
+        return True
 
 
 # -- what the report shows ----------------------------------------------------------------------

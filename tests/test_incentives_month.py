@@ -204,7 +204,8 @@ def test_a_month_of_10000_riders(tmp_path: Path) -> None:
         # Every rider has an account: February and March pay exactly what was earned.
         store_balances = {f"{r:032x}": 0 for r in range(RIDERS)}
         with store.tx() as tx:
-            tx.many("INSERT INTO balances VALUES (?, ?, 1)", list(store_balances.items()))
+            tx.many("INSERT INTO balances (card_token, balance, version) VALUES (?, ?, 1)",
+                    list(store_balances.items()))
         end = seoul_ms(2025, 4, 3, 0, 0, 1)
         feb, mar = payout(store, "2025-02", end), payout(store, "2025-03", end)
         for result, m in ((feb, "2025-02"), (mar, "2025-03")):

@@ -54,7 +54,8 @@ def _fill(store: Store, cards: int, seed: int) -> int:
             profiles.append((token, "youth", 0))
     with store.tx() as tx:
         tx.insert_all([Rows("incentive_credits", CREDIT_COLUMNS, rows)])
-        tx.many("INSERT INTO balances VALUES (?, ?, ?)", balances)
+        tx.many("INSERT INTO balances (card_token, balance, version) VALUES (?, ?, ?)",
+                balances)
         tx.many("INSERT INTO incentive_profiles (card_token, rider, updated_ms) "
                 "VALUES (?, ?, ?)", profiles)
         if store.kind == "postgresql":
