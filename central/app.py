@@ -5,6 +5,9 @@ answer, errors included, is signed by the central key. Errors are ``{"error", "m
 "seq"}`` with 400 (malformed), 401 (unknown terminal, bad signature, stale, replayed),
 409 (gap, fork, tampered ledger: ``seq`` is the first bad entry) and 503 (store down).
 
+A terminal is told only what belongs to its municipality (:mod:`central.municipalities`):
+its deny list, balances, points and riders, its own config, its merchant's pockets.
+
 Every JSON object answered, errors included, also carries ``time_ms``: the service's clock
 (Unix ms) when it answered. It is inside the signed body, so a terminal with no real-time
 clock can anchor its own clock on it and sign its next requests with a time the service
@@ -12,7 +15,8 @@ accepts (see ``sync.client`` and ``terminal.clock``).
 
 One route is not a terminal's: ``POST /v1/topups`` is called by a partner selling local
 currency (the issuing bank, the city's app) with its key, ``Authorization: Bearer <key>``
-(:mod:`central.topups`); a terminal's signature opens nothing there.
+(:mod:`central.topups`); a terminal's signature opens nothing there. A partner belongs to
+one municipality and tops up only its accounts.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from central import pocket_snapshot
+from central.config_audit import record_rejection
 from central.enroll import Enroller, answer_mac
 from central.incentives import points_delta
+from central.municipalities import scope_points
 from central.profiles import profiles_delta
 from central.service import CentralLog
 from central.topups import (
@@ -38,7 +45,7 @@ from central.topups import (
     TopupInvalidError,
     TopupTerms,
     UnknownAccountError,
-    check_partner,
+    authenticate,
     topup,
 )
 from localpay.errors import (
@@ -210,12 +217,18 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
     @app.get("/v1/deny")
     async def get_deny(request: Request) -> Response:
         return await handle(request, lambda t, b: service.deny_delta(
-            query_int(request, "since", 0)))
+            query_int(request, "since", 0), terminal=t))
 
     @app.get("/v1/balances")
     async def get_balances(request: Request) -> Response:
         return await handle(request, lambda t, b: service.balances_delta(
-            query_int(request, "since", 0)))
+            query_int(request, "since", 0), terminal=t))
+
+    @app.get("/v1/pockets")
+    async def get_pockets(request: Request) -> Response:
+        # the terminal's merchant and municipality come from the registry, never the request
+        return await handle(request, lambda t, b: pocket_snapshot.delta(
+            service.store, t, query_int(request, "since", 0)))
 
     @app.get("/v1/points")
     async def get_points(request: Request) -> Response:
@@ -226,13 +239,19 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             if "riders_since" in request.query_params:
                 doc["riders"] = profiles_delta(service.store,
                                                query_int(request, "riders_since"))
-            return doc
+            # only the cards the terminal's municipality may see (central.municipalities)
+            return scope_points(service.store, terminal, doc)
 
         return await handle(request, work)
 
     @app.get("/v1/config")
     async def get_config(request: Request) -> Response:
         return await handle(request, lambda t, b: service.latest_config(t))
+
+    @app.post("/v1/config/rejected")
+    async def post_config_rejected(request: Request) -> Response:
+        # a terminal's report of a bundle it refused; `central report` lists it
+        return await handle(request, lambda t, b: record_rejection(service, t, b))
 
     enroller = None
     if service.data_dir is not None:
@@ -279,7 +298,9 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             if scheme.lower() != "bearer" or not key.strip():
                 raise PartnerAuthError("a partner key is required: Authorization: Bearer <key>")
             # the key first: who is not a partner learns nothing, not even the configuration
-            partner = await run_in_threadpool(check_partner, service.store, key.strip())
+            # the key names the partner, the partner its one municipality: it credits only
+            # that municipality's accounts, at that municipality's terms
+            partner = await run_in_threadpool(authenticate, service.store, key.strip())
             if topup_terms is None:
                 return answer(503, {"error": "not_configured", "kind": "ConfigError",
                                     "message": "top-ups are not configured", "seq": None},
@@ -287,7 +308,8 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             doc = parse_topup(await request.body())
             done = await run_in_threadpool(
                 lambda: topup(service.store, topup_terms, doc["account"], doc["face_value"],
-                              doc["reference"], partner=partner, paid=doc["paid"]))
+                              doc["reference"], partner=partner.name, paid=doc["paid"],
+                              municipality=partner.municipality))
             return answer(200, done.as_json(), nonce)
         except LocalpayError as err:
             status, code = next(((s, c) for kind, s, c in _TOPUP_STATUS

@@ -5,7 +5,8 @@ same way; errors are :class:`~localpay.errors.EntryEncodingError`.
 
 Version 1 (``LPE1``). All integers are big-endian; a *string* is a 2-byte length then that
 many UTF-8 bytes; ``detail`` is a string holding canonical JSON (keys sorted, no spaces,
-UTF-8, values only str, int or bool)::
+UTF-8, values only str, int or bool, or a list of ``[str, int]`` pairs such as a payment's
+split by pocket ``"split": [["youth", 5000], ["cash", 3000]]``)::
 
     magic        4 bytes  b"LPE1"
     seq          8 bytes  unsigned
@@ -46,6 +47,9 @@ KINDS = (
     "deny_update",
     "config_change",
     "sync_receipt",
+    # a till's closing of the day (terminal.zreport): totals only, amount 0, no card; the
+    # money paths of both ends select their own kinds, so it never counts as money
+    "z_report",
 )
 _MAX_STR = 0xFFFF
 _U64 = struct.Struct(">Q")
@@ -69,15 +73,24 @@ class EntryFields:
     prev_hash: bytes
 
 
+def _is_pairs(value: object) -> bool:
+    """A list of ``[str, int]`` pairs (a split by pocket); nothing deeper, so the canonical
+    text stays one obvious form."""
+    return isinstance(value, list) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
+        and isinstance(p[1], int) and not isinstance(p[1], bool) for p in value)
+
+
 def canonical_detail(detail: dict[str, Any] | None) -> str:
     """The canonical JSON text of an entry's detail object."""
     if not detail:
         return "{}"
     for key, value in detail.items():
-        if not isinstance(key, str) or not isinstance(value, (str, int, bool)) or value is None:
+        if not isinstance(key, str) or not (isinstance(value, (str, int, bool))
+                                            or _is_pairs(value)):
             raise EntryEncodingError(
-                f"detail {key!r}: only str, int and bool values are allowed, not "
-                f"{type(value).__name__}"
+                f"detail {key!r}: only str, int and bool values or lists of [str, int] pairs "
+                f"are allowed, not {type(value).__name__}"
             )
     return json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +29,7 @@ from localpay.errors import (
     LedgerStateError,
     LedgerWriteError,
 )
-from offline_ledger import encoding
+from offline_ledger import encoding, pockets
 from offline_ledger.anchor import ClockAnchor
 from offline_ledger.encoding import ZERO_HASH, EntryFields
 from offline_ledger.schema import migrate
@@ -338,12 +338,14 @@ class Ledger:
         offline_delta: int | None = None,
         tap: bool = False,
         nonce: tuple[str, int] | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> Entry:
         """Sign and durably commit one entry; return it once it is on disk.
 
         ``offline_delta`` adds to the card's offline amount (and, when positive, its count);
         ``tap`` records the entry as the card's last tap; ``nonce`` (text, expiry in ms)
-        marks a one-time QR code as used. All of it commits in the same transaction.
+        marks a one-time QR code as used; ``also`` writes more (pocket counters, see
+        ``offline_ledger.pockets``). All of it commits in the same transaction.
         """
         if self._key is None:
             raise LedgerStateError("this ledger was opened read-only")
@@ -408,6 +410,8 @@ class Ledger:
                     conn.execute(
                         "INSERT INTO qr_nonces VALUES (?, ?, ?)", (nonce[0], fields.seq, nonce[1])
                     )
+                if also is not None:
+                    also(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -667,6 +671,7 @@ class Ledger:
                     "GROUP BY card_token) AS s WHERE card_token = s.t",
                     (upto_seq,),
                 ),
+                *pockets.recount(upto_seq),
             ]
         self._write("sync state not stored", statements)
         self._exposure = self._read_exposure()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from offline_ledger.pockets import MIGRATION as POCKETS_MIGRATION
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "0001_entries",
@@ -149,6 +151,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    POCKETS_MIGRATION,
 ]
 
 

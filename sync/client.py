@@ -25,6 +25,7 @@ booted at 1970) is signed again once with the offset that refusal's own ``time_m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ from localpay.errors import (
     SyncStaleError,
     SyncUnavailableError,
 )
-from offline_ledger import ClockAnchor, Ledger, boot_now
+from offline_ledger import ClockAnchor, Ledger, boot_now, pockets
 from offline_ledger.ledger import Entry
 from sync import merkle
 from sync.checkpoint import Checkpoint, NoteVerifier
@@ -76,6 +77,9 @@ from sync.protocol import (
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+#: what the terminal leaves beside its ledger when it refused a config bundle
+#: (``terminal.config_update.REJECTED_REPORT``); sent to ``POST /v1/config/rejected``
+REJECTED_REPORT = "config.rejected.json"
 
 
 @dataclass
@@ -103,6 +107,7 @@ class SyncSummary:
     balances: int = 0
     points: int = 0
     riders: int = 0
+    pockets: int = 0
     config_version: int = 0
     retries: int = 0
     days_reported: list[str] = field(default_factory=list)
@@ -306,6 +311,7 @@ class SyncClient:
             try:
                 self._upload(ledger, state, summary, progress)
                 self._fetch(ledger, state, summary)
+                self._report_rejected()
             finally:
                 self._store_anchor(ledger)
             summary.synced_upto = ledger.synced_upto()
@@ -437,6 +443,7 @@ class SyncClient:
             state["balances_version"] = version_b
             self._save_state(state)
         self._fetch_points(ledger, summary)
+        self._fetch_pockets(ledger, summary)
         cfg = self._request("GET", "/v1/config")
         version_c = get_int(cfg, "version")
         if version_c > int(state.get("config_version", 0)):
@@ -475,6 +482,45 @@ class SyncClient:
             riders_version = self._store_riders(ledger, doc.get("riders"), riders_since,
                                                 summary)
             if version <= since and riders_version <= riders_since:
+                return
+
+    def _report_rejected(self) -> None:
+        """Tell the central service of a config bundle the terminal refused; the report is
+        removed once central has it, kept for the next round when it could not take it."""
+        path = self.ledger_path.with_name(REJECTED_REPORT)
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            self._request("POST", "/v1/config/rejected", body)
+        except SyncProtocolError as err:  # a service without the route: the round stands
+            log.warning("refused config bundle not reported: %s", err)
+            return
+        path.unlink(missing_ok=True)
+
+    def _fetch_pockets(self, ledger: Ledger, summary: SyncSummary) -> None:
+        """Cards' pocket balances and the rules of this terminal's merchant, for splitting
+        payments offline (``GET /v1/pockets``, keys in ``central.pocket_snapshot``): changes
+        after the version held, until none is left. An answer for another municipality than
+        the one held (the till moved, or has no merchant now) replaces everything held."""
+        while True:
+            held = pockets.state(ledger)
+            doc = self._request("GET", f"/v1/pockets?since={held.version}")
+            version = get_int(doc, "version")
+            snapshot, cards = _pocket_answer(doc, version)
+            moved = snapshot.municipality != held.municipality
+            if moved and held.version:
+                # its versions count another municipality's changes: start from nothing
+                pockets.store(ledger, pockets.PocketState(municipality=snapshot.municipality),
+                              {}, reset=True)
+                continue
+            if moved or cards or snapshot != dataclasses.replace(held, version=version):
+                pockets.store(ledger, snapshot if version >= held.version else
+                              dataclasses.replace(snapshot, version=held.version),
+                              cards, reset=moved)
+                summary.pockets += len(cards)
+            if version <= held.version or not cards:
                 return
 
     @staticmethod
@@ -549,3 +595,35 @@ class SyncClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pocket_answer(doc: Any, version: int) -> tuple[pockets.PocketState,
+                                                   dict[str, dict[str, pockets.Wire] | None]]:
+    """The snapshot and cards of a ``GET /v1/pockets`` answer, checked."""
+    texts = {k: doc.get(k) for k in ("municipality", "merchant", "rules")}
+    cards = doc.get("cards")
+    if not all(isinstance(v, str) for v in texts.values()) or not isinstance(cards, dict):
+        raise SyncProtocolError("pockets answer must have 'municipality', 'merchant', 'rules' "
+                                "text and 'cards' {}")
+    out: dict[str, dict[str, pockets.Wire] | None] = {}
+    try:
+        for token, held in cards.items():
+            if held is None:
+                out[str(token)] = None
+                continue
+            out[str(token)] = {str(p): (_won(w[0]), [str(d) for d in w[1]],
+                                        None if w[2] is None else str(w[2]))
+                               for p, w in held.items()}
+    except (TypeError, ValueError, IndexError, AttributeError, KeyError) as err:
+        raise SyncProtocolError(f"pockets answer has a bad card: {err}") from err
+    snapshot = pockets.PocketState(version, str(texts["municipality"]),
+                                   str(texts["merchant"]), get_int(doc, "rules_version"),
+                                   str(texts["rules"]))
+    return snapshot, out
+
+
+def _won(value: Any) -> int:
+    if type(value) is not int:
+        raise ValueError(f"a balance must be whole won, not {value!r}")
+    return value
+

@@ -11,8 +11,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import settings
 
+from drivers.virtual import VirtualReader
 from firmware_cfg.config import DEFAULT, Config
 from firmware_cfg.keys import DEMO_TOKEN_KEY
+from localpay.types import Presentation
 from offline_ledger import Ledger
 from terminal.core import Terminal
 
@@ -87,3 +89,18 @@ def make_terminal(ledger: Ledger, clock: FakeClock) -> MakeTerminal:
         return Terminal(cfg, ledger, DEMO_TOKEN_KEY, clock=clock)
 
     return make
+
+
+@pytest.fixture
+def reader() -> Iterator[VirtualReader]:
+    r = VirtualReader()
+    yield r
+    r.close()
+
+
+def present(reader: VirtualReader, uid: bytes) -> Presentation:
+    """What the terminal gets when the card of ``uid`` is put on the virtual reader."""
+    reader.present_uid(uid)
+    p = reader.poll(1.0)
+    assert p is not None
+    return p

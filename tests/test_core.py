@@ -22,22 +22,7 @@ from terminal.cards import CardIdentity, ReadContext, card_token
 from terminal.core import Decision, State, Terminal
 from terminal.home import Home, open_terminal
 from terminal.risk import Reason
-from tests.conftest import FakeClock, MakeTerminal
-
-
-@pytest.fixture
-def reader() -> Iterator[VirtualReader]:
-    r = VirtualReader()
-    yield r
-    r.close()
-
-
-def present(reader: VirtualReader, uid: bytes) -> Presentation:
-    reader.present_uid(uid)
-    p = reader.poll(1.0)
-    assert p is not None
-    return p
-
+from tests.conftest import FakeClock, MakeTerminal, present
 
 CARD = bytes.fromhex("08000001")
 OTHER = bytes.fromhex("08000002")

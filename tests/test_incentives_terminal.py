@@ -5,7 +5,6 @@ from the snapshot and the ledger, and campaign claims through the core."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import date
 
 import pytest
@@ -23,7 +22,7 @@ from offline_ledger import Ledger
 from terminal.cards import card_token
 from terminal.qr import campaign, detect, parse_any
 from terminal.risk import Reason
-from tests.conftest import FakeClock, MakeTerminal
+from tests.conftest import FakeClock, MakeTerminal, present
 from tests.incentives_data import seoul_ms
 from tests.strategies_incentives import campaign_codes
 
@@ -43,18 +42,6 @@ def rules_text() -> str:
                       separators=(",", ":"))
 
 
-@pytest.fixture
-def reader() -> Iterator[VirtualReader]:
-    r = VirtualReader()
-    yield r
-    r.close()
-
-
-def present(reader: VirtualReader, uid: bytes) -> Presentation:
-    reader.present_uid(uid)
-    p = reader.poll(1.0)
-    assert p is not None
-    return p
 
 
 # -- the code --------------------------------------------------------------------------------

@@ -155,14 +155,16 @@ def test_an_older_ledger_gets_the_migrations_it_lacks(path: Path, key: Ed25519Pr
     Ledger(path, key=key, terminal_id="T1").close()
     conn = raw(path)
     for table in ("points_snapshot", "points_state", "rider_categories", "riders_state",
-                  "clock_anchor"):
+                  "clock_anchor", "pocket_balances", "pocket_counters", "pocket_state"):
         conn.execute(f"DROP TABLE {table}")
     conn.execute("DELETE FROM migrations WHERE name >= '0003'")
     before = now_ms()
-    assert migrate(conn) == ["0003_points", "0004_riders", "0005_clock_anchor"]
+    assert migrate(conn) == ["0003_points", "0004_riders", "0005_clock_anchor",
+                             "0006_pockets"]
     after = now_ms()
     stamps = dict(conn.execute("SELECT name, applied_at FROM migrations WHERE name >= '0003'"))
-    assert sorted(stamps) == ["0003_points", "0004_riders", "0005_clock_anchor"]
+    assert sorted(stamps) == ["0003_points", "0004_riders", "0005_clock_anchor",
+                              "0006_pockets"]
     assert all(before <= ms <= after for ms in stamps.values())
     assert migrate(conn) == []
     conn.close()
