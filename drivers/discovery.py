@@ -9,12 +9,18 @@ Where it looks:
 
 - PC/SC readers: pcscd through pyscard (the service must run);
 - nfcpy devices: USB devices in sysfs (``/sys/bus/usb/devices``) with a known
-  vendor:product, and the Raspberry Pi UARTs ``/dev/ttyAMA0`` and ``/dev/ttyS0`` (where a
-  PN532 may sit; a UART is not probed, since the console may be on it);
+  vendor:product, and serial ports that answered the PN532 probe;
 - serial ports: pyserial's ``serial.tools.list_ports`` (``/dev/ttyS*``, ``ttyUSB*``,
-  ``ttyACM*``, ``ttyAMA*`` and links to them), plus the configured scanner's port wherever
-  it is (a pty or a udev symlink such as ``/dev/localpay-scanner`` is not listed by pyserial);
+  ``ttyACM*``, ``ttyAMA*`` and links to them) and the Raspberry Pi UARTs ``/dev/ttyAMA0``
+  and ``/dev/ttyS0``, plus the configured scanner's port wherever it is (a pty or a udev
+  symlink such as ``/dev/localpay-scanner`` is not listed by pyserial).
 - cameras: ``/dev/video*`` (names from ``/sys/class/video4linux``).
+
+A serial port is called a PN532 only when it answered a PN532's GetFirmwareVersion
+(:func:`probe_port`); one that did not is a plain serial port, never called a scanner: a
+line scanner says nothing until it reads a code, so no probe can tell one. The kernel
+console's tty is never probed (the probe's bytes would land on it), nor a port another
+process holds exclusively.
 
 Permissions are checked with :func:`os.access` for the user running the command, which is
 the question that matters: can *this* user open it.
@@ -26,9 +32,12 @@ import grp
 import logging
 import os
 import pwd
+import re
 import shutil
 import stat
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +76,8 @@ class Finding:
     used: str = ""  # which config field names it ("readers.card"), or ""
     problem: str = ""
     fix: str = ""
+    #: what a serial port said to the probe ("PN532 firmware 1.6", "no PN532 answered ...")
+    probe: str = ""
 
 
 @dataclass
@@ -220,38 +231,215 @@ def usb_findings(devices: Sequence[UsbDevice], pcsc_names: Sequence[str],
     return out
 
 
-def uart_findings(dev: Path = Path("/dev")) -> list[Finding]:
-    """The Raspberry Pi UARTs where a PN532 may be wired (not probed)."""
-    out = []
-    for tty in ("ttyAMA0", "ttyS0"):
-        path = dev / tty
-        if not path.exists():
+# -- serial ports: probed before they are called anything -----------------------------------------
+
+#: PN532 HSU (NXP UM0701-02 §6.2.1, §7.2.2): a wake-up (0x55 0x55 and idle bytes, as nfcpy
+#: sends it), then GetFirmwareVersion in a normal information frame
+PN532_WAKEUP = b"\x55\x55" + b"\x00" * 14
+PN532_GET_FIRMWARE = bytes.fromhex("0000ff02fed4022a00")
+#: the Raspberry Pi UARTs where a PN532 is wired, listed even where pyserial misses them
+PI_UARTS = ("ttyAMA0", "ttyS0")
+PROBE_S = 0.4
+
+
+@dataclass(frozen=True)
+class PortProbe:
+    """What a serial port said to the probe. ``kind``: ``pn532`` (it answered as one),
+    ``silent`` (nothing, or not a PN532: a line scanner says nothing until it reads a
+    code), or ``skipped`` (not probed, ``detail`` says why)."""
+
+    kind: str
+    detail: str
+
+
+def pn532_firmware(data: bytes) -> tuple[int, int, int] | None:
+    """(IC, version, revision) from the first GetFirmwareVersion answer in ``data``: a
+    normal frame ``00 FF LEN LCS D5 03 IC VER REV SUPPORT DCS`` with both checksums right."""
+    i = data.find(b"\x00\xff")
+    while i >= 0:
+        if i + 4 <= len(data):
+            length, lcs = data[i + 2], data[i + 3]
+            body = data[i + 4:i + 4 + length]
+            if (length + lcs) & 0xFF == 0 and len(body) == length and length >= 6 \
+                    and i + 4 + length < len(data) \
+                    and (sum(body) + data[i + 4 + length]) & 0xFF == 0 \
+                    and body[:2] == b"\xd5\x03":
+                return body[2], body[3], body[4]
+        i = data.find(b"\x00\xff", i + 1)
+    return None
+
+
+def console_ttys(sysfs: Path = Path("/sys/class/tty/console/active"),
+                 cmdline: Path = Path("/proc/cmdline")) -> set[str]:
+    """The ttys the kernel console writes to (``ttyS0``): probing one would write to it."""
+    names: set[str] = set()
+    try:
+        names.update(sysfs.read_text().split())
+    except OSError:
+        pass
+    try:
+        for word in cmdline.read_text().split():
+            if word.startswith("console="):
+                names.add(word[len("console="):].split(",")[0])
+    except OSError:
+        pass
+    return {n.replace("serial0", "ttyAMA0") for n in names}
+
+
+def port_users(devices: Sequence[str], proc: Path = Path("/proc")) -> dict[str, list[int]]:
+    """The other processes (those this user may see) that have each device open, by real
+    path: a running terminal reading its scanner would lose codes to a probe."""
+    wanted = {os.path.realpath(d) for d in devices}
+    users: dict[str, list[int]] = {}
+    me = os.getpid()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
             continue
-        problem, fix = access_problem(path, "UART", "dialout")
-        out.append(Finding("nfc", f"nfc:tty:{tty[3:]}:pn532",
-                           f"UART {path}: a PN532 wired here (not probed)",
-                           problem=problem, fix=fix))
-    return out
+        try:
+            fds = os.listdir(entry / "fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(entry / "fd" / fd)
+            except OSError:
+                continue
+            if target in wanted:
+                users.setdefault(target, []).append(int(entry.name))
+                break
+    return users
 
 
-# -- serial ports and cameras --------------------------------------------------------------------
+def _process(pid: int) -> str:
+    try:
+        return f"process {pid} ({Path(f'/proc/{pid}/comm').read_text().strip()})"
+    except OSError:
+        return f"process {pid}"
 
 
-def serial_findings() -> list[Finding]:
+def probe_port(device: str, *, consoles: set[str] | None = None,
+               users: Sequence[int] | None = None, timeout_s: float = PROBE_S) -> PortProbe:
+    """Ask ``device`` for a PN532's firmware version, at the PN532's 115200 baud.
+
+    Not probed: the kernel console (the bytes would land on it), a port another process
+    has open (``users``; found in /proc when not given) or holds exclusively, one this user
+    cannot open.
+    """
+    import serial
+
+    name = os.path.basename(os.path.realpath(device))
+    if name in (console_ttys() if consoles is None else consoles):
+        return PortProbe("skipped", "not probed: the kernel console is on it")
+    if users is None:
+        users = port_users([device]).get(os.path.realpath(device), [])
+    if users:
+        return PortProbe("skipped", f"not probed: {_process(users[0])} has it open")
+    if not os.access(device, os.R_OK | os.W_OK):
+        return PortProbe("skipped", "not probed: no permission to open it")
+    try:
+        port = serial.Serial(device, 115200, timeout=0.05, write_timeout=timeout_s,
+                             exclusive=True)
+    except (serial.SerialException, OSError, ValueError) as err:
+        busy = "lock" in str(err)
+        return PortProbe("skipped", "not probed: in use by another process" if busy
+                         else f"not probed: cannot open it ({err})")
+    try:
+        port.reset_input_buffer()
+        port.write(PN532_WAKEUP + PN532_GET_FIRMWARE)
+        answer = b""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            answer += port.read(64)
+            firmware = pn532_firmware(answer)
+            if firmware is not None:
+                ic, ver, rev = firmware
+                if ic != 0x32:
+                    return PortProbe("silent", f"answered as PN5{ic:02x}, not a PN532")
+                return PortProbe("pn532", f"PN532 firmware {ver}.{rev}")
+    except (serial.SerialException, OSError) as err:
+        return PortProbe("silent", f"probe failed: {err}")
+    finally:
+        port.close()
+    if answer:
+        return PortProbe("silent", "answered, but not as a PN532")
+    return PortProbe("silent", "no PN532 answered; a line scanner says nothing until it "
+                     "reads a code")
+
+
+def nfc_tty_spec(device: str) -> str:
+    """The reader spec nfcpy opens ``device`` by: ``tty:USB0`` for /dev/ttyUSB0, ``tty:NAME``
+    for another /dev/NAME; "" where nfcpy cannot name it (not directly in /dev)."""
+    path = Path(device)
+    if path.parent != Path("/dev"):
+        return ""
+    name = path.name
+    short = name[3:] if re.fullmatch(r"tty(S|ACM|AMA|USB)\d+", name) else name
+    return f"nfc:tty:{short}:pn532"
+
+
+def serial_ports(dev: Path = Path("/dev")) -> list[tuple[str, str]] | None:
+    """(device, description) of every serial port pyserial lists, and of the Raspberry Pi
+    UARTs; None without pyserial."""
     try:
         from serial.tools import list_ports
     except ImportError:
-        return [Finding("serial", "", "pyserial", problem="pyserial is not installed",
-                        fix="pip install 'localpay[serial]'")]
-    out = []
+        return None
+    ports: dict[str, tuple[str, str]] = {}
     for port in sorted(list_ports.comports(include_links=True), key=lambda p: p.device):
         desc = port.description if port.description not in ("", "n/a") else "serial port"
         if port.vid is not None and port.pid is not None:
             desc += f" ({port.vid:04x}:{port.pid:04x})"
-        problem, fix = access_problem(Path(port.device), "scanner", "dialout")
-        out.append(Finding("serial", f"serial:{port.device}", f"{port.device}: {desc}",
-                           problem=problem, fix=fix))
-    return out
+        ports.setdefault(port.device, (port.device, desc))
+    listed = {os.path.realpath(d) for d, _ in ports.values()}
+    for uart in PI_UARTS:
+        path = dev / uart
+        if path.exists() and os.path.realpath(path) not in listed:
+            ports[str(path)] = (str(path), "UART")
+    return sorted(ports.values())
+
+
+def port_finding(device: str, desc: str, probe: PortProbe, used: str = "") -> Finding:
+    """A PN532 under NFC devices when it answered as one; otherwise a plain serial port,
+    never called a reader of any kind."""
+    if probe.kind == "pn532":
+        spec = nfc_tty_spec(device)
+        problem = fix = ""
+        if not spec:
+            problem = f"nfcpy opens only devices directly in /dev, not {device}"
+            fix = "add a udev rule giving it a name in /dev (SYMLINK+=\"localpay-nfc\")"
+        return Finding("nfc", spec, f"{device}: {probe.detail}", used=used, problem=problem,
+                       fix=fix, probe=probe.detail)
+    problem, fix = access_problem(Path(device), "scanner", "dialout")
+    return Finding("serial", f"serial:{device}", f"{device}: {desc}", used=used,
+                   problem=problem, fix=fix, probe=probe.detail)
+
+
+def serial_findings(dev: Path = Path("/dev"),
+                    probes: dict[str, PortProbe] | None = None) -> list[Finding]:
+    """Every serial port, probed; ``probes`` collects the answers by real device path."""
+    ports = serial_ports(dev)
+    if ports is None:
+        return [Finding("serial", "", "pyserial", problem="pyserial is not installed",
+                        fix="pip install 'localpay[serial]'")]
+    answers = probe_all([device for device, _ in ports])
+    if probes is not None:
+        probes.update(answers)
+    return [port_finding(device, desc, answers[os.path.realpath(device)])
+            for device, desc in ports]
+
+
+def probe_all(devices: Sequence[str]) -> dict[str, PortProbe]:
+    """Each real device probed once (a link and its target are one port, and the second
+    open would find it locked), all at once so the waits overlap."""
+    real = sorted({os.path.realpath(d) for d in devices})
+    if not real:
+        return {}
+    consoles = console_ttys()
+    users = port_users(real)
+    with ThreadPoolExecutor(max_workers=min(8, len(real))) as pool:
+        answers = list(pool.map(
+            lambda d: probe_port(d, consoles=consoles, users=users.get(d, [])), real))
+    return dict(zip(real, answers, strict=True))
 
 
 def camera_findings(dev: Path = Path("/dev"),
@@ -295,9 +483,12 @@ def _matches(spec_text: str, f: Finding, pcsc_names: Sequence[str]) -> bool:
     return False
 
 
-def mark_configured(report: Report, used: Mapping[str, str], pcsc_names: Sequence[str]) -> None:
+def mark_configured(report: Report, used: Mapping[str, str], pcsc_names: Sequence[str],
+                    probes: dict[str, PortProbe] | None = None) -> None:
     """Mark the findings that ``used`` names (config field -> reader spec); a configured
-    device not found is a problem."""
+    device not found is a problem. ``probes``: the serial ports' answers so far (by real
+    path); a configured port not among them is probed here."""
+    probes = {} if probes is None else probes
     for field_name, spec_text in used.items():
         if not spec_text:
             continue
@@ -309,21 +500,59 @@ def mark_configured(report: Report, used: Mapping[str, str], pcsc_names: Sequenc
             continue
         hits = [i for i, f in enumerate(report.findings) if _matches(spec_text, f, pcsc_names)]
         if spec_text.startswith("serial:") and not hits:
-            # a pty or a udev symlink: pyserial does not list it, but it may be there
-            port = str(parse_reader_spec(spec_text).options["port"])
-            problem, fix = access_problem(Path(port), "scanner", "dialout")
-            report.findings.append(Finding("serial", spec_text, f"{port}: configured port",
-                                           used=field_name, problem=problem, fix=fix))
+            _configured_port(report, field_name, spec_text, probes)
             continue
         if not hits:
+            problem = f"{field_name} = {spec_text!r} names a device that was not found"
+            device = _pn532_device(spec_text)
+            probe = probes.get(os.path.realpath(device)) if device else None
+            if probe is not None:
+                problem = f"{field_name} = {spec_text!r}: {device}: {probe.detail}"
             report.problems.append(Finding(
                 spec_text.split(":", 1)[0], spec_text, spec_text, used=field_name,
-                problem=f"{field_name} = {spec_text!r} names a device that was not found",
-                fix="plug it in, or set it to one of the devices found above"))
+                problem=problem, fix="plug it in, or set it to one of the devices found above"))
             continue
         i = hits[0]
         f = report.findings[i]
-        report.findings[i] = Finding(f.section, f.spec, f.name, field_name, f.problem, f.fix)
+        report.findings[i] = Finding(f.section, f.spec, f.name, field_name, f.problem, f.fix,
+                                     f.probe)
+
+
+def _configured_port(report: Report, field_name: str, spec_text: str,
+                     probes: dict[str, PortProbe]) -> None:
+    """A configured serial port that no serial finding is: a pty or a udev symlink, which
+    pyserial does not list, or a port that answered as a PN532."""
+    port = str(parse_reader_spec(spec_text).options["port"])
+    real = os.path.realpath(port)
+    listed = real in probes
+    if not listed and Path(port).exists():
+        probes[real] = probe_port(port)
+    probe = probes.get(real)
+    if probe is not None and probe.kind == "pn532":
+        spec = nfc_tty_spec(port)
+        report.problems.append(Finding(
+            "serial", spec_text, port, used=field_name,
+            problem=f"{field_name} = {spec_text!r} is a PN532 NFC reader ({probe.detail}), "
+                    f"not a code scanner",
+            fix=(f'set readers.card = "{spec}" and ' if spec else "")
+            + f"{field_name} to the scanner's port"))
+        if not listed:
+            report.findings.append(port_finding(port, "configured port", probe))
+        return
+    problem, fix = access_problem(Path(port), "scanner", "dialout")
+    report.findings.append(Finding("serial", spec_text, f"{port}: configured port",
+                                   used=field_name, problem=problem, fix=fix,
+                                   probe=probe.detail if probe is not None else ""))
+
+
+def _pn532_device(spec_text: str) -> str:
+    """/dev/ttyAMA0 for ``nfc:tty:AMA0:pn532`` (nfcpy's naming); "" for other specs."""
+    parts = spec_text.split(":")
+    if len(parts) < 3 or parts[:2] != ["nfc", "tty"]:
+        return ""
+    short = parts[2]
+    return f"/dev/tty{short}" if re.fullmatch(r"(S|ACM|AMA|USB)\d+", short) \
+        else f"/dev/{short}"
 
 
 def discover(used: Mapping[str, str] | None = None, *,
@@ -336,16 +565,17 @@ def discover(used: Mapping[str, str] | None = None, *,
         report.problems.append(pcsc_problem)
     report.findings += [Finding("pcsc", f"pcsc:{n}", n) for n in names]
     report.findings += usb_findings(usb_devices(sysfs_usb), names, pcsc_problem is None)
-    report.findings += uart_findings(dev)
-    report.findings += serial_findings()
+    probes: dict[str, PortProbe] = {}
+    report.findings += serial_findings(dev, probes)
     report.findings += camera_findings(dev)
     if used is not None:
-        mark_configured(report, used, names)
+        mark_configured(report, used, names, probes)
     return report
 
 
 SECTIONS = (("pcsc", "PC/SC readers (pcscd)"), ("nfc", "NFC devices (nfcpy)"),
-            ("serial", "Serial ports (line scanners)"), ("camera", "Cameras (QR)"))
+            ("serial", "Serial ports (not a reader by the probe; a line scanner says "
+                        "nothing until it reads a code)"), ("camera", "Cameras (QR)"))
 
 
 def format_report(report: Report) -> list[str]:
@@ -361,6 +591,8 @@ def format_report(report: Report) -> list[str]:
             status = "PROBLEM" if f.problem else "ok"
             used = f"  <- {f.used}" if f.used else ""
             lines.append(f" {mark} {status:<7} {f.spec:<36} {f.name}{used}")
+            if f.probe and f.probe not in f.name:
+                lines.append(f"{'':<47}probe: {f.probe}")
         lines.append("")
     problems = report.problems + [f for f in report.findings if f.problem]
     if problems:

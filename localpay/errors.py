@@ -11,11 +11,16 @@ Each branch also mixes in the nearest builtin, so ``except ValueError`` or
     ├── LedgerError                          the offline ledger
     │   ├── LedgerCorruptError               broken chain / bad signature / unreadable file
     │   ├── LedgerWriteError (OSError)       could not commit (disk full, I/O error)
-    │   └── LedgerStateError                 misuse: append-only violation, bad prune
+    │   ├── LedgerStateError                 misuse: append-only violation, bad prune
+    │   └── LedgerInUseError                 another process writes it (terminal.owner)
     ├── ReaderError (OSError)                card readers and code scanners
     │   ├── ReaderTimeoutError (TimeoutError)
     │   ├── CardRemovedError                 the card left the field mid-transaction
     │   └── ReaderUnavailableError           no such reader, backend missing, no service
+    ├── PrinterError (OSError)               receipt printers (a payment stands without one)
+    │   ├── PrinterUnavailableError          no such printer, cannot open, backend missing
+    │   ├── PrinterOfflineError              offline, cover open, or no answer to DLE EOT
+    │   └── PrinterPaperOutError             out of paper
     ├── ParseError (ValueError)              any malformed input from outside
     │   ├── TLVError                         BER-TLV
     │   ├── APDUError                        APDU responses / status words
@@ -88,6 +93,34 @@ class CardRemovedError(ReaderError):
 
 class ReaderUnavailableError(ReaderError):
     """The reader does not exist, its backend is not installed or its service is down."""
+
+
+class PrinterError(LocalpayError, OSError):
+    """A receipt printer failed. Never a reason to decline: the payment stands and the
+    receipt can be printed again from the ledger (``localpay receipt print SEQ``).
+
+    ``fault`` is the short words the clerk sees ("out of paper", "offline", "missing").
+    """
+
+    fault = "printer fault"
+
+
+class PrinterUnavailableError(PrinterError):
+    """The printer does not exist, cannot be opened or its backend is not installed."""
+
+    fault = "missing"
+
+
+class PrinterOfflineError(PrinterError):
+    """The printer is offline (cover open, error state) or does not answer its status."""
+
+    fault = "offline"
+
+
+class PrinterPaperOutError(PrinterError):
+    """The printer's paper roll is at its end."""
+
+    fault = "out of paper"
 
 
 class ParseError(LocalpayError, ValueError):

@@ -41,7 +41,12 @@ class UserError(click.ClickException):
 
 
 class LocalpayGroup(click.Group):
-    """Turns our own errors into a clear message and exit code 2 (1 is for verdicts)."""
+    """Turns our own errors into a clear message and exit code 2 (1 is for verdicts).
+
+    The message names the error's class, except for an error whose message is a whole
+    sentence for a person (``sentence = True``: the ledger in use by another process).
+    Printed here once: library code that raises does not also log the same error.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -50,7 +55,19 @@ class LocalpayGroup(click.Group):
             obj = ctx.find_object(Context)
             if obj is not None and obj.debug:
                 raise
+            if getattr(err, "sentence", False):
+                raise UserError(str(err)) from err
             raise UserError(f"{type(err).__name__}: {err}") from err
+
+
+def scratch_only(ctx: Context, db: Path | None, command: str) -> None:
+    """Refuse test traffic into a provisioned terminal's ledger: its entries are revenue
+    once synced. A scratch ``--db`` is allowed; the real ledger named by ``--db`` is not."""
+    if not ctx.home.provisioned:
+        return
+    if db is None or db.resolve() == ctx.home.ledger_path.resolve():
+        raise UserError(f"{ctx.home.path} is a provisioned terminal: {command} would write "
+                        f"test entries into its real ledger; give --db FILE for a scratch one")
 
 
 def db_option(func: Any) -> Any:

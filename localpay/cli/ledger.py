@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from localpay.cli.common import Context, db_option, pass_ctx
+from localpay.cli.common import Context, UserError, db_option, pass_ctx
 from localpay.errors import LedgerCorruptError, LedgerError
 
 
@@ -19,6 +19,17 @@ def ledger() -> None:
 
 def _ledger_path(ctx: Context, db: Path | None) -> Path:
     return db if db is not None else ctx.home.ledger_path
+
+
+def _existing(ctx: Context, db: Path | None, *, verdict: bool = False) -> Path:
+    """The ledger file to read; a missing one is a wrong path, not a broken ledger. For
+    ``verify`` (``verdict``) it still fails the check: exit 1, as a broken one does."""
+    path = _ledger_path(ctx, db)
+    if not path.exists():
+        where = "" if db is not None else f" (home folder {ctx.home.path})"
+        message = f"no ledger at {path}: the file is missing{where}"
+        raise click.ClickException(message) if verdict else UserError(message)
+    return path
 
 
 @ledger.command("verify")
@@ -35,7 +46,7 @@ def ledger_verify(ctx: Context, db: Path | None, pubkey: str | None) -> None:
     from offline_ledger import Ledger
 
     key = public_from_hex(pubkey, "--pubkey") if pubkey else None
-    path = _ledger_path(ctx, db)
+    path = _existing(ctx, db, verdict=True)
     try:
         with Ledger(path) as led:
             report = led.verify(key)
@@ -61,7 +72,7 @@ def ledger_show(ctx: Context, db: Path | None, as_json: bool, start: int, limit:
     """List ledger entries (card tokens and display forms only, never a PAN)."""
     from offline_ledger import Ledger
 
-    with Ledger(_ledger_path(ctx, db)) as led:
+    with Ledger(_existing(ctx, db)) as led:
         for n, entry in enumerate(led.entries(start)):
             if limit and n >= limit:
                 break
@@ -88,11 +99,17 @@ def ledger_prune(ctx: Context, db: Path | None, upto: int | None, keep: int) -> 
     Only entries up to the last sync's proved checkpoint can go; the deletion is recorded
     with that checkpoint and the chain's anchor, so `ledger verify` goes on from there.
     """
-    from offline_ledger import Ledger
-
     config = ctx.home.config()
-    key = ctx.home.terminal_key(config)
-    with Ledger(_ledger_path(ctx, db), key=key) as led:
+    path = _ledger_path(ctx, db)
+    # deleting entries is writing: refused while the terminal (or another prune) runs
+    hold = ctx.home.own(path, "localpay ledger prune")
+    try:
+        key = ctx.home.terminal_key(config)
+    except BaseException:
+        hold.release()
+        raise
+    # no terminal id: a --db ledger of another terminal may be pruned with its own key
+    with ctx.home.open_ledger(key, "", ledger_path=path, hold=hold) as led:
         synced = led.synced_upto()
         limit = synced - keep
         target = limit if upto is None else min(upto, limit)

@@ -106,11 +106,11 @@ def provision(ctx: click.Context, central_url: str, enroll_code: str, role: str,
 
 def _record(home: Home, version: int, sha256: str) -> None:
     """The first config goes into the ledger as every later one does (config_change)."""
-    from offline_ledger import Ledger
-
     config = home.config()
-    with Ledger(home.ledger_path, key=home.terminal_key(config),
-                terminal_id=config.terminal.id) as led:
+    # the one writer of the home's ledger: provisioning a home a running terminal holds is
+    # refused with that process's PID, not raced
+    with home.open_ledger(home.terminal_key(config), config.terminal.id,
+                          holder="localpay provision") as led:
         led.append("config_change", place=config.terminal.place,
                    detail={"version": version, "sha256": sha256})
 

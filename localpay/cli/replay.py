@@ -24,9 +24,8 @@ import click
 from drivers import wait
 from drivers.virtual import VirtualReader
 from firmware_cfg.config import Config
-from localpay.cli.common import Context, pass_ctx
+from localpay.cli.common import Context, pass_ctx, scratch_only
 from localpay.errors import ConfigError
-from offline_ledger import Ledger
 from terminal.clock import ClockTrust
 from terminal.core import Decision, Terminal
 from terminal.home import Home
@@ -427,15 +426,28 @@ def replay(ctx: Context, file: Path, db: Path | None) -> None:
     a sync prints {"sync": {...its summary...}}.
     """
     home = ctx.home
+    scratch_only(ctx, db, "replay")
     config = home.config()
     central = bool(config.central.url and config.keys.central_public_key)
     # a bad line is a ConfigError: one line, exit 2, before anything is played
     steps = load_scenario(file, config.terminal.role, central=central)
+    if db is not None and home.provisioned:
+        synced = next((s for s in steps if s.action == "sync"), None)
+        if synced is not None:
+            raise ConfigError(f"{file} line {synced.line}: a sync would send the scratch "
+                              f"ledger's test entries to this terminal's real central "
+                              f"service ({config.central.url}) as revenue; replay without "
+                              f"sync lines on a provisioned terminal")
     clock = ScenarioClock()
     path = db or home.ledger_path
-    key = home.terminal_key(config, create=True)
-    token_key = home.token_key(config, create=True)
-    ledger = Ledger(path, key=key, terminal_id=config.terminal.id)
+    hold = home.own(path)
+    try:
+        key = home.terminal_key(config, create=True)
+        token_key = home.token_key(config, create=True)
+    except BaseException:
+        hold.release()
+        raise
+    ledger = home.open_ledger(key, config.terminal.id, ledger_path=path, hold=hold)
     try:
         # The terminal judges its clock as on site, except that a scenario's times are the
         # truth: no release date bounds them, and NTP is in sync while the clock reads true.

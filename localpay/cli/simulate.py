@@ -22,7 +22,7 @@ import click
 
 from drivers.virtual import VirtualReader
 from firmware_cfg.config import Config
-from localpay.cli.common import Context, db_option, pass_ctx
+from localpay.cli.common import Context, UserError, db_option, pass_ctx, scratch_only
 from terminal.core import Decision, Terminal
 from terminal.home import open_terminal
 
@@ -32,7 +32,14 @@ def simulation_config(config: Config, role: str) -> Config:
     return config.replace(
         "risk", terminal_exposure=10**15, card_offline_amount=10**12,
         uid_card_offline_amount=10**12, card_offline_count=10**9,
+        # a host without NTP judges its clock unknown; like the exposure, the allowance for
+        # that would end a long run in declines that measure nothing
+        unknown_clock_amount=10**15,
     )
+
+
+#: cards in the virtual pool: the UID's last six bytes number them
+MAX_CARDS = 2**48
 
 
 def card_uid(n: int) -> bytes:
@@ -131,13 +138,16 @@ def simulate(ctx: Context, role: str, taps: int, db: Path | None, trace: bool,
              first_card: int) -> None:
     """Drive N presentations through the real core and ledger; print figures as JSON.
 
-    Keys are made in the home folder on first use. The terminal-wide exposure limit is
-    lifted, as for a long run with no sync.
+    Keys are made in the home folder on first use. The terminal-wide exposure limit and the
+    unknown clock's allowance are lifted, as for a long run with no sync. A provisioned terminal's ledger is real money:
+    there, give --db FILE for a scratch ledger.
     """
+    scratch_only(ctx, db, "simulate")
+    if first_card + taps > MAX_CARDS:
+        raise UserError(f"--first-card: the virtual pool's cards are numbered 0 to "
+                        f"{MAX_CARDS - 1:,}; {first_card:,} plus {taps:,} taps goes past it")
     config = simulation_config(ctx.home.config(), role)
-    terminal = open_terminal(ctx.home, config, ledger_path=db, create_keys=True)
-    if terminal.fault is not None:
-        raise terminal.fault
+    terminal = open_terminal(ctx.home, config, ledger_path=db, create_keys=True, strict=True)
 
     def emit(decision: Decision) -> None:
         if decision.approved and decision.entry is not None:

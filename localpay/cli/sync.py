@@ -1,4 +1,13 @@
-"""``localpay sync``: send the ledger's unsynced entries to the central chain, by hand."""
+"""``localpay sync``: send the ledger's unsynced entries to the central chain, by hand.
+
+It runs beside the terminal that owns the ledger (``localpay run`` holds ``ledger.lock``,
+:mod:`terminal.owner`) and takes no lock itself: it never appends an entry, so it cannot
+fork the chain the writer keeps in memory; what it writes (synced marks and counters, the
+deny list, balances, points, riders, the clock anchor) are single short transactions that
+SQLite's WAL and busy timeout queue behind the writer's commits, exactly as the sync thread
+inside ``localpay run`` does. A config bundle it fetches waits in the home for the writer to
+apply and record.
+"""
 
 from __future__ import annotations
 
