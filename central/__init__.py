@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from central.config_audit import ConfigAudit
+from central.config_audit import ensure_schema as ensure_config_audit
 from central.incentives import IncentiveCrediter, programme_start_ms
 from central.keys import load_signer
 from central.rules import FraudConfig, default_hooks
@@ -33,12 +35,14 @@ def open_service(
 ) -> CentralLog:
     """A :class:`CentralLog` over ``db`` (default: SQLite in ``data_dir``), with the log key
     from ``data_dir`` (made on first use), the balance and fraud hooks, incentive
-    crediting, and the posting of payments and refunds to the books."""
+    crediting, the posting of payments and refunds to the books, and the audit of entries
+    against each terminal's signed config (:mod:`central.config_audit`)."""
     folder = data_dir or default_data_dir()
     signer = load_signer(folder, origin)
     store = open_store(db or f"sqlite:///{folder / 'central.sqlite'}", pool_size)
     config = FraudConfig.load(rules) if rules else FraudConfig()
-    service = CentralLog(store, signer, hooks=default_hooks(config),
+    ensure_config_audit(store)
+    service = CentralLog(store, signer, hooks=[*default_hooks(config), ConfigAudit()],
                          followers=[IncentiveCrediter(), SpendingPoster()], policy=policy,
                          programme_start=programme_start_ms)
     service.data_dir = folder

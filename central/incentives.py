@@ -49,7 +49,7 @@ from central.incentive_rules import (
     week_start,
 )
 from central.service import CentralLog, Ingested
-from central.store import Rows, Store, Tx
+from central.store import NOT_CONFIG_REFUSED, Rows, Store, Tx
 from localpay.errors import ConfigError, TransactionError
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,8 @@ def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
             end = min(start + chunk, size)
             items = [CreditEntry._make(row) for row in tx.all(
                 f"SELECT {', '.join(CreditEntry._fields)} FROM entries WHERE log_index >= ? "
-                f"AND log_index < ? AND kind IN ({kinds}) ORDER BY log_index", (start, end))]
+                f"AND log_index < ? AND kind IN ({kinds}) {NOT_CONFIG_REFUSED}"
+                "ORDER BY log_index", (start, end))]
             r = credit(tx, items, held_rules(tx), epoch_ms() if now_ms is None else now_ms,
                        known)
             tx.run("UPDATE incentive_cursor SET next_index = ? WHERE id = 1", (end,))

@@ -34,7 +34,7 @@ from central.incentives import (
     lock_crediting,
     store_rules,
 )
-from central.store import ENTRY_COLUMNS, Rows, Store, Tx, open_store
+from central.store import ENTRY_COLUMNS, NOT_CONFIG_REFUSED, Rows, Store, Tx, open_store
 from localpay.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -95,13 +95,13 @@ def recredit_from(tx: Tx, versions: list[Rules], new: Rules, now_ms: int) -> Cre
         marks, params = tx.in_list(cards[i : i + 500])
         entries += tx.all(
             f"SELECT {columns} FROM entries WHERE card_token IN {marks} AND kind IN ({kinds}) "
-            "AND day >= ?", [*params, start.isoformat()])
+            f"AND day >= ? {NOT_CONFIG_REFUSED}", [*params, start.isoformat()])
     # payments that refunds in the window take back from, wherever they fall
     have = {(str(e[1]), int(e[2])) for e in entries}
     wanted = {(str(e[1]), int(e[12])) for e in entries if e[3] in ("refund", "void") and e[12]}
     for tid, seq in sorted(wanted - have):
-        entries += tx.all(f"SELECT {columns} FROM entries WHERE terminal_id = ? AND seq = ?",
-                          (tid, seq))
+        entries += tx.all(f"SELECT {columns} FROM entries WHERE terminal_id = ? AND seq = ? "
+                          f"{NOT_CONFIG_REFUSED}", (tid, seq))
     entries.sort(key=lambda e: int(e[0]))
     profiles = tx.all("SELECT card_token, rider, updated_ms FROM incentive_profiles")
     target, weeks = _from_scratch(entries, versions, profiles, now_ms)

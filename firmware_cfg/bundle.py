@@ -18,7 +18,11 @@ the central registry (id, name, BRN, category, region, memberships, see
 The terminal accepts a bundle only when the signature verifies under the provisioned
 operator key, the terminal id is its own, and the version is newer than the one it runs.
 :func:`apply` swaps the file atomically and restores the previous one when the terminal
-cannot start with the new config.
+cannot start with the new config. It keeps the bundle itself beside the file
+(``config.bundle``): the config the terminal runs is that bundle's, and
+:func:`firmware_cfg.config.load` refuses a file that differs from it outside the local
+fields (:data:`firmware_cfg.config.LOCAL_FIELDS`), which a new bundle leaves as the
+technician set them.
 """
 
 from __future__ import annotations
@@ -38,13 +42,21 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from firmware_cfg.config import Config, loads
+from firmware_cfg.config import (
+    SIGNED_FILE,
+    VERSION_FILE,
+    Config,
+    dumps,
+    installed_version,
+    kept_signed,
+    loads,
+    with_local,
+)
 from localpay.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "localpay-config-bundle/1"
-VERSION_FILE = "config-version"
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,8 @@ class Bundle:
     issued_ms: int
     config_text: str
     config: Config
+    #: the signed bundle as received, kept beside the config it installs
+    data: bytes = b""
 
     @property
     def sha256(self) -> str:
@@ -151,22 +165,22 @@ def verify(data: bytes, operator_key: Ed25519PublicKey, terminal_id: str,
     if config.terminal.id != terminal_id:
         raise ConfigError(f"config bundle version {version} renames the terminal to "
                           f"{config.terminal.id!r}; a terminal id never changes by bundle")
-    return Bundle(bundle_terminal, version, issued_ms, text, config)
+    return Bundle(bundle_terminal, version, issued_ms, text, config, data)
 
 
 def current_version(home: Path) -> int:
-    try:
-        return int((home / VERSION_FILE).read_text().strip() or 0)
-    except FileNotFoundError:
-        return 0
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{home / VERSION_FILE} is unreadable: {err}") from err
+    """The version of the last bundle whose install completed (0: none)."""
+    return installed_version(home)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str | bytes) -> None:
+    _write_atomic_bytes(path, text.encode("utf-8") if isinstance(text, str) else text)
+
+
+def _write_atomic_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".new")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -177,28 +191,46 @@ def _write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def apply(home: Path, bundle: Bundle, start_check: Callable[[Config], None]) -> None:
-    """Install ``bundle`` as the home's ``terminal.toml``, atomically.
+def apply(home: Path, bundle: Bundle, start_check: Callable[[Config], None]) -> Config:
+    """Install ``bundle`` as the home's ``terminal.toml``, atomically; return the config
+    installed: the bundle's, with the local fields the technician had changed on site
+    (:func:`firmware_cfg.config.with_local`).
 
     ``start_check`` must raise when the terminal cannot start with the new config; the
-    previous file (and version) is then put back and the error re-raised as
+    previous file, kept bundle and version are then put back and the error re-raised as
     :class:`ConfigError`.
     """
+    if not bundle.data:
+        raise ConfigError("config bundle: only a verified bundle is installed (its bytes are "
+                          "kept as the signed config)")
     config_path = home / "terminal.toml"
+    kept_path = home / SIGNED_FILE
     previous = config_path.read_text(encoding="utf-8") if config_path.exists() else None
+    previous_kept = kept_path.read_bytes() if kept_path.exists() else None
     previous_version = current_version(home)
+    try:
+        kept = kept_signed(home)
+        running = loads(previous) if previous is not None else None
+    except ConfigError:
+        kept = running = None  # a broken file says nothing of what was changed on site
+    config = with_local(bundle.config, kept[1] if kept else None, running)
     home.mkdir(parents=True, exist_ok=True)
-    _write_atomic(config_path, bundle.config_text)
+    # the signed bundle first: a power cut before the file follows leaves a terminal that
+    # refuses to start (naming the fields) rather than one running an unrecorded config
+    _write_atomic(kept_path, bundle.data)
+    _write_atomic(config_path, bundle.config_text if config == bundle.config else dumps(config))
     _write_atomic(home / VERSION_FILE, f"{bundle.version}\n")
     try:
-        start_check(bundle.config)
+        start_check(config)
     except Exception as err:
         log.error("config version %d cannot start, rolling back: %s", bundle.version, err)
-        if previous is None:
-            config_path.unlink(missing_ok=True)
-        else:
-            _write_atomic(config_path, previous)
+        for path, old in ((config_path, previous), (kept_path, previous_kept)):
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write_atomic(path, old)
         _write_atomic(home / VERSION_FILE, f"{previous_version}\n")
         raise ConfigError(f"config version {bundle.version} rolled back: the terminal "
                           f"cannot start with it: {err}") from err
     log.info("config version %d applied (sha256 %s)", bundle.version, bundle.sha256[:16])
+    return config

@@ -1,8 +1,10 @@
 """Provisioning: a new terminal enrols with the central service and receives its config.
 
 The enrolment code (``7KQ2-M9XD-4HTR-PW3C``: 16 Crockford base32 characters, 80 bits) is
-issued by ``localpay central enroll`` and typed by the technician. It is single-use, expires,
-and is never sent over the network: both sides derive from it
+issued by ``localpay central enroll`` and typed by the technician. It is single-use (the
+terminal key that used it may ask again while it is valid and gets the same answer: a
+terminal that refused an answer, as with a wrong ``--central-key``, retries), expires, and
+is never sent over the network: both sides derive from it
 
 - ``code_id = SHA-256("localpay-enroll-id\\n" || code)[:16]``: how the service finds it;
 - ``code_key = SHA-256("localpay-enroll-key\\n" || code)``: the secret that authenticates
@@ -263,7 +265,8 @@ def enroll(
     log_key = _str(doc, "central_key")
     if central_key and log_key.strip() != central_key.strip():
         raise ConfigError("the service's log key is not the one given with --central-key: "
-                          "refusing this enrolment")
+                          "refusing this enrolment (with the right key, the same code works "
+                          "again from this home while it is valid)")
     _check_log_signature(resp, nonce, log_key)
     operator_hex = _str(doc, "operator_key")
     operator = keys.public_from_hex(operator_hex, "the operator key of the enrolment answer")
