@@ -1,15 +1,18 @@
-"""Files that leave the service for a bank or an auditor: written whole or not at all.
+"""CSV files in and out of the service.
 
-A settlement or bank transfer file is read by someone else's system: half a file must never
-exist under its name, nor a file other local users can read (it names accounts and amounts).
+Out: a settlement or bank transfer file is read by someone else's system: half a file must
+never exist under its name, nor a file other local users can read (it names accounts and
+amounts), so it is written whole or not at all. In: the files staff load (merchants, card
+balances, riders) are read line by line with the line numbers people see in their editor.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +36,27 @@ def write_private_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+def numbered_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:
+    """Each non-blank row of a CSV text as (its number, its cells stripped), a byte-order
+    mark dropped. The number counts rows as an editor counts lines, a quoted cell that spans
+    several physical lines counting as one. A row the csv module cannot read comes as (its
+    number, the reason) instead of cells, and reading goes on after it."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
+    last = 0  # physical lines read so far
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield last + 1, f"not readable as CSV: {err}"
+            if reader.line_num <= last:  # pragma: no cover - the reader always moves on
+                return
+            last = reader.line_num
+            continue
+        number, last = last + 1, reader.line_num
+        cells = [c.strip() for c in row]
+        if any(cells):
+            yield number, cells

@@ -14,14 +14,19 @@ terminals to forget the card. Crediting reads ``''`` as "no profile" (it falls b
 tap's own ``rider``), and so do the statement (``rider`` is then ``''``) and the terminals.
 Rows from before profiles had versions (``version = 0``) are sent to a terminal that starts
 from nothing (``since = 0``) and never again unless they change.
+
+A file of ``card_token,rider`` (:func:`read_profiles`) is checked whole before anything is
+set, as a balances file is (:func:`central.rules.read_card_file`).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from central.incentive_rules import RIDERS
+from central.rules import read_card_file
 from central.store import Store, Tx
 from localpay.errors import ConfigError
 
@@ -36,6 +41,18 @@ def _now() -> int:
 def _next_version(tx: Tx) -> int:
     row = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_profiles")
     return int(row[0] if row else 0) + 1
+
+
+def rider_value(cell: str) -> str:
+    """A profile file's rider cell: one of :data:`RIDERS`."""
+    if cell not in RIDERS:
+        raise ConfigError(f"rider {cell[:40]!r} is not one of {', '.join(RIDERS)}")
+    return cell
+
+
+def read_profiles(path: Path) -> dict[str, str]:
+    """A file of ``card_token,rider``, checked whole: see :func:`central.rules.read_card_file`."""
+    return read_card_file(path, "rider", rider_value)
 
 
 def set_profiles(store: Store, riders: dict[str, str]) -> int:

@@ -1,22 +1,32 @@
-"""Ingest hooks: card balances with overdrafts, and the fraud rules.
+"""Ingest hooks: card balances with overdrafts, and the fraud rules; the operator's card
+files and the deny list as it stands.
 
-Each is a named hook run inside the ingest transaction (see
+Each hook is a named hook run inside the ingest transaction (see
 :class:`central.service.IngestHook`). Fraud rules flag entries in ``flags`` and, when
 configured to, put the card on the deny list. Offline approvals are never refused here: the
 money was already given, so an overspent card becomes an *overdraft* on record.
+
+A card token is what terminals make of a card number, UID or wallet id
+(``terminal.cards.card_token``): 32 hex digits. The operator's files of ``card_token,VALUE``
+(:func:`read_card_file`: balances here, riders in :mod:`central.profiles`) are all or
+nothing: UTF-8 with or without a BOM, CRLF or LF, an optional header line; a bad line (not
+text, too few or too many columns, an empty or malformed token, a token twice, a bad value)
+refuses the whole file, naming the first bad line and how many more there are.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from central.csvfiles import numbered_rows
 from central.service import HookContext, Ingested, IngestHook
 from central.store import Tx
 from localpay.errors import ConfigError
@@ -24,9 +34,113 @@ from localpay.errors import ConfigError
 SPEND = ("payment", "tap")
 GIVE_BACK = ("refund", "void")
 
+#: a card token as terminals make it (``terminal.cards.card_token``)
+CARD_TOKEN = re.compile(r"[0-9a-f]{32}")
+#: the largest balance snapshot: the largest whole number every JSON reader keeps exactly
+#: (balances reach terminals in JSON), which leaves room in the store's 64-bit integers for
+#: the refunds the balance hook adds to it
+MAX_BALANCE = 2**53 - 1
+
+
+def check_card_token(text: str) -> str:
+    """``text`` as a card token (hex in lower case), or ConfigError."""
+    token = text.strip().lower()
+    if not token:
+        raise ConfigError("empty card token")
+    if not CARD_TOKEN.fullmatch(token):
+        raise ConfigError(f"{text[:40]!r} is not a card token (32 hex digits)")
+    return token
+
+
+def read_card_file(path: Path, what: str,
+                   value: Callable[[str], Any]) -> dict[str, Any]:
+    """A file of ``card_token,WHAT`` lines as token -> ``value(cell)``; ``value`` raises
+    ConfigError for a bad cell. Any bad line refuses the whole file (ConfigError)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: {err.strerror or err}") from err
+    problems: list[tuple[int, str]] = []
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        problems.append((line, "not UTF-8 text (save the file as CSV UTF-8)"))
+        text = ""
+    if "\0" in text:
+        problems.append((text[:text.index("\0")].count("\n") + 1,
+                         "holds a NUL byte: not a text file"))
+        text = ""
+    out: dict[str, Any] = {}
+    first_line: dict[str, int] = {}
+    seen_any = False
+    for n, cells in numbered_rows(text):
+        if isinstance(cells, str):
+            problems.append((n, cells))
+            break
+        header, seen_any = not seen_any and cells[0].lower() == "card_token", True
+        if len(cells) < 2:
+            problems.append((n, f"expected card_token,{what}"))
+        elif len(cells) > 2:
+            problems.append((n, f"expected card_token,{what}, found {len(cells)} columns"))
+        elif header:
+            continue
+        else:
+            try:
+                token = check_card_token(cells[0])
+                if token in first_line:
+                    raise ConfigError(f"card {token[:12]}… is also on line {first_line[token]}")
+                out[token] = value(cells[1])
+                first_line[token] = n
+            except ConfigError as err:
+                problems.append((n, str(err)))
+    if problems:
+        n, why = problems[0]
+        more = len(problems) - 1
+        raise ConfigError(f"{path}:{n}: {why}"
+                          + (f" (and {more} more bad line{'s' if more > 1 else ''})"
+                             if more else "") + "; nothing was loaded")
+    return out
+
+
+def balance_value(cell: str) -> int:
+    """A balance snapshot's cell: whole won, 0 to :data:`MAX_BALANCE`."""
+    if not re.fullmatch(r"-?[0-9]+", cell):
+        raise ConfigError(f"expected card_token,balance: {cell[:40]!r} is not a whole number "
+                          "of won")
+    shown = cell if len(cell) <= 40 else cell[:40] + "…"
+    if cell.startswith("-") and cell.strip("-0"):
+        raise ConfigError(f"balance {shown} is negative (a snapshot is 0 to {MAX_BALANCE:,} "
+                          "won)")
+    # compared as text first: int() refuses a string of thousands of digits outright
+    digits = cell.lstrip("-0") or "0"
+    if len(digits) > len(str(MAX_BALANCE)) or int(digits) > MAX_BALANCE:
+        raise ConfigError(f"balance {shown} is more than {MAX_BALANCE:,} won")
+    return int(digits)
+
+
+def read_balances(path: Path) -> dict[str, int]:
+    """A balances file (``card_token,balance``), checked whole: see :func:`read_card_file`."""
+    return read_card_file(path, "balance", balance_value)
+
+
+def deny_list(tx: Tx, municipality: str) -> tuple[int, list[dict[str, Any]]]:
+    """The deny list of ``municipality`` as it stands: its version and each card on it
+    (``card_token``, ``reason``, ``at_ms``: when it was put on), by token."""
+    top = tx.one("SELECT COALESCE(MAX(version), 0) FROM deny_changes WHERE municipality_id = ?",
+                 (municipality,))
+    rows = tx.all("SELECT d.card_token, d.reason, d.at_ms FROM deny_changes d WHERE "
+                  "d.municipality_id = ? AND d.action = 'add' AND d.version = (SELECT "
+                  "MAX(l.version) FROM deny_changes l WHERE l.municipality_id = d.municipality_id "
+                  "AND l.card_token = d.card_token) ORDER BY d.card_token", (municipality,))
+    return int(top[0]) if top else 0, [
+        {"card_token": str(t), "reason": str(r), "at_ms": int(at)} for t, r, at in rows]
+
 
 class BalanceHook:
-    """Keeps central balances of known cards; records overdrafts and deny-lists the card."""
+    """Keeps central balances of known cards; records overdrafts and deny-lists the card.
+    Only the snapshots of the terminal's own municipality move (a card's balance elsewhere
+    is that municipality's, and its payment here is not posted there)."""
 
     name = "balances"
 
@@ -39,7 +153,8 @@ class BalanceHook:
         for chunk in _chunks(tokens, 500):
             marks, params = tx.in_list(chunk)
             for token, balance in tx.all(
-                f"SELECT card_token, balance FROM balances WHERE card_token IN {marks}", params
+                f"SELECT card_token, balance FROM balances WHERE card_token IN {marks} "
+                "AND municipality_id = ?", [*params, ctx.municipality]
             ):
                 balances[str(token)] = int(balance)
         if not balances:

@@ -310,8 +310,10 @@ def test_the_report_json_names_every_part_of_the_day() -> None:
     pfl = [{"reason": "no_account", "terminal_id": "T1", "seq": 4}]
     report = Report("2026-11-25", lines, od, fl, pod, pfl)
     assert report.as_json() == {
-        "day": "2026-11-25", "clean": False, "overdrafts": od, "flags": fl,
-        "pocket_overdrafts": pod, "pocket_flags": pfl,
+        "day": "2026-11-25", "municipality": "default", "clean": False, "overdrafts": od,
+        "flags": fl,
+        "pocket_overdrafts": pod, "pocket_flags": pfl, "config_rejections": [],
+        "never_synced": [], "z_reports": [], "z_report_differences": [],
         "lines": [
             {"terminal_id": "T1", "kind": "payment", "central_count": 2,
              "central_amount": 9_000, "terminal_count": 2, "terminal_amount": 9_000,

@@ -22,7 +22,7 @@ def run(tmp_path: Path, *args: str) -> tuple[int, str]:
 def test_balances_and_profiles_from_csv(tmp_path: Path) -> None:
     a, b = "a" * 32, "b" * 32
     good = tmp_path / "balances.csv"
-    good.write_text(f"card_token,balance\n{a},12000\n\n{b},-500\n", encoding="utf-8")
+    good.write_text(f"card_token,balance\n{a},12000\n\n{b},500\n", encoding="utf-8")
     assert run(tmp_path, "balances", str(good))[0] == 0
     bad = tmp_path / "bad.csv"
     bad.write_text(f"{a},7\n{b},twelve\n", encoding="utf-8")
@@ -38,7 +38,7 @@ def test_balances_and_profiles_from_csv(tmp_path: Path) -> None:
     svc = open_service(f"sqlite:///{tmp_path / 'c.sqlite'}", tmp_path / "data")
     try:
         # the good files' figures, and nothing of the bad ones
-        assert svc.balances_delta(0)["balances"] == {a: 12_000, b: -500}
+        assert svc.balances_delta(0)["balances"] == {a: 12_000, b: 500}
         assert statement(svc.store, a)["rider"] == "youth"
         assert statement(svc.store, b)["rider"] is None
     finally:

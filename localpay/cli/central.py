@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
@@ -13,6 +12,7 @@ from typing import Any
 
 import click
 
+from localpay.cli.common import UserError
 from localpay.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,25 +28,8 @@ def iso_day(text: str, name: str) -> str:
             return dt.date.fromisoformat(text).isoformat()
         except ValueError:
             pass
-    raise click.BadParameter(f"{text!r} is not a real date written YYYY-MM-DD",
-                             param_hint=name)
-
-
-def card_rows(path: Path, what: str) -> list[tuple[int, str, str]]:
-    """``(line number, card_token, value)`` of a CSV of ``card_token,WHAT`` (a header line
-    and blank lines skipped); a short line or unreadable file is one ConfigError."""
-    out: list[tuple[int, str, str]] = []
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            for n, row in enumerate(csv.reader(fh), 1):
-                if not row or row[0] == "card_token":
-                    continue
-                if len(row) < 2:
-                    raise ConfigError(f"{path}:{n}: expected card_token,{what}")
-                out.append((n, row[0], row[1]))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ConfigError(f"{path}: {err}") from err
-    return out
+    # one line, as every refusal (not click's usage block)
+    raise UserError(f"{name}: {text!r} is not a real date written YYYY-MM-DD")
 
 
 def service_options(func: Any) -> Any:
@@ -57,6 +40,13 @@ def service_options(func: Any) -> Any:
                         default=None, help="Folder of the log key and the default SQLite "
                         "store (default: ~/.local/share/localpay/central).")(func)
     return func
+
+
+def municipality_flag(func: Any) -> Any:
+    """``--municipality ID`` (default ``default``: a single-municipality install needs none)."""
+    return click.option("--municipality", default="default", show_default=True, metavar="ID",
+                        help="The municipality this acts in (`central municipality list`)."
+                        )(func)
 
 
 def open_central(db: str | None, data: Path | None, **kw: Any) -> Any:
@@ -125,40 +115,89 @@ def terminal() -> None:
 @click.argument("public_key")
 @click.option("--lat", type=float, default=None, help="Where it stands (for the travel rule).")
 @click.option("--lon", type=float, default=None)
+@municipality_flag
 def terminal_add(db: str | None, data: Path | None, terminal_id: str, public_key: str,
-                 lat: float | None, lon: float | None) -> None:
-    """Register TERMINAL_ID with its Ed25519 PUBLIC_KEY (64 hex digits)."""
+                 lat: float | None, lon: float | None, municipality: str) -> None:
+    """Register TERMINAL_ID with its Ed25519 PUBLIC_KEY (64 hex digits), a terminal of
+    one municipality for good."""
     try:
         raw = bytes.fromhex(public_key)
     except ValueError:
         raise click.BadParameter("must be 64 hex digits", param_hint="PUBLIC_KEY") from None
-    open_central(db, data).add_terminal(terminal_id, raw, lat=lat, lon=lon)
-    click.echo(f"terminal {terminal_id} registered")
+    open_central(db, data).add_terminal(terminal_id, raw, lat=lat, lon=lon,
+                                        municipality=municipality)
+    click.echo(f"terminal {terminal_id} registered"
+               + (f" in municipality {municipality}" if municipality != "default" else ""))
 
 
 @central.command("deny")
 @service_options
-@click.argument("card_token")
+@click.argument("card_token", required=False)
 @click.option("--reason", default="operator", show_default=True)
 @click.option("--remove", is_flag=True, help="Take the card off the deny list.")
-def deny(db: str | None, data: Path | None, card_token: str, reason: str, remove: bool) -> None:
-    """Put a card token on the deny list (or take it off)."""
-    version = open_central(db, data).deny(card_token, reason, remove=remove)
+@click.option("--list", "show", is_flag=True, help="Show the deny list instead: each card "
+              "with its reason and when it was put on.")
+@click.option("--json", "as_json", is_flag=True, help="With --list: one JSON object.")
+@municipality_flag
+def deny(db: str | None, data: Path | None, card_token: str | None, reason: str, remove: bool,
+         show: bool, as_json: bool, municipality: str) -> None:
+    """Put a card token (32 hex digits) on the deny list of one municipality's terminals (or
+    take it off), or show that list."""
+    from central.rules import check_card_token
+
+    if show:
+        if card_token is not None:
+            raise UserError("--list takes no CARD_TOKEN")
+        deny_show(open_central(db, data), municipality, as_json)
+        return
+    if card_token is None:
+        raise UserError("give a CARD_TOKEN to deny, or --list")
+    if as_json:
+        raise UserError("--json is for --list")
+    version = open_central(db, data).deny(check_card_token(card_token), reason, remove=remove,
+                                          municipality=municipality)
     click.echo(f"deny list version {version}")
+
+
+def deny_show(service: Any, municipality: str, as_json: bool) -> None:
+    """``central deny --list``: the version, then a line per card (token, reason, when)."""
+    import datetime as dt
+
+    from central import municipalities
+    from central.rules import deny_list
+
+    with service.store.tx(write=False) as tx:
+        municipalities.require(tx, municipality)
+        version, cards = deny_list(tx, municipality)
+    for card in cards:
+        card["at"] = dt.datetime.fromtimestamp(card["at_ms"] / 1000, service.tz).isoformat(
+            sep=" ", timespec="seconds")
+    if as_json:
+        click.echo(json.dumps({"municipality": municipality, "version": version,
+                               "cards": cards}))
+        return
+    click.echo(f"deny list version {version}: "
+               + (f"{len(cards)} card{'s' if len(cards) != 1 else ''}" if cards else "no cards"))
+    width = max((len(c["reason"]) for c in cards), default=0)
+    for card in cards:
+        click.echo(f"{card['card_token']}  {card['reason']:<{width}}  {card['at']}")
 
 
 @central.command("balances")
 @service_options
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-def balances(db: str | None, data: Path | None, csv_file: Path) -> None:
-    """Load balance snapshots from a CSV of card_token,balance (integer won)."""
-    rows: dict[str, int] = {}
-    for n, token, value in card_rows(csv_file, "balance"):
-        try:
-            rows[token] = int(value)
-        except ValueError:
-            raise ConfigError(f"{csv_file}:{n}: expected card_token,balance") from None
-    version = open_central(db, data).set_balances(rows)
+@municipality_flag
+def balances(db: str | None, data: Path | None, csv_file: Path, municipality: str) -> None:
+    """Load balance snapshots from a CSV of card_token,balance (whole won, 0 to 2**53-1) for
+    one municipality's terminals; a card whose balance another municipality holds is refused.
+
+    A bad line (too few or many columns, an empty or malformed token, a token twice, a bad
+    balance) refuses the whole file, naming its line.
+    """
+    from central.rules import read_balances
+
+    rows = read_balances(csv_file)
+    version = open_central(db, data).set_balances(rows, municipality=municipality)
     click.echo(f"{len(rows)} balances loaded (version {version})")
 
 
@@ -175,6 +214,7 @@ def publish_config(db: str | None, data: Path | None, source: Path,
     SOURCE is a bundle signed elsewhere, or with --sign-for a TOML file that the service
     signs with its operator key.
     """
+    from central.config_audit import check_publish
     from central.enroll import load_operator_key
     from central.merchants import Registry
     from firmware_cfg import bundle as bundles
@@ -185,9 +225,13 @@ def publish_config(db: str | None, data: Path | None, source: Path,
         if service.data_dir is None:
             raise ConfigError("this service has no data folder holding an operator key")
         current = int(service.latest_config(terminal_id)["version"])
-        text = Registry(service.store).config_for(terminal_id, text)
+        # the merchant facts of the terminal's own municipality
+        text = Registry(service.store, service.terminal_municipality(terminal_id)
+                        ).config_for(terminal_id, text)
         text = bundles.make(load_operator_key(service.data_dir), terminal_id, current + 1,
                             text).decode("utf-8")
+    # the terminal's own id and role, whoever signed it (central.config_audit)
+    check_publish(service.store, text)
     version = service.publish_config(text)
     click.echo(f"config version {version} published")
 
@@ -197,19 +241,25 @@ def publish_config(db: str | None, data: Path | None, source: Path,
 @click.option("--date", "day", required=True, metavar="YYYY-MM-DD", callback=lambda c, p, v:
               iso_day(v, "--date"), help="The day, in the service's time zone.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
-def report(db: str | None, data: Path | None, day: str, as_json: bool) -> None:
-    """Reconcile the central totals with each terminal's own totals for one day.
+@municipality_flag
+def report(db: str | None, data: Path | None, day: str, as_json: bool,
+           municipality: str) -> None:
+    """Reconcile the central totals with each terminal's own totals for one day, for the
+    terminals and books of one municipality.
 
     Exit 1 when anything differs, or when there are overdrafts, fraud flags, overdrafts by
-    pocket or pocket flags.
+    pocket or pocket flags, or a till's Z report that differs from the log (Z REPORT
+    DIFFERS, a line per figure). Terminals registered by that day that never sent anything
+    are listed (NEVER SYNCED) without changing the exit status.
     """
     from central.reconcile import report as make
 
-    rep = make(open_central(db, data), day)
+    rep = make(open_central(db, data), day, municipality)
     if as_json:
         click.echo(json.dumps(rep.as_json()))
         sys.exit(0 if rep.clean else 1)
-    click.echo(f"Reconciliation for {day}")
+    click.echo(f"Reconciliation for {day}"
+               + (f", municipality {municipality}" if municipality != "default" else ""))
     head = (f"{'terminal':<18} {'kind':<10} {'central n':>9} {'central won':>13} "
             f"{'terminal n':>10} {'terminal won':>13}  ")
     click.echo(head)
@@ -245,6 +295,15 @@ def report(db: str | None, data: Path | None, day: str, as_json: bool) -> None:
     for f in rep.pocket_flags:
         click.echo(f"POCKET FLAG {f['reason']} card {f['card_token'][:12]}… at "
                    f"{f['terminal_id']} entry {f['seq']}: {f['detail']}")
+    for r in rep.config_rejections:
+        click.echo(f"CONFIG REFUSED by {r['terminal_id']}: version {r['version']} "
+                   f"(sha256 {r['sha256'][:16]}…): {r['reason']}")
+    for t in rep.never_synced:
+        click.echo(f"NEVER SYNCED {t['terminal_id']}: registered {t['registered']}, nothing "
+                   "from it has reached the central log")
+    for z in rep.z_report_differences:  # a till's Z report the log does not bear out
+        click.echo(f"Z REPORT DIFFERS {z['terminal_id']} entry {z['seq']} {z['figure']}: "
+                   f"terminal {z['terminal']:,}, central {z['central']:,}")
     if rep.clean:
         click.echo("all terminals reconcile")
     sys.exit(0 if rep.clean else 1)
@@ -320,6 +379,8 @@ def payout_cmd(db: str | None, data: Path | None, month: str, settlement: Path |
                as_json: bool) -> None:
     """Pay a month's points as spendable balance and write its settlement file.
 
+    A card linked to an account is paid into that account's points pocket, from the points
+    budget (localpay central payout-fund); a card without one into its balance, as before.
     Months may be paid in any order; every point is paid once. A second run of a month
     changes nothing and writes the same file again. The file is CSV: card_token, category,
     month, points by rule (bus, local_food, refund, campaign) and total, one row per card
@@ -339,11 +400,35 @@ def payout_cmd(db: str | None, data: Path | None, month: str, settlement: Path |
         return
     what = "already paid out" if result.already else "paid out"
     click.echo(f"{result.month} {what}: {result.points:,} points to {result.cards:,} cards"
+               + (f", {result.pocket_points:,} of them into {result.pocket_cards:,} accounts' "
+                  "points pockets" if result.pocket_cards else "")
                + (f" (balance version {result.balance_version})"
                   if result.balance_version else "")
                + (f"; {result.held_points:,} points held for {result.held_cards:,} cards "
                   "without a balance account" if result.held_cards else ""))
     click.echo(f"settlement file: {path} ({cards:,} cards)")
+
+
+@central.command("payout-fund")
+@service_options
+@click.option("--amount", required=True, type=click.IntRange(min=1), help="Won to put in.")
+@click.option("--ref", default=None, help="The funding's reference (default: today's date); "
+              "the same reference again moves nothing.")
+@click.option("--programme", default=None, help="The points programme (default: incentives).")
+@click.option("--municipality", default="default", show_default=True)
+def payout_fund_cmd(db: str | None, data: Path | None, amount: int, ref: str | None,
+                    programme: str | None, municipality: str) -> None:
+    """Put the city's money into the points budget that payouts pay points pockets from."""
+    import datetime as dt
+
+    from central.payouts import POINTS_PROGRAMME, fund_points
+
+    store = open_central(db, data).store
+    got = fund_points(store, amount, ref or dt.date.today().isoformat(),
+                      programme=programme or POINTS_PROGRAMME, municipality=municipality)
+    click.echo(f"points budget of {got.programme}: {got.budget:,} won"
+               + ("" if got.fresh else f" (reference {got.ref} was funded before: "
+                  "nothing moved)"))
 
 
 @central.command("budget")
@@ -389,9 +474,9 @@ def profile_set(db: str | None, data: Path | None, card_token: str, rider: str) 
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def profile_load(db: str | None, data: Path | None, csv_file: Path) -> None:
     """Load rider categories from a CSV of card_token,rider."""
-    from central.profiles import set_profiles
+    from central.profiles import read_profiles, set_profiles
 
-    rows = {token: value.strip() for _, token, value in card_rows(csv_file, "rider")}
+    rows = read_profiles(csv_file)
     click.echo(f"{set_profiles(open_central(db, data).store, rows)} profiles loaded")
 
 
@@ -471,7 +556,7 @@ def campaign_keygen(key_file: Path) -> None:
     rules' [campaigns] keys and the terminals' issuer keys."""
     from firmware_cfg.keys import generate_terminal_key, public_hex
 
-    click.echo(public_hex(generate_terminal_key(key_file)))
+    click.echo(public_hex(generate_terminal_key(key_file, "campaign key")))
 
 
 @campaign_group.command("code")
@@ -491,7 +576,8 @@ def campaign_code(campaign_id: str, wallet_id: str, key_file: Path, points: int,
     from terminal.qr import campaign
 
     now = int(time.time())
-    click.echo(campaign.make(load_terminal_key(key_file), campaign_id, wallet_id, points,
+    key = load_terminal_key(key_file, "campaign key")
+    click.echo(campaign.make(key, campaign_id, wallet_id, points,
                              valid_from=now, valid_until=now + days * 86_400))
 
 
@@ -513,9 +599,12 @@ def campaign_code(campaign_id: str, wallet_id: str, key_file: Path, points: int,
 @click.option("--ttl-hours", type=click.FloatRange(min=0.02, max=720), default=24.0,
               show_default=True, help="Hours until the code expires.")
 @click.option("--count", type=click.IntRange(1, 1000), default=1, show_default=True)
+@municipality_flag
 def enroll_codes(db: str | None, data: Path | None, terminal_id: str, role: str | None,
-                 place: str, template: Path | None, ttl_hours: float, count: int) -> None:
-    """Issue single-use enrolment codes for `localpay provision --enroll-code`.
+                 place: str, template: Path | None, ttl_hours: float, count: int,
+                 municipality: str) -> None:
+    """Issue single-use enrolment codes for `localpay provision --enroll-code`, each for a
+    terminal of one municipality.
 
     Each code is shown once, here; the service keeps only hashes of it.
     """
@@ -525,11 +614,14 @@ def enroll_codes(db: str | None, data: Path | None, terminal_id: str, role: str 
     service = open_central(db, data)
     try:
         codes = issue_codes(service, count=count, terminal_id=terminal_id, role=role or "",
-                            place=place, template=text, ttl_s=int(ttl_hours * 3600))
+                            place=place, template=text, ttl_s=int(ttl_hours * 3600),
+                            municipality=municipality)
     finally:
         service.store.close()
-    bound = ", ".join(f"{k} {v}" for k, v in (("terminal", terminal_id), ("role", role),
-                                               ("place", place)) if v)
+    bound = ", ".join(f"{k} {v}" for k, v in (("municipality", municipality),
+                                               ("terminal", terminal_id), ("role", role),
+                                               ("place", place))
+                      if v and (k, v) != ("municipality", "default"))
     click.echo(f"{count} enrolment code(s), single-use, valid {ttl_hours:g} h"
                + (f" ({bound})" if bound else "") + ":", err=True)
     for code in codes:
@@ -543,6 +635,7 @@ def _register_groups() -> None:
     from localpay.cli.allowances import allowance
     from localpay.cli.books import books
     from localpay.cli.merchants import merchant
+    from localpay.cli.municipalities import municipality
     from localpay.cli.pockets import pockets, spend
     from localpay.cli.settlement import settlement
     from localpay.cli.topups import topup
@@ -555,6 +648,7 @@ def _register_groups() -> None:
     central.add_command(pockets)
     central.add_command(spend)
     central.add_command(topup)
+    central.add_command(municipality)
 
 
 _register_groups()

@@ -17,16 +17,21 @@ terminal's default size (``[central] batch_size``). Beside the figures, the floo
 the same run: the disk's raw ``write``+``fsync`` rate, and the service's checks alone (chain
 and signatures, ``check_batch``) over the same batches.
 
-``localpay bench central``; ``run_central_bench()`` is the same as a function.
+``localpay bench central``; ``run_central_bench()`` is the same as a function. Its throwaway
+PostgreSQL cluster is stopped and removed however the run ends: SIGINT (Ctrl-C) and SIGTERM
+raise KeyboardInterrupt, held while the cluster starts (so that it is known, then stopped)
+and while it stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,68 @@ from firmware_cfg.keys import public_hex
 from localpay.cli.bench.stacks import fill_ledger, signed_entries, start_central
 from localpay.cli.bench.traffic import BATCH, WEEKDAY_MS, terminal_traffic, validator_traffic
 from localpay.cli.bench.validator import raw_fsync_rate
+from localpay.cli.common import UserError
+from localpay.errors import ConfigError
 from localpay.pgserver import PgCluster
+
+#: the stores this benchmark measures
+STORES = ("sqlite", "postgresql")
+
+
+def store_names(text: str) -> tuple[str, ...]:
+    """``--stores``: names of :data:`STORES`, comma-separated, each once."""
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    for i, name in enumerate(names):
+        if name not in STORES:
+            raise UserError(f"--stores: {name!r} is not a store this benchmark measures "
+                            f"({', '.join(STORES)})")
+        if name in names[:i]:
+            raise UserError(f"--stores: {name!r} is named twice")
+    if not names:
+        raise UserError(f"--stores: give at least one store ({', '.join(STORES)})")
+    return names
+
+
+class Interrupts:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (SIGTERM's default would end the process
+    with no ``finally`` run, leaving the cluster behind), except inside :meth:`held`, where
+    the signal waits until the block is done. Only in the main thread, where Python runs
+    signal handlers; elsewhere it changes nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self._holding:
+            self._pending = signum
+            return
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold signals over a block that must finish (starting or stopping a server)."""
+        outer = self._holding
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = outer
+            pending, self._pending = self._pending, None
+            if pending is not None and not outer:
+                raise KeyboardInterrupt(signal.Signals(pending).name)
 
 
 def _credited(store: Store) -> dict[str, Any]:
@@ -163,7 +229,19 @@ def run_central_bench(
     """Measure ``ingest``, ``one_terminal`` and ``many_terminals`` on each store; return the
     figures as a JSON-able dict. ``verify`` is the service's signature policy; ``batch``
     the entries per batch (default: the terminal's own)."""
-    say = progress or (lambda msg: None)
+    unknown = [kind for kind in stores if kind not in STORES]
+    if unknown or not stores or len(set(stores)) != len(stores):
+        raise ConfigError(f"stores: expected some of {', '.join(STORES)}, each once; found "
+                          f"{', '.join(stores) or 'none'}")
+    with Interrupts() as interrupts:
+        return _run(interrupts, stores=stores, backlog=backlog, terminals=terminals,
+                    per_terminal=per_terminal, batch=batch, verify=verify,
+                    processes=processes, folder=folder, say=progress or (lambda msg: None))
+
+
+def _run(interrupts: Interrupts, *, stores: tuple[str, ...], backlog: int, terminals: int,
+         per_terminal: int, batch: int, verify: str, processes: int, folder: Path | None,
+         say: Callable[[str], None]) -> dict[str, Any]:
     result: dict[str, Any] = {"verify": verify, "cpus": multiprocessing.cpu_count(),
                               "batch": batch}
     cluster: PgCluster | None = None
@@ -181,7 +259,10 @@ def run_central_bench(
                     if kind == "sqlite":
                         return f"sqlite:///{Path(tmp) / kind / name / 'central.sqlite'}"
                     if cluster is None:
-                        cluster = PgCluster(durable=True)
+                        with interrupts.held():
+                            cluster = PgCluster(durable=True)
+                        say(f"postgresql: started a throwaway cluster (fsync on) in "
+                            f"{cluster.dir}")
                     return cluster.new_database()
 
                 base = Path(tmp) / kind
@@ -197,5 +278,6 @@ def run_central_bench(
                 result[kind] = figures
         finally:
             if cluster is not None:
-                cluster.destroy()
+                with interrupts.held():
+                    cluster.destroy()
     return result
