@@ -23,10 +23,14 @@ log = logging.getLogger(__name__)
 
 Color = tuple[int, int, int]
 Align = Literal["left", "center", "right"]
+Mark = Literal["check", "cross", "bang"]
 VAlign = Literal["top", "middle", "bottom"]
 
 # Colours: dark background for contrast in a bright bus; the three outcomes are told apart
-# by hue and by their words, never by hue alone.
+# by hue, by their words and by a symbol (Painter.mark), never by hue alone. Text on the
+# outcome colours (TEXT) reaches WCAG AA, 4.5:1: GREEN 5.4, RED 5.9, AMBER 5.2, BLUE 4.7
+# (tests/test_kiosk_truth.py measures it from the pixels). The earlier brighter fills gave
+# 3.0, 4.4 and 2.9: they stay as the *_TEXT colours, for words on the dark background.
 BG: Color = (15, 23, 42)
 PANEL: Color = (30, 41, 59)
 BUTTON: Color = (51, 65, 85)
@@ -34,9 +38,13 @@ BUTTON_OFF: Color = (38, 48, 64)
 TEXT: Color = (241, 245, 249)
 MUTED: Color = (148, 163, 184)
 DIM: Color = (100, 116, 139)
-GREEN: Color = (22, 163, 74)
-RED: Color = (220, 38, 38)
-AMBER: Color = (217, 119, 6)
+GREEN: Color = (21, 115, 56)
+RED: Color = (185, 28, 28)
+AMBER: Color = (168, 76, 8)
+AMBER_TEXT: Color = (217, 119, 6)
+RED_TEXT: Color = (248, 113, 113)
+#: the out-of-service screen's panel: neither an outcome's hue nor the idle background
+OUT_OF_SERVICE: Color = (71, 85, 105)
 BLUE: Color = (37, 99, 235)
 ORANGE: Color = (234, 88, 12)
 ONLINE: Color = (34, 197, 94)
@@ -92,6 +100,8 @@ class Painter:
     render_cache: _Lru = field(default_factory=_Lru)
     records: list[TextRecord] = field(default_factory=list)
     buttons: list[tuple[str, pygame.Rect]] = field(default_factory=list)
+    #: the symbols drawn (kind, square), for the tests to find them
+    marks: list[tuple[Mark, pygame.Rect]] = field(default_factory=list)
 
     @property
     def width(self) -> int:
@@ -120,6 +130,7 @@ class Painter:
             self.surface = surface
         self.records = []
         self.buttons = []
+        self.marks = []
 
     def box(self, x: float, y: float, w: float, h: float) -> pygame.Rect:
         """A rectangle given in 800×480 design pixels, scaled to the surface."""
@@ -253,3 +264,49 @@ class Painter:
             if rect.collidepoint(pos):
                 return ident
         return None
+
+    # -- symbols ---------------------------------------------------------------------------
+
+    def mark(self, kind: Mark, beside: TextRecord, color: Color = TEXT, *,
+             whole: bool = False) -> pygame.Rect:
+        """✓, ✗ or ! to the left of a drawn text, as tall as its first line (``whole``: as
+        tall as all its lines).
+
+        Drawn as shapes: NanumGothic has no ✓ or ✗ (freetype gives no glyph, and pygame
+        would draw an empty box), and a shape needs no font to be there at all.
+        """
+        first = beside.rects[0]
+        top = min(r.top for r in beside.rects)
+        bottom = max(r.bottom for r in beside.rects)
+        side = max(8, round((bottom - top if whole else first.height) * 0.8))
+        square = pygame.Rect(0, 0, side, side)
+        square.right = min(r.left for r in beside.rects) - max(4, side // 4)
+        square.centery = (top + bottom) // 2
+        draw_mark(self.surface, kind, square, color)
+        self.marks.append((kind, square))
+        return square
+
+
+def draw_mark(surface: pygame.Surface, kind: Mark, square: pygame.Rect, color: Color) -> None:
+    """The symbol ``kind`` filling ``square``: strokes a seventh of its side wide."""
+    s = square.width
+    width = max(2, round(s / 7))
+
+    def at(fx: float, fy: float) -> tuple[int, int]:
+        return square.left + round(fx * s), square.top + round(fy * s)
+
+    if kind == "check":
+        pygame.draw.lines(surface, color, False, [at(0.1, 0.55), at(0.4, 0.82), at(0.92, 0.18)],
+                          width)
+        for point in (at(0.1, 0.55), at(0.4, 0.82), at(0.92, 0.18)):
+            pygame.draw.circle(surface, color, point, width // 2)
+    elif kind == "cross":
+        for a, b in ((at(0.15, 0.15), at(0.85, 0.85)), (at(0.85, 0.15), at(0.15, 0.85))):
+            pygame.draw.line(surface, color, a, b, width + 1)
+            for point in (a, b):
+                pygame.draw.circle(surface, color, point, (width + 1) // 2)
+    else:
+        bar = pygame.Rect(0, 0, max(2, round(s * 0.22)), round(s * 0.54))
+        bar.midtop = at(0.5, 0.04)
+        pygame.draw.rect(surface, color, bar, border_radius=bar.width // 3)
+        pygame.draw.circle(surface, color, at(0.5, 0.84), max(2, round(s * 0.11)))

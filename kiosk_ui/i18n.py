@@ -44,9 +44,35 @@ STRINGS: dict[str, tuple[str, str]] = {
     "all_synced": ("All synced", "동기화 완료"),
     "ledger_fault": ("Needs service", "점검 필요"),
     "reader_fault": ("Reader problem", "리더기 오류"),
-    # payments go on; the technician sees that the clock needs setting (selftest says why)
+    # a receipt that did not print (kiosk_ui.model.ReceiptFault): the payment stands
+    "receipt_paper_out": ("Receipt not printed: out of paper. Reprint: entry {seq}",
+                          "영수증 미출력: 용지 없음. 재출력: {seq}번"),
+    "receipt_offline": ("Receipt not printed: printer offline. Reprint: entry {seq}",
+                        "영수증 미출력: 프린터 오프라인. 재출력: {seq}번"),
+    "receipt_missing": ("Receipt not printed: no printer. Reprint: entry {seq}",
+                        "영수증 미출력: 프린터 없음. 재출력: {seq}번"),
+    "receipt_fault": ("Receipt not printed: printer fault. Reprint: entry {seq}",
+                      "영수증 미출력: 프린터 오류. 재출력: {seq}번"),
+    # payments go on up to risk.unknown_clock_amount; the technician sees that the clock
+    # needs setting (selftest says why)
     "clock_unknown": ("Clock not set", "시계 미확인"),
     "route": ("Bus {place}", "{place}번 버스"),
+    # out of service (kiosk_ui.service): the rider's words in both languages, then the cause
+    "out_of_service": ("Out of service, please use another door or reader",
+                       "이 단말기는 사용할 수 없습니다"),
+    "for_technician": ("For the technician", "점검 안내"),
+    "cause_key_missing": ("Key file missing or unusable", "키 파일이 없거나 쓸 수 없습니다"),
+    "cause_home_read_only": ("Home folder is read-only", "홈 폴더가 읽기 전용입니다"),
+    "cause_ledger_broken": ("Ledger needs service", "원장 점검이 필요합니다"),
+    "cause_exposure_reached": ("Offline limit reached: sync needed",
+                               "오프라인 한도 도달: 동기화 필요"),
+    "cause_clock_unknown": ("Clock not set and its offline allowance used: sync needed",
+                            "시계 미확인, 허용 한도 소진: 동기화 필요"),
+    "cause_no_reader": ("No reader or scanner works", "작동하는 리더기가 없습니다"),
+    "device_card": ("Card reader", "카드 리더기"),
+    "device_scanner": ("Scanner", "스캐너"),
+    "device_missing": ("{device} missing: {name}", "{device} 없음: {name}"),
+    "show_code": ("Show your payment code to the scanner", "결제 코드를 스캐너에 보여주세요"),
     "lang_button": ("한국어", "English"),
     "amount_prompt": ("Enter amount", "금액을 입력하세요"),
     "pay_card": ("Card", "카드"),
@@ -63,6 +89,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "qr_or_scan": ("or show your payment code to the scanner",
                    "또는 결제 코드를 스캐너에 보여주세요"),
     "enter_amount_first": ("Enter the amount first", "먼저 금액을 입력하세요"),
+    # the keypad refused a digit: one sale may be at most risk.max_amount offline
+    "over_max": ("At most {amount} per sale", "1회 최대 {amount}"),
     "refund_pick": ("Choose a payment to refund", "환불할 결제를 고르세요"),
     "refund_none": ("No payments today that can be refunded",
                     "오늘 환불할 수 있는 결제가 없습니다"),
@@ -85,6 +113,18 @@ STRINGS: dict[str, tuple[str, str]] = {
     "demo_keys": ("Demo: F1–F4 riders, F5 blocked card, F6 bad code",
                   "데모: F1–F4 승객, F5 정지 카드, F6 잘못된 코드"),
     "till": ("Till", "계산대"),
+    # clerks (kiosk_ui.clerks): sign-in, the supervisor's PIN for refunds, the lockout
+    "sign_in_title": ("Sign in: touch your name", "로그인: 이름을 누르세요"),
+    "role_supervisor": ("supervisor", "관리자"),
+    "pin_for": ("PIN for {name}", "{name} 비밀번호"),
+    "pin_supervisor": ("Refund: a supervisor's PIN", "환불: 관리자 비밀번호"),
+    "pin_wrong": ("Wrong PIN", "비밀번호가 틀렸습니다"),
+    "pin_locked": ("Too many wrong PINs: try again in {seconds} s",
+                   "비밀번호 오류가 많습니다: {seconds}초 후 다시"),
+    "sign_out": ("Sign out {name}", "로그아웃 {name}"),
+    # closing the day (terminal.zreport); the report's own lines come from there
+    "close_day": ("Close day", "마감"),
+    "z_making": ("Closing the day…", "마감하는 중…"),
     # rider categories beside a validator's fare; one the config adds shows its own name
     "rider_adult": ("Adult", "일반"),
     "rider_youth": ("Youth", "청소년"),
@@ -119,7 +159,8 @@ def all_texts(language: Language) -> list[str]:
     sample = {"amount": won(1_234_567, language), "n": 12345, "points": 2900, "place": "85",
               "seq": 123456, "time": "23:59", "count": 999, "paid": won(99_999_999, language),
               "refunded": won(9_999_999, language), "net": won(90_000_000, language),
-              "page": 10, "pages": 10}
+              "page": 10, "pages": 10, "device": "카드 리더기" if language == "ko"
+              else "Card reader", "name": "serial:/dev/ttyACM0", "seconds": 900}
     texts = [tr(language, k, **sample) for k in STRINGS]
     texts += [reason_text(r, language) for r in Reason]
     return texts

@@ -30,6 +30,7 @@ from kiosk_ui.model import (
 )
 from kiosk_ui.qr import merchant_payload
 from kiosk_ui.screens import Statics, render
+from kiosk_ui.service import DETAIL_CHARS, Blocker, Cause, DeviceState
 from terminal.risk import MESSAGES, Reason
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,13 @@ def catalog(role: Role, language: Language, *, every_reason: bool = False,
         return replace(base, screen=screen, **changes)
 
     reasons = list(Reason) if every_reason else [longest_reason(language), Reason.DENY_LISTED]
+    yield from _out_of_service(state, role)
     if role == "validator":
         yield "idle", state(Screen.IDLE)
+        # the card reader unplugged, the scanner working: codes only, and the status says so
+        yield "reader-missing", state(Screen.IDLE, sync=replace(offline, devices=(
+            DeviceState("pcsc:ACS ACR122U", "card", False, "no PC/SC reader matches"),
+            DeviceState("serial:/dev/ttyACM0", "scanner", True))))
         yield "idle-online", state(Screen.IDLE, sync=SyncView(online=True), demo=False)
         yield "idle-fault", state(Screen.IDLE, sync=SyncView(ledger_ok=False, reader_ok=False))
         yield "reading", state(Screen.READING)
@@ -106,6 +112,14 @@ def catalog(role: Role, language: Language, *, every_reason: bool = False,
     yield "keypad-amount", state(Screen.KEYPAD, digits="8800")
     yield "keypad-max", state(Screen.KEYPAD, digits="999999999")
     yield "keypad-notice", state(Screen.KEYPAD, notice="enter_amount_first")
+    # a till without its scanner takes cards; its QR screen asks for no code at a scanner
+    no_scanner = replace(offline, devices=(
+        DeviceState("nfc:usb:072f:2200", "card", True),
+        DeviceState("serial:/dev/ttyACM0", "scanner", False, "no such file or directory")))
+    yield "scanner-missing", state(Screen.KEYPAD, digits="8800", sync=no_scanner)
+    yield "wait-qr-scanner-missing", state(Screen.WAIT_QR, digits="8800", pending=8_800,
+                                           method="qr", sale_ref="000000000118",
+                                           sync=no_scanner)
     yield "keypad-fault", state(Screen.KEYPAD, digits="1000", fault="ledger write failed",
                                 sync=SyncView(ledger_ok=False))
     yield "wait-card", state(Screen.WAIT_CARD, digits="8800", pending=8_800)
@@ -132,6 +146,33 @@ def catalog(role: Role, language: Language, *, every_reason: bool = False,
     yield "today", state(Screen.TODAY, day=day)
     yield "today-page-2", state(Screen.TODAY, day=day, page=1)
     yield "today-empty", state(Screen.TODAY, day=DayView())
+
+
+def _out_of_service(state: Any, role: Role) -> Iterator[tuple[str, KioskModel]]:
+    """The out-of-service screen for each cause, the technician's detail at its longest."""
+    home = "/var/lib/localpay"
+    broken = SyncView(ledger_ok=False, blocked=(
+        Blocker(Cause.HOME_READ_ONLY, f"{home}: read-only file system"),
+        Blocker(Cause.LEDGER_BROKEN, f"cannot open ledger {home}/ledger.sqlite: unable to "
+                "open database file")))
+    yield "out-of-service-read-only", state(Screen.OUT_OF_SERVICE, sync=broken)
+    yield "out-of-service-key", state(Screen.OUT_OF_SERVICE, sync=SyncView(
+        ledger_ok=False, blocked=(Blocker(Cause.KEY_MISSING, f"terminal key file {home}/keys/"
+                                          "terminal.key does not exist"),)))
+    yield "out-of-service-ledger", state(Screen.OUT_OF_SERVICE, sync=SyncView(
+        ledger_ok=False, blocked=(Blocker(Cause.LEDGER_BROKEN, "entry 7: bad signature"),)))
+    yield "out-of-service-exposure", state(Screen.OUT_OF_SERVICE, sync=SyncView(
+        waiting=3_217, head_seq=20_000, blocked=(Blocker(
+            Cause.EXPOSURE_REACHED, "4,999,100 won taken offline, limit 5,000,000: sync to "
+            "take more"),)))
+    card = "pcsc:ACS ACR122U" if role == "validator" else "nfc:usb:072f:2200"
+    errors = (f"{card}: cannot open {card.split(':', 1)[0]} reader: no such device; "
+              "serial:/dev/ttyACM0: cannot open scanner port '/dev/ttyACM0': [Errno 2] "
+              "could not open port /dev/ttyACM0: No such file or directory")
+    yield "out-of-service-no-reader", state(Screen.OUT_OF_SERVICE, sync=SyncView(
+        blocked=(Blocker(Cause.NO_READER, errors[:DETAIL_CHARS - 1] + "…"),), devices=(
+            DeviceState(card, "card", False, "no PC/SC reader matches"),
+            DeviceState("serial:/dev/ttyACM0", "scanner", False, "no such file"))))
 
 
 def _claims(state: Any, wallet: str, **more: Any) -> Iterator[tuple[str, KioskModel]]:

@@ -1,11 +1,12 @@
 """How far the terminal may trust its wall clock: ``synchronised``, ``anchored`` or ``unknown``.
 
 A Raspberry Pi has no real-time clock: after a power cut with no network it may boot at the
-epoch, or at a time saved before the cut. The terminal never stops taking payments because of
-its clock; it records in each entry's detail (``"clock"``) how far the stated time can be
-trusted, and the central service gives an entry whose clock was ``unknown`` an effective time
-of its own (``central.clock``). Ordering does not depend on any of this: it stays on the
-ledger's hybrid monotonic stamp.
+epoch, or at a time saved before the cut. The terminal does not stop taking payments because
+of its clock, up to ``risk.unknown_clock_amount`` won taken with it ``unknown`` since the last
+sync (``offline_ledger.unknown_clock``; declined ``clock_unknown`` beyond); it records in each
+entry's detail (``"clock"``) how far the stated time can be trusted, and the central service
+gives an entry whose clock was ``unknown`` an effective time of its own (``central.clock``).
+Ordering does not depend on any of this: it stays on the ledger's hybrid monotonic stamp.
 
 The rules, in order (``wall`` is the wall clock being judged):
 

@@ -86,7 +86,7 @@ def _config(role: str) -> Config:
                           place="85" if role == "validator" else "M0001",
                           merchant_name="Bench Store")
     # a long offline run: lift the terminal-wide cap, as `localpay simulate` does
-    return cfg.replace("risk", terminal_exposure=10**12)
+    return cfg.replace("risk", terminal_exposure=10**12, unknown_clock_amount=10**12)
 
 
 def _prefill(terminal: Terminal, count: int) -> None:
