@@ -8,6 +8,7 @@ import threading
 import time
 import tty
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -105,3 +106,18 @@ def test_help_documents_the_reader_syntax() -> None:
     for form in ("pcsc[:NAME-PATTERN]", "nfc:tty:AMA0:pn532", "serial:PORT[:BAUD]",
                  "camera[:INDEX]"):
         assert form in result.output
+
+
+def test_without_reader_it_reads_the_configured_card_reader(
+        pcsc: PcscStack, tmp_path: Path) -> None:  # noqa: F811
+    """A technician checks the reader the terminal will use, not the virtual demo card."""
+    (tmp_path / "terminal.toml").write_text(
+        f'[readers]\ncard = "pcsc:{pcsc.readers[0][0]}"\n', encoding="utf-8")
+    card = pcsc.card(handler=EmvCard(pan="9410123456785555").handle)
+    threading.Thread(target=pcsc.insert, args=(card,), daemon=True).start()
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "read", "--json",
+                                      "--timeout", "30"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["reader"] == pcsc.readers[0][0] and data["uid"] == card.uid.hex()
+    assert data["display"] == "941012******5555"

@@ -166,10 +166,13 @@ def test_no_directory_falls_back_to_the_aid_list(ledger: Ledger) -> None:
     assert till(ledger).pay(present(card), 1000).approved
 
 
-def test_unknown_application_is_unreadable(ledger: Ledger) -> None:
-    card = EmvCard(aid=bytes.fromhex("A0000000041010"))
+def test_a_card_with_no_accepted_application_is_unsupported(ledger: Ledger) -> None:
+    # Discover is not in the default [emv] aids: tapping again would not help, so not
+    # "unreadable" but "not accepted here"
+    card = EmvCard(aid=bytes.fromhex("A0000001523010"))
     decision = till(ledger).pay(present(card), 1000)
-    assert decision.reason is Reason.UNREADABLE and "no application" in decision.detail
+    assert decision.reason is Reason.UNSUPPORTED and "no application" in decision.detail
+    assert ledger.count() == 0
 
 
 def test_card_removed_mid_read(ledger: Ledger) -> None:

@@ -37,6 +37,7 @@ from terminal import cards, core
 from terminal.cards import CardIdentity, Declined, ReadContext, card_token
 from terminal.clock import ClockTrust
 from terminal.core import Decision, State, Terminal
+from terminal.emv.reader import terminal_aids
 from terminal.risk import Reason
 from tests.conftest import FakeClock, MakeTerminal
 
@@ -195,7 +196,7 @@ def test_read_options_carry_the_risk_settings(ledger: Ledger) -> None:
     assert terminal.read_options == {
         "ledger": ledger, "qr_clock_skew_s": 11, "cpm_nonce_ttl_s": 22, "emv_floor_limit": 33,
         "emv_threshold": 44, "emv_target_percent": 5, "emv_max_target_percent": 6,
-        "probe": 1}
+        "emv_aids": terminal_aids(cfg.emv), "probe": 1}
 
 
 def test_a_bad_issuer_key_is_named_by_its_config_field(ledger: Ledger) -> None:

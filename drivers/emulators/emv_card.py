@@ -6,7 +6,8 @@ into any emulated reader (vpcd, nfcpy ``udp``) that forwards APDUs to a Python c
 =========================  ===========================================================
 answers                    SELECT PPSE ``2PAY.SYS.DDF01`` (contactless) or PSE
                            ``1PAY.SYS.DDF01`` + READ RECORD of its directory (contact),
-                           SELECT AID (exact or partial, EMV Book 1 §12.3.3), GET PROCESSING
+                           SELECT AID (exact or partial, first and next occurrence, EMV
+                           Book 1 §12.3.3) among several applications, GET PROCESSING
                            OPTIONS (format 2, tag 77, Book 3 §6.5.8), READ RECORD over its
                            AFL (Book 3 §6.5.11), GET DATA for ATC ``9F36`` and LATC ``9F13``
                            (Book 3 §6.5.7), GET RESPONSE when behaving as a T=0 card
@@ -17,6 +18,11 @@ does not                   cryptograms (GENERATE AC answers ``6985``), offline d
 =========================  ===========================================================
 
 Nothing here raises for a malformed command: every input gets a status word, as a card would.
+
+A card with several applications (a Korean check card with its domestic and international
+ones, a phone wallet with several cards) is one :class:`EmvCard`, the chip, holding the
+others added with :meth:`EmvCard.add_application`; each is an :class:`EmvCard` of its own
+(PAN, expiry, label, ATC, records), selected by its AID.
 """
 
 from __future__ import annotations
@@ -121,8 +127,9 @@ class EmvCard:
     ``pdol``, when given, is the PDOL (tag 9F38) the card asks for in its FCI; the GPO data
     must then be exactly as long as the PDOL says. Attributes that tests may change after
     construction: ``lcol`` / ``ucol`` (9F14 / 9F23, None leaves them off the card), ``latc``
-    (9F13, None: GET DATA answers 6A88), ``aip``, ``directory`` (more applications listed in
-    the PPSE / PSE than the one this card can actually select), ``extra_records``.
+    (9F13, None: GET DATA answers 6A88), ``aip``, ``priority`` (87 in the application's FCI),
+    ``directory`` (what the PPSE / PSE lists: it may list applications the card cannot
+    select, or leave out some it can), ``extra_records``.
     """
 
     def __init__(self, pan: str = "9410123456789012", expiry: str = "2812",
@@ -146,12 +153,32 @@ class EmvCard:
         self.ucol: int | None = 10
         self.latc: int | None = 0
         self.pan_sequence = 1
+        self.priority = 1
         self.directory: list[DirectoryEntry] = [DirectoryEntry(aid, label, 1)]
+        #: the chip's other applications, in the order the card finds them
+        self.others: list[EmvCard] = []
         self.extra_records: dict[tuple[int, int], bytes] = {}
         #: the last GPO command data (tag 83 value), for tests to inspect
         self.gpo_data: bytes | None = None
         self._selected: str | None = None  # "ppse", "pse", "app"
+        self._active: EmvCard = self  # the application selected, when _selected is "app"
         self._pending = b""  # T=0: response data waiting for GET RESPONSE
+
+    def add_application(self, app: EmvCard, priority: int | None = None, *,
+                        listed: bool = True) -> EmvCard:
+        """Put another application on this chip; ``listed`` adds it to the PPSE / PSE
+        directory with ``priority`` (87: low nibble 1 highest, b8 asks for confirmation; the
+        application's own ``priority`` when None). Returns ``app``."""
+        self.others.append(app)
+        if priority is not None:
+            app.priority = priority
+        if listed:
+            self.directory.append(DirectoryEntry(app.aid, app.label, app.priority))
+        return app
+
+    @property
+    def applications(self) -> list[EmvCard]:
+        return [self, *self.others]
 
     # -- the card's files ------------------------------------------------------------------
 
@@ -211,7 +238,7 @@ class EmvCard:
                                                   + _tlv(0x5F2D, b"koen")))
 
     def _fci_app(self) -> bytes:
-        prop = _tlv(0x50, self.label.encode("ascii")) + _tlv(0x87, b"\x01")
+        prop = _tlv(0x50, self.label.encode("ascii")) + _tlv(0x87, bytes([self.priority]))
         if self.pdol is not None:
             prop += _tlv(0x9F38, self.pdol)
         prop += _tlv(0x5F2D, b"koen")
@@ -286,12 +313,17 @@ class EmvCard:
                 return b"", SW_FILE_NOT_FOUND
             self._selected = "pse"
             return self._fci_pse(), SW_OK
-        # partial selection: a shorter name selects the application it starts
-        # (Book 1 §12.3.3); P2=02 asks for the next one, and this card holds only one.
-        if len(name) >= 5 and self.aid.startswith(name) and cmd.p2 == 0x00:
-            self._selected = "app"
-            return self._fci_app(), SW_OK
-        self._selected = None
+        # partial selection: a shorter name selects the first application it starts, P2=02
+        # the next one after the one selected (Book 1 §12.3.3, ISO/IEC 7816-4 §7.1.1)
+        apps = self.applications
+        start = 0
+        if cmd.p2 == 0x02 and self._selected == "app" and self._active.aid.startswith(name):
+            start = apps.index(self._active) + 1
+        for app in apps[start:] if len(name) >= 5 else ():
+            if app.aid.startswith(name):
+                self._selected, self._active = "app", app
+                return app._fci_app(), SW_OK
+        self._selected, self._active = None, self
         return b"", SW_FILE_NOT_FOUND
 
     def _read_record(self, cmd: _Command) -> tuple[bytes, bytes]:
@@ -304,7 +336,7 @@ class EmvCard:
             return b"", SW_RECORD_NOT_FOUND
         if self._selected != "app":
             return b"", SW_CONDITIONS
-        record = self.records().get((sfi, number))
+        record = self._active.records().get((sfi, number))
         if record is None:
             return b"", SW_RECORD_NOT_FOUND
         return record, SW_OK
@@ -312,7 +344,9 @@ class EmvCard:
     def _gpo(self, cmd: _Command) -> tuple[bytes, bytes]:
         if self._selected != "app" or cmd.p1 or cmd.p2:
             return b"", SW_CONDITIONS if self._selected != "app" else SW_WRONG_P1P2
-        data = cmd.data
+        return self._active._gpo_app(cmd.data)
+
+    def _gpo_app(self, data: bytes) -> tuple[bytes, bytes]:
         if len(data) < 2 or data[0] != 0x83 or data[1] != len(data) - 2:
             return b"", SW_WRONG_DATA
         expected = _dol_length(self.pdol) if self.pdol is not None else 0
@@ -327,6 +361,8 @@ class EmvCard:
         return _tlv(0x77, body), SW_OK
 
     def _get_data(self, cmd: _Command) -> tuple[bytes, bytes]:
+        if self._active is not self:
+            return self._active._get_data(cmd)
         tag = (cmd.p1 << 8) | cmd.p2
         if tag == 0x9F36:
             return _tlv(0x9F36, self.atc.to_bytes(2, "big")), SW_OK

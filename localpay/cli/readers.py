@@ -3,7 +3,9 @@
 It goes through the same card applications as a payment (EMV, UID cards, QR formats), so
 what it prints is exactly what a transaction would record: the application, the display
 PAN (first 6 / last 4), the keyed card token and the ATC, or the QR format and its fields.
-The full PAN never appears. Nothing is written to the ledger.
+For an EMV card it then lists every application on the card (terminal.emv.survey), with
+whether this terminal, by the home's ``[emv] aids``, would accept it. The full PAN never
+appears. Nothing is written to the ledger.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from drivers.spec import parse_reader_spec
 from localpay.errors import CardRemovedError, LocalpayError, ReaderTimeoutError
 from localpay.types import Presentation
 from terminal.cards import CardIdentity, ReadContext, find_application
+from terminal.emv.reader import terminal_aids
+from terminal.emv.survey import Application, survey
 
 READER_HELP = (
     "Reader to use, as KIND[:ARGS]: virtual (a demo EMV card is presented), pcsc[:NAME-PATTERN],"
@@ -47,6 +51,9 @@ class ReadResult:
     card: CardIdentity | None
     declined: str | None = None
     error: str | None = None
+    #: every application on an EMV card (None: not an EMV card, or it could not be listed)
+    applications: list[Application] | None = None
+    applications_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         p = self.presentation
@@ -76,12 +83,21 @@ class ReadResult:
             out["declined"] = self.declined
         if self.error:
             out["error"] = self.error
+        if self.applications is not None:
+            chosen = self.card.aid if self.card is not None else None
+            out["applications"] = [{**a.as_dict(), "selected": a.aid.hex().upper() == chosen}
+                                   for a in self.applications]
+        if self.applications_error:
+            out["applications_error"] = self.applications_error
         return out
 
 
 def read_once(reader: Reader, token_key: bytes, timeout: float, *, amount: int = 0,
-              options: dict[str, Any] | None = None) -> ReadResult:
-    """Wait for one presentation on ``reader`` and read it through the card applications."""
+              options: dict[str, Any] | None = None, every_application: bool = False
+              ) -> ReadResult:
+    """Wait for one presentation on ``reader`` and read it through the card applications;
+    with ``every_application``, an EMV card's other applications too (each GPO advances
+    that application's ATC, so the self-test, timing one read, leaves it off)."""
     from terminal.core import Declined
 
     load_applications()
@@ -92,13 +108,20 @@ def read_once(reader: Reader, token_key: bytes, timeout: float, *, amount: int =
     name, read = found
     ctx = ReadContext(token_key, amount, int(time.time() * 1000), dict(options or {}))
     try:
-        return ReadResult(p, name, read(p, ctx))
+        result = ReadResult(p, name, read(p, ctx))
     except Declined as err:
-        return ReadResult(p, name, None, declined=f"{err.reason.value}: {err}")
+        result = ReadResult(p, name, None, declined=f"{err.reason.value}: {err}")
     except CardRemovedError as err:
         return ReadResult(p, name, None, error=f"card removed: {err}")
     except LocalpayError as err:
-        return ReadResult(p, name, None, error=f"{type(err).__name__}: {err}")
+        result = ReadResult(p, name, None, error=f"{type(err).__name__}: {err}")
+    if every_application and name == "emv":
+        # after the payment's own read, on the same card: accepted or not, list them all
+        try:
+            result.applications = survey(p, ctx)
+        except LocalpayError as err:
+            result.applications_error = f"{type(err).__name__}: {err}"
+    return result
 
 
 def _token_key(ctx: click.Context) -> tuple[bytes, str]:
@@ -115,6 +138,25 @@ def _token_key(ctx: click.Context) -> tuple[bytes, str]:
     return DEMO_TOKEN_KEY, "demo"
 
 
+def _read_options(ctx: click.Context) -> dict[str, Any]:
+    """What the home's config says about accepting cards (``[emv] aids``); the embedded
+    defaults for a home with no config file. A config that cannot be read is an error: the
+    answer "would this terminal accept it" must not come from defaults it does not run."""
+    home = getattr(ctx.find_root().obj, "home", None)
+    if home is None or not home.config_path.exists():
+        return {}
+    return {"emv_aids": terminal_aids(home.config().emv)}
+
+
+def _configured_reader(ctx: click.Context) -> str:
+    """The home's ``readers.card``; the virtual demo reader for a home with no config file
+    (the embedded defaults name it too). A config that cannot be read is the caller's error."""
+    home = getattr(ctx.find_root().obj, "home", None)
+    if home is None or not home.config_path.exists():
+        return "virtual"
+    return str(home.config().readers.card)
+
+
 def _present_demo_card(reader: Reader) -> None:
     from drivers.emulators.emv_card import EmvCard
     from drivers.virtual import VirtualCard, VirtualReader
@@ -125,18 +167,22 @@ def _present_demo_card(reader: Reader) -> None:
 
 
 @click.command("read")
-@click.option("--reader", "spec", default="virtual", show_default=True, help=READER_HELP)
+@click.option("--reader", "spec", default=None,
+              help=READER_HELP + " [default: the home's readers.card, else virtual]")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds to wait for a card or code.")
 @click.pass_context
-def read_command(ctx: click.Context, spec: str, as_json: bool, timeout: float) -> None:
+def read_command(ctx: click.Context, spec: str | None, as_json: bool, timeout: float) -> None:
     """Wait for one card or code and show what the terminal sees (PAN first 6 / last 4).
 
-    Reads through the card applications exactly as a payment would, records nothing.
+    Reads through the card applications exactly as a payment would, records nothing. Without
+    --reader it reads from the reader the home's config names (readers.card), so a
+    technician checks the reader the terminal will use.
     """
-    reader_spec = parse_reader_spec(spec)
+    reader_spec = parse_reader_spec(spec if spec is not None else _configured_reader(ctx))
     token_key, key_source = _token_key(ctx)
+    options = _read_options(ctx)
     reader = reader_spec.open()
     try:
         if reader_spec.kind == "virtual":
@@ -144,7 +190,8 @@ def read_command(ctx: click.Context, spec: str, as_json: bool, timeout: float) -
         if not as_json:
             click.echo(f"waiting for a card or code on {reader.name} ({timeout:g} s)…", err=True)
         try:
-            result = read_once(reader, token_key, timeout)
+            result = read_once(reader, token_key, timeout, options=options,
+                               every_application=True)
         except ReaderTimeoutError as err:
             describe = getattr(reader, "describe", None)
             detail = f" ({describe()})" if callable(describe) else ""
@@ -157,13 +204,33 @@ def read_command(ctx: click.Context, spec: str, as_json: bool, timeout: float) -
         click.echo(json.dumps(data, ensure_ascii=False))
     else:
         for key, value in data.items():
-            if isinstance(value, dict):
+            if key == "applications":
+                click.echo(f"{key:<18} {len(value)} on the card")
+                for app in value:
+                    click.echo(f"  {_application_line(app)}")
+            elif isinstance(value, dict):
                 for sub, v in value.items():
                     click.echo(f"{key + '.' + sub:<18} {v}")
             elif value is not None and value != "":
                 click.echo(f"{key:<18} {value}")
     if result.card is None:
         ctx.exit(1)
+
+
+def _application_line(app: dict[str, Any]) -> str:
+    """One application of ``read``'s text output, on one line."""
+    parts = [app["aid"], app["label"] or "(no label)"]
+    if app["priority"] is not None:
+        parts.append(f"priority {app['priority']}")
+    parts += [app["display"] or "PAN not read",
+              f"expires {app['expiry']}" if app["expiry"] else "no expiry"]
+    if app["accepted"]:
+        parts.append("accepted here" + (" (a payment uses this one)" if app["selected"] else ""))
+    else:
+        parts.append(f"NOT accepted here: {app['reason']}")
+    if app["error"]:
+        parts.append(f"read error: {app['error']}")
+    return "  ".join(parts)
 
 
 COMMANDS = [read_command]

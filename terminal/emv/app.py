@@ -5,6 +5,8 @@ and display form at once, then runs terminal risk management (:mod:`terminal.emv
 A TVR that the decline mask catches becomes ``CardIdentity.verdict`` (``emv_declined``,
 or ``deny_listed`` when the exception file alone declined), with the TVR and the reasons in
 ``extra`` for the receipt and the log; the core declines before anything is committed.
+A card with no application the terminal accepts is declined as ``unsupported`` ("not
+accepted here"), not as unreadable: tapping it again would not help.
 
 Options read from ``ReadContext.options`` (all optional):
 
@@ -16,7 +18,10 @@ Options read from ``ReadContext.options`` (all optional):
 ``emv_floor_limit`` ...     or its fields one by one: ``emv_floor_limit``, ``emv_threshold``,
                             ``emv_target_percent``, ``emv_max_target_percent``
 ``emv_random``              ``callable() -> int`` in 1..99, for random selection
-``emv_aids``                AIDs this terminal accepts, in order of preference (bytes)
+``emv_aids``                AIDs this terminal accepts, in order of preference:
+                            :class:`~terminal.emv.reader.TerminalAid` (its ``partial`` flag
+                            allows partial selection), a plain ``bytes`` counting as partial;
+                            the core passes the config's ``[emv] aids``
 ``timezone``                IANA name for the terminal's local date (``Asia/Seoul``)
 ==========================  =================================================================
 """
@@ -31,9 +36,10 @@ from zoneinfo import ZoneInfo
 
 from localpay.errors import APDUError
 from localpay.types import Presentation
-from terminal.cards import CardIdentity, ReadContext, card_token, display_pan
-from terminal.emv.reader import DEFAULT_AIDS, EmvReader, terminal_data
+from terminal.cards import CardIdentity, Declined, ReadContext, card_token, display_pan
+from terminal.emv.reader import DEFAULT_AIDS, EmvReader, NoApplicationError, terminal_data
 from terminal.emv.risk import EXCEPTION_FILE, TrmInput, TrmParams, assess, random_1_99
+from terminal.risk import Reason
 from terminal.transmission import Transmission
 
 log = logging.getLogger(__name__)
@@ -98,7 +104,10 @@ def read(p: Presentation, ctx: ReadContext) -> CardIdentity:
     contactless = is_contactless(p)
     reader = EmvReader(Transmission(p.channel, p.protocol), contactless=contactless,
                        aids=options.get("emv_aids", DEFAULT_AIDS))
-    data = reader.read(terminal_data(ctx.amount, now, contactless=contactless))
+    try:
+        data = reader.read(terminal_data(ctx.amount, now, contactless=contactless))
+    except NoApplicationError as err:
+        raise Declined(Reason.UNSUPPORTED, str(err)) from err
     token = card_token(ctx.token_key, "pan", data.pan)
     display = display_pan(data.pan)
     data.pan = ""  # the full PAN ends here (PCI DSS 3.5.1)

@@ -3,11 +3,14 @@
 EMV 4.3 Book 1 §12 (application selection) and Book 3 §10.1-10.2 (initiate application
 processing, read application data):
 
-1. Candidate list. Contactless: SELECT the PPSE ``2PAY.SYS.DDF01`` and take the directory
-   entries (tag 61 in BF0C) whose AID the terminal supports. Contact: SELECT the PSE
-   ``1PAY.SYS.DDF01`` and READ RECORD its directory SFI (tag 88) from record 1 until
-   ``6A83``. Without a directory, or with nothing usable in it, SELECT each known AID in
-   turn (Book 1 §12.3.3, list of AIDs).
+1. Candidate list (Book 1 §12.3). Contactless: SELECT the PPSE ``2PAY.SYS.DDF01`` and take
+   the directory entries (tag 61 in BF0C) whose AID the terminal supports. Contact: SELECT
+   the PSE ``1PAY.SYS.DDF01`` and READ RECORD its directory SFI (tag 88) from record 1 until
+   ``6A83``. Without a directory, or with nothing usable in it, the list of AIDs (§12.3.3):
+   SELECT each terminal AID; a DF name equal to it is a candidate, a longer one that starts
+   with it is one when the terminal allows partial selection for that AID (its Application
+   Selection Indicator, :class:`TerminalAid`), and SELECT next occurrence (P2=02) goes on
+   through the card's other applications under the same name.
 2. Choose by Application Priority Indicator (87, low nibble 1 = highest, 0/absent =
    lowest); an application that asks for cardholder confirmation (87 b8) is left out, since
    validators and tills here cannot ask (Book 1 §12.4). SELECT it; if it fails, drop it and
@@ -29,6 +32,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from firmware_cfg.config import EmvSection
 from localpay.errors import APDUError, TLVError
 from terminal import tlv
 from terminal.emv import dol
@@ -39,8 +43,49 @@ log = logging.getLogger(__name__)
 PPSE = b"2PAY.SYS.DDF01"
 PSE = b"1PAY.SYS.DDF01"
 
-#: the local-currency scheme's own application (national RID D410 = Korea) comes first
-DEFAULT_AIDS: tuple[bytes, ...] = (bytes.fromhex("D4100000030001"),)
+#: most SELECT next occurrence rounds under one terminal AID; a card that keeps answering is
+#: broken, and a real one holds a handful of applications
+MAX_OCCURRENCES = 16
+
+
+class NoApplicationError(APDUError):
+    """The card holds no application this terminal accepts (it may hold others)."""
+
+
+class TerminalAid(bytes):
+    """An AID of the terminal's list with its Application Selection Indicator (Book 1
+    §12.3.1): ``partial`` lets it match a card AID that is longer and starts with it.
+
+    It is ``bytes`` because ``emv_aids`` is also read as a plain list of AID prefixes (the CPM
+    QR application does): a plain ``bytes`` entry there counts as partial, as it always did.
+    """
+
+    partial: bool
+
+    def __new__(cls, aid: bytes, partial: bool = True) -> TerminalAid:
+        self = super().__new__(cls, aid)
+        self.partial = partial
+        return self
+
+    def matches(self, card_aid: bytes) -> bool:
+        return card_aid == self or (self.partial and card_aid.startswith(self))
+
+    def __repr__(self) -> str:
+        return f"TerminalAid({self.hex().upper()}{'*' if self.partial else ''})"
+
+
+def terminal_aids(section: EmvSection) -> tuple[TerminalAid, ...]:
+    """The config's ``[emv] aids`` as the ``emv_aids`` read option."""
+    return tuple(TerminalAid(aid, partial) for aid, partial in section.entries())
+
+
+def as_terminal_aid(aid: bytes) -> TerminalAid:
+    return aid if isinstance(aid, TerminalAid) else TerminalAid(aid, True)
+
+
+#: the config's defaults (firmware_cfg.config.DEFAULT_EMV_AIDS, sources named there): the
+#: local-currency scheme's own application first, then Korean domestic and international ones
+DEFAULT_AIDS: tuple[TerminalAid, ...] = terminal_aids(EmvSection())
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,13 +186,15 @@ class EmvReader:
                  aids: Iterable[bytes] = DEFAULT_AIDS) -> None:
         self.tx = tx
         self.contactless = contactless
-        self.aids = tuple(aids)
+        self.aids = tuple(as_terminal_aid(a) for a in aids)
+        #: what the card's directory listed, once :meth:`candidates` has looked
+        self.listed: list[Candidate] = []
 
     # -- step 1 and 2: application selection -----------------------------------------------
 
-    def _supported(self, aid: bytes) -> bool:
-        # partial selection: a terminal AID matches any card AID that starts with it
-        return any(aid.startswith(t) for t in self.aids)
+    def accepts(self, card_aid: bytes) -> bool:
+        """Whether a card AID matches the terminal's list (Book 1 §12.3.1)."""
+        return any(t.matches(card_aid) for t in self.aids)
 
     @staticmethod
     def _entries(objs: Iterable[tlv.Tlv]) -> list[Candidate]:
@@ -166,7 +213,9 @@ class EmvReader:
             ))
         return out
 
-    def _directory(self) -> list[Candidate]:
+    def directory(self) -> list[Candidate]:
+        """Every application the card's PPSE / PSE lists, supported or not (Book 1 §12.3.2);
+        [] when it has no directory."""
         # a contactless card should have a PPSE; some dual-interface cards only have a PSE
         for name in (PPSE, PSE) if self.contactless else (PSE,):
             rsp = self.tx.select(name)
@@ -192,39 +241,85 @@ class EmvReader:
             found += self._entries(tlv.decode(rec.data, padding=True))
         return found
 
-    def _select_final(self, candidates: list[Candidate]) -> tuple[Candidate, tlv.Tlv]:
-        usable = [c for c in candidates if self._supported(c.aid) and not c.confirm]
+    @staticmethod
+    def _from_fci(name: bytes, fci: tlv.Tlv) -> Candidate:
+        label, prio = fci.find(0x50), fci.find(0x87)
+        p = prio.value[0] if prio is not None and len(prio.value) == 1 else 0
+        return Candidate(name, label.value.decode("ascii", "replace") if label else "",
+                         p & 0x0F, bool(p & 0x80))
+
+    def list_of_aids(self, aids: Iterable[TerminalAid] | None = None,
+                     *, every: bool = False) -> list[Candidate]:
+        """Book 1 §12.3.3: SELECT each terminal AID, then its next occurrences while the card
+        answers with a longer DF name. ``every`` keeps the card's applications that do not
+        match (for ``localpay read``); a payment keeps only those that do."""
+        found: dict[bytes, Candidate] = {}
+        for t in self.aids if aids is None else aids:
+            rsp = self.tx.select(t)
+            for _ in range(MAX_OCCURRENCES):
+                if rsp.sw == 0x6A81:
+                    raise APDUError(f"SELECT {t.hex().upper()}: card answered "
+                                    f"{describe(rsp.sw)}")
+                if not rsp.ok and rsp.sw != 0x6283:  # 6283: that application is blocked
+                    break
+                fci = tlv.decode_single(rsp.data, 0x6F)
+                name_obj = fci.find(0x84)
+                name = name_obj.value if name_obj is not None else bytes(t)
+                if not name.startswith(t):
+                    break  # an answer for another name: nothing more to find under this one
+                if rsp.ok and (every or t.matches(name)) and name not in found:
+                    found[name] = self._from_fci(name, fci)
+                if name == t:
+                    break
+                rsp = self.tx.select(t, next_occurrence=True)
+        return list(found.values())
+
+    def candidates(self) -> list[Candidate]:
+        """The candidate list (Book 1 §12.3): the directory's entries this terminal supports,
+        or, when there are none, what the list of AIDs finds."""
+        self.listed = self.directory()
+        found = [c for c in self.listed if self.accepts(c.aid)]
+        return found or self.list_of_aids()
+
+    def select_final(self, candidates: list[Candidate]) -> tuple[Candidate, tlv.Tlv]:
+        """Book 1 §12.4: the highest priority first; a failed SELECT drops that one."""
+        usable = [c for c in candidates if not c.confirm]
         usable.sort(key=lambda c: c.rank)  # stable: card order breaks ties (Book 1 §12.4)
         for cand in usable:
             rsp = self.tx.select(cand.aid)
             if not rsp.ok:
                 log.debug("SELECT %s: %s", cand.aid.hex(), describe(rsp.sw))
                 continue
-            return cand, tlv.decode_single(rsp.data, 0x6F)
-        # list of AIDs: select each known AID in the terminal's order
-        for aid in self.aids:
-            rsp = self.tx.select(aid)
-            if not rsp.ok:
-                continue
             fci = tlv.decode_single(rsp.data, 0x6F)
             name = fci.find(0x84)
-            df_name = name.value if name is not None else aid
-            if not df_name.startswith(aid):
+            if name is not None and name.value != cand.aid:
+                log.debug("SELECT %s answered for %s", cand.aid.hex(), name.value.hex())
                 continue
-            label = fci.find(0x50)
-            return Candidate(df_name, label.value.decode("ascii", "replace") if label else ""), fci
-        raise APDUError("no application on the card that this terminal accepts")
+            return cand, fci
+        listed = ", ".join(f"{c.aid.hex().upper()} {c.label}".strip()
+                           for c in self.listed)
+        raise NoApplicationError("no application on the card that this terminal accepts"
+                                 + (f" (the card lists {listed})" if listed else ""))
 
     # -- steps 3 and 4 ---------------------------------------------------------------------
 
     def read(self, terminal_values: Mapping[int, bytes]) -> CardData:
         try:
-            return self._read(terminal_values)
+            candidate, fci = self.select_final(self.candidates())
+            return self.read_selected(candidate, fci, terminal_values)
         except TLVError as err:
             raise APDUError(f"malformed card data: {err}") from err
 
-    def _read(self, terminal_values: Mapping[int, bytes]) -> CardData:
-        candidate, fci = self._select_final(self._directory())
+    def read_selected(self, candidate: Candidate, fci: tlv.Tlv,
+                      terminal_values: Mapping[int, bytes]) -> CardData:
+        """GPO and READ RECORD of the application just selected (``fci`` is its FCI)."""
+        try:
+            return self._read_selected(candidate, fci, terminal_values)
+        except TLVError as err:
+            raise APDUError(f"malformed card data: {err}") from err
+
+    def _read_selected(self, candidate: Candidate, fci: tlv.Tlv,
+                       terminal_values: Mapping[int, bytes]) -> CardData:
         pdol_obj = fci.find(0x9F38)
         pdol_data = dol.build(pdol_obj.value, terminal_values) if pdol_obj else b""
         gpo = self.tx.get_processing_options(pdol_data)
