@@ -14,7 +14,7 @@ import segno
 
 from firmware_cfg.config import Config
 from localpay.errors import ConfigError, QRFormatError
-from terminal.qr.mpm import build_dynamic
+from terminal.qr.mpm import build_dynamic, uses_eci
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,18 @@ def check_config(config: Config) -> None:
 Matrix = Sequence[Sequence[int]]
 
 
+def till_symbol(payload: str) -> segno.QRCode:
+    """The till's code as a QR symbol: a full QR code (never Micro QR: phone apps and zbar
+    skip those), one byte-mode segment (MPM §4.12.1.1) of the UTF-8 payload, behind ECI
+    000026 when the Language Template 64 is there (MPM §4.12.1.2). Left to itself, segno
+    picks alphanumeric or kanji mode for some payloads and never writes an ECI."""
+    return segno.make_qr(payload, error="m", mode="byte", encoding="utf-8",
+                         eci=uses_eci(payload))
+
+
 def qr_matrix(payload: str) -> Matrix:
-    """The modules of a full QR code (never Micro QR: phone apps and zbar skip those)."""
-    return segno.make_qr(payload, error="m").matrix
+    """The modules of :func:`till_symbol`."""
+    return till_symbol(payload).matrix
 
 
 def qr_surface(payload: str | Matrix, side: int) -> pygame.Surface:

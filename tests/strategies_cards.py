@@ -52,8 +52,12 @@ def digits(n: int) -> st.SearchStrategy[str]:
     return st.text(string.digits, min_size=n, max_size=n)
 
 
+# Hangul conjoining jamo are refused in template 64 (MPM §4.5.3.1: Hangul is precomposed)
+_JAMO = "".join(chr(c) for lo, hi in ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
+                for c in range(lo, hi + 1))
 local_text = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=15)
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters=_JAMO),
+    min_size=1, max_size=15)
 
 
 @st.composite

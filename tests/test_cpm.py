@@ -143,3 +143,28 @@ def _qr(text: str):  # type: ignore[no-untyped-def]
     reader = VirtualReader()
     reader.present_code(text)
     return wait(reader, 1)
+
+
+def test_cpm_5_1_1_7_the_till_charges_the_template_it_accepted(
+        till: tuple[Terminal, Ledger]) -> None:
+    """A wallet's code whose first template is a scheme this till does not take (Discover)
+    and whose second is ours is charged with the second template's PAN, label and ATC."""
+    terminal, ledger = till
+
+    def t(tag: str, value: bytes) -> bytes:
+        return bytes.fromhex(tag) + bytes([len(value)]) + value
+
+    foreign_pan = "6011000990139424"
+    payload = (t("85", b"CPV01")
+               + t("61", t("4F", bytes.fromhex("A0000001523010")) + t("50", b"DISCOVER")
+                   + t("5A", bytes.fromhex(foreign_pan)) + t("9F36", b"\x00\x03"))
+               + t("61", t("4F", AID) + t("50", b"LOCALPAY")
+                   + t("5A", bytes.fromhex(PAN)) + t("9F36", b"\x00\x09")))
+    decision = terminal.pay(_qr(base64.b64encode(payload).decode("ascii")), 2_500)
+    assert decision.approved, decision.detail
+    assert decision.card is not None
+    assert decision.card.token == card_token(DEMO_TOKEN_KEY, "pan", PAN)
+    assert decision.card.token != card_token(DEMO_TOKEN_KEY, "pan", foreign_pan)
+    assert decision.card.display == "941012******9012" and decision.card.label == "LOCALPAY"
+    assert decision.card.aid == AID.hex().upper() and decision.card.atc == 9
+    assert ledger.count() == 1

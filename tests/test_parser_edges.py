@@ -368,9 +368,12 @@ def test_cpm_bad_tlv_says_where() -> None:
     ((PFI, app(PAN_5A), t("62"), t("62")),
      "duplicate tag: more than one Common Data Template (62)"),
     ((PFI, app(PAN_5A), PFI), "duplicate tag: more than one Payload Format Indicator (85)"),
-    ((PFI, t("61", PAN_5A)), "missing mandatory: ADF Name (4F) in application template 1"),
-    ((PFI, app(PAN_5A), t("61", PAN_5A)),
-     "missing mandatory: ADF Name (4F) in application template 2"),
+    ((PFI, t("61", PAN_5A)), "missing mandatory: no Application Template (61) with an ADF "
+     "Name (4F) of 5-16 bytes (CPM §5.1.1.4): template 1: no ADF Name (4F)"),
+    ((PFI, t("61", PAN_5A), t("61", t("4F", b"1234"), PAN_5A)),
+     "missing mandatory: no Application Template (61) with an ADF Name (4F) of 5-16 bytes "
+     "(CPM §5.1.1.4): template 1: no ADF Name (4F); template 2: bad length: ADF Name (4F) "
+     "is 4 bytes, must be 5-16"),
     ((PFI, app(PAN_5A), app(aid=AID2)),
      "conditional: no PAN (5A) or track 2 (57) for application template 2 nor in the "
      "common data"),
@@ -404,8 +407,8 @@ CPM_LENGTHS = [
 
 def _with(tag: str, value: bytes, where: str) -> str:
     if where == "common":
-        if tag == "4F":
-            return b64(PFI, app(PAN_5A), t("62", t("4F", value)))
+        if tag in ("5A", "57"):  # not in the application template too (CPM §5.1.1.10)
+            return b64(PFI, app(), t("62", t(tag, value)))
         return b64(PFI, app(PAN_5A), t("62", t(tag, value)))
     if tag == "4F":
         return b64(PFI, t("61", t("4F", value), PAN_5A))
@@ -419,10 +422,19 @@ def _with(tag: str, value: bytes, where: str) -> str:
 def test_cpm_data_object_lengths(tag: str, name: str, lo: int, hi: int, where: str) -> None:
     template = "application template 1" if where == "application" else "common data template"
     for n in (lo, hi):
+        if (tag, where) == ("4F", "common"):  # every used template has one (CPM §5.1.1.10)
+            with refused(QRFormatError, "duplicate tag: 4F is in application template 1 and in "
+                                        "the common data template (CPM §5.1.1.10)"):
+                cpm.parse(_with(tag, b"1" * n, where))
+            continue
         cpm.parse(_with(tag, b"1" * n, where))
     for n in (lo - 1, hi + 1):
-        with refused(QRFormatError, f"bad length: {name} ({tag}) in {template} is {n} bytes, "
-                                    f"must be {lo}-{hi}"):
+        message = f"bad length: {name} ({tag}) in {template} is {n} bytes, must be {lo}-{hi}"
+        if (tag, where) == ("4F", "application"):  # skipped, and no other one (§5.1.1.4)
+            message = ("missing mandatory: no Application Template (61) with an ADF Name (4F) "
+                       f"of 5-16 bytes (CPM §5.1.1.4): template 1: bad length: ADF Name (4F) "
+                       f"is {n} bytes, must be 5-16")
+        with refused(QRFormatError, message):
             cpm.parse(_with(tag, b"1" * n, where))
 
 
@@ -442,9 +454,10 @@ def test_cpm_encode_refuses_primitive_templates() -> None:
     good_app = Tlv(0x61, b"", (Tlv(0x4F, AID), Tlv(0x5A, bytes.fromhex(PAN))))
     with refused(QRFormatError, "order: the Payload Format Indicator (85) must come first"):
         cpm.encode([])
-    with refused(QRFormatError,
-                 "structure: application template 1 is not a constructed template"):
-        cpm.encode([pfi, Tlv(0x61, bytes.fromhex("4F07") + AID)])
+    with refused(QRFormatError, "missing mandatory: no Application Template (61) with an ADF "
+                                "Name (4F) of 5-16 bytes (CPM §5.1.1.4): template 1: no ADF "
+                                "Name (4F)"):
+        cpm.encode([pfi, Tlv(0x61, bytes.fromhex("4F07") + AID)])  # primitive: no 4F read
     with refused(QRFormatError, "structure: common data template is not a constructed template"):
         cpm.encode([pfi, good_app, Tlv(0x62, PAN_5A)])
     with refused(QRFormatError, "structure: 63 in application template 1 must be constructed"):
@@ -459,11 +472,11 @@ def test_cpm_value_reads_the_first_application_then_the_common_data() -> None:
         PFI,
         app(PAN_5A, t("50", b"ONE")),
         app(PAN_5A, t("50", b"TWO"), t("9F12", b"SECOND"), aid=AID2),
-        t("62", t("50", b"COMMON"), t("5F20", b"AB"), t("64", t("9F36", b"\x01\x02"))),
+        t("62", t("5F20", b"AB"), t("64", t("9F36", b"\x01\x02"))),
     ))
     assert code.value(0x50) == b"ONE"
     assert code.value(0x5F20) == b"AB"
-    assert code.value(0x9F12) is None  # only the first application template is read
+    assert code.value(0x9F12) is None  # only the chosen (here the first) template is read
     assert code.atc == 0x0102
     assert code.aid == AID
     assert [a.find(0x4F).value for a in code.applications] == [AID, AID2]  # type: ignore[union-attr]
@@ -796,7 +809,8 @@ def test_mpm_values() -> None:
         mpm.parse(payload(_00="02"))
     with refused(QRFormatError, "bad value: Transaction Amount '1,000' is not a number"):
         mpm.parse(payload(_54="1,000"))
-    with refused(QRFormatError, "bad value: Country Code 'K1' is not ISO 3166-1 alpha-2"):
+    with refused(QRFormatError, "bad value: Country Code 'K1' is not ISO 3166-1 alpha-2 in "
+                                "upper case"):
         mpm.parse(payload(_58="K1"))
     for amount in ("5", "0.50", ".5", "12."):
         assert mpm.parse(payload(_54=amount)).amount == amount
@@ -975,9 +989,10 @@ def test_mpm_till_code_exactly() -> None:
     got = mpm.build_dynamic(5, merchant_name="A", city="B", reference="R", merchant_id="M",
                             name_local="가", language="ZH")
     assert got.endswith(o("64", o("00", "ZH") + o("01", "가")) + "6304" + got[-4:])
-    got = mpm.build_dynamic(5, merchant_name="A", city="B", reference="R", merchant_id="M",
-                            city_local="고양")
-    assert "64" not in mpm.parse(got).objects
+    with refused(QRFormatError, "missing mandatory: a city in the local language (ID 02 in "
+                                "template 64) needs the merchant name in it (ID 01)"):
+        mpm.build_dynamic(5, merchant_name="A", city="B", reference="R", merchant_id="M",
+                          city_local="고양")
 
 
 @pytest.mark.parametrize("amount", [0, -1, True, False, 1.5, "5"])
@@ -985,3 +1000,205 @@ def test_mpm_till_code_refuses_amounts_that_are_not_positive_won(amount: object)
     with refused(QRFormatError, f"bad value: amount {amount!r} must be positive integer won"):
         mpm.build_dynamic(amount, merchant_name="A", city="B", reference="R",  # type: ignore[arg-type]
                           merchant_id="M")
+
+
+# -- issue #17: codes per EMVCo (the rules, stated here for the mutation run) ----------------
+
+NOT_OURS = bytes.fromhex("D410000003")  # a prefix that neither AID nor AID2 starts with
+
+
+def test_cpm_accepting_binds_the_code_to_the_template_whose_aid_is_accepted() -> None:
+    code = cpm.parse(b64(PFI, app(PAN_5A, t("50", b"ONE")),
+                         app(t("5A", bytes.fromhex("4111111111111111")), t("50", b"TWO"),
+                             aid=AID2)))
+    assert code.chosen == 0 and code.application == code.applications[0]
+    second = code.accepting([NOT_OURS, AID2[:5]])
+    assert second is not None and second.chosen == 1
+    assert (second.aid, second.pan(), second.value(0x50)) == (AID2, "4111111111111111", b"TWO")
+    assert second.objects == code.objects and second.payload == code.payload
+    first = code.accepting(iter([AID2[:5], AID[:6]]))  # any iterable; the code's order wins
+    assert first is not None and first.chosen == 0 and first.pan() == PAN
+    assert code.accepting([NOT_OURS]) is None and code.accepting([]) is None
+    assert code.accepting([AID + b"\x00"]) is None  # a prefix longer than the AID
+
+
+def test_cpm_a_template_without_a_usable_adf_name_is_skipped_not_fatal() -> None:
+    for bad in (b"", t("4F", b"1234"), t("4F", b"1" * 17), t("50", b"X") + t("4F", b"1234")):
+        code = cpm.parse(b64(PFI, t("61", bad, PAN_5A), app(PAN_5A, aid=AID2)))
+        assert [a.find(0x4F).value for a in code.applications] == [AID2]  # type: ignore[union-attr]
+        assert code.aid == AID2 and code.application is not None
+    for edge in (b"1" * 5, b"1" * 16):
+        code = cpm.parse(b64(PFI, t("61", t("4F", edge), PAN_5A)))
+        assert code.aid == edge and len(code.applications) == 1
+    # 4F read among the template's own objects, not inside its transparent template
+    inner = t("61", PAN_5A, t("63", t("4F", AID)))
+    with refused(QRFormatError, "missing mandatory: no Application Template (61) with an ADF "
+                                "Name (4F) of 5-16 bytes (CPM §5.1.1.4): template 1: no ADF "
+                                "Name (4F)"):
+        cpm.parse(b64(PFI, inner))
+    with refused(QRFormatError, "missing mandatory: no Application Template (61) with an ADF "
+                                "Name (4F) of 5-16 bytes (CPM §5.1.1.4): template 1: bad "
+                                "length: ADF Name (4F) is 17 bytes, must be 5-16; template 2: "
+                                "no ADF Name (4F)"):
+        cpm.parse(b64(PFI, t("61", t("4F", b"1" * 17), PAN_5A), t("61", PAN_5A)))
+
+
+def test_cpm_a_skipped_template_is_numbered_but_not_checked() -> None:
+    # the skipped one would break the PAN and length rules: it is not read at all
+    code = cpm.parse(b64(PFI, t("61", t("5F20", b"X")), app(PAN_5A, aid=AID2)))
+    assert code.aid == AID2
+    with refused(QRFormatError, "bad length: Cardholder Name (5F20) in application template 2 "
+                                "is 1 bytes, must be 2-26"):
+        cpm.parse(b64(PFI, t("61", PAN_5A), app(PAN_5A, t("5F20", b"X"), aid=AID2)))
+    with refused(QRFormatError, "conditional: no PAN (5A) or track 2 (57) for application "
+                                "template 2 nor in the common data"):
+        cpm.parse(b64(PFI, t("61", PAN_5A), app(aid=AID2)))
+
+
+@pytest.mark.parametrize("objs, message", [
+    ((PFI, app(PAN_5A), t("62", PAN_5A)), "duplicate tag: 5A is in application template 1 and "
+     "in the common data template (CPM §5.1.1.10)"),
+    ((PFI, app(PAN_5A), app(PAN_5A, t("9F12", b"N"), aid=AID2), t("62", t("9F12", b"M"))),
+     "duplicate tag: 9F12 is in application template 2 and in the common data template "
+     "(CPM §5.1.1.10)"),
+    ((PFI, app(t("50", b"A"), t("57", bytes.fromhex(PAN + "D2812201"))),
+      t("62", t("57", bytes.fromhex(PAN + "D2812201")), t("50", b"B"))),
+     "duplicate tag: 50 is in application template 1 and in the common data template "
+     "(CPM §5.1.1.10)"),  # the lowest tag of several is named
+    ((PFI, app(PAN_5A, t("63", t("9F36", b"\x00\x01"))), t("62", t("64", t("9F36", b"\x00\x01")))),
+     "duplicate tag: 9F36 is in application template 1 and in the common data template "
+     "(CPM §5.1.1.10)"),
+    ((PFI, app(PAN_5A), app(PAN_5A, aid=AID2), app(PAN_5A)),
+     "structure: 3 Application Templates (61), at most 2 (CPM Table 3.1)"),
+    ((PFI, t("62", t("50", b"X")), app(PAN_5A)),
+     "order: the Application Templates (61) come before the Common Data Template (62) "
+     "(CPM Table 3.1)"),
+    ((PFI, app(PAN_5A), t("62", t("50", b"X")), app(PAN_5A, aid=AID2)),
+     "order: the Application Templates (61) come before the Common Data Template (62) "
+     "(CPM Table 3.1)"),
+])
+def test_cpm_issue_17_rules(objs: tuple[bytes, ...], message: str) -> None:
+    with refused(QRFormatError, message):
+        cpm.parse(b64(*objs))
+
+
+def test_cpm_what_issue_17_still_reads() -> None:
+    # transparent templates 63 and 64 in themselves are no duplicate; unknown tags anywhere
+    code = cpm.parse(b64(PFI, app(PAN_5A, t("63", t("9F26", bytes(8)))), t("9F7F", b"x"),
+                         t("62", t("64", t("9F36", b"\x00\x05")))))
+    assert code.atc == 5 and code.value(0x9F26) == bytes(8)
+    two = cpm.parse(b64(PFI, app(PAN_5A), app(PAN_5A, aid=AID2), t("62", t("5F20", b"AB"))))
+    assert len(two.applications) == 2 and two.value(0x5F20) == b"AB"
+    assert cpm.MAX_APPLICATIONS == 2
+    # the PAN in the common data serves both templates; a PAN in a template's own 63 is its own
+    code = cpm.parse(b64(PFI, t("61", t("4F", AID), t("63", PAN_5A))))
+    assert code.pan() == PAN
+
+
+def test_cpm_a_code_built_by_hand_with_a_bad_choice() -> None:
+    code = cpm.Cpm(cpm.parse(b64(PFI, app(PAN_5A))).objects, "", chosen=1)
+    assert code.application is None and code.aid == b"" and code.value(0x5A) is None
+
+
+@pytest.mark.parametrize("amount", ["0", "00", "0.0", ".0", "0.", "000.00"])
+def test_mpm_a_zero_amount_is_refused(amount: str) -> None:
+    with refused(QRFormatError, f"bad value: Transaction Amount {amount!r} is zero; when present "
+                                "it is more than zero (MPM §4.7.4.1)"):
+        mpm.parse(payload(_54=amount))
+
+
+@pytest.mark.parametrize("fee", ["0", "0.00", ".0"])
+def test_mpm_a_zero_fixed_fee_is_refused(fee: str) -> None:
+    with refused(QRFormatError, f"bad value: convenience fee {fee!r} is zero; a fixed fee is "
+                                "more than zero (MPM §4.7.7.1)"):
+        mpm.parse(payload(_55="02", _56=fee))
+
+
+@pytest.mark.parametrize("amount", ["0.01", "1", "10", ".1", "0.10", "100."])
+def test_mpm_amounts_and_fees_above_zero_are_read(amount: str) -> None:
+    assert mpm.parse(payload(_54=amount)).amount == amount
+    assert mpm.parse(payload(_55="02", _56=amount)).objects["56"] == amount
+
+
+def test_mpm_country_code_is_two_upper_case_letters() -> None:
+    for good in ("KR", "AZ", "ZA"):
+        assert mpm.parse(payload(_58=good)).objects["58"] == good
+    for bad in ("kr", "Kr", "kR", "K1", "@K", "K[", "a1"):
+        with refused(QRFormatError, f"bad value: Country Code {bad!r} is not ISO 3166-1 alpha-2 "
+                                    "in upper case"):
+            mpm.parse(payload(_58=bad))
+
+
+def test_mpm_language_preference_is_two_letters() -> None:
+    for good in ("KO", "ko", "zH", "Az"):
+        lang = mpm.parse(payload(_64=o("00", good) + o("01", "가"))).objects["64"]
+        assert lang == {"00": good, "01": "가"}
+    for bad in ("K1", "1K", "-O", "O-", "@A", "Z["):
+        with refused(QRFormatError, f"bad value: Language Preference {bad!r} (ID 00 in template "
+                                    "64) is not two letters (ISO 639-1)"):
+            mpm.parse(payload(_64=o("00", bad) + o("01", "가")))
+
+
+@pytest.mark.parametrize("char", ["\u1100", "\u1161", "\u11a8", "\u11ff", "\ua960", "\ua97f",
+                                  "\ud7b0", "\ud7ff"])
+@pytest.mark.parametrize("id_", ["01", "02", "03"])
+def test_mpm_conjoining_jamo_in_template_64_are_refused(char: str, id_: str) -> None:
+    lang = {"00": "KO", "01": "가", id_: "가" + char}
+    with refused(QRFormatError, f"bad value: ID {id_} in template 64 has decomposed Hangul "
+                                "(conjoining jamo); Hangul is precomposed (MPM §4.5.3.1)"):
+        mpm.parse(payload(_64="".join(o(k, v) for k, v in sorted(lang.items()))))
+
+
+def test_mpm_precomposed_hangul_and_its_neighbours_are_read() -> None:
+    # just outside each jamo block, the compatibility jamo and the syllables are read
+    for text in ("\u10ff", "\u1200", "\ua95f", "\ua980", "\ud7af", "\u3131", "가힣", "\uac00"):
+        lang = mpm.parse(payload(_64=o("00", "KO") + o("01", text) + o("02", text)))
+        assert lang.objects["64"] == {"00": "KO", "01": text, "02": text}
+    # outside template 64 the language rules do not apply
+    assert mpm.parse(payload(_62=o("49", "\u1100"), _80=o("00", "G") + o("01", "\u1100")))
+
+
+def test_mpm_white_space_around_the_payload_is_dropped() -> None:
+    text = payload(_54="1200")
+    for around in (" ", "\r\n", "\t ", "\n"):
+        code = mpm.parse(around + text + around)
+        assert code.payload == text and code.amount == "1200"
+    # the limits count the code, not the white space around it
+    room = 512 - len(payload())
+    fill: dict[str, str | None] = {}
+    for id_ in range(65, 80):
+        n = min(99, room - 4)
+        if n <= 0:
+            break
+        fill[f"_{id_}"] = "y" * n
+        room -= 4 + n
+    full = payload(**fill)
+    assert len(full) == 512 and mpm.parse(" " + full + "\r\n").payload == full
+    with refused(QRFormatError, "bad length: payload too short to hold any data object"):
+        mpm.parse("  0002010  ")
+
+
+def test_mpm_split_ids_for_detection() -> None:
+    assert mpm.split_ids(payload()) == ["00", "01", "26", "52", "53", "58", "59", "60", "63"]
+    assert mpm.split_ids("010212000201") == ["01", "00"]
+    assert mpm.split_ids("01021200020") == [] and mpm.split_ids("HELLO") == []
+    assert mpm.split_ids("") == []
+
+
+def test_mpm_uses_eci_exactly_with_a_language_template() -> None:
+    assert mpm.uses_eci(payload(_64=o("00", "KO") + o("01", "가"))) is True
+    assert mpm.uses_eci(payload(_64=o("00", "EN") + o("01", "A"))) is True
+    assert mpm.uses_eci(payload(_62=o("05", "R"))) is False
+    assert mpm.uses_eci(" " + payload() + "\n") is False
+    with refused(QRFormatError, "bad length: payload too short to hold any data object"):
+        mpm.uses_eci("0002")
+
+
+def test_mpm_till_code_with_a_local_city_needs_the_local_name() -> None:
+    with refused(QRFormatError, "missing mandatory: a city in the local language (ID 02 in "
+                                "template 64) needs the merchant name in it (ID 01)"):
+        mpm.build_dynamic(5, merchant_name="A", city="B", reference="R", merchant_id="M",
+                          city_local="고양")
+    got = mpm.build_dynamic(5, merchant_name="A", city="B", reference="R", merchant_id="M",
+                            name_local="가게", city_local="고양")
+    assert mpm.parse(got).objects["64"] == {"00": "KO", "01": "가게", "02": "고양"}

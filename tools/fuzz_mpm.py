@@ -31,7 +31,7 @@ def test_one_input(data: bytes) -> None:
         parsed = mpm.parse(text)
     except QRFormatError:
         return
-    if parsed.payload != text:
+    if parsed.payload != text.strip():  # white space around a scanned code is dropped
         raise AssertionError("parse must keep the payload")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from firmware_cfg import keys
+from localpay.cli.common import UserError
 from localpay.errors import LocalpayError
 from terminal import tlv
 from terminal.cards import display_pan
@@ -104,11 +105,21 @@ def parse_cmd(payload: str, as_json_: bool) -> None:
     _print_tree(data["objects"], 1)
 
 
-def _png(payload: str, path: Path, scale: int) -> None:
+def _png(payload: str, path: Path, scale: int, *, till: bool = False) -> None:
     import segno
 
-    # a full QR symbol always: scanners (zbar) do not read Micro QR
-    segno.make_qr(payload, error="m").save(str(path), scale=scale, border=4)
+    # a full QR symbol always: scanners (zbar) do not read Micro QR; PNG whatever the name.
+    # The till's code is drawn as the kiosk draws it (kiosk_ui.qr.till_symbol): one byte-mode
+    # segment, behind ECI 000026 when template 64 is there (MPM §4.12.1.1, §4.12.1.2).
+    if till:
+        symbol = segno.make_qr(payload, error="m", mode="byte", encoding="utf-8",
+                               eci=mpm.uses_eci(payload))
+    else:
+        symbol = segno.make_qr(payload, error="m")
+    try:
+        symbol.save(str(path), kind="png", scale=scale, border=4)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from err
     click.echo(f"wrote {path}", err=True)
 
 
@@ -132,6 +143,11 @@ def make_cmd(ctx: click.Context, amount: int, merchant: str | None, city: str | 
              city_local: str, png: Path | None, scale: int) -> None:
     """Print the till's dynamic EMVCo merchant-presented code for AMOUNT won."""
     term = _config(ctx).terminal
+    if merchant is not None and not merchant.strip():
+        raise UserError("--merchant is empty: the merchant name (ID 59) is mandatory")
+    if city_local and not name_local:
+        raise UserError("--city-local needs --name-local: template 64 holds the city in the "
+                        "local language only beside the name (ID 01)")
     try:
         payload = mpm.build_dynamic(
             amount, merchant_name=merchant or term.merchant_name, city=city or term.city,
@@ -141,9 +157,9 @@ def make_cmd(ctx: click.Context, amount: int, merchant: str | None, city: str | 
         )
     except LocalpayError as err:
         raise click.ClickException(f"{type(err).__name__}: {err}") from err
+    if png is not None:  # first: a code that could not be drawn is not printed either
+        _png(payload, png, scale, till=True)
     click.echo(payload)
-    if png is not None:
-        _png(payload, png, scale)
 
 
 def _config(ctx: click.Context) -> Any:
@@ -173,14 +189,14 @@ def wallet_cmd(wallet_id: str, ttl: int, allowance: int | None, key_path: Path |
         key = keys.demo_issuer_key()
         click.echo("signing with the DEMO issuer key (public, for tests only)", err=True)
     else:
-        key = keys.load_terminal_key(key_path)
+        key = keys.signing_key(key_path, "issuer key", create=False)
     try:
         code = wallet.make(key, wallet_id, now=now, ttl_s=ttl, allowance=allowance)
     except LocalpayError as err:
         raise click.ClickException(f"{type(err).__name__}: {err}") from err
-    click.echo(code)
     if png is not None:
         _png(code, png, 6)
+    click.echo(code)
 
 
 COMMANDS = [qr]

@@ -3,10 +3,14 @@
 :func:`detect` tells the formats apart by their fixed openings, and :func:`parse_any`
 parses whatever was scanned into one :class:`Parsed`:
 
-- MPM (EMV QRCPS MPM): ``000201`` (Payload Format Indicator "01");
+- MPM (EMV QRCPS MPM): ``0002`` (the Payload Format Indicator, ID 00), or a run of
+  ``ID LL VALUE`` data objects holding an ID 00 elsewhere: the MPM parser then names what
+  is wrong with the indicator instead of "unknown format";
 - CPM (EMV QRCPS CPM): Base64 of ``85 05 "CPV01"``, i.e. ``hQVDUFYw``;
 - the wallet code: ``LPW1:``;
 - the campaign code: ``LPC1:`` (incentive points, see :mod:`terminal.qr.campaign`).
+
+White space around a scanned payload is dropped for every format.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Literal
 
 from localpay.errors import QRFormatError
 from terminal.qr import campaign, cpm, mpm, wallet
+from terminal.qr.mpm import split_ids
 
 Kind = Literal["mpm", "cpm", "wallet", "campaign"]
 
@@ -28,7 +33,7 @@ def detect(payload: str) -> Kind:
         return "wallet"
     if text.startswith(campaign.PREFIX):
         return "campaign"
-    if text.startswith("000201"):
+    if text.startswith("0002") or "00" in split_ids(text):
         return "mpm"
     if text.startswith("hQVDUFYw"):
         return "cpm"
@@ -47,10 +52,11 @@ class Parsed:
 def parse_any(payload: str) -> Parsed:
     """Detect and parse (a wallet code's signature is not checked here)."""
     kind = detect(payload)
+    text = payload.strip()
     if kind == "wallet":
-        return Parsed(kind, wallet=wallet.decode(payload.strip()))
+        return Parsed(kind, wallet=wallet.decode(text))
     if kind == "campaign":
-        return Parsed(kind, campaign=campaign.decode(payload.strip()))
+        return Parsed(kind, campaign=campaign.decode(text))
     if kind == "mpm":
-        return Parsed(kind, mpm=mpm.parse(payload))
-    return Parsed(kind, cpm=cpm.parse(payload))
+        return Parsed(kind, mpm=mpm.parse(text))
+    return Parsed(kind, cpm=cpm.parse(text))

@@ -115,10 +115,10 @@ def _wallet(text: str, ctx: ReadContext) -> CardIdentity:
 def _cpm(text: str, ctx: ReadContext) -> CardIdentity:
     code = cpm.parse(text)
     aids = tuple(ctx.options.get("emv_aids", DEFAULT_AIDS))
-    accepted = [a for a in code.applications
-                if any((f := a.find(0x4F)) is not None and f.value.startswith(t) for t in aids)]
-    if not accepted:
+    chosen = code.accepting(aids)
+    if chosen is None:
         raise Declined(Reason.UNSUPPORTED, "no application in the code is accepted here")
+    code = chosen  # the PAN, label and ATC charged are the accepted template's (§5.1.1.7)
     pan = code.pan()
     token, display = card_token(ctx.token_key, "pan", pan), display_pan(pan)
     del pan  # the full PAN ends here (PCI DSS 3.5.1)

@@ -4,14 +4,21 @@ The payload is BER-TLV, Base64-encoded (RFC 4648 §4, with padding) for the QR c
 §3.2). Its structure (CPM §3.3, §4):
 
 - Payload Format Indicator ``85`` with the value ``"CPV01"`` comes first;
-- one or more Application Templates ``61``, each with an ADF Name (AID, ``4F``, 5-16
-  bytes) and optionally label, PAN, track 2, cardholder name, language, issuer URL,
-  version, token requestor ID, PAR, last 4 digits, and an Application Specific
-  Transparent Template ``63``;
-- at most one Common Data Template ``62`` with the same kinds of data and a Common Data
-  Transparent Template ``64`` (cryptogram, ATC, IAD, unpredictable number ...);
+- one or two Application Templates ``61`` (CPM Table 3.1), each with an ADF Name (AID,
+  ``4F``, 5-16 bytes) and optionally label, PAN, track 2, cardholder name, language, issuer
+  URL, version, token requestor ID, PAR, last 4 digits, and an Application Specific
+  Transparent Template ``63``. A template without a usable ADF Name is skipped, not
+  fatal (CPM §5.1.1.4): the code is refused only when no template is left;
+- at most one Common Data Template ``62``, after the application templates, with the same
+  kinds of data and a Common Data Transparent Template ``64`` (cryptogram, ATC, IAD,
+  unpredictable number ...); a data object may not be in both a used application
+  template and the common data (CPM §5.1.1.10);
 - a PAN (``5A``) or track 2 (``57``) is in an application template or the common data;
 - tags the terminal does not know are kept and otherwise ignored.
+
+A payment uses the data of the one template the terminal accepted (CPM §5.1.1.7):
+:meth:`Cpm.accepting` picks it by AID, and :attr:`Cpm.aid`, :meth:`Cpm.pan` and
+:meth:`Cpm.value` read that template (the first usable one until a choice is made).
 
 Any violation raises :class:`~localpay.errors.QRFormatError` naming the rule.
 :func:`encode` / :func:`parse` are a symmetric pair.
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +38,7 @@ from terminal import tlv
 from terminal.tlv import Tlv
 
 PFI = b"CPV01"
+MAX_APPLICATIONS = 2  # CPM Table 3.1: one Application Template, a second one optional
 MAX_PAYLOAD = 1024  # far beyond any code a phone shows; bounds work on hostile input
 
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -51,32 +60,64 @@ DATA_OBJECTS: dict[int, tuple[str, int, int]] = {
 }
 
 
+def _skip_reason(template: Tlv) -> str | None:
+    """Why CPM §5.1.1.4 skips an application template: its ADF Name (4F) is missing or not
+    5-16 bytes. None for a template that is used."""
+    adf = next((c for c in template.children or () if c.tag == 0x4F), None)
+    if adf is None:
+        return "no ADF Name (4F)"
+    if not 5 <= len(adf.value) <= 16:
+        return f"bad length: ADF Name (4F) is {len(adf.value)} bytes, must be 5-16"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Cpm:
-    """A parsed consumer-presented code."""
+    """A parsed consumer-presented code, bound to one of its application templates.
+
+    ``chosen`` indexes :attr:`applications`: the template whose data a payment uses.
+    """
 
     objects: tuple[Tlv, ...]
     payload: str
+    chosen: int = 0
 
     @property
     def applications(self) -> list[Tlv]:
-        return [o for o in self.objects if o.tag == 0x61]
+        """The usable application templates (with a 5-16 byte ADF Name), in code order."""
+        return [o for o in self.objects if o.tag == 0x61 and _skip_reason(o) is None]
 
     @property
     def common(self) -> Tlv | None:
         return next((o for o in self.objects if o.tag == 0x62), None)
 
+    @property
+    def application(self) -> Tlv | None:
+        """The template a payment uses (CPM §5.1.1.7)."""
+        return next(iter(self.applications[self.chosen:]), None)
+
+    def accepting(self, aid_prefixes: Iterable[bytes]) -> Cpm | None:
+        """This code bound to its first template whose AID starts with one of
+        ``aid_prefixes``, or None when the terminal accepts none of them."""
+        prefixes = tuple(aid_prefixes)
+        for i, template in enumerate(self.applications):
+            adf = template.find(0x4F)
+            if adf is not None and adf.value.startswith(prefixes):
+                return dataclasses.replace(self, chosen=i)
+        return None
+
     def value(self, tag: int) -> bytes | None:
-        """``tag`` from the first application template, else from the common data."""
-        for template in [*self.applications[:1], *([self.common] if self.common else [])]:
-            hit = template.find(tag)
+        """``tag`` from the chosen application template, else from the common data."""
+        for template in (self.application, self.common):
+            hit = template.find(tag) if template is not None else None
             if hit is not None:
                 return hit.value
         return None
 
     @property
     def aid(self) -> bytes:
-        found = self.applications[0].find(0x4F)
+        app = self.application
+        found = app.find(0x4F) if app is not None else None
         return found.value if found is not None else b""
 
     @property
@@ -143,30 +184,53 @@ def parse(payload: str) -> Cpm:
     return _check(tuple(objs), text)
 
 
+def _data_tags(template: Tlv) -> set[int]:
+    """The data objects of a template, those of its transparent template included (63 is
+    only ever in a template 61 and 64 in the 62, so neither makes a duplicate by itself)."""
+    return {o.tag for o in tlv.walk(template.children or ())}
+
+
 def _check(objs: tuple[Tlv, ...], text: str) -> Cpm:
     if not objs or objs[0].tag != 0x85:
         raise QRFormatError("order: the Payload Format Indicator (85) must come first")
     if objs[0].value != PFI:
         raise QRFormatError(f"bad value: Payload Format Indicator is {objs[0].value!r}, "
                             "not 'CPV01'")
-    apps = [o for o in objs if o.tag == 0x61]
+    tags = [o.tag for o in objs]
     commons = [o for o in objs if o.tag == 0x62]
-    if not apps:
+    if 0x61 not in tags:
         raise QRFormatError("missing mandatory: at least one Application Template (61)")
+    if tags.count(0x61) > MAX_APPLICATIONS:
+        raise QRFormatError(f"structure: {tags.count(0x61)} Application Templates (61), at "
+                            f"most {MAX_APPLICATIONS} (CPM Table 3.1)")
     if len(commons) > 1:
         raise QRFormatError("duplicate tag: more than one Common Data Template (62)")
-    if sum(1 for o in objs if o.tag == 0x85) > 1:
+    if tags.count(0x85) > 1:
         raise QRFormatError("duplicate tag: more than one Payload Format Indicator (85)")
-    for i, app in enumerate(apps, 1):
+    if commons and 0x61 in tags[tags.index(0x62):]:
+        raise QRFormatError("order: the Application Templates (61) come before the Common "
+                            "Data Template (62) (CPM Table 3.1)")
+    # numbered among all templates 61, so that a message names the one in the code
+    apps = list(enumerate((o for o in objs if o.tag == 0x61), 1))
+    used = [(i, app) for i, app in apps if _skip_reason(app) is None]
+    if not used:
+        reasons = "; ".join(f"template {i}: {_skip_reason(app)}" for i, app in apps)
+        raise QRFormatError(f"missing mandatory: no Application Template (61) with an ADF "
+                            f"Name (4F) of 5-16 bytes (CPM §5.1.1.4): {reasons}")
+    for i, app in used:
         _check_template(app, f"application template {i}")
-        if not any(c.tag == 0x4F for c in app.children or ()):
-            raise QRFormatError(f"missing mandatory: ADF Name (4F) in application template {i}")
-    if commons:
-        _check_template(commons[0], "common data template")
-    common_has = bool(commons) and any(c.tag in (0x5A, 0x57) for c in commons[0].children or ())
-    for i, app in enumerate(apps, 1):
-        own = any(c.tag in (0x5A, 0x57) for c in app.children or ())
-        if not own and not common_has:
+    common = commons[0] if commons else None
+    if common is not None:
+        _check_template(common, "common data template")
+    common_tags = _data_tags(common) if common is not None else set()
+    for i, app in used:
+        own = _data_tags(app)
+        both = sorted(own & common_tags)
+        if both:
+            raise QRFormatError(f"duplicate tag: {tlv.tag_bytes(both[0]).hex().upper()} is "
+                                f"in application template {i} and in the common data "
+                                "template (CPM §5.1.1.10)")
+        if not (own | common_tags) & {0x5A, 0x57}:
             raise QRFormatError(f"conditional: no PAN (5A) or track 2 (57) for application "
                                 f"template {i} nor in the common data")
     return Cpm(objs, text)

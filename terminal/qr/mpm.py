@@ -5,7 +5,8 @@ counts *characters* (not bytes), and the value (MPM §3.2). Templates (IDs 26-51
 80-99, and 50-99 inside 62) hold data objects of their own and are parsed into nested
 dicts. Every rule of the data-object tables (MPM §4.5-4.8) is checked; each violation raises
 :class:`~localpay.errors.QRFormatError` with a message naming the rule, for example
-``CRC mismatch``, ``duplicate ID``, ``bad length``, ``missing mandatory``.
+``CRC mismatch``, ``duplicate ID``, ``bad length``, ``missing mandatory``. White space
+around a scanned payload is dropped first, as for every format.
 
 ``parse(encode(objects)) == objects`` for every valid object tree (round trip).
 """
@@ -32,6 +33,10 @@ _N = re.compile(r"[0-9]*")
 _AMOUNT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _PERCENT = re.compile(r"[0-9]{1,2}(?:\.[0-9]{0,2})?")
 _LETTERS2 = re.compile(r"[A-Za-z]{2}")
+_UPPER2 = re.compile(r"[A-Z]{2}")
+# Hangul conjoining jamo (Jamo, Jamo Extended-A and -B): decomposed syllables, which the
+# Language Template may not carry (MPM §4.5.3.1: Hangul is precomposed, U+AC00-U+D7A3)
+_JAMO = re.compile("[\u1100-\u11ff\ua960-\ua97f\ud7b0-\ud7ff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,11 @@ def _additional_rule(id_: str) -> Rule:
         return Rule(names[n], "ans", 1, 25)
     if n == 9:
         return Rule("Additional Consumer Data Request", "ans", 1, 3)
+    # IDs 10 and 11 are MPM v1.1 additions (v1.0 had 10-49 RFU). The same IDs and names are
+    # in independent v1.1 implementations: LaoitdevOpen/dart-emv-code,
+    # lib/src/constants/additional_id.dart (merchantTaxId "10", merchantChannel "11", RFU
+    # from "12") and KUPIEACEH/go-qris, internal/config/additional_information_tags.go.
+    # Neither states lengths: "up to 20" and "exactly 3" are from the v1.1 table as we read it.
     if n == 10:
         return Rule("Merchant Tax ID", "ans", 1, 20)
     if n == 11:
@@ -137,6 +147,21 @@ def _split(text: str, where: str) -> list[tuple[str, str]]:
         out.append((id_, text[i + 4 : i + 4 + length]))
         i += 4 + length
     return out
+
+
+def split_ids(text: str) -> list[str]:
+    """The top-level IDs of ``text`` if it is a run of ``ID LL VALUE`` objects, else none:
+    how :func:`terminal.qr.detect` knows an MPM code whose indicator is out of place."""
+    try:
+        return [id_ for id_, _ in _split(text, "payload")]
+    except QRFormatError:
+        return []
+
+
+def uses_eci(payload: str) -> bool:
+    """Whether the QR symbol of ``payload`` carries ECI 000026 (UTF-8): exactly when it has
+    a Language Template 64 (MPM §4.12.1.2). Byte mode always (MPM §4.12.1.1)."""
+    return "64" in parse(payload).objects
 
 
 def _check_value(id_: str, value: str, rule: Rule, where: str) -> None:
@@ -202,10 +227,15 @@ def _check_root(objs: Objects, order: list[str]) -> None:
     amount = objs.get("54")
     if isinstance(amount, str) and not _AMOUNT.fullmatch(amount):
         raise QRFormatError(f"bad value: Transaction Amount {amount!r} is not a number")
+    if isinstance(amount, str) and not Decimal(amount):
+        raise QRFormatError(f"bad value: Transaction Amount {amount!r} is zero; when present "
+                            "it is more than zero (MPM §4.7.4.1)")
     _check_tip(objs)
     country = objs["58"]
-    if isinstance(country, str) and not _LETTERS2.fullmatch(country):
-        raise QRFormatError(f"bad value: Country Code {country!r} is not ISO 3166-1 alpha-2")
+    if isinstance(country, str) and not _UPPER2.fullmatch(country):
+        raise QRFormatError(f"bad value: Country Code {country!r} is not ISO 3166-1 alpha-2 "
+                            "in upper case")
+    _check_language(objs.get("64"))
     extra = objs.get("62")
     if isinstance(extra, dict):
         request = extra.get("09")
@@ -230,10 +260,26 @@ def _check_tip(objs: Objects) -> None:
                             "present exactly when the indicator (ID 55) is 03")
     if isinstance(fixed, str) and not _AMOUNT.fullmatch(fixed):
         raise QRFormatError(f"bad value: convenience fee {fixed!r} is not a number")
+    if isinstance(fixed, str) and not Decimal(fixed):
+        raise QRFormatError(f"bad value: convenience fee {fixed!r} is zero; a fixed fee is "
+                            "more than zero (MPM §4.7.7.1)")
     if isinstance(pct, str):
         if not _PERCENT.fullmatch(pct) or not 0 < Decimal(pct) < 100:
             raise QRFormatError(f"bad value: convenience fee percentage {pct!r} is not "
                                 "00.01-99.99")
+
+
+def _check_language(lang: Value | None) -> None:
+    if not isinstance(lang, dict):
+        return
+    pref = lang["00"]  # mandatory, checked with the template
+    if isinstance(pref, str) and not _LETTERS2.fullmatch(pref):
+        raise QRFormatError(f"bad value: Language Preference {pref!r} (ID 00 in template 64) "
+                            "is not two letters (ISO 639-1)")
+    for id_, value in lang.items():
+        if isinstance(value, str) and _JAMO.search(value):
+            raise QRFormatError(f"bad value: ID {id_} in template 64 has decomposed Hangul "
+                                "(conjoining jamo); Hangul is precomposed (MPM §4.5.3.1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +326,7 @@ def parse(payload: str) -> Mpm:
     """Parse and check an MPM payload (any, not only ours)."""
     if not isinstance(payload, str):
         raise QRFormatError(f"an MPM payload is text, not {type(payload).__name__}")
+    payload = payload.strip()  # a scanner's line end is not part of the code
     if len(payload) > MAX_PAYLOAD:
         raise QRFormatError(f"bad length: payload of {len(payload)} characters; at most "
                             f"{MAX_PAYLOAD}")
@@ -343,6 +390,9 @@ def build_dynamic(amount: int, *, merchant_name: str, city: str, reference: str,
     if terminal_label:
         extra["07"] = terminal_label
     objs["62"] = extra
+    if city_local and not name_local:
+        raise QRFormatError("missing mandatory: a city in the local language (ID 02 in "
+                            "template 64) needs the merchant name in it (ID 01)")
     if name_local:
         lang: Objects = {"00": language, "01": name_local}
         if city_local:
