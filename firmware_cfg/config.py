@@ -10,6 +10,12 @@ defaults of ``[terminal]``; with it, ``terminal.merchant_name`` is the merchant'
 till's ``terminal.place`` its merchant id (filled in when the file leaves them out, an error
 when it says otherwise). The checks of the merchant's fields live here, below the registry,
 so that the registry and the terminal refuse the same values.
+
+A provisioned terminal runs the config of the last operator-signed bundle it installed
+(:mod:`firmware_cfg.bundle` keeps that bundle beside the file as ``config.bundle``). The
+file may differ from it only in :data:`LOCAL_FIELDS`, the settings of the hardware on site;
+:func:`load` refuses a file that differs anywhere else, naming the fields. A home with no
+kept bundle (the demo, an unprovisioned terminal) runs on its file or the embedded defaults.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import logging
 import re
 import tomllib
 import types
@@ -26,7 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from firmware_cfg.pins import pin_hash_ok
 from localpay.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 Role = Literal["till", "validator"]
 
@@ -104,6 +114,11 @@ class RiskSection:
     card_offline_count: int = 30
     #: offline won for the whole terminal since the last sync
     terminal_exposure: int = 5_000_000
+    #: of those, the won it may approve while its clock is ``unknown`` (terminal.clock):
+    #: counted since the last sync, net of refunds of those payments. The default lets a
+    #: validator rebooted with no network work a busy shift (666 adult fares); 0 approves
+    #: nothing but free fares with an unknown clock. terminal_exposure still caps it.
+    unknown_clock_amount: int = 1_000_000
     #: UID-only cards are weaker: lower limits
     uid_max_amount: int = 10_000
     uid_card_offline_amount: int = 30_000
@@ -138,6 +153,9 @@ class ReadersSection:
     #: ACR122U-style readers: beep and blink on a decision
     buzzer: bool = True
     led: bool = True
+    #: receipt printer (ESC/POS): "" (none), "virtual", "serial:/dev/ttyUSB0[:BAUD]",
+    #: "usb:VID:PID" (hex, e.g. "usb:0419:3c00"); see drivers.printer
+    printer: str = ""
 
     def specs(self) -> dict[str, str]:
         """The configured devices by config field, as reader discovery marks them."""
@@ -146,6 +164,71 @@ class ReadersSection:
 
 _READER_KINDS = ("virtual", "pcsc", "nfc")
 _SCANNER_KINDS = ("serial", "camera", "virtual")
+
+
+#: The EMV applications a terminal accepts by default, in order of preference: the order it
+#: tries them in on a card without a directory (Book 1 §12.3.3); with a PPSE / PSE the card's
+#: own priorities choose among the accepted ones (§12.4). An entry is the AID in hex; a
+#: trailing ``*`` lets it match a card AID that is longer and starts with it (partial
+#: selection, EMV 4.3 Book 1 §12.3.1); without it only the same AID matches.
+#:
+#: Sources. International RIDs as the Proxmark3 AID list gives them, with their registrants
+#: (github.com/RfidResearchGroup/proxmark3, client/resources/aidlist.json): Visa A000000003,
+#: Mastercard A000000004, American Express A000000025, JCB A000000065, UnionPay A000000333.
+#: Korean domestic D410000001 (D: a national RID, ISO/IEC 7816-5; 410: Korea): that list has
+#: D4100000011010 as "Republic of Korea" with no registrant named, and Korean domestic-only
+#: cards read in morgan.kr/blog/analyzing-various-emv-smartcards carry D4100000011010,
+#: D4100000012010 and D4100000013010 labelled KOREACREDIT. Who registered D410000001 (KFTC,
+#: the Credit Finance Association's KLSC, or a card network) is confirmed by no source found:
+#: these three are accepted because cards carry them, not on a registrant's word.
+DEFAULT_EMV_AIDS: tuple[str, ...] = (
+    "D4100000030001",  # the local-currency scheme's own application, always first
+    "D4100000011010*",  # Korean domestic credit / check (KOREACREDIT), see above
+    "D4100000012010*",
+    "D4100000013010*",
+    "A0000000031010*",  # Visa credit/debit (A000000003101001 credit, ...1002 debit)
+    "A0000000032010*",  # Visa Electron
+    "A0000000041010*",  # Mastercard credit/debit
+    "A0000000043060*",  # Maestro
+    "A0000000651010*",  # JCB
+    "A000000333010101",  # UnionPay debit; exact, so its electronic cash (...0106) stays out
+    "A000000333010102",  # UnionPay credit
+    "A000000333010103",  # UnionPay quasi-credit
+    "A00000002501*",  # American Express (AEIPS, ExpressPay: A000000025010xxx)
+)
+_AID_ENTRY = re.compile(r"((?:[0-9A-Fa-f]{2}){5,16})(\*?)")
+
+
+def parse_aid(text: str, where: str = "aid") -> tuple[bytes, bool]:
+    """``(AID, partial selection allowed)`` of one ``[emv] aids`` entry; ConfigError unless
+    it is 5 to 16 bytes of hex, optionally followed by ``*``."""
+    match = _AID_ENTRY.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigError(f"{where}: expected an AID of 5 to 16 bytes in hex (10 to 32 hex "
+                          f"digits), with * after it to allow partial selection, found {text!r}")
+    return bytes.fromhex(match.group(1)), bool(match.group(2))
+
+
+@dataclass(frozen=True)
+class EmvSection:
+    """Which EMV card applications the terminal accepts (``[emv]``)."""
+
+    #: AIDs in order of preference, as :func:`parse_aid` reads them; [] accepts no EMV card
+    aids: tuple[str, ...] = DEFAULT_EMV_AIDS
+
+    def __post_init__(self) -> None:
+        seen: dict[bytes, int] = {}
+        for i, text in enumerate(self.aids):
+            aid, _ = parse_aid(text, f"emv.aids[{i}]")
+            if aid in seen:
+                raise ConfigError(f"emv.aids[{i}]: {aid.hex().upper()} is already "
+                                  f"emv.aids[{seen[aid]}]; list each AID once")
+            seen[aid] = i
+
+    def entries(self) -> tuple[tuple[bytes, bool], ...]:
+        """Each AID with whether partial selection is allowed for it, in order."""
+        return tuple(parse_aid(text) for text in self.aids)
+_PRINTER_KINDS = ("virtual", "serial", "usb")
 
 
 @dataclass(frozen=True)
@@ -181,6 +264,25 @@ class MerchantSection:
     region: str = ""
     #: programme memberships, such as "large-mart" (where bus points are not spent)
     memberships: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClerkSection:
+    """One ``[[clerk]]`` of a till: who may sign in, by a PIN kept only as a salted hash
+    (:func:`firmware_cfg.pins.hash_pin`). A till with no clerks opens on its keypad
+    without sign-in."""
+
+    #: what the ledger's payment and refund entries record as ``clerk``
+    id: str = ""
+    name: str = ""
+    #: a supervisor also approves refunds
+    role: Literal["clerk", "supervisor"] = "clerk"
+    #: ``scrypt$LOG2N$R$P$SALT$HASH`` (hex), the line ``localpay clerk hash-pin`` prints
+    pin_hash: str = ""
+
+
+CLERK_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+MAX_CLERKS = 8
 
 
 MERCHANT_ID = re.compile(r"[A-Za-z0-9-]{1,40}")
@@ -270,6 +372,9 @@ class Config:
     central: CentralSection = field(default_factory=CentralSection)
     keys: KeysSection = field(default_factory=KeysSection)
     merchant: MerchantSection = field(default_factory=MerchantSection)
+    emv: EmvSection = field(default_factory=EmvSection)
+    #: ``[[clerk]]``, an array of tables: money settings, never in LOCAL_FIELDS
+    clerk: tuple[ClerkSection, ...] = ()
 
     def with_merchant(self, *, id: str, name: str, brn: str, category: str, region: str = "",
                       memberships: typing.Iterable[str] = ()) -> Config:
@@ -350,6 +455,12 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return cls(**values)
 
 
+def _build_clerks(data: Any) -> tuple[ClerkSection, ...]:
+    if not isinstance(data, list):
+        raise ConfigError(f"clerk: expected an array of tables ([[clerk]]), found {data!r}")
+    return tuple(_build(ClerkSection, item, f"clerk[{i}]") for i, item in enumerate(data))
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Validate a parsed TOML document into a :class:`Config`."""
     sections = {f.name: f for f in dataclasses.fields(Config)}
@@ -357,7 +468,9 @@ def from_dict(data: dict[str, Any]) -> Config:
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}]; expected one of {sorted(sections)}")
     hints = typing.get_type_hints(Config)
-    built = {name: _build(hints[name], value, name) for name, value in data.items()}
+    built: dict[str, Any] = {
+        name: _build_clerks(value) if name == "clerk" else _build(hints[name], value, name)
+        for name, value in data.items()}
     merchant = built.get("merchant")
     if merchant is not None and merchant.id:
         # the registry's facts speak for the terminal where the file is silent
@@ -410,6 +523,10 @@ def validate(config: Config) -> None:
             f"readers.scanner: expected '', 'serial:/dev/ttyACM0[:BAUD]' or 'camera[:INDEX]', "
             f"found {scanner!r}"
         )
+    printer = config.readers.printer
+    if printer and printer.split(":", 1)[0] not in _PRINTER_KINDS:
+        raise ConfigError(f"readers.printer: expected '', 'virtual', 'serial:/dev/ttyUSB0[:BAUD]' "
+                          f"or 'usb:VID:PID', found {printer!r}")
     for name in ("issuer_public_key", "operator_public_key"):
         value = getattr(config.keys, name)
         if value and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
@@ -425,6 +542,33 @@ def validate(config: Config) -> None:
         raise ConfigError(f"central.url: expected http:// or https://, found "
                           f"{config.central.url!r}")
     _validate_merchant(config)
+    _validate_clerks(config)
+
+
+def _validate_clerks(config: Config) -> None:
+    clerks = config.clerk
+    if clerks and config.terminal.role != "till":
+        raise ConfigError("clerk: a validator has no clerks; [[clerk]] is for a till")
+    seen: set[str] = set()
+    for i, c in enumerate(clerks):
+        where = f"clerk[{i}]"
+        if not CLERK_ID.fullmatch(c.id):
+            raise ConfigError(f"{where}.id: expected 1 to 32 of A-Z, a-z, 0-9, _ and -, "
+                              f"found {c.id!r}")
+        if c.id in seen:
+            raise ConfigError(f"{where}.id: {c.id!r} appears twice")
+        seen.add(c.id)
+        check_text(c.name, f"{where}.name", limit=40, required=True)
+        if not pin_hash_ok(c.pin_hash):
+            # never echo the value: it is a hash of a PIN, short enough to search
+            raise ConfigError(f"{where}.pin_hash: expected scrypt$LOG2N$R$P$SALT$HASH as "
+                              "`localpay clerk hash-pin` prints it")
+    if len(clerks) > MAX_CLERKS:
+        raise ConfigError(f"clerk: expected at most {MAX_CLERKS} clerks (the names the "
+                          f"till's sign-in screen shows), found {len(clerks)}")
+    if clerks and not any(c.role == "supervisor" for c in clerks):
+        raise ConfigError(f"clerk: refunds need a supervisor; none of the {len(clerks)} "
+                          "clerks has role = \"supervisor\"")
 
 
 def _validate_merchant(config: Config) -> None:
@@ -497,6 +641,14 @@ def dumps(config: Config) -> str:
     for section in dataclasses.fields(config):
         if section.name == "merchant" and config.merchant == MerchantSection():
             continue  # a config without a merchant reads as it did before the section
+        if section.name == "emv" and config.emv == EmvSection():
+            continue  # the default list: a bundle older terminals still read
+        if section.name == "clerk":
+            for clerk in config.clerk:  # each [[clerk]] header opens a table of its own
+                lines.append("[[clerk]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(clerk).items()]
+                lines.append("")
+            continue
         lines.append(f"[{section.name}]")
         for name, value in dataclasses.asdict(getattr(config, section.name)).items():
             lines.append(f"{name} = {_toml_value(value)}")
@@ -519,7 +671,8 @@ def _toml_value(value: Any) -> str:
 
 
 def load(path: str | Path) -> Config:
-    """Read and validate a terminal config file."""
+    """Read and validate a terminal config file; refuse it when it differs from the signed
+    bundle kept beside it outside :data:`LOCAL_FIELDS`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -528,7 +681,107 @@ def load(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} cannot be read: {err}") from err
     try:
-        return loads(text)
+        config = loads(text)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+    kept = kept_signed(path.parent)
+    if kept is not None:
+        version, signed = kept
+        changed = signed_differences(signed, config)
+        if changed and installed_version(path.parent) < version:
+            # A power cut between the kept bundle and the file of one install: the file is
+            # the previous install's, and the pending bundle completes this one at start.
+            log.warning("%s is not yet the signed config version %d (an install was cut "
+                        "short); running it until the install completes", path, version)
+        elif changed:
+            raise ConfigError(
+                f"{path} differs from the signed config version {version} in "
+                f"{', '.join(changed)}; only {', '.join(sorted(LOCAL_FIELDS))} may be changed "
+                "on the terminal: put the rest back, or publish a new version from central")
+    return config
+
+
+# -- the signed config and what may differ from it on site ----------------------------------------
+
+#: the settings a technician may change in ``terminal.toml`` without a signed bundle: which
+#: readers are plugged in and how they behave, and the screens' language. None of them
+#: changes what is charged, the limits, the place, the keys or where the ledger goes.
+LOCAL_FIELDS = frozenset({
+    "terminal.language", "readers.card", "readers.scanner", "readers.serial_terminator",
+    "readers.buzzer", "readers.led", "readers.printer"})
+
+#: the last signed bundle installed, kept beside ``terminal.toml`` (firmware_cfg.bundle)
+SIGNED_FILE = "config.bundle"
+#: the version of the bundle whose install completed, written last (firmware_cfg.bundle)
+VERSION_FILE = "config-version"
+
+
+def installed_version(folder: Path) -> int:
+    """The version of the last bundle whose install completed in ``folder`` (0: none)."""
+    try:
+        return int((folder / VERSION_FILE).read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{folder / VERSION_FILE} is unreadable: {err}") from err
+
+
+def signed_differences(signed: Config, running: Config) -> list[str]:
+    """The fields (``section.field``) where ``running`` differs from ``signed`` outside
+    :data:`LOCAL_FIELDS`."""
+    out: list[str] = []
+    for section in dataclasses.fields(Config):
+        a, b = getattr(signed, section.name), getattr(running, section.name)
+        if a == b:
+            continue
+        if section.name == "clerk":
+            out.append("clerk")  # who may sign in is a money setting, never local
+            continue
+        for f in dataclasses.fields(a):
+            name = f"{section.name}.{f.name}"
+            if name not in LOCAL_FIELDS and getattr(a, f.name) != getattr(b, f.name):
+                out.append(name)
+    return out
+
+
+def with_local(signed: Config, previous_signed: Config | None, running: Config | None
+               ) -> Config:
+    """``signed`` keeping each local field the technician changed on site: where the
+    running file differs from the signed config it was installed from. Without both, the
+    signed config whole (nothing says what was changed on site)."""
+    if previous_signed is None or running is None:
+        return signed
+    config = signed
+    for name in sorted(LOCAL_FIELDS):
+        section, field_name = name.split(".")
+        here = getattr(getattr(running, section), field_name)
+        if here != getattr(getattr(previous_signed, section), field_name):
+            config = config.replace(section, **{field_name: here})
+    return config
+
+
+def kept_signed(folder: Path) -> tuple[int, Config] | None:
+    """The version and config of the signed bundle kept in ``folder``; None when there is
+    none. Its signature was checked when it was installed: this reads, it does not verify
+    (whoever can rewrite this folder can rewrite the program too; the central service
+    checks every entry against the configs it signed, :mod:`central.config_audit`)."""
+    path = folder / SIGNED_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise ConfigError(f"{path} cannot be read: {err}") from err
+    try:
+        outer = json.loads(data)
+        inner = json.loads(base64.b64decode(outer["payload"], validate=True))
+        version, text = inner["version"], inner["config"]
+        if type(version) is not int or not isinstance(text, str):
+            raise TypeError("version or config of the wrong type")
+    except (ValueError, TypeError, KeyError, binascii.Error) as err:
+        raise ConfigError(f"{path} is not a config bundle: {err}") from err
+    try:
+        return version, loads(text)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
 

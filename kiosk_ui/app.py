@@ -13,18 +13,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pygame
 
+from kiosk_ui.clerks import ClerkDesk
 from kiosk_ui.draw import Painter
 from kiosk_ui.engine import Engine, LinkState, PresentationSource
 from kiosk_ui.fonts import Fonts, load_fonts
 from kiosk_ui.i18n import Language
-from kiosk_ui.model import Command, KioskModel, Result
+from kiosk_ui.model import Command, KioskModel, Result, SyncView
 from kiosk_ui.qr import check_config, merchant_payload
 from kiosk_ui.screens import Statics, render
+from kiosk_ui.service import Blocker
 from kiosk_ui.tones import Tones
 from terminal.core import Terminal
+from terminal.receipt import ReceiptDesk
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,9 @@ class KioskApp:
 
     ``shortcuts`` maps key names (``"f1"``) to callables, for the demo's test cards.
     ``size`` is the window size; ``fullscreen`` takes the display's own size instead.
+    ``home`` is the terminal's home folder (checked for a read-only file system when no
+    ledger is open to tell where it is); ``blockers`` are causes found before the terminal
+    existed, such as a missing key (see :mod:`kiosk_ui.service`).
     """
 
     def __init__(
@@ -66,6 +73,9 @@ class KioskApp:
         sound: bool = True,
         fonts: Fonts | None = None,
         idle_task: Callable[[], None] | None = None,
+        home: Path | None = None,
+        blockers: Sequence[Blocker] = (),
+        receipts: ReceiptDesk | None = None,
     ) -> None:
         config = terminal.config
         self.terminal = terminal
@@ -87,6 +97,8 @@ class KioskApp:
             merchant_name=t.merchant_name,
             fare=config.fares.default_fare if terminal.role == "validator" else 0,
             demo=demo,
+            max_amount=config.risk.max_amount,
+            desk=ClerkDesk(config.clerk) if config.clerk and terminal.role == "till" else None,
         )
         self.statics = Statics(
             qr_payload=(lambda amount, ref: merchant_payload(config, amount, ref))
@@ -94,7 +106,11 @@ class KioskApp:
             background=True,
         )
         self.painter = Painter(self.screen, self.fonts)
-        self.engine = Engine(terminal, source, link=link, idle_task=idle_task)
+        self.engine = Engine(terminal, source, link=link, idle_task=idle_task, home=home,
+                             blockers=blockers, receipts=receipts)
+        #: whether any status came, and whether one found the terminal able to approve
+        self.status_seen = False
+        self.in_service_seen = False
         self.shortcuts = dict(shortcuts or {})
         self.running = False
         self._drawn_version = -1
@@ -151,6 +167,9 @@ class KioskApp:
             self._input(event)
         shown: list[float] = []
         for item in self.engine.events():
+            if isinstance(item, SyncView):
+                self.status_seen = True
+                self.in_service_seen = self.in_service_seen or not item.blocked
             self._send(self.model.on_event(item))
             if isinstance(item, Result):
                 shown.append(item.at)
@@ -198,6 +217,15 @@ class KioskApp:
         if button is not None:
             self._send(self.model.press(button))
         return button
+
+    def save_frame(self, path: Path) -> None:
+        """The last frame drawn, as a PNG (burn-in checks, a technician's report)."""
+        pygame.image.save(self.screen, str(path))
+
+    @property
+    def out_of_service_throughout(self) -> bool:
+        """Every status since the start found the terminal unable to approve."""
+        return self.status_seen and not self.in_service_seen
 
     def button_rect(self, ident: str) -> pygame.Rect | None:
         """Where button ``ident`` is on the last frame drawn (None: not there or disabled)."""

@@ -23,12 +23,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from kiosk_ui.model import (
     Action,
     Busy,
     CancelCmd,
+    Closed,
+    CloseDayCmd,
     Command,
     DayView,
     Event,
@@ -36,16 +40,20 @@ from kiosk_ui.model import (
     Ignored,
     Pay,
     PaymentRow,
+    ReceiptFault,
     RefreshCmd,
     RefundCmd,
     Result,
     ResultView,
     SyncView,
 )
+from kiosk_ui.service import Blocker, Device, DeviceState, ServiceCheck
 from localpay.errors import LedgerError, LocalpayError, ReaderError
 from localpay.types import Presentation
+from terminal import zreport
 from terminal.core import Decision, State, Terminal
 from terminal.qr import detect
+from terminal.receipt import ReceiptDesk, Shown
 
 if TYPE_CHECKING:  # the ledger is reached only through the terminal's own objects
     from offline_ledger import Entry
@@ -61,6 +69,9 @@ STATUS_EVERY_S = 2.0
 POLL_TIMEOUT_S = 0.2
 #: entries read back when listing today's payments (a till takes hundreds a day, not more)
 DAY_SCAN_LIMIT = 5000
+#: the programme's zone, as the EMV application's default (``read_options["timezone"]``):
+#: a Raspberry Pi image often runs in UTC, and a clerk reads the shop's own time
+DEFAULT_ZONE = "Asia/Seoul"
 
 
 class _Stop:
@@ -82,8 +93,15 @@ class Engine:
     def __init__(self, terminal: Terminal,
                  source: PresentationSource | Sequence[PresentationSource] | None, *,
                  link: LinkState | None = None,
-                 idle_task: Callable[[], None] | None = None) -> None:
+                 idle_task: Callable[[], None] | None = None,
+                 home: Path | None = None, blockers: Sequence[Blocker] = (),
+                 receipts: ReceiptDesk | None = None) -> None:
         self.terminal = terminal
+        #: prints each approved till payment's receipt (None: no printer configured)
+        self.receipts = receipts
+        #: what stops the terminal approving (read-only home, broken ledger, ...)
+        self.service = ServiceCheck(terminal, home=home, startup=blockers)
+        self.zone = ZoneInfo(str(terminal.read_options.get("timezone", DEFAULT_ZONE)))
         #: run by the worker between transactions (e.g. a config bundle the sync fetched)
         self.idle_task = idle_task
         if source is None:
@@ -99,13 +117,20 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._pending: int | None = None
         self._reader_ok = True
+        self._blocked: tuple[Blocker, ...] = ()
         self._day_key: tuple[int, str] | None = None
         self._day_cache: tuple[str, int, list[_Row]] | None = None
+        #: since when the screens count declines for the next Z report (wall ms)
+        self._declines_since_ms = int(terminal.clock() * 1000)
         terminal.listeners.append(self._on_state)
 
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        # The first status before any thread runs (nothing else touches the terminal yet):
+        # the first frame is already the out-of-service screen when it must be, never a
+        # "Tap card" for the frames until the worker reports.
+        self._status(force_day=True)
         worker = threading.Thread(target=self._work, name="kiosk-terminal", daemon=True)
         self._threads.append(worker)
         for n, source in enumerate(self.sources):
@@ -159,7 +184,6 @@ class Engine:
                     pass
 
     def _work(self) -> None:
-        self._status(force_day=True)
         next_status = time.monotonic() + STATUS_EVERY_S
         while True:
             try:
@@ -208,20 +232,65 @@ class Engine:
                 self._decided(t.tap(item), "tap")
             elif self._pending is not None:
                 amount, self._pending = self._pending, None
-                self._decided(t.pay(item, amount), "payment")
+                decision = t.pay(item, amount)
+                self._decided(decision, "payment")
+                self._receipt(decision)
             elif t.pending_claim is not None or _is_campaign_code(item):
                 self._decided(t.collect(item), "claim")
             else:
                 self.outbox.put(Ignored())
         elif isinstance(item, Pay):
             self._pending = item.amount
+            t.clerk = item.clerk
         elif isinstance(item, CancelCmd):
             self._pending = None
             t.cancel_claim()
         elif isinstance(item, RefundCmd):
-            self._decided(t.refund(item.seq, item.amount), "refund")
+            t.clerk = item.clerk
+            refund = t.refund(item.seq, item.amount)
+            self._decided(refund, "refund")
+            self._receipt(refund)  # the customer's proof that the money went back
         elif isinstance(item, RefreshCmd):
             self._status(force_day=True)
+        elif isinstance(item, CloseDayCmd):
+            self._close_day(item)
+
+    def _close_day(self, item: CloseDayCmd) -> None:
+        """Compute today's Z report from the ledger, record it, and show it
+        (:mod:`terminal.zreport`); the declines come from the screens' count."""
+        t = self.terminal
+        if t.ledger is None or t.fault is not None:
+            self.outbox.put(Fault("cannot close the day: the ledger is not usable"))
+            return
+        now_ms = int(t.clock() * 1000)
+        today = dt.datetime.fromtimestamp(now_ms / 1000, self.zone).date().isoformat()
+        try:
+            report = zreport.compute(zreport.day_entries(t.ledger, today, self.zone), today,
+                                     t.config.terminal.id, dict(item.declines),
+                                     self._declines_since_ms)
+            entry = zreport.record(t.ledger, report, place=t.config.terminal.place,
+                                   wall_ms=now_ms)
+        except LocalpayError as err:
+            log.error("closing the day failed: %s", err)
+            self.outbox.put(Fault(f"closing the day failed: {err}"))
+            return
+        self._declines_since_ms = now_ms
+        self.outbox.put(Closed(report, entry.seq))
+        self._status(force_day=True)
+
+    def _receipt(self, decision: Decision) -> None:
+        """Print an approved payment's or refund's receipt once its decision is on the way to
+        the screen: a printer can neither delay nor undo a payment, and its fault is the
+        clerk's line ("Receipt not printed: out of paper. Reprint: entry 12"), never a
+        decline."""
+        if self.receipts is None or not decision.approved or decision.entry is None:
+            return
+        card = decision.card
+        shown = Shown(aid=card.aid if card else "", label=card.label if card else "",
+                      points=decision.points, balance=decision.balance)
+        fault = self.receipts.issue(decision.entry, shown)
+        if fault is not None:
+            self.outbox.put(ReceiptFault(decision.entry.seq, fault))
 
     def _decided(self, decision: Decision, action: Action) -> None:
         self.outbox.put(Result(ResultView.from_decision(decision, action), time.perf_counter()))
@@ -229,19 +298,34 @@ class Engine:
 
     # -- status ----------------------------------------------------------------------------
 
+    def _service(self) -> tuple[tuple[Blocker, ...], tuple[DeviceState, ...]]:
+        devices = tuple(s.state() for s in self.sources if isinstance(s, Device))
+        plain = any(not isinstance(s, Device) for s in self.sources)
+        blocked = self.service.blockers(devices, other_sources=plain)
+        if blocked != self._blocked:
+            if blocked:
+                log.error("out of service: %s", "; ".join(b.line() for b in blocked))
+            else:
+                log.warning("in service again")
+            self._blocked = blocked
+        return blocked, devices
+
     def _status(self, force_day: bool = False) -> None:
         t = self.terminal
         online = bool(self.link()) if self.link is not None else False
+        blocked, devices = self._service()
         ledger = t.ledger
         if ledger is None or t.fault is not None:
-            self.outbox.put(SyncView(online, 0, 0, False, self._reader_ok))
+            self.outbox.put(SyncView(online, 0, 0, False, self._reader_ok, "", blocked,
+                                     devices))
             return
         try:
             head = ledger.head.seq
             waiting = head - ledger.synced_upto()
         except LedgerError as err:
             log.error("cannot read sync state: %s", err)
-            self.outbox.put(SyncView(online, 0, 0, False, self._reader_ok))
+            self.outbox.put(SyncView(online, 0, 0, False, self._reader_ok, "", blocked,
+                                     devices))
             return
         clock = ""
         if t.clock_trust is not None:
@@ -250,9 +334,10 @@ class Engine:
             except LocalpayError as err:
                 log.warning("clock not judged: %s", err)
                 clock = "unknown"
-        self.outbox.put(SyncView(online, waiting, head, True, self._reader_ok, clock))
+        self.outbox.put(SyncView(online, waiting, head, True, self._reader_ok, clock, blocked,
+                                 devices))
         if t.role == "till":
-            today = dt.datetime.fromtimestamp(t.clock()).astimezone().date().isoformat()
+            today = dt.datetime.fromtimestamp(t.clock(), self.zone).date().isoformat()
             if force_day or self._day_key != (head, today):
                 self._day_key = (head, today)
                 self.outbox.put(self._today(today))
@@ -265,7 +350,8 @@ class Engine:
         ledger = self.terminal.ledger
         assert ledger is not None
         head = ledger.head.seq
-        start_ms = int(dt.datetime.fromisoformat(today).astimezone().timestamp() * 1000)
+        start_ms = int(dt.datetime.fromisoformat(today).replace(tzinfo=self.zone).timestamp()
+                       * 1000)
         cached = self._day_cache
         if cached is not None and cached[0] == today and cached[1] <= head:
             entries = [e for e in ledger.entries(cached[1] + 1, head)
@@ -280,7 +366,7 @@ class Engine:
                 given_back[r.ref_seq] = given_back.get(r.ref_seq, 0) + r.amount
         rows = [
             PaymentRow(r.seq, r.kind, r.amount, r.wall_ms,
-                       dt.datetime.fromtimestamp(r.wall_ms / 1000).astimezone().strftime("%H:%M"),
+                       dt.datetime.fromtimestamp(r.wall_ms / 1000, self.zone).strftime("%H:%M"),
                        r.card, r.ref_seq or None,
                        given_back.get(r.seq, 0) if r.kind == "payment" else 0)
             for r in sorted(found, key=lambda r: r.seq, reverse=True)

@@ -13,19 +13,32 @@ Screens (issue "Kiosk screens", Screens)::
                      ──QR────> WAIT_QR  ──┴card/code──> READING ──> RESULT ──OK/timeout──> KEYPAD
               KEYPAD ──Refund──> REFUND_LIST ──row──> REFUND_AMOUNT ──Refund──> READING ...
               KEYPAD ──Today───> TODAY
+  till with [[clerk]]s (kiosk_ui.clerks): SIGN_IN ──name──> PIN ──right PIN──> KEYPAD;
+              KEYPAD ──Refund──> PIN (a supervisor's, unless one is signed in) ──> REFUND_LIST;
+              TODAY ──Close day──> Z_REPORT (terminal.zreport: recorded, then shown) ──Back──>
+              KEYPAD;
+              TODAY ──Sign out──> SIGN_IN. With no clerks configured the till opens on its
+              keypad as before, and its commands name no clerk.
+  either:     any screen but READING and RESULT ──cannot approve (SyncView.blocked)──>
+              OUT_OF_SERVICE ──can again──> IDLE / KEYPAD (a sale waiting for a card is dropped)
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Literal
 
-from kiosk_ui.i18n import Language
+from firmware_cfg.config import ClerkSection
+from kiosk_ui.clerks import PIN_MAX, PIN_MIN, ClerkDesk
+from kiosk_ui.i18n import Language, won
+from kiosk_ui.service import Blocker, DeviceState, can_take, corrections_ok
 from terminal.core import Decision
 from terminal.risk import Reason
+from terminal.zreport import ZReport, text_lines
 
 Role = Literal["till", "validator"]
 Outcome = Literal["approved", "declined", "already_paid", "claim_pending"]
@@ -51,6 +64,8 @@ RESULT_SECONDS: dict[tuple[Role, Outcome], float] = {
 NOTICE_SECONDS = 2.5
 #: rows per page on the till's lists
 PAGE_ROWS = 6
+#: lines per page of the Z report on screen
+Z_ROWS = 8
 
 
 class Screen(Enum):
@@ -63,6 +78,14 @@ class Screen(Enum):
     REFUND_LIST = "refund_list"
     REFUND_AMOUNT = "refund_amount"
     TODAY = "today"
+    #: who is at the till (only with clerks configured)
+    SIGN_IN = "sign_in"
+    #: a PIN pad: a clerk's sign-in, or a supervisor's approval of a refund
+    PIN = "pin"
+    #: the closing of the day: "closing…", then the recorded report's lines, by page
+    Z_REPORT = "z_report"
+    #: the terminal cannot approve (kiosk_ui.service): no screen may ask for a card
+    OUT_OF_SERVICE = "out_of_service"
 
 
 # -- what the engine reports --------------------------------------------------------------
@@ -85,6 +108,8 @@ class ResultView:
     rider: str = ""
     #: a campaign claim's signed points that the rules held offline cannot confirm
     points_unconfirmed: int | None = None
+    #: what each pocket paid (or got back), in drawing order; empty: no split was made
+    split: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_decision(cls, decision: Decision, action: Action) -> ResultView:
@@ -109,7 +134,41 @@ class ResultView:
             card=decision.card.display if decision.card is not None else "",
             rider=decision.rider or "",
             points_unconfirmed=unconfirmed if isinstance(unconfirmed, int) else None,
+            split=tuple(getattr(decision, "split", ())),
         )
+
+
+#: the names of the pockets every programme has (English, Korean); an allowance's pocket is
+#: shown by its programme id, which is what the citizen's notice names it by
+POCKET_NAMES: dict[str, tuple[str, str]] = {"cash": ("Cash", "현금"),
+                                            "points": ("Points", "포인트")}
+
+
+def pocket_name(pocket: str, language: Language) -> str:
+    names = POCKET_NAMES.get(pocket)
+    return pocket if names is None else names[language == "ko"]
+
+
+def split_text(split: tuple[tuple[str, int], ...], language: Language) -> str:
+    """A payment's split as one line: ``youth 5,000원 · 현금 3,000원``."""
+    return " · ".join(f"{pocket_name(p, language)} {won(w, language)}" for p, w in split)
+
+
+def receipt_lines(view: ResultView, language: Language) -> list[str]:
+    """The receipt of an approved payment or refund, line by line: what, how much, from
+    which pockets, with which card, and the ledger entry that records it."""
+    if view.outcome != "approved" or view.action == "claim":
+        return []
+    ko = language == "ko"
+    what = {"refund": ("Refund", "환불")}.get(view.action, ("Payment", "결제"))[ko]
+    lines = [f"{what} {won(view.amount, language)}"]
+    if view.split:
+        lines.append(split_text(view.split, language))
+    if view.card:
+        lines.append(f"{'카드' if ko else 'Card'} {view.card}")
+    if view.seq is not None:
+        lines.append(f"{'거래번호' if ko else 'Entry'} {view.seq}")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -158,6 +217,10 @@ class SyncView:
     reader_ok: bool = True
     #: how far the terminal trusts its clock (terminal.clock): for the technician
     clock: str = ""
+    #: why the terminal cannot approve at all (empty: it can): the out-of-service screen
+    blocked: tuple[Blocker, ...] = ()
+    #: the readers and scanners the kiosk opens itself, and whether each works now
+    devices: tuple[DeviceState, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,7 +247,30 @@ class Fault:
     message: str
 
 
-Event = Busy | Result | Ignored | Fault | SyncView | DayView
+@dataclass(frozen=True)
+class ReceiptFault:
+    """An approved payment's receipt did not print: the payment stands, the clerk sees why
+    (``fault``: "out of paper", "offline", "missing") and can reprint entry ``seq`` later."""
+
+    seq: int
+    fault: str
+
+    @property
+    def key(self) -> str:
+        """The fault's words on screen (kiosk_ui.i18n); anything else is a "printer fault"."""
+        return {"out of paper": "receipt_paper_out", "offline": "receipt_offline",
+                "missing": "receipt_missing"}.get(self.fault, "receipt_fault")
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The day's Z report, recorded as ledger entry ``seq``."""
+
+    report: ZReport
+    seq: int
+
+
+Event = Busy | Result | Ignored | Fault | SyncView | DayView | ReceiptFault | Closed
 
 
 # -- what the model asks of the engine ----------------------------------------------------
@@ -194,12 +280,16 @@ Event = Busy | Result | Ignored | Fault | SyncView | DayView
 class Pay:
     amount: int
     method: Method
+    #: the signed-in clerk's id, for the entry's detail (``clerk``); "": none configured
+    clerk: str = ""
 
 
 @dataclass(frozen=True)
 class RefundCmd:
     seq: int
     amount: int
+    #: the signed-in clerk's id (a supervisor approved it with a PIN); "": none configured
+    clerk: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,7 +302,15 @@ class RefreshCmd:
     pass
 
 
-Command = Pay | RefundCmd | CancelCmd | RefreshCmd
+@dataclass(frozen=True)
+class CloseDayCmd:
+    """Close the day: compute and record the Z report, with the declines the kiosk counted
+    (reason, count; they are in no ledger)."""
+
+    declines: tuple[tuple[str, int], ...] = ()
+
+
+Command = Pay | RefundCmd | CancelCmd | RefreshCmd | CloseDayCmd
 
 
 # -- the state machine --------------------------------------------------------------------
@@ -226,6 +324,9 @@ class KioskModel:
     merchant_name: str = ""
     fare: int = 0
     demo: bool = False
+    #: the most one sale may be (the config's ``risk.max_amount``); the keypad refuses, as
+    #: it is typed, a digit that would go past it. 0: only :data:`MAX_DIGITS` applies.
+    max_amount: int = 0
     clock: Callable[[], float] = time.monotonic
     screen: Screen = Screen.IDLE
     digits: str = ""
@@ -243,16 +344,51 @@ class KioskModel:
     notice: str = ""
     notice_until: float = 0.0
     fault: str = ""
+    #: the last payment's receipt that did not print (till); cleared by the next decision
+    receipt_fault: ReceiptFault | None = None
+    #: the till's clerks and its PIN pad's lockout; None: no clerks configured
+    desk: ClerkDesk | None = None
+    #: who signed in (None: nobody, or no clerks configured)
+    clerk: ClerkSection | None = None
+    #: the PIN being typed, never drawn, and whose it is: a clerk's id or "supervisor"
+    pin: str = field(default="", repr=False)  # never in a traceback or a log line
+    pin_for: str = ""
+    #: declines shown since the start or the last Z report, by reason (terminal.zreport)
+    declines: dict[str, int] = field(default_factory=dict)
+    #: the Z report on screen (None while it is being made)
+    closing: ZReport | None = None
+    #: the whole seconds of a PIN lockout last drawn: the countdown redraws as it moves
+    lock_shown: int = 0
     #: bumped on every change: the app redraws when it moves
     version: int = 0
 
     def __post_init__(self) -> None:
         if self.role == "till" and self.screen == Screen.IDLE:
-            self.screen = Screen.KEYPAD  # IDLE is the validator's; the till starts at its keypad
+            self.screen = self.home  # IDLE is the validator's; the till starts at its keypad
+
+    @property
+    def signed_out(self) -> bool:
+        return self.role == "till" and self.desk is not None and self.clerk is None
+
+    @property
+    def clerk_id(self) -> str:
+        return self.clerk.id if self.clerk is not None else ""
 
     @property
     def home(self) -> Screen:
+        if self.sync.blocked:
+            return Screen.OUT_OF_SERVICE
+        if self.signed_out:
+            return Screen.SIGN_IN
         return Screen.IDLE if self.role == "validator" else Screen.KEYPAD
+
+    @property
+    def menus_open(self) -> bool:
+        """The till's Refund and Today: from its keypad, and out of service while refunds
+        still work (:func:`kiosk_ui.service.corrections_ok`)."""
+        return self.role == "till" and not self.signed_out and (
+            self.screen == Screen.KEYPAD or (self.screen == Screen.OUT_OF_SERVICE
+                                             and corrections_ok(self.sync.blocked)))
 
     @property
     def amount(self) -> int:
@@ -282,6 +418,8 @@ class KioskModel:
         if self.role == "validator":
             return []
         s = self.screen
+        if s in (Screen.SIGN_IN, Screen.PIN):
+            return self._press_pin(s, button)
         if s in (Screen.KEYPAD, Screen.REFUND_AMOUNT):
             if button.startswith("digit:"):
                 self._type(button.removeprefix("digit:"))
@@ -294,14 +432,23 @@ class KioskModel:
                 self.digits = ""
                 self._touch()
                 return []
+        if s == Screen.OUT_OF_SERVICE and self.menus_open and button in ("menu:refund",
+                                                                         "menu:today"):
+            if button == "menu:refund" and self._ask_supervisor():
+                return []
+            self._go(Screen.REFUND_LIST if button == "menu:refund" else Screen.TODAY)
+            return [RefreshCmd()]
         if s == Screen.KEYPAD:
-            if button in ("pay:card", "pay:qr") and self.amount > 0:
+            if button in ("pay:card", "pay:qr") and self.amount > 0 and (
+                    button == "pay:qr" or can_take(self.sync.devices, "card")):
                 self.method = "card" if button == "pay:card" else "qr"
                 self.pending = self.amount
                 self.sale_ref = f"{int(self.clock() * 1000) % 10**12:012d}"
                 self._go(Screen.WAIT_CARD if self.method == "card" else Screen.WAIT_QR)
-                return [Pay(self.pending, self.method)]
+                return [Pay(self.pending, self.method, self.clerk_id)]
             if button == "menu:refund":
+                if self._ask_supervisor():
+                    return []
                 self._go(Screen.REFUND_LIST)
                 return [RefreshCmd()]
             if button == "menu:today":
@@ -311,9 +458,26 @@ class KioskModel:
             self.pending = 0
             self._go(Screen.KEYPAD)
             return [CancelCmd()]
+        if s == Screen.TODAY and button == "close:day":
+            self.closing = None
+            self._go(Screen.Z_REPORT)
+            return [CloseDayCmd(tuple(sorted(self.declines.items())))]
+        if s == Screen.Z_REPORT:
+            if button == "back":
+                self._go(self.home)
+            elif button in ("page:prev", "page:next") and self.closing is not None:
+                pages = -(-len(text_lines(self.closing, self.language)) // Z_ROWS)
+                step = -1 if button == "page:prev" else 1
+                self.page = min(max(self.page + step, 0), pages - 1)
+                self._touch()
+            return []
+        if s == Screen.TODAY and button == "signout" and self.clerk is not None:
+            self.clerk = None
+            self._go(self.home)
+            return []
         if s in (Screen.REFUND_LIST, Screen.TODAY):
             if button == "back":
-                self._go(Screen.KEYPAD)
+                self._go(self.home)
                 return []
             if button in ("page:prev", "page:next"):
                 rows = len(self.day.refundable if s == Screen.REFUND_LIST else self.day.rows)
@@ -337,7 +501,7 @@ class KioskModel:
                 self._go(Screen.REFUND_LIST)
                 return []
             if button == "refund:go" and self.refund_target is not None and self.amount > 0:
-                cmd = RefundCmd(self.refund_target.seq, self.amount)
+                cmd = RefundCmd(self.refund_target.seq, self.amount, self.clerk_id)
                 self.refund_target = None
                 self.digits = ""
                 self._go(Screen.READING)
@@ -349,10 +513,73 @@ class KioskModel:
             return [CancelCmd()] if waiting else []
         return []
 
+    def _ask_supervisor(self) -> bool:
+        """Put up the supervisor's PIN pad before the refunds, unless no clerks are
+        configured or a supervisor is the one signed in. True when it did."""
+        if self.desk is None or (self.clerk is not None and self.clerk.role == "supervisor"):
+            return False
+        self._pin_pad("supervisor")
+        return True
+
+    def _pin_pad(self, whose: str) -> None:
+        self.pin = ""
+        self.pin_for = whose
+        self._go(Screen.PIN)
+
+    def _press_pin(self, s: Screen, button: str) -> list[Command]:
+        desk = self.desk
+        if desk is None:  # pragma: no cover - neither screen is shown without clerks
+            return []
+        if s == Screen.SIGN_IN:
+            if button.startswith("clerk:") and desk.find(button.removeprefix("clerk:")):
+                self._pin_pad(button.removeprefix("clerk:"))
+            elif button.startswith("digit:") and button[6:].isdigit():
+                # the n-th name by its number on a keyboard, as the screen numbers them
+                n = int(button[6:]) - 1
+                if 0 <= n < len(desk.clerks):
+                    self._pin_pad(desk.clerks[n].id)
+            return []
+        if button.startswith("digit:"):
+            if len(self.pin) + len(button) - 6 <= PIN_MAX:
+                self.pin += button.removeprefix("digit:")
+                self._touch()
+        elif button in ("del", "clear"):
+            self.pin = self.pin[:-1] if button == "del" else ""
+            self._touch()
+        elif button == "cancel":
+            self.pin = ""
+            self._go(self.home)
+        elif button == "pin:go" and len(self.pin) >= PIN_MIN:  # shorter: a slip, not a try
+            pin, self.pin = self.pin, ""
+            if desk.locked_for() > 0:
+                self._notice("pin_locked")
+                return []
+            supervisor = self.pin_for == "supervisor"
+            who = desk.check(pin, clerk_id=None if supervisor else self.pin_for,
+                             supervisor=supervisor)
+            if who is None:
+                self._notice("pin_locked" if desk.locked_for() > 0 else "pin_wrong")
+                return []
+            self.notice = ""
+            if supervisor:
+                self._go(Screen.REFUND_LIST)
+                return [RefreshCmd()]
+            self.clerk = who
+            self._go(self.home)
+        return []
+
     def _type(self, digits: str) -> None:
         if not self.digits and digits.startswith("0"):
             return  # no leading zeros: "00" on an empty amount is a slip
         if len(self.digits) + len(digits) > MAX_DIGITS:
+            return
+        # Only the sale's keypad: a refund is capped by what its payment has left, which
+        # that screen shows. risk.max_amount rather than the lesser of it and the card's
+        # limits: no card is known while the amount is typed, and a UID card's lower
+        # uid_max_amount is told by its decline's reason.
+        if (self.max_amount and self.screen == Screen.KEYPAD
+                and int(self.digits + digits) > self.max_amount):
+            self._notice("over_max")
             return
         self.digits += digits
         self._touch()
@@ -368,6 +595,8 @@ class KioskModel:
         if name.isdigit() and len(name) == 1:
             return self.press(f"digit:{name}")
         mapping = {
+            Screen.PIN: {"backspace": "del", "delete": "clear", "return": "pin:go",
+                         "escape": "cancel"},
             Screen.KEYPAD: {"backspace": "del", "delete": "clear", "return": "pay:card",
                             "c": "pay:card", "q": "pay:qr", "r": "menu:refund",
                             "t": "menu:today"},
@@ -378,7 +607,11 @@ class KioskModel:
             Screen.REFUND_LIST: {"escape": "back", "up": "page:prev", "down": "page:next",
                                  "page up": "page:prev", "page down": "page:next"},
             Screen.TODAY: {"escape": "back", "up": "page:prev", "down": "page:next",
-                           "page up": "page:prev", "page down": "page:next"},
+                           "page up": "page:prev", "page down": "page:next", "o": "signout",
+                           "z": "close:day"},
+            Screen.Z_REPORT: {"escape": "back", "return": "back", "up": "page:prev",
+                              "down": "page:next", "page up": "page:prev",
+                              "page down": "page:next"},
             Screen.RESULT: {"return": "ok", "escape": "ok"},
         }
         button = mapping.get(s, {}).get(name)
@@ -391,6 +624,7 @@ class KioskModel:
             if event != self.sync:
                 self.sync = event
                 self._touch()
+                return self._follow_service()
         elif isinstance(event, DayView):
             if event != self.day:
                 self.day = event
@@ -404,18 +638,49 @@ class KioskModel:
             view = event.view
             self.result = view
             self.result_at = event.at
+            self.receipt_fault = None
             self.result_until = self.clock() + RESULT_SECONDS[(self.role, view.outcome)]
             self.pending = 0
-            if self.role == "till" and view.outcome == "approved" and view.action != "claim":
-                self.digits = ""  # a claim charged nothing: the keyed sale is still to pay
+            # The keypad starts empty after every result, approved or not (issue #17: a
+            # declined 5,200 then 3500 typed showed 52,003,500). A campaign claim is the
+            # exception: it charged nothing and was not the keyed sale, which is still to pay.
+            if self.role == "till" and view.action != "claim":
+                self.digits = ""
+            if self.role == "till" and view.outcome == "declined" and view.reason is not None:
+                reason = view.reason.value
+                self.declines[reason] = self.declines.get(reason, 0) + 1
             self._go(Screen.RESULT)
         elif isinstance(event, Ignored):
             self._notice("enter_amount_first")
         elif isinstance(event, Fault):
             self.fault = event.message
             self._touch()
-            if self.screen == Screen.READING:
-                self._back_home()
+            if self.screen == Screen.READING or (self.screen == Screen.Z_REPORT
+                                                 and self.closing is None):
+                self._back_home()  # a closing that failed: the fault line says so
+        elif isinstance(event, Closed):
+            self.closing = event.report
+            self.declines = {}  # counted into the recorded report
+            self._touch()
+        elif isinstance(event, ReceiptFault):
+            self.receipt_fault = event
+            self._touch()
+        return []
+
+    def _follow_service(self) -> list[Command]:
+        """Out of service, or back in: every screen but a transaction's own follows (a
+        decision in progress or on screen still shows; a sale waiting for a card is dropped)."""
+        clerk = self.screen in (Screen.REFUND_LIST, Screen.REFUND_AMOUNT, Screen.TODAY)
+        if self.sync.blocked and self.screen not in (Screen.READING, Screen.RESULT,
+                                                     Screen.OUT_OF_SERVICE) and not (
+                clerk and corrections_ok(self.sync.blocked)):
+            waiting = self.screen in (Screen.WAIT_CARD, Screen.WAIT_QR)
+            self.pending = 0
+            self.refund_target = None
+            self._go(Screen.OUT_OF_SERVICE)
+            return [CancelCmd()] if waiting else []
+        if not self.sync.blocked and self.screen == Screen.OUT_OF_SERVICE:
+            self._go(self.home)
         return []
 
     def _back_home(self) -> None:
@@ -432,6 +697,11 @@ class KioskModel:
         if self.notice and now >= self.notice_until:
             self.notice = ""
             self._touch()
+        if self.screen == Screen.PIN and self.desk is not None:
+            left = math.ceil(self.desk.locked_for())
+            if left != self.lock_shown:
+                self.lock_shown = left
+                self._touch()
         return []
 
     def snapshot(self) -> KioskModel:

@@ -18,13 +18,27 @@ import pygame
 from kiosk_ui import draw as d
 from kiosk_ui.draw import Painter
 from kiosk_ui.i18n import Language, reason_text, rider_text, tr, won
-from kiosk_ui.model import PAGE_ROWS, KioskModel, PaymentRow, ResultView, Screen
+from kiosk_ui.model import (
+    PAGE_ROWS,
+    Z_ROWS,
+    KioskModel,
+    PaymentRow,
+    ResultView,
+    Screen,
+    split_text,
+)
+from kiosk_ui.outage import draw_out_of_service
 from kiosk_ui.qr import Matrix, qr_matrix, qr_surface
+from kiosk_ui.service import can_take
+from terminal.zreport import text_lines
 
 OUTCOME_COLOR = {"approved": d.GREEN, "declined": d.RED, "already_paid": d.AMBER,
                  "claim_pending": d.BLUE}
 #: a darker green than the approved screen's, so the category reads as a label on it
-RIDER_PILL: d.Color = (21, 128, 61)
+RIDER_PILL: d.Color = (20, 83, 45)
+#: the symbol beside a result's headline (a claim's prompt is a question, not a result)
+RESULT_MARK: dict[str, d.Mark] = {"approved": "check", "declined": "cross",
+                                  "already_paid": "bang"}
 STATUS_H = 44
 
 
@@ -108,6 +122,10 @@ def render(p: Painter, m: KioskModel, statics: Statics) -> None:
         Screen.WAIT_QR: _wait_qr,
         Screen.REFUND_LIST: _refund_list,
         Screen.TODAY: _today,
+        Screen.OUT_OF_SERVICE: draw_out_of_service,
+        Screen.SIGN_IN: _sign_in,
+        Screen.PIN: _pin,
+        Screen.Z_REPORT: _z_report,
     }[m.screen]
     body(p, m, statics)
 
@@ -115,25 +133,44 @@ def render(p: Painter, m: KioskModel, statics: Statics) -> None:
 # -- status bar --------------------------------------------------------------------------
 
 
-def status_text(m: KioskModel) -> tuple[str, d.Color]:
+def status_text(m: KioskModel, *, rider: bool = False) -> tuple[str, d.Color]:
+    """The status line; ``rider``: the one a rider sees, without the technician's sync count."""
     lang, s = m.language, m.sync
     if m.fault or not s.ledger_ok:
-        return tr(lang, "ledger_fault"), d.RED
+        return tr(lang, "ledger_fault"), d.RED_TEXT
     parts = [tr(lang, "online" if s.online else "offline")]
-    parts.append(tr(lang, "waiting_sync", n=f"{s.waiting:,}") if s.waiting
-                 else tr(lang, "all_synced"))
+    missing = [dev for dev in s.devices if not dev.ok]
+    # a missing device matters more than the sync count, and the line has room for one
+    if not rider and not missing:
+        parts.append(tr(lang, "waiting_sync", n=f"{s.waiting:,}") if s.waiting
+                     else tr(lang, "all_synced"))
+    if len(missing) == 1:
+        parts.append(tr(lang, "device_missing", device=tr(lang, f"device_{missing[0].kind}"),
+                        name=_short_name(missing[0].name)))
+    elif missing:  # all of them: the out-of-service screen names each, with its error
+        parts.append(tr(lang, "cause_no_reader"))
     if not s.reader_ok:
         parts.append(tr(lang, "reader_fault"))
     if s.clock == "unknown":
         parts.append(tr(lang, "clock_unknown"))
-    color = d.ONLINE if s.online and s.reader_ok and s.clock != "unknown" else d.ORANGE
+    color = (d.ONLINE if s.online and s.reader_ok and not missing and s.clock != "unknown"
+             else d.ORANGE)
     return " · ".join(parts), color
+
+
+def _short_name(name: str, keep: int = 24) -> str:
+    """A device's spec as the status line shows it: a path by its last part
+    (``serial:/dev/ttyACM0`` -> ``serial:ttyACM0``), at most ``keep`` characters."""
+    kind, _, rest = name.partition(":")
+    if "/" in rest:
+        name = f"{kind}:{rest.rsplit('/', 1)[1]}"
+    return name if len(name) <= keep else name[:keep - 1] + "…"
 
 
 def _status_bar(p: Painter, m: KioskModel) -> None:
     lang = m.language
     p.fill(p.box(0, 0, 800, STATUS_H), d.PANEL)
-    text, color = status_text(m)
+    text, color = status_text(m, rider=m.role == "validator")
     if m.role == "validator":
         p.text(tr(lang, "route", place=m.place), p.box(16, 4, 250, 36), size=22, bold=True,
                align="left", name="route")
@@ -145,11 +182,12 @@ def _status_bar(p: Painter, m: KioskModel) -> None:
         status_box = p.box(234, 4, 246, 36)
         dot_x = 222
         p.button("menu:refund", p.box(486, 5, 92, 34), tr(lang, "menu_refund"), size=18,
-                 enabled=m.screen == Screen.KEYPAD)
+                 enabled=m.menus_open)
         p.button("menu:today", p.box(584, 5, 108, 34), tr(lang, "menu_today"), size=18,
-                 enabled=m.screen == Screen.KEYPAD)
+                 enabled=m.menus_open)
     pygame.draw.circle(p.surface, color, p.box(dot_x, 22, 0, 0).topleft, p.px(7))
-    p.text(text, status_box, size=18, color=color, align="left", name="status")
+    p.text(text, status_box, size=18, color=color, align="left", max_lines=2, min_size=12,
+           name="status")
     p.button("lang", p.box(698, 5, 96, 34), tr(lang, "lang_button"), size=17, bold=False)
 
 
@@ -159,10 +197,14 @@ def _status_bar(p: Painter, m: KioskModel) -> None:
 def _idle(p: Painter, m: KioskModel, s: Statics) -> None:
     lang = m.language
     other: Language = "en" if lang == "ko" else "ko"
-    _contactless_mark(p, p.box(340, 62, 120, 70))
-    p.text(tr(lang, "tap_card"), p.box(30, 140, 740, 110), size=72, bold=True, name="tap_card")
-    p.text(tr(other, "tap_card"), p.box(30, 250, 740, 60), size=38, color=d.MUTED,
-           name="tap_card_other")
+    # with its card reader missing (and a scanner working) a validator asks only for codes
+    ask = "tap_card" if can_take(m.sync.devices, "card") else "show_code"
+    if ask == "tap_card":
+        _contactless_mark(p, p.box(340, 62, 120, 70))
+    p.text(tr(lang, ask), p.box(30, 140, 740, 110), size=72, bold=True, max_lines=2,
+           min_size=36, name=ask)
+    p.text(tr(other, ask), p.box(30, 250, 740, 60), size=38, color=d.MUTED, min_size=18,
+           name=f"{ask}_other")
     if m.fare:
         p.text(tr(lang, "fare", amount=won(m.fare, lang)), p.box(30, 330, 740, 50), size=30,
                color=d.MUTED, name="fare")
@@ -209,8 +251,13 @@ def _result(p: Painter, m: KioskModel, s: Statics) -> None:
     approved = {"refund": "refunded", "claim": "points_collected"}.get(view.action, "approved")
     headline = {"approved": approved, "declined": "declined", "already_paid": "already_paid",
                 "claim_pending": "claim_tap_card"}[view.outcome]
-    p.text(tr(lang, headline), p.box(30, 54, 740, 76), size=56, bold=True, max_lines=2,
-           min_size=28, name="headline")
+    mark = RESULT_MARK.get(view.outcome)
+    # with a symbol the box keeps room for it on the left, and stays centred
+    drawn = p.text(tr(lang, headline), p.box(110, 54, 580, 76) if mark else
+                   p.box(30, 54, 740, 76), size=56, bold=True, max_lines=2, min_size=28,
+                   name="headline")
+    if mark is not None:
+        p.mark(mark, drawn)
     lines = _result_lines(view, lang)
     if view.action == "claim" and view.outcome != "declined":
         _claim_body(p, view, lang, till)
@@ -241,6 +288,13 @@ def _result(p: Painter, m: KioskModel, s: Statics) -> None:
     if till:
         if view.card:
             p.text(view.card, p.box(40, 254, 720, 40), size=24, name="card")
+        receipt = m.receipt_fault
+        if receipt is not None and receipt.seq == view.seq:
+            # the payment stands; where the third detail line goes, why there is no receipt
+            lines = lines[:2]
+            p.text(tr(lang, receipt.key, seq=receipt.seq), p.box(24, 420, 540, 48), size=24,
+                   align="left", color=d.AMBER_TEXT, max_lines=2, min_size=14,
+                   name="receipt_fault")
         for i, (name, text) in enumerate(lines[:3]):
             p.text(text, p.box(24, 312 + 54 * i, 540, 48), size=30, align="left", name=name)
         # under a claim's prompt the button gives the claim up
@@ -268,6 +322,8 @@ def _claim_body(p: Painter, view: ResultView, lang: Language, till: bool) -> Non
 
 def _result_lines(view: ResultView, lang: Language) -> list[tuple[str, str]]:
     lines: list[tuple[str, str]] = []
+    if view.split and view.outcome == "approved":
+        lines.append(("split", split_text(view.split, lang)))
     if view.balance is not None and view.outcome != "declined":
         lines.append(("balance", tr(lang, "balance", amount=won(view.balance, lang))))
     if view.points_now is not None:
@@ -308,15 +364,24 @@ def _keypad(p: Painter, m: KioskModel, s: Statics) -> None:
         p.button("cancel", p.box(28, 388, 352, 80), tr(lang, "cancel"), size=30)
     else:
         if m.notice:
-            p.text(tr(lang, m.notice), p.box(156, 206, 224, 58), size=20, color=d.AMBER,
-                   max_lines=2, min_size=14, name="notice")
+            p.text(tr(lang, m.notice, amount=won(m.max_amount, lang)), p.box(156, 206, 224, 58),
+                   size=20, color=d.AMBER_TEXT, max_lines=2, min_size=14, name="notice")
         p.button("pay:card", p.box(28, 276, 170, 150), tr(lang, "pay_card"), fill=d.BLUE,
-                 size=44, enabled=m.amount > 0)
+                 size=44, enabled=m.amount > 0 and can_take(m.sync.devices, "card"))
         p.button("pay:qr", p.box(210, 276, 170, 150), tr(lang, "pay_qr"), fill=d.GREEN,
                  size=44, enabled=m.amount > 0)
         if m.fault:
             p.text(tr(lang, "internal_error"), p.box(28, 436, 352, 36), size=18,
-                   color=d.RED, name="fault")
+                   color=d.RED_TEXT, name="fault")
+        elif m.receipt_fault is not None:  # until the next sale: reprint it from the ledger
+            p.text(tr(lang, m.receipt_fault.key, seq=m.receipt_fault.seq),
+                   p.box(28, 436, 352, 36), size=18, color=d.AMBER_TEXT, max_lines=2,
+                   min_size=12, name="receipt_fault")
+    _digit_keys(p, lang)
+
+
+def _digit_keys(p: Painter, lang: Language) -> None:
+    """The keypad's twelve keys on the right: the amount's and the PIN pad's."""
     for r, row in enumerate(_KEYS):
         for c, key in enumerate(row):
             box = p.box(404 + c * 128, 56 + r * 104, 118, 94)
@@ -324,6 +389,55 @@ def _keypad(p: Painter, m: KioskModel, s: Statics) -> None:
                 p.button("del", box, tr(lang, "delete"), size=34)
             else:
                 p.button(f"digit:{key}", box, key, size=44)
+
+
+def _pin_notice(m: KioskModel) -> str:
+    """The lockout while it lasts (a countdown), else the last notice."""
+    locked = math.ceil(m.desk.locked_for()) if m.desk is not None else 0
+    if locked:
+        return tr(m.language, "pin_locked", seconds=locked)
+    return tr(m.language, m.notice) if m.notice else ""
+
+
+def _sign_in(p: Painter, m: KioskModel, s: Statics) -> None:
+    lang = m.language
+    p.text(tr(lang, "sign_in_title"), p.box(16, 52, 768, 44), size=28, bold=True,
+           align="left", name="sign_in_title")
+    clerks = m.desk.clerks if m.desk is not None else ()
+    for i, clerk in enumerate(clerks):
+        # numbered: a keyboard's digit picks the same name (KioskModel.key)
+        label = f"{i + 1}  {clerk.name}"
+        if clerk.role == "supervisor":
+            label += f" · {tr(lang, 'role_supervisor')}"
+        p.button(f"clerk:{clerk.id}", p.box(16 + 392 * (i % 2), 104 + 76 * (i // 2), 376, 66),
+                 label, size=28)
+    notice = _pin_notice(m)
+    if notice:
+        p.text(notice, p.box(16, 414, 768, 52), size=24, color=d.AMBER_TEXT, max_lines=2,
+               min_size=14, name="notice")
+
+
+def _pin(p: Painter, m: KioskModel, s: Statics) -> None:
+    lang = m.language
+    who = m.desk.find(m.pin_for) if m.desk is not None else None
+    title = (tr(lang, "pin_for", name=who.name) if who is not None
+             else tr(lang, "pin_supervisor"))
+    p.text(title, p.box(28, 54, 352, 46), size=24, bold=True, max_lines=2, min_size=14,
+           name="pin_title")
+    display = p.box(28, 104, 352, 92)
+    p.fill(display, d.PANEL, radius=10)
+    if m.pin:  # dots only: a PIN is never drawn, whoever stands behind the clerk
+        p.text("●" * len(m.pin), display.inflate(-p.px(24), -p.px(10)), size=44, bold=True,
+               name="pin")
+    notice = _pin_notice(m)
+    if notice:
+        p.text(notice, p.box(28, 206, 352, 58), size=20, color=d.AMBER_TEXT, max_lines=2,
+               min_size=12, name="notice")
+    locked = m.desk is not None and m.desk.locked_for() > 0
+    p.button("pin:go", p.box(28, 276, 352, 100), tr(lang, "ok"), fill=d.BLUE, size=40,
+             enabled=len(m.pin) >= 4 and not locked)
+    p.button("cancel", p.box(28, 388, 352, 80), tr(lang, "cancel"), size=30)
+    _digit_keys(p, lang)
 
 
 def _wait_card(p: Painter, m: KioskModel, s: Statics) -> None:
@@ -357,8 +471,9 @@ def _wait_qr(p: Painter, m: KioskModel, s: Statics) -> None:
            name="merchant_name")
     p.text(tr(lang, "qr_hint"), p.box(448, 188, 336, 90), size=30, bold=True, max_lines=2,
            min_size=18, name="qr_hint")
-    p.text(tr(lang, "qr_or_scan"), p.box(448, 284, 336, 70), size=22, color=d.MUTED,
-           max_lines=2, min_size=14, name="qr_or_scan")
+    if can_take(m.sync.devices, "scanner"):  # never ask for a code no scanner can read
+        p.text(tr(lang, "qr_or_scan"), p.box(448, 284, 336, 70), size=22, color=d.MUTED,
+               max_lines=2, min_size=14, name="qr_or_scan")
     p.button("cancel", p.box(516, 372, 200, 64), tr(lang, "cancel"), size=30)
     if m.demo:
         p.text(tr(lang, "demo_keys"), p.box(448, 444, 336, 30), size=14, color=d.DIM,
@@ -383,7 +498,7 @@ def _row(p: Painter, box: pygame.Rect, row: PaymentRow, lang: Language, *, kind:
          fill: d.Color) -> None:
     p.fill(box, fill, radius=6)
     y, h = box.top / p.sy, box.height / p.sy
-    color = d.TEXT if row.kind == "payment" else d.AMBER
+    color = d.TEXT if row.kind == "payment" else d.AMBER_TEXT
     p.text(row.time, p.box(24, y, 70, h), size=22, align="left", name="row_time")
     p.text(f"#{row.seq}", p.box(96, y, 96, h), size=22, color=d.MUTED, align="left",
            name="row_seq")
@@ -418,8 +533,13 @@ def _refund_list(p: Painter, m: KioskModel, s: Statics) -> None:
 def _today(p: Painter, m: KioskModel, s: Statics) -> None:
     lang = m.language
     day = m.day
-    p.text(tr(lang, "today_title"), p.box(16, 50, 768, 42), size=26, bold=True, align="left",
-           name="today_title")
+    p.text(tr(lang, "today_title"), p.box(16, 50, 500 if m.clerk else 768, 42), size=26,
+           bold=True, align="left", name="today_title")
+    if m.clerk is not None:
+        p.button("signout", p.box(528, 50, 256, 40), tr(lang, "sign_out", name=m.clerk.name),
+                 size=20)
+    p.button("close:day", p.box(176, 416, 144, 56), tr(lang, "close_day"), fill=d.AMBER,
+             size=24)
     first, last = _pager(p, m, len(day.rows))
     if not day.rows:
         p.text(tr(lang, "today_none"), p.box(16, 180, 768, 60), size=28, color=d.MUTED,
@@ -430,3 +550,26 @@ def _today(p: Painter, m: KioskModel, s: Statics) -> None:
     p.text(tr(lang, "today_totals", count=f"{day.count:,}", paid=won(day.paid, lang),
               refunded=won(day.refunded, lang), net=won(day.net, lang)),
            p.box(24, 372, 752, 40), size=22, bold=True, min_size=13, name="today_totals")
+
+
+def _z_report(p: Painter, m: KioskModel, s: Statics) -> None:
+    """The Z report as recorded, by page: the lines the receipt printer prints too."""
+    lang = m.language
+    if m.closing is None:
+        p.text(tr(lang, "z_making"), p.box(30, 180, 740, 80), size=44, bold=True,
+               name="z_making")
+        return
+    names = {c.id: c.name for c in m.desk.clerks} if m.desk is not None else {}
+    lines = text_lines(m.closing, lang, names)
+    pages = max(1, -(-len(lines) // Z_ROWS))
+    page = min(m.page, pages - 1)
+    for i, line in enumerate(lines[page * Z_ROWS:(page + 1) * Z_ROWS]):
+        p.text(line, p.box(24, 52 + 44 * i, 752, 40), size=24, bold=i == 0 and page == 0,
+               align="left", min_size=12, name="z_line")
+    p.button("back", p.box(16, 416, 150, 56), tr(lang, "back"), size=26)
+    p.text(tr(lang, "page", page=page + 1, pages=pages), p.box(330, 416, 140, 56), size=24,
+           color=d.MUTED, name="page")
+    p.button("page:prev", p.box(500, 416, 134, 56), tr(lang, "prev"), size=26,
+             enabled=page > 0)
+    p.button("page:next", p.box(646, 416, 138, 56), tr(lang, "next"), size=26,
+             enabled=page < pages - 1)

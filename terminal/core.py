@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from firmware_cfg.config import Config
 from localpay.errors import (
@@ -41,11 +41,21 @@ from localpay.errors import (
 )
 from localpay.types import Presentation
 from offline_ledger import Entry, Ledger
+from offline_ledger.pockets import counting, refund_parts, seoul_day
+from offline_ledger.unknown_clock import UnknownClockWon
 from terminal import cards_all  # noqa: F401 - registers the EMV and QR card applications
 from terminal.cards import CardIdentity, Declined, ReadContext, find_application
-from terminal.clock import ClockTrust
+from terminal.clock import ClockState, ClockTrust
+from terminal.emv.reader import terminal_aids
 from terminal.incentives import PointsEstimator, campaign_points, claim_detail, claimed_by
-from terminal.risk import Reason, RiskInput, evaluate, remaining_balance
+from terminal.risk import (
+    PocketSplitter,
+    Reason,
+    RiskInput,
+    evaluate,
+    remaining_balance,
+    terminal_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +102,9 @@ class Decision:
     #: a campaign claim whose points the rules held here cannot confirm: the figure signed
     #: into the code (``points`` is then ``None``); the central service decides
     points_unconfirmed: int | None = None
+    #: an approved payment's split by pocket, in drawing order (the entry's ``split``);
+    #: empty when the terminal held no pockets for the card
+    split: tuple[tuple[str, int], ...] = ()
 
     @property
     def approved(self) -> bool:
@@ -115,6 +128,15 @@ class PendingClaim:
     code: CardIdentity
     #: wall-clock ms after which the claim lapses
     deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Why the terminal cannot approve even its smallest charge now (:meth:`Terminal.blocked`),
+    with the technician's detail."""
+
+    reason: Reason
+    detail: str
 
 
 StateListener = Callable[[State, "Decision | None"], None]
@@ -147,6 +169,8 @@ class Terminal:
         if clock_trust is None and ledger is not None and clock is time.time:
             clock_trust = ClockTrust(ledger)
         self.clock_trust = clock_trust
+        # the won approved with an unknown clock since the last sync, for its allowance
+        self.unknown_clock = UnknownClockWon(ledger) if ledger is not None else None
         self.fault = ledger_fault
         self.read_options = self._read_options(config)
         self.read_options.update(read_options or {})
@@ -154,6 +178,10 @@ class Terminal:
         self.listeners: list[StateListener] = []
         self.points = PointsEstimator(ledger)
         self.pending_claim: PendingClaim | None = None
+        #: the till's signed-in clerk (kiosk_ui.clerks), recorded as ``clerk`` in the
+        #: detail of each payment and refund; "" when the till has no clerks configured
+        self.clerk = ""
+        self.pockets = PocketSplitter(config.merchant)
 
     def reconfigure(self, config: Config) -> None:
         """Run with a new config from the next transaction on (same ledger and keys)."""
@@ -164,6 +192,7 @@ class Terminal:
         self.config = config
         self.role = config.terminal.role
         self.read_options = {**self._read_options(config), **extra}
+        self.pockets = PocketSplitter(config.merchant)
 
     def _read_options(self, config: Config) -> dict[str, object]:
         """What the card applications need from the config and the ledger."""
@@ -178,11 +207,45 @@ class Terminal:
             "emv_threshold": r.emv_threshold,
             "emv_target_percent": r.emv_target_percent,
             "emv_max_target_percent": r.emv_max_target_percent,
+            "emv_aids": terminal_aids(config.emv),
         }
         if config.keys.issuer_public_key:
             options["wallet_issuer_keys"] = [
                 public_from_hex(config.keys.issuer_public_key, "keys.issuer_public_key")]
         return options
+
+    # -- whether it can approve at all -----------------------------------------------------
+
+    def smallest_charge(self) -> int:
+        """1 won at a till; at a validator the lowest fare above 0 (0 when every fare is free:
+        only then may a limit that is reached still let a tap through)."""
+        if self.role == "till":
+            return 1
+        return min((f for f in self.config.fares.categories().values() if f > 0), default=0)
+
+    def blocked(self) -> Blocked | None:
+        """Why the smallest charge (:meth:`smallest_charge`) would be declined now whatever
+        card paid it, by the rules a payment meets (:func:`terminal.risk.terminal_limits`):
+        the ledger broken, the offline exposure reached, or the clock ``unknown`` with its
+        allowance used; None when it can approve. The kiosk asks this between presentations
+        (out of service) instead of working it out again. Raises ``LedgerError``."""
+        if self.fault is not None or self.ledger is None:
+            # no ledger comes with the fault that stopped it (the constructor's rule)
+            return Blocked(Reason.LEDGER_BROKEN, str(self.fault))
+        reading = (self.clock_trust.judge(int(self.clock() * 1000))
+                   if self.clock_trust is not None else None)
+        unknown = self._unknown_won(reading.state if reading is not None else None)
+        exposure = self.ledger.exposure
+        r = self.config.risk
+        reason = terminal_limits(r, self.smallest_charge(), exposure, unknown)
+        if reason is Reason.TERMINAL_EXPOSURE:
+            return Blocked(reason, f"{exposure:,} won taken offline, limit "
+                                   f"{r.terminal_exposure:,}: sync to take more")
+        if reason is Reason.CLOCK_UNKNOWN and reading is not None:
+            return Blocked(reason, f"{unknown:,} won taken with the clock unknown since the "
+                                   f"last sync, allowance {r.unknown_clock_amount:,}: "
+                                   f"{reading.why}")
+        return None
 
     # -- state machine ---------------------------------------------------------------------
 
@@ -296,10 +359,12 @@ class Terminal:
         if card.verdict is not None:
             return self._decline(Reason(card.verdict), amount, started, card=card,
                                  detail=str(card.extra.get("why", "")))
+        clock_state = self._clock_state(now_ms)
         try:
             state = ledger.card_state(card.token)
             if card.nonce is not None and ledger.nonce_used(card.nonce[0]):
                 return self._decline(Reason.QR_REPLAY, amount, started, card=card)
+            unknown = self._unknown_won(clock_state)
         except LedgerError as err:
             return self._ledger_failed(err, amount, started, card)
         mono = ledger.next_mono(now_ms)
@@ -311,10 +376,21 @@ class Terminal:
                 elapsed_ms=(time.perf_counter() - started) * 1000,
                 detail=f"paid at entry {state.last_tap_seq}",
             ))
-        reason = evaluate(self.config.risk, RiskInput(amount, state, ledger.exposure, card.weak,
-                                                      fare=self.role == "validator"))
+        # Pockets pay a till's payments; a fare is not split (central posts no taps by pocket).
+        try:
+            split = (self.pockets.split(ledger, card.token, amount, now_ms)
+                     if self.role == "till" and amount > 0 else None)
+        except LedgerError as err:
+            return self._ledger_failed(err, amount, started, card)
+        reason = evaluate(self.config.risk, RiskInput(
+            amount, state, ledger.exposure, card.weak, fare=self.role == "validator",
+            split=split[0] if split is not None else None, unknown_clock=unknown))
         if reason is not None:
             return self._decline(reason, amount, started, card=card)
+        detail = self._detail(card, rider, clock_state)
+        parts = split[0].parts if split is not None else ()
+        if parts:
+            detail["split"] = [[p, w] for p, w in parts]
         self._to(State.COMMIT)
         try:
             entry = ledger.append(
@@ -322,11 +398,12 @@ class Terminal:
                 card_token=card.token,
                 amount=amount,
                 place=self.config.terminal.place,
-                detail=self._detail(card, rider, now_ms),
+                detail=detail,
                 wall_ms=now_ms,
                 offline_delta=amount,
                 tap=self.role == "validator",
                 nonce=card.nonce,
+                also=counting(card.token, parts, split[1]) if split is not None else None,
             )
         except LedgerError as err:
             return self._ledger_failed(err, amount, started, card)
@@ -336,7 +413,7 @@ class Terminal:
         return self._show(Decision(
             "approved", amount, None, card, entry, remaining_balance(state, amount),
             (time.perf_counter() - started) * 1000, points=points, points_week=week,
-            rider=rider if self.role == "validator" else None,
+            rider=rider if self.role == "validator" else None, split=parts,
         ))
 
     def _fare(self, ledger: Ledger, card: CardIdentity) -> tuple[str, int]:
@@ -390,7 +467,8 @@ class Terminal:
             self._to(State.COMMIT)
             entry = ledger.append("incentive", card_token=card.token, amount=0,
                                   place=self.config.terminal.place,
-                                  detail=self._clocked(claim_detail(code, card), now_ms),
+                                  detail=self._clocked(claim_detail(code, card),
+                                                       self._clock_state(now_ms)),
                                   wall_ms=now_ms,
                                   nonce=code.nonce)
         except LedgerError as err:
@@ -413,26 +491,38 @@ class Terminal:
         shown = campaign_points(rules, str(code.extra["campaign"]), signed, now_ms)
         return (shown, None) if shown is not None else (None, signed)
 
-    def _clocked(self, detail: dict[str, str | int | bool],
-                 wall_ms: int) -> dict[str, str | int | bool]:
-        """``detail`` with the clock's state at ``wall_ms`` (``terminal.clock``), if judged."""
-        if self.clock_trust is not None:
-            detail["clock"] = self.clock_trust.judge(wall_ms).state
+    def _clock_state(self, wall_ms: int) -> ClockState | None:
+        """The clock's state at ``wall_ms`` (``terminal.clock``); None when not judged."""
+        return self.clock_trust.judge(wall_ms).state if self.clock_trust is not None else None
+
+    def _unknown_won(self, state: ClockState | None) -> int | None:
+        """The won approved with an unknown clock since the last sync, read only while the
+        clock is ``unknown`` (a trusted clock costs the tap nothing); None otherwise."""
+        counter = self.unknown_clock
+        return counter.won() if state == "unknown" and counter is not None else None
+
+    @staticmethod
+    def _clocked(detail: dict[str, Any], state: ClockState | None) -> dict[str, Any]:
+        """``detail`` with the clock's ``state``, if judged."""
+        if state is not None:
+            detail["clock"] = state
         return detail
 
     def _detail(self, card: CardIdentity, rider: str,
-                wall_ms: int) -> dict[str, str | int | bool]:
+                clock_state: ClockState | None) -> dict[str, Any]:
         t = self.config.terminal
         # The central service credits with the card's profile first, else with this rider.
-        detail: dict[str, str | int | bool] = {"scheme": card.scheme, "card": card.display,
+        detail: dict[str, Any] = {"scheme": card.scheme, "card": card.display,
                                                "rider": rider}
         if self.role == "validator":
             detail["bus_type"] = t.bus_type
         else:
             detail["merchant_category"] = t.merchant_category
+            if self.clerk:
+                detail["clerk"] = self.clerk
         if card.atc is not None:
             detail["atc"] = card.atc
-        return self._clocked(detail, wall_ms)
+        return self._clocked(detail, clock_state)
 
     def _ledger_failed(self, err: LedgerError, amount: int, started: float,
                        card: CardIdentity | None) -> Decision:
@@ -489,14 +579,23 @@ class Terminal:
         self._to(State.COMMIT)
         f = original.fields
         wall_ms = int(self.clock() * 1000)
+        detail = self._clocked({"merchant_category": self.config.terminal.merchant_category},
+                               self._clock_state(wall_ms))
+        if self.clerk:
+            detail["clerk"] = self.clerk
         try:
+            # what each pocket gets back, as central reverses it: newest drawn first
+            back = refund_parts(ledger, seq, f.detail, amount)
+            if back:
+                detail["split"] = [[p, w] for p, w in back]
             entry = ledger.append(
                 kind, card_token=f.card_token, amount=amount, ref_seq=seq, place=f.place,
-                detail=self._clocked(
-                    {"merchant_category": self.config.terminal.merchant_category}, wall_ms),
-                wall_ms=wall_ms, offline_delta=-amount,
+                detail=detail, wall_ms=wall_ms, offline_delta=-amount,
+                also=counting(f.card_token, back, seoul_day(wall_ms), back=True)
+                if back else None,
             )
         except LedgerError as err:
             return self._ledger_failed(err, amount, started, None)
         return self._show(Decision("approved", amount, None, None, entry,
-                                   elapsed_ms=(time.perf_counter() - started) * 1000))
+                                   elapsed_ms=(time.perf_counter() - started) * 1000,
+                                   split=tuple(back)))

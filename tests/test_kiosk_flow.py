@@ -221,7 +221,7 @@ def test_till_cancel_then_a_card_is_not_charged(make_app) -> None:
     assert drawn["notice"] == tr("ko", "enter_amount_first")
 
 
-def test_till_decline_keeps_the_amount_and_says_why(make_app) -> None:
+def test_till_decline_says_why_and_the_keypad_starts_empty(make_app) -> None:
     app, reader, ledger = make_app("till")
     _type_amount(app, "14000")  # over the 10,000 won limit of a UID-only card
     touch(app, "pay:card")
@@ -230,7 +230,8 @@ def test_till_decline_keeps_the_amount_and_says_why(make_app) -> None:
     assert app.model.result is not None and app.model.result.reason == Reason.OVER_LIMIT
     assert ledger.head.seq == 0
     touch(app, "ok")
-    assert app.model.screen == Screen.KEYPAD and app.model.amount == 14000
+    # issue #17: the keypad starts empty after every result, a decline too
+    assert app.model.screen == Screen.KEYPAD and app.model.amount == 0
 
 
 @pytest.mark.parametrize("size", [(800, 480), (1280, 720)], ids=["800x480", "1280x720"])

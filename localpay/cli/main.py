@@ -13,10 +13,24 @@ from pathlib import Path
 import click
 
 from localpay import __version__
-from localpay.cli import central, demo, ledger, provision, qr, readers, replay, simulate, sync, ui
+from localpay.cli import (
+    central,
+    clerk,
+    demo,
+    ledger,
+    provision,
+    qr,
+    readers,
+    receipt,
+    replay,
+    simulate,
+    sync,
+    ui,
+)
 from localpay.cli.bench import bench
 from localpay.cli.common import Context, LocalpayGroup
 from terminal.home import default_home
+from terminal.owner import set_process_name
 
 
 @click.group(cls=LocalpayGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,9 +50,13 @@ def cli(ctx: click.Context, home: Path | None, verbose: int, debug: bool) -> Non
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     ctx.obj = Context(home or default_home(), debug)
+    if ctx.invoked_subcommand:
+        # what a refused second writer of this home is told holds it ("localpay run")
+        set_process_name(f"localpay {ctx.invoked_subcommand}")
 
 
-for _module in (demo, ledger, simulate, replay, provision, qr, readers, central, sync, ui):
+for _module in (demo, ledger, simulate, replay, provision, qr, readers, central, sync, ui,
+                clerk, receipt):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 cli.add_command(bench)
