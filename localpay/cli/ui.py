@@ -4,6 +4,13 @@ The readers are opened here (terminal code may use drivers; the screens may not)
 handed to :mod:`kiosk_ui` as sources of presentations. ``run --demo`` needs no hardware and
 no set-up: a validator or till over a scratch ledger, the virtual reader, and function keys
 that present test cards.
+
+``run`` never refuses to start for what a technician must fix on site: a reader or scanner
+that does not open is named on the screen and tried again (:class:`kiosk_ui.service.Device`),
+and a missing key, a read-only home or a broken ledger put up the out-of-service screen with
+the cause. Started under systemd, the screen says what is wrong instead of staying black
+while the unit restarts. With ``--seconds``, a run that was out of service throughout exits 1
+(a verdict, as a failed self-test), naming the causes on stderr.
 """
 
 from __future__ import annotations
@@ -11,14 +18,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from firmware_cfg.config import Config
-from localpay.errors import ConfigError, SyncUnavailableError
+from localpay.errors import ConfigError, KeyFileError, LedgerError, SyncUnavailableError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -114,14 +121,19 @@ def _demo_terminal(role: str, folder: Path) -> Iterator[tuple[Terminal, VirtualR
               help="Screen language at start (default: terminal.language of the config).")
 @click.option("--no-sound", is_flag=True, help="No tones.")
 @click.option("--seconds", type=click.FloatRange(min=0), default=None,
-              help="Quit after this many seconds (smoke tests, burn-in).")
+              help="Quit after this many seconds (smoke tests, burn-in); exit 1 if the "
+              "terminal was out of service the whole time.")
+@click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the last frame as a PNG when quitting.")
 @click.pass_context
 def run(ctx: click.Context, config_path: Path | None, demo: bool, role: str,
         readers: tuple[str, ...], windowed: bool, size: str, language: str | None,
-        no_sound: bool, seconds: float | None) -> None:
+        no_sound: bool, seconds: float | None, screenshot: Path | None) -> None:
     """Start the terminal's screens: full screen, with the readers given.
 
-    Exactly one of --config FILE or --demo. Ctrl+Q quits.
+    Exactly one of --config FILE or --demo. Ctrl+Q quits. A missing reader is shown and
+    tried again; a terminal that cannot approve shows the out-of-service screen, and exits 1
+    when it was out of service for the whole run.
     """
     if demo == (config_path is not None):
         raise click.UsageError("give either --config FILE or --demo")
@@ -129,36 +141,75 @@ def run(ctx: click.Context, config_path: Path | None, demo: bool, role: str,
     ui = _ui()
     options = {"size": dims, "fullscreen": not windowed, "language": language,
                "sound": not no_sound}
+    blocked = None
     if demo:
         with tempfile.TemporaryDirectory(prefix="localpay-kiosk-") as tmp, \
                 _demo_terminal(role, Path(tmp)) as (terminal, reader, keys):
             app = ui.KioskApp(terminal, reader.poll, demo=True, shortcuts=keys, **options)
-            _run_app(app, seconds)
-        return
-    if config_path is not None:
-        _run_configured(ctx, config_path, readers, ui, options, seconds)
+            blocked = _run_app(app, seconds, screenshot)
+    elif config_path is not None:
+        blocked = _run_configured(ctx, config_path, readers, ui, options, seconds, screenshot)
+    if blocked is not None:
+        click.echo("localpay run: out of service for the whole run: "
+                   + "; ".join(b.line() for b in blocked), err=True)
+        ctx.exit(1)
+
+
+def _open_terminal(home: Any, config: Config) -> tuple[Terminal, list[Any]]:
+    """The home's terminal, and the causes found on the way that stop it approving.
+
+    A missing or unusable key, or a ledger whose lock file cannot be made (a read-only
+    home), stops nothing from starting: the terminal is made with no ledger (every payment
+    declined as the ledger's fault, nothing signed) so the screen can say what is wrong.
+    Another process writing the ledger still refuses the start: that is a second kiosk on
+    the same home, which must not run at all (:mod:`terminal.owner`).
+    """
+    from kiosk_ui.service import Blocker, Cause
+    from terminal.core import Terminal
+    from terminal.home import open_terminal
+    from terminal.owner import LedgerInUseError
+
+    try:
+        return open_terminal(home, config), []
+    except KeyFileError as err:
+        log.error("cannot open the terminal: %s", err)
+        fault = LedgerError(f"no ledger opened: {err}")
+        return Terminal(config, None, b"", ledger_fault=fault), [Blocker(Cause.KEY_MISSING,
+                                                                         str(err))]
+    except LedgerInUseError:
+        raise
+    except LedgerError as err:
+        log.error("cannot open the ledger: %s", err)
+        return Terminal(config, None, b"", ledger_fault=err), []
+
+
+def _device(text: str, config: Config) -> Any:
+    """A reader or scanner spec as a :class:`kiosk_ui.service.Device`, opened on demand."""
+    from drivers.spec import parse_reader_spec
+    from kiosk_ui.service import Device
+
+    spec = parse_reader_spec(text)  # a malformed spec is the user's error, now
+    if spec.kind == "serial":
+        spec.options.setdefault("terminator", config.readers.serial_terminator)
+    return Device(text, "scanner" if spec.kind in ("serial", "camera") else "card", spec.open)
 
 
 def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...], ui: Any,
-                    options: dict[str, Any], seconds: float | None) -> None:
-    from drivers.spec import parse_reader_spec
+                    options: dict[str, Any], seconds: float | None,
+                    screenshot: Path | None) -> Any:
     from firmware_cfg.config import load
-    from terminal.home import Home, default_home, open_terminal
+    from terminal.home import Home, default_home
 
     config: Config = load(config_path)
     if not specs:
         specs = tuple(s for s in (config.readers.card, config.readers.scanner) if s)
     obj = ctx.find_root().obj
     home = getattr(obj, "home", None) or Home(default_home())
-    terminal = open_terminal(home, config)
-    opened = []
+    devices = [_device(text, config) for text in specs]
+    terminal, blockers = _open_terminal(home, config)
     client = None
+    printer: _Printer | None = None
     try:
-        for text in specs:
-            spec = parse_reader_spec(text)
-            if spec.kind == "serial":
-                spec.options.setdefault("terminator", config.readers.serial_terminator)
-            opened.append(spec.open())
         link = None
         idle_task = None
         if config.central.url and config.keys.central_public_key and terminal.ledger:
@@ -185,16 +236,56 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
             client.start()
             link = sync_link(client)
             idle_task = apply_fetched
-        app = ui.KioskApp(terminal, [r.poll for r in opened], link=link, idle_task=idle_task,
-                          **options)
-        _run_app(app, seconds)
+        printer = _Printer(config.readers.printer) if config.readers.printer else None
+        receipts = None
+        if printer is not None and config.terminal.role == "till":
+            from terminal.receipt import ReceiptDesk, ReceiptJournal, journal_path
+
+            receipts = ReceiptDesk(config, printer,
+                                   ReceiptJournal(journal_path(home.ledger_path)))
+        app = ui.KioskApp(terminal, devices, link=link, idle_task=idle_task, home=home.path,
+                          blockers=blockers, receipts=receipts, **options)
+        return _run_app(app, seconds, screenshot)
     finally:
+        if printer is not None:
+            printer.close()
         if client is not None:
             client.close()
-        for reader in opened:
-            reader.close()
+        for device in devices:
+            device.close()
         if terminal.ledger is not None:
             terminal.ledger.close()
+
+
+class _Printer:
+    """The configured receipt printer, opened when a receipt is due: one missing or off at
+    start must not stop the till (the payment stands either way), and one plugged in later is
+    used from the next receipt. A failed open is the fault the clerk sees ("missing")."""
+
+    def __init__(self, spec: str) -> None:
+        from drivers.printer import parse_printer_spec
+
+        parse_printer_spec(spec)  # a bad spec is a config error at start, not a fault later
+        self.spec = spec
+        self._open: Any = None
+
+    def print_lines(self, lines: Sequence[str]) -> None:
+        from drivers.printer import open_printer
+        from localpay.errors import PrinterError
+
+        if self._open is None:
+            self._open = open_printer(self.spec)
+        try:
+            self._open.print_lines(lines)
+        except PrinterError:
+            self.close()  # a printer unplugged is opened afresh next time
+            raise
+
+    def close(self) -> None:
+        if self._open is not None:
+            with contextlib.suppress(Exception):
+                self._open.close()
+            self._open = None
 
 
 def sync_link(client: SyncClient) -> Callable[[], bool | None]:
@@ -276,9 +367,13 @@ def central_in_background(folder: Path, ledger_path: Path, terminal_key: Ed25519
             server.wait()
 
 
-def _run_app(app: Any, seconds: float | None) -> None:
+def _run_app(app: Any, seconds: float | None, screenshot: Path | None) -> Any:
+    """Run the kiosk; the causes when it was out of service throughout, else None."""
     try:
         app.run(seconds=seconds)
+        if screenshot is not None:
+            app.save_frame(screenshot)
+        return app.model.sync.blocked if app.out_of_service_throughout else None
     finally:
         app.close()
 
