@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := pcsc,nfc,serial,camera,ui,central,dev
+EXTRAS := pcsc,nfc,serial,camera,ui,printer,central,dev
 # pcscd + vsmartcard-vpcd: the real PC/SC stack with a virtual reader; libzbar0: QR decoding;
 # fonts-nanum: Korean text on screen; postgresql: the central store's test server;
 # gcc and python3-dev: pyscard has no Linux wheel and builds from source.
@@ -66,8 +66,9 @@ fuzz: $(STAMP)
 
 # Mutation testing of the money paths (mutation/areas.toml): slow, so not part of `make test`.
 # Fails when a module's score falls below mutation/scores.toml; survivors in build/mutation/.
+# MUTATION_ARGS passes options, e.g. make mutation MUTATION_ARGS="--area central-store".
 mutation: $(STAMP) $(VENV)/.mutation-installed
-	$(BIN)/python tools/mutation.py
+	$(BIN)/python tools/mutation.py $(MUTATION_ARGS)
 
 $(VENV)/.mutation-installed: setup.cfg | $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS),mutation]'
