@@ -139,8 +139,8 @@ def simulate(ctx: Context, role: str, taps: int, db: Path | None, trace: bool,
     """Drive N presentations through the real core and ledger; print figures as JSON.
 
     Keys are made in the home folder on first use. The terminal-wide exposure limit and the
-    unknown clock's allowance are lifted, as for a long run with no sync. A provisioned terminal's ledger is real money:
-    there, give --db FILE for a scratch ledger.
+    unknown clock's allowance are lifted, as for a long run with no sync. A provisioned
+    terminal's ledger is real money: there, give --db FILE for a scratch ledger.
     """
     scratch_only(ctx, db, "simulate")
     if first_card + taps > MAX_CARDS:
