@@ -17,10 +17,18 @@ One route is not a terminal's: ``POST /v1/topups`` is called by a partner sellin
 currency (the issuing bank, the city's app) with its key, ``Authorization: Bearer <key>``
 (:mod:`central.topups`); a terminal's signature opens nothing there. A partner belongs to
 one municipality and tops up only its accounts.
+
+``POST /v1/mpm-payments`` is likewise a partner's, the citizen's app paying a till's QR code
+with an *app* partner key (:mod:`central.mpm_payments`, its own registry); the till opens
+the sale with a signed ``POST /v1/mpm-open`` and waits for its payment with a signed
+long-poll ``GET /v1/mpm-payments/<reference>?wait=<s>``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import json
 import logging
 import time
@@ -29,7 +37,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from central import pocket_snapshot
+from central import mpm_payments, pocket_snapshot
 from central.config_audit import record_rejection
 from central.enroll import Enroller, answer_mac
 from central.incentives import points_delta
@@ -71,6 +79,10 @@ from sync.protocol import (
 log = logging.getLogger(__name__)
 
 def _status(err: LocalpayError) -> tuple[int, str]:
+    if isinstance(err, mpm_payments.MpmUnknownError):
+        return 404, "unknown"
+    if isinstance(err, mpm_payments.MpmInvalidError):
+        return 400, "malformed"
     if isinstance(err, SyncAuthError):
         return 401, "refused"
     if isinstance(err, ChainMismatchError):
@@ -159,7 +171,9 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             message = request_message(request.method, path, time_ms, nonce, body)
             await run_in_threadpool(service.authenticate, terminal, time_ms, nonce, signature,
                                     message)
-            result = await run_in_threadpool(work, terminal, body)
+            # a coroutine (a long-poll) waits without holding one of the pool's threads
+            result = (await work(terminal, body) if inspect.iscoroutinefunction(work)
+                      else await run_in_threadpool(work, terminal, body))
             return answer(200, result, nonce)
         except LocalpayError as err:
             status, code = _status(err)
@@ -321,7 +335,123 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             return answer(status, {"error": code, "kind": type(err).__name__,
                                    "message": str(err), "seq": None}, nonce)
 
+    mpm_payments.ensure_schema(service.store)
+
+    @app.post("/v1/mpm-open")
+    async def post_mpm_open(request: Request) -> Response:
+        def work(terminal: str, body: bytes) -> Any:
+            doc = _mpm_body(body, _MPM_OPEN_FIELDS)
+            return mpm_payments.open_sale(service.store, terminal, doc["reference"],
+                                          doc["amount"])
+
+        return await handle(request, work)
+
+    @app.post("/v1/mpm-close")
+    async def post_mpm_close(request: Request) -> Response:
+        def work(terminal: str, body: bytes) -> Any:
+            doc = _mpm_body(body, {"reference": str})
+            return mpm_payments.close_sale(service.store, terminal, doc["reference"])
+
+        return await handle(request, work)
+
+    # the long-polls waiting in this process, woken when it takes a payment
+    waiting: set[asyncio.Event] = set()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def wake_waiting() -> None:
+        for paid in list(waiting):
+            paid.set()
+
+    def wake_all() -> None:  # called from the paying thread
+        for loop in loops:
+            loop.call_soon_threadsafe(wake_waiting)
+
+    mpm_payments.listen(wake_all)
+
+    @app.get("/v1/mpm-payments/{reference}")
+    async def get_mpm_payment(request: Request, reference: str) -> Response:
+        async def work(terminal: str, body: bytes) -> Any:
+            # A long-poll that holds no thread while it waits (the pool is small and many
+            # tills wait at once): the store is read again as soon as this process takes a
+            # payment, and every POLL_S for one another worker took.
+            wait = min(query_int(request, "wait", 0), mpm_payments.MAX_WAIT_S)
+            deadline = time.monotonic() + wait
+            if not loops:
+                loops.append(asyncio.get_running_loop())
+            paid = asyncio.Event()
+            waiting.add(paid)
+            try:
+                while True:
+                    paid.clear()  # before the read: a payment after it still wakes us
+                    doc = await run_in_threadpool(mpm_payments.sale_status, service.store,
+                                                  terminal, reference)
+                    left = deadline - time.monotonic()
+                    if doc["status"] == "paid" or left <= 0:
+                        return doc
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(paid.wait(), min(left, mpm_payments.POLL_S))
+            finally:
+                waiting.discard(paid)
+
+        return await handle(request, work)
+
+    @app.post("/v1/mpm-payments")
+    async def post_mpm_payment(request: Request) -> Response:
+        # Never through handle(): a terminal's signature must not pay a sale.
+        nonce = request.headers.get(H_NONCE, "")
+        try:
+            scheme, _, key = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                raise mpm_payments.MpmPartnerAuthError(
+                    "an app partner key is required: Authorization: Bearer <key>")
+            partner = await run_in_threadpool(mpm_payments.authenticate, service.store,
+                                              key.strip())
+            doc = _mpm_body(await request.body(), _MPM_PAY_FIELDS)
+            done = await run_in_threadpool(
+                mpm_payments.pay, service.store, partner, doc["reference"], doc["amount"],
+                doc["payer"], doc["app_reference"])
+            return answer(200, done.as_json(), nonce)
+        except LocalpayError as err:
+            status, code = next(((s, c) for kind, s, c in _MPM_STATUS
+                                 if isinstance(err, kind)), (500, "error"))
+            (log.warning if status >= 500 else log.info)("POST /v1/mpm-payments: %s", err)
+            payload = {"error": code, "kind": type(err).__name__, "message": str(err),
+                       "seq": None}
+            if isinstance(err, mpm_payments.MpmAlreadyPaidError):
+                payload["payment"] = err.payment
+            return answer(status, payload, nonce)
+
     return app
+
+
+_MPM_OPEN_FIELDS: dict[str, type] = {"reference": str, "amount": int}
+_MPM_PAY_FIELDS: dict[str, type] = {"reference": str, "amount": int, "payer": str,
+                                    "app_reference": str}
+_MPM_STATUS: tuple[tuple[type[LocalpayError], int, str], ...] = (
+    (mpm_payments.MpmPartnerAuthError, 401, "refused"),
+    (mpm_payments.MpmInvalidError, 400, "malformed"),
+    (SyncProtocolError, 400, "malformed"),
+    (mpm_payments.MpmUnknownError, 404, "unknown"),
+    (mpm_payments.MpmAlreadyPaidError, 409, "already_paid"),
+    (mpm_payments.MpmAppReferenceReusedError, 409, "reference_reused"),
+    (mpm_payments.MpmAmountError, 422, "amount_mismatch"),
+    (mpm_payments.MpmFundsError, 422, "insufficient_funds"),
+    (SyncUnavailableError, 503, "unavailable"),
+)
+
+
+def _mpm_body(body: bytes, fields: dict[str, type]) -> dict[str, Any]:
+    """Exactly ``fields``, text or whole numbers (never floats, strings or booleans)."""
+    try:
+        doc = json.loads(body, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as err:
+        raise SyncProtocolError(f"the body is not JSON: {err}") from None
+    if not isinstance(doc, dict) or set(doc) != set(fields):
+        raise SyncProtocolError(f"the body must be an object of exactly {', '.join(fields)}")
+    for name, kind in fields.items():
+        if isinstance(doc[name], bool) or not isinstance(doc[name], kind):
+            raise SyncProtocolError(f"{name} must be {'text' if kind is str else 'won'}")
+    return doc
 
 
 def serve(service: CentralLog, host: str = "127.0.0.1", port: int = 8470,

@@ -497,6 +497,8 @@ class _Poster:
     def payment(self, e: SpendEntry) -> None:
         if e.amount == 0:
             return  # nothing moved
+        if '"mpm_payment"' in e.detail and self.paid_centrally(e):
+            return
         if e.amount < 0:
             self.flag(e, "not_posted", {"why": f"amount {e.amount} is below zero"})
             return
@@ -565,6 +567,27 @@ class _Poster:
         self.result.payments += 1
         self.result.paid += e.amount - owed
         self.result.owed += owed
+
+    def paid_centrally(self, e: SpendEntry) -> bool:
+        """A till's entry of an online QR payment (central.mpm_payments) that central
+        posted when the app paid: marked with the till's seq, never posted twice. One that
+        names no such payment of this terminal and amount is flagged and posts nothing."""
+        try:
+            named = json.loads(e.detail).get("mpm_payment")
+        except (ValueError, AttributeError):
+            return False
+        if not isinstance(named, str):
+            return False
+        marked = self.tx.store.columns(self.tx, "mpm_payments") and self.tx.run(
+            "UPDATE mpm_payments SET till_seq = ? WHERE municipality_id = ? AND "
+            "payment_id = ? AND terminal_id = ? AND amount = ? AND (till_seq IS NULL OR "
+            "till_seq = ?)", (e.seq, self.municipality, named, e.terminal_id, e.amount, e.seq))
+        if not marked:
+            # unknown, or a second entry of one payment: the till recorded it twice
+            self.flag(e, "not_posted", {"why": f"names online payment {named}, which "
+                                               "central does not hold for this entry, or "
+                                               "another entry of the terminal names it"})
+        return True
 
     def lacking(self, parts: Sequence[tuple[str, int]],
                 theirs: Sequence[tuple[str, int]] | None, owed: int) -> list[tuple[str, int]]:

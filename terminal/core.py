@@ -535,6 +535,32 @@ class Terminal:
         log.error("ledger failed, declining: %s", err)
         return self._decline(Reason.LEDGER_BROKEN, amount, started, card=card, detail=str(err))
 
+    def paid_online(self, payment_id: str, reference: str, amount: int) -> Decision:
+        """Till: record the sale ``reference`` that the citizen's app paid through central
+        as its payment ``payment_id`` (terminal.mpm_online), and approve it. No card: the
+        money moved at central, so nothing counts against a card's offline limits, and the
+        detail names the central payment so that central posts it once."""
+        started = time.perf_counter()
+        if self.role != "till":
+            raise TransactionError("an online QR payment is taken at a till")
+        self._to(State.DECIDE)
+        if self.fault is not None or self.ledger is None:
+            return self._decline(Reason.LEDGER_BROKEN, amount, started, detail=str(self.fault))
+        self._to(State.COMMIT)
+        wall_ms = int(self.clock() * 1000)
+        detail = self._clocked({"merchant_category": self.config.terminal.merchant_category,
+                                "mpm_payment": payment_id, "reference": reference},
+                               self._clock_state(wall_ms))
+        if self.clerk:
+            detail["clerk"] = self.clerk
+        try:
+            entry = self.ledger.append("payment", amount=amount, place=self.config.terminal.place,
+                                       detail=detail, wall_ms=wall_ms)
+        except LedgerError as err:
+            return self._ledger_failed(err, amount, started, None)
+        return self._show(Decision("approved", amount, None, None, entry,
+                                   elapsed_ms=(time.perf_counter() - started) * 1000))
+
     # -- the till's corrections ------------------------------------------------------------
 
     def refund(self, seq: int, amount: int | None = None) -> Decision:

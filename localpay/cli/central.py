@@ -635,6 +635,7 @@ def _register_groups() -> None:
     from localpay.cli.allowances import allowance
     from localpay.cli.books import books
     from localpay.cli.merchants import merchant
+    from localpay.cli.mpm import mpm
     from localpay.cli.municipalities import municipality
     from localpay.cli.pockets import pockets, spend
     from localpay.cli.settlement import settlement
@@ -649,6 +650,7 @@ def _register_groups() -> None:
     central.add_command(spend)
     central.add_command(topup)
     central.add_command(municipality)
+    central.add_command(mpm)
 
 
 _register_groups()

@@ -215,6 +215,20 @@ def bench_settlement_cmd(merchants: int, payments: int, store: str, store_url: s
                                    + "; ".join(result["problems"]))
 
 
+@bench.command("mpm-online")
+@click.option("--payments", type=click.IntRange(min=10), default=100, show_default=True,
+              help="Online QR payments in each run.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Runs, each over a fresh central and till; the medians are printed.")
+def bench_mpm_online_cmd(payments: int, runs: int) -> None:
+    """The app pays a till's QR code online: app POST to the till's approved decision,
+    p50/p99 over loopback with a real central serve (SQLite), beside a bare signed GET
+    round trip (target: p99 under 300 ms)."""
+    from localpay.cli.bench.mpm_online import bench_mpm_online
+
+    emit(bench_mpm_online(payments=payments, runs=runs, progress=progress))
+
+
 @bench.command("central")
 @click.option("--stores", default="sqlite,postgresql", show_default=True,
               help="Stores to measure, comma-separated.")

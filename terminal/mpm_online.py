@@ -1,0 +1,105 @@
+"""The till's online QR payment (issue #17): the dynamic code's reference, and the wait for
+the citizen's app to pay it through central.
+
+:func:`new_reference` draws the code's MPM 62/05 value: 24 characters of RFC 4648 base32
+(``A-Z2-7``, inside ``ans`` and its 25-character limit), 120 random bits. The till tells
+central which sale it names with a signed request (see :mod:`central.mpm_payments` for
+why a readable ``<terminal>:<counter>`` is not used: it could be guessed).
+
+:func:`take_online` runs one sale: open it at central, long-poll until it is paid, then
+record the ledger entry through :meth:`terminal.core.Terminal.paid_online`. The wire is
+a :class:`Link` (``sync.mpm.MpmLink`` in the product: ``terminal`` does not import
+``sync``). When central cannot be reached the outcome is ``no_network``: the kiosk says so
+and offers the wallet QR or a card, which the till approves offline. A sale cancelled or
+timed out is closed at central (``POST /v1/mpm-close``), so no app pays it afterwards; a
+payment that came first is still recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from localpay.errors import SyncError, SyncUnavailableError
+from terminal.core import Decision, Terminal
+
+log = logging.getLogger(__name__)
+
+Status = Literal["approved", "no_network", "refused", "timeout", "cancelled", "declined"]
+
+
+def new_reference() -> str:
+    """A fresh reference for one sale's code: 120 random bits as 24 base32 characters."""
+    return base64.b32encode(secrets.token_bytes(15)).decode("ascii").rstrip("=")
+
+
+class Link(Protocol):
+    def open(self, reference: str, amount: int) -> None: ...
+
+    def wait(self, reference: str, wait_s: float) -> str | None: ...
+
+    def close(self, reference: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class OnlineResult:
+    """What became of one online QR sale; ``decision`` when the ledger was asked."""
+
+    status: Status
+    reference: str
+    decision: Decision | None = None
+    message: str = ""
+
+
+def take_online(terminal: Terminal, link: Link, amount: int, reference: str, *,
+                timeout_s: float = 120.0, wait_s: float = 10.0,
+                cancelled: Callable[[], bool] = lambda: False,
+                clock: Callable[[], float] = time.monotonic) -> OnlineResult:
+    """Open ``reference`` for ``amount`` won at central and wait, up to ``timeout_s``, for the
+    app's payment; record and approve it when it comes. ``cancelled`` is asked between waits
+    (a clerk's Cancel: the sale stays open at central until it expires there)."""
+    try:
+        link.open(reference, amount)
+    except SyncUnavailableError as err:
+        return OnlineResult("no_network", reference, message=str(err))
+    except SyncError as err:
+        return OnlineResult("refused", reference, message=str(err))
+    deadline = clock() + timeout_s
+    while not cancelled():
+        left = deadline - clock()
+        if left <= 0:
+            return _close(terminal, link, amount, reference, "timeout")
+        try:
+            payment = link.wait(reference, min(wait_s, left))
+        except SyncUnavailableError as err:
+            # the app may have paid meanwhile: the till's next sync shows nothing of it, so
+            # the clerk must not take the money twice; the result says so (message)
+            return OnlineResult("no_network", reference, message=str(err))
+        except SyncError as err:
+            return OnlineResult("refused", reference, message=str(err))
+        if payment is not None:
+            return _record(terminal, payment, reference, amount)
+    return _close(terminal, link, amount, reference, "cancelled")
+
+
+def _record(terminal: Terminal, payment: str, reference: str, amount: int) -> OnlineResult:
+    decision = terminal.paid_online(payment, reference, amount)
+    return OnlineResult("approved" if decision.approved else "declined", reference, decision)
+
+
+def _close(terminal: Terminal, link: Link, amount: int, reference: str,
+           why: Literal["timeout", "cancelled"]) -> OnlineResult:
+    """No app may pay the sale from now on; one that paid just before is recorded, as the
+    money moved."""
+    try:
+        payment = link.close(reference)
+    except SyncError as err:
+        return OnlineResult(why, reference, message=f"not closed at central: {err}")
+    if payment is not None:
+        return _record(terminal, payment, reference, amount)
+    return OnlineResult(why, reference)
