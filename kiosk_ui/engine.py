@@ -256,26 +256,32 @@ class Engine:
             self._close_day(item)
 
     def _close_day(self, item: CloseDayCmd) -> None:
-        """Compute today's Z report from the ledger, record it, and show it
-        (:mod:`terminal.zreport`); the declines come from the screens' count."""
+        """Compute today's Z report from the ledger, record it, show it and print it on the
+        receipt printer, if any (:mod:`terminal.zreport`); the declines come from the
+        screens' count."""
         t = self.terminal
         if t.ledger is None or t.fault is not None:
             self.outbox.put(Fault("cannot close the day: the ledger is not usable"))
             return
         now_ms = int(t.clock() * 1000)
-        today = dt.datetime.fromtimestamp(now_ms / 1000, self.zone).date().isoformat()
         try:
-            report = zreport.compute(zreport.day_entries(t.ledger, today, self.zone), today,
-                                     t.config.terminal.id, dict(item.declines),
-                                     self._declines_since_ms)
-            entry = zreport.record(t.ledger, report, place=t.config.terminal.place,
-                                   wall_ms=now_ms)
+            report, entry = zreport.close(
+                t.ledger, terminal_id=t.config.terminal.id, place=t.config.terminal.place,
+                wall_ms=now_ms, zone=self.zone, declines=dict(item.declines),
+                declines_since_ms=self._declines_since_ms)
         except LocalpayError as err:
             log.error("closing the day failed: %s", err)
             self.outbox.put(Fault(f"closing the day failed: {err}"))
             return
         self._declines_since_ms = now_ms
         self.outbox.put(Closed(report, entry.seq))
+        if self.receipts is not None:
+            # after Closed: the report is recorded and on screen whatever the printer does;
+            # a fault is the clerk's line, and `localpay receipt print SEQ` prints it later
+            names = {c.id: c.name for c in t.config.clerk}
+            fault = self.receipts.issue_z(entry, names)
+            if fault is not None:
+                self.outbox.put(ReceiptFault(entry.seq, fault))
         self._status(force_day=True)
 
     def _receipt(self, decision: Decision) -> None:

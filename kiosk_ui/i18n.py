@@ -88,6 +88,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "qr_hint": ("Scan with your local-currency app", "지역화폐 앱으로 스캔하세요"),
     "qr_or_scan": ("or show your payment code to the scanner",
                    "또는 결제 코드를 스캐너에 보여주세요"),
+    # the till could not reach central to confirm an app payment (issue #17): pay offline
+    "qr_no_network": ("No network: app payment unavailable. Show your wallet QR or use a card",
+                      "네트워크 없음: 앱 결제 불가. 지갑 QR을 보여주시거나 카드를 사용하세요"),
     "enter_amount_first": ("Enter the amount first", "먼저 금액을 입력하세요"),
     # the keypad refused a digit: one sale may be at most risk.max_amount offline
     "over_max": ("At most {amount} per sale", "1회 최대 {amount}"),
@@ -122,6 +125,12 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pin_locked": ("Too many wrong PINs: try again in {seconds} s",
                    "비밀번호 오류가 많습니다: {seconds}초 후 다시"),
     "sign_out": ("Sign out {name}", "로그아웃 {name}"),
+    # an approved payment's e-receipt as a QR (kiosk_ui.ereceipt, terminal.receipt)
+    "e_receipt": ("E-receipt", "전자영수증"),
+    "e_receipt_title": ("E-receipt", "전자영수증"),
+    "e_receipt_entry": ("Entry {seq}", "거래번호 {seq}"),
+    "e_receipt_hint": ("Scan with your phone to keep a signed receipt",
+                       "휴대폰으로 스캔하면 서명된 영수증이 저장됩니다"),
     # closing the day (terminal.zreport); the report's own lines come from there
     "close_day": ("Close day", "마감"),
     "z_making": ("Closing the day…", "마감하는 중…"),

@@ -11,6 +11,8 @@ Screens (issue "Kiosk screens", Screens)::
               (points collected, nothing charged), or the engine reports the lapse
   till:       KEYPAD ──Card──> WAIT_CARD ─┐
                      ──QR────> WAIT_QR  ──┴card/code──> READING ──> RESULT ──OK/timeout──> KEYPAD
+              RESULT (approved) ──E-receipt──> E_RECEIPT (the entry's LPR1: code as a QR)
+              ──Back──> KEYPAD
               KEYPAD ──Refund──> REFUND_LIST ──row──> REFUND_AMOUNT ──Refund──> READING ...
               KEYPAD ──Today───> TODAY
   till with [[clerk]]s (kiosk_ui.clerks): SIGN_IN ──name──> PIN ──right PIN──> KEYPAD;
@@ -37,6 +39,8 @@ from kiosk_ui.clerks import PIN_MAX, PIN_MIN, ClerkDesk
 from kiosk_ui.i18n import Language, won
 from kiosk_ui.service import Blocker, DeviceState, can_take, corrections_ok
 from terminal.core import Decision
+from terminal.mpm_online import new_reference
+from terminal.receipt import RECEIPT_KINDS, e_receipt
 from terminal.risk import Reason
 from terminal.zreport import ZReport, text_lines
 
@@ -86,6 +90,9 @@ class Screen(Enum):
     Z_REPORT = "z_report"
     #: the terminal cannot approve (kiosk_ui.service): no screen may ask for a card
     OUT_OF_SERVICE = "out_of_service"
+    #: a till's approved result's e-receipt as a QR for the customer's phone (RESULT ──
+    #: E-receipt──> E_RECEIPT ──Back──> KEYPAD)
+    E_RECEIPT = "e_receipt"
 
 
 # -- what the engine reports --------------------------------------------------------------
@@ -110,6 +117,9 @@ class ResultView:
     points_unconfirmed: int | None = None
     #: what each pocket paid (or got back), in drawing order; empty: no split was made
     split: tuple[tuple[str, int], ...] = ()
+    #: the entry's e-receipt (``LPR1:``, terminal.receipt) for an approved till payment or
+    #: refund, shown as a QR on request; "": none
+    e_receipt: str = ""
 
     @classmethod
     def from_decision(cls, decision: Decision, action: Action) -> ResultView:
@@ -135,6 +145,8 @@ class ResultView:
             rider=decision.rider or "",
             points_unconfirmed=unconfirmed if isinstance(unconfirmed, int) else None,
             split=tuple(getattr(decision, "split", ())),
+            e_receipt=e_receipt(decision.entry) if decision.outcome == "approved"
+            and decision.entry is not None and decision.entry.kind in RECEIPT_KINDS else "",
         )
 
 
@@ -270,7 +282,14 @@ class Closed:
     seq: int
 
 
-Event = Busy | Result | Ignored | Fault | SyncView | DayView | ReceiptFault | Closed
+@dataclass(frozen=True, slots=True)
+class OnlineQrDown:
+    """The till could not reach central for the online payment of its QR code
+    (terminal.mpm_online ``no_network``): the wallet QR or a card still pays offline."""
+
+
+Event = (Busy | Result | Ignored | Fault | SyncView | DayView | ReceiptFault | Closed
+         | OnlineQrDown)
 
 
 # -- what the model asks of the engine ----------------------------------------------------
@@ -334,6 +353,8 @@ class KioskModel:
     pending: int = 0
     #: the sale's reference in the merchant QR code (MPM ID 62/05), new for every sale
     sale_ref: str = ""
+    #: the sale's online payment cannot be confirmed: no network (issue #17)
+    qr_offline: bool = False
     result: ResultView | None = None
     result_until: float = 0.0
     result_at: float = 0.0
@@ -443,7 +464,9 @@ class KioskModel:
                     button == "pay:qr" or can_take(self.sync.devices, "card")):
                 self.method = "card" if button == "pay:card" else "qr"
                 self.pending = self.amount
-                self.sale_ref = f"{int(self.clock() * 1000) % 10**12:012d}"
+                # unguessable: an app pays only the sale it read off this screen
+                self.sale_ref = new_reference()
+                self.qr_offline = False
                 self._go(Screen.WAIT_CARD if self.method == "card" else Screen.WAIT_QR)
                 return [Pay(self.pending, self.method, self.clerk_id)]
             if button == "menu:refund":
@@ -506,6 +529,13 @@ class KioskModel:
                 self.digits = ""
                 self._go(Screen.READING)
                 return [cmd]
+        if s == Screen.RESULT and button == "ereceipt" and self.result is not None \
+                and self.result.e_receipt:
+            self._go(Screen.E_RECEIPT)  # no timeout: the customer's phone takes its time
+            return []
+        if s == Screen.E_RECEIPT and button == "back":
+            self._back_home()
+            return []
         if s == Screen.RESULT and button == "ok":
             waiting = self.result is not None and self.result.outcome == "claim_pending"
             self._back_home()
@@ -612,7 +642,8 @@ class KioskModel:
             Screen.Z_REPORT: {"escape": "back", "return": "back", "up": "page:prev",
                               "down": "page:next", "page up": "page:prev",
                               "page down": "page:next"},
-            Screen.RESULT: {"return": "ok", "escape": "ok"},
+            Screen.RESULT: {"return": "ok", "escape": "ok", "e": "ereceipt"},
+            Screen.E_RECEIPT: {"return": "back", "escape": "back"},
         }
         button = mapping.get(s, {}).get(name)
         return self.press(button) if button else []
@@ -658,9 +689,14 @@ class KioskModel:
             if self.screen == Screen.READING or (self.screen == Screen.Z_REPORT
                                                  and self.closing is None):
                 self._back_home()  # a closing that failed: the fault line says so
+        elif isinstance(event, OnlineQrDown):
+            self.qr_offline = True
+            self._touch()
         elif isinstance(event, Closed):
             self.closing = event.report
             self.declines = {}  # counted into the recorded report
+            # a receipt fault from here on is the Z report's own (the engine prints it next)
+            self.receipt_fault = None
             self._touch()
         elif isinstance(event, ReceiptFault):
             self.receipt_fault = event

@@ -17,6 +17,7 @@ import pygame
 
 from kiosk_ui import draw as d
 from kiosk_ui.draw import Painter
+from kiosk_ui.ereceipt import draw_e_receipt
 from kiosk_ui.i18n import Language, reason_text, rider_text, tr, won
 from kiosk_ui.model import (
     PAGE_ROWS,
@@ -126,6 +127,7 @@ def render(p: Painter, m: KioskModel, statics: Statics) -> None:
         Screen.SIGN_IN: _sign_in,
         Screen.PIN: _pin,
         Screen.Z_REPORT: _z_report,
+        Screen.E_RECEIPT: draw_e_receipt,
     }[m.screen]
     body(p, m, statics)
 
@@ -299,7 +301,11 @@ def _result(p: Painter, m: KioskModel, s: Statics) -> None:
             p.text(text, p.box(24, 312 + 54 * i, 540, 48), size=30, align="left", name=name)
         # under a claim's prompt the button gives the claim up
         label = tr(lang, "cancel" if view.outcome == "claim_pending" else "ok")
-        p.button("ok", p.box(580, 324, 200, 136), label, size=40)
+        if view.e_receipt:  # the customer's signed receipt, on request, as a QR
+            p.button("ereceipt", p.box(580, 312, 200, 60), tr(lang, "e_receipt"), size=26)
+            p.button("ok", p.box(580, 384, 200, 84), label, size=40)
+        else:
+            p.button("ok", p.box(580, 324, 200, 136), label, size=40)
     else:
         for i, (name, text) in enumerate(lines[:3]):
             p.text(text, p.box(40, 300 + 52 * i, 720, 48), size=34, name=name)
@@ -469,8 +475,12 @@ def _wait_qr(p: Painter, m: KioskModel, s: Statics) -> None:
     p.text(won(m.pending, lang), p.box(448, 56, 336, 80), size=56, bold=True, name="amount")
     p.text(m.merchant_name, p.box(448, 138, 336, 40), size=24, color=d.MUTED,
            name="merchant_name")
-    p.text(tr(lang, "qr_hint"), p.box(448, 188, 336, 90), size=30, bold=True, max_lines=2,
-           min_size=18, name="qr_hint")
+    if m.qr_offline:  # the app's payment cannot be confirmed: say so, offer the others
+        p.text(tr(lang, "qr_no_network"), p.box(448, 188, 336, 90), size=24, bold=True,
+               max_lines=3, min_size=14, color=d.AMBER_TEXT, name="qr_no_network")
+    else:
+        p.text(tr(lang, "qr_hint"), p.box(448, 188, 336, 90), size=30, bold=True,
+               max_lines=2, min_size=18, name="qr_hint")
     if can_take(m.sync.devices, "scanner"):  # never ask for a code no scanner can read
         p.text(tr(lang, "qr_or_scan"), p.box(448, 284, 336, 70), size=22, color=d.MUTED,
                max_lines=2, min_size=14, name="qr_or_scan")
@@ -566,9 +576,14 @@ def _z_report(p: Painter, m: KioskModel, s: Statics) -> None:
     for i, line in enumerate(lines[page * Z_ROWS:(page + 1) * Z_ROWS]):
         p.text(line, p.box(24, 52 + 44 * i, 752, 40), size=24, bold=i == 0 and page == 0,
                align="left", min_size=12, name="z_line")
+    if m.receipt_fault is not None:  # the report is recorded; only its paper is missing
+        p.text(tr(lang, m.receipt_fault.key, seq=m.receipt_fault.seq),
+               p.box(172, 416, 318, 56), size=18, color=d.AMBER_TEXT, max_lines=2,
+               min_size=10, name="receipt_fault")
+    else:
+        p.text(tr(lang, "page", page=page + 1, pages=pages), p.box(330, 416, 140, 56),
+               size=24, color=d.MUTED, name="page")
     p.button("back", p.box(16, 416, 150, 56), tr(lang, "back"), size=26)
-    p.text(tr(lang, "page", page=page + 1, pages=pages), p.box(330, 416, 140, 56), size=24,
-           color=d.MUTED, name="page")
     p.button("page:prev", p.box(500, 416, 134, 56), tr(lang, "prev"), size=26,
              enabled=page > 0)
     p.button("page:next", p.box(646, 416, 138, 56), tr(lang, "next"), size=26,

@@ -22,6 +22,9 @@ The e-receipt (``LPR1:``) is the ledger entry itself: its canonical bytes
 Verifying an e-receipt is verifying the ledger entry with the terminal's public key, the
 same check ``localpay ledger verify`` and the central audit make; a receipt cannot say
 anything its entry does not. The terminal id is inside the entry bytes.
+
+:class:`ReceiptDesk` also prints the closing's Z report (:meth:`ReceiptDesk.issue_z`, from
+its ``z_report`` entry through :mod:`terminal.zreport`), with the same rule for a fault.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import logging
 import re
 import struct
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from firmware_cfg.config import Config
 from localpay.errors import EntryEncodingError, PrinterError, QRFormatError
 from offline_ledger import Entry, EntryFields, decode, encode, entry_hash
+from terminal import zreport
 
 log = logging.getLogger(__name__)
 
@@ -325,4 +329,21 @@ class ReceiptDesk:
         if self.journal is not None:
             self.journal.record(entry.seq, shown, printed=self.printer is not None and not fault,
                                 fault=fault)
+        return fault or None
+
+    def issue_z(self, entry: Entry, names: Mapping[str, str] | None = None) -> str | None:
+        """Print the Z report recorded as ``entry`` (Korean, then English lines), as
+        :meth:`issue` does a receipt: the report is in the ledger already, so a fault only
+        comes back as the clerk's words, and ``localpay receipt print SEQ`` prints it later."""
+        fault = ""
+        if self.printer is not None:
+            try:
+                self.printer.print_lines(zreport.printed_lines(zreport.from_entry(entry),
+                                                               names, WIDTH))
+            except PrinterError as err:
+                log.warning("Z report %d not printed: %s", entry.seq, err)
+                fault = err.fault
+        if self.journal is not None:
+            self.journal.record(entry.seq, Shown(),
+                                printed=self.printer is not None and not fault, fault=fault)
         return fault or None

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from localpay.errors import EntryEncodingError
 from offline_ledger import Entry, Ledger
 
 KIND = "z_report"
@@ -157,9 +158,46 @@ def detail(report: ZReport) -> dict[str, Any]:
     }
 
 
+def from_entry(entry: Entry) -> ZReport:
+    """The report a ``z_report`` entry records (:func:`detail` read back), for a reprint;
+    :class:`~localpay.errors.EntryEncodingError` for an entry of another kind."""
+    if entry.kind != KIND:
+        raise EntryEncodingError(f"entry {entry.seq} is a {entry.kind}, not a {KIND}")
+    info = _detail(entry)
+
+    def table(key: str) -> dict[str, int]:
+        return {str(k): int(v) for k, v in info.get(key, ())}
+
+    try:
+        counts, amounts = table("count"), table("amount")
+        paid_n, back_n = table("clerk_paid_count"), table("clerk_back_count")
+        return ZReport(
+            day=str(info.get("day", "")), terminal_id=entry.fields.terminal_id,
+            first_seq=int(info.get("first_seq", 0)), last_seq=int(info.get("last_seq", 0)),
+            kinds={k: (counts.get(k, 0), amounts.get(k, 0)) for k in MONEY_KINDS},
+            pockets=table("pockets"),
+            clerk_paid={k: (paid_n.get(k, 0), w) for k, w in table("clerk_paid").items()},
+            clerk_back={k: (back_n.get(k, 0), w) for k, w in table("clerk_back").items()},
+            declines=table("declines"),
+            declines_since_ms=int(info.get("declines_since_ms", 0)))
+    except (TypeError, ValueError) as err:  # a detail not written by detail()
+        raise EntryEncodingError(f"entry {entry.seq}: not a Z report's detail: {err}") from err
+
+
 def record(ledger: Ledger, report: ZReport, *, place: str, wall_ms: int) -> Entry:
     """Append the report to the ledger (durably, like any entry) and return its entry."""
     return ledger.append(KIND, place=place, detail=detail(report), wall_ms=wall_ms)
+
+
+def close(ledger: Ledger, *, terminal_id: str, place: str, wall_ms: int, zone: ZoneInfo,
+          declines: Mapping[str, int] | None = None,
+          declines_since_ms: int = 0) -> tuple[ZReport, Entry]:
+    """Close the local day of ``wall_ms``: its report computed from the ledger and recorded
+    (the kiosk's *Close day*, and a scenario's ``close`` line in ``localpay replay``)."""
+    day = dt.datetime.fromtimestamp(wall_ms / 1000, zone).date().isoformat()
+    report = compute(day_entries(ledger, day, zone), day, terminal_id, declines,
+                     declines_since_ms)
+    return report, record(ledger, report, place=place, wall_ms=wall_ms)
 
 
 Language = Literal["ko", "en"]
@@ -218,3 +256,10 @@ def text_lines(report: ZReport, language: Language,
     lines += [f"  {r}  {n:,}" for r, n in report.declines.items()] or [
         f"  {_w(language, 'none')}"]
     return lines
+
+
+def printed_lines(report: ZReport, names: Mapping[str, str] | None = None,
+                  cols: int = 42) -> list[str]:
+    """The report as the receipt printer prints it: the Korean lines, a rule, the English
+    lines (one roll serves both, as a receipt's); the first line is the heading."""
+    return [*text_lines(report, "ko", names), "-" * cols, *text_lines(report, "en", names)]

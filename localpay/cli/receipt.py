@@ -1,5 +1,7 @@
 """``localpay receipt verify|show|print``: e-receipts checked, receipts shown and reprinted.
 
+``show`` and ``print`` also take a ``z_report`` entry: the closing's Z report, reprinted.
+
 A receipt is made again from the ledger entry (``terminal.receipt``), so a reprint says what
 the first print said; PANs are only ever the entry's first 6 / last 4.
 """
@@ -27,17 +29,24 @@ def _ledger_path(ctx: Context, db: Path | None) -> Path:
 
 
 def _lines(ctx: Context, db: Path | None, seq: int) -> tuple[list[str], str]:
-    """The receipt lines of entry ``seq`` and its e-receipt payload."""
+    """The receipt lines of entry ``seq`` and its e-receipt payload ("" for a Z report,
+    which is no receipt of money: it has no e-receipt)."""
     from offline_ledger import Ledger
     from terminal import receipt as rc
+    from terminal import zreport
 
     path = _ledger_path(ctx, db)
     with Ledger(path) as led:
         entry = led.entry(seq)
     if entry is None:
         raise UserError(f"no entry {seq} in {path}")
+    config = ctx.home.config()
+    if entry.kind == zreport.KIND:
+        # a closing's Z report prints again from its entry, clerks by this config's names
+        names = {c.id: c.name for c in config.clerk}
+        return zreport.printed_lines(zreport.from_entry(entry), names, rc.WIDTH), ""
     shown = rc.ReceiptJournal(rc.journal_path(path)).shown(seq)
-    made = rc.from_entry(entry, ctx.home.config(), shown)
+    made = rc.from_entry(entry, config, shown)
     return rc.lines(made), rc.e_receipt(entry)
 
 
@@ -50,8 +59,10 @@ def _lines(ctx: Context, db: Path | None, seq: int) -> tuple[list[str], str]:
 @pass_ctx
 def receipt_show(ctx: Context, seq: int, db: Path | None, payload: bool,
                  qr_png: Path | None) -> None:
-    """Show the receipt of ledger entry SEQ as it prints."""
+    """Show the receipt of ledger entry SEQ as it prints (or the Z report it records)."""
     lines, code = _lines(ctx, db, seq)
+    if not code and (payload or qr_png is not None):
+        raise UserError(f"entry {seq} is a Z report: it has no e-receipt")
     for line in lines:
         click.echo(line)
     if payload:
@@ -76,7 +87,8 @@ def receipt_show(ctx: Context, seq: int, db: Path | None, payload: bool,
               "config's readers.printer.")
 @pass_ctx
 def receipt_print(ctx: Context, seq: int, db: Path | None, spec: str | None) -> None:
-    """Reprint the receipt of ledger entry SEQ (a missed print, or a customer's copy)."""
+    """Reprint the receipt of ledger entry SEQ (a missed print, or a customer's copy), or
+    the Z report a closing recorded as entry SEQ."""
     from drivers.printer import VirtualPrinter, open_printer
     from terminal.receipt import ReceiptJournal, journal_path
 

@@ -2,7 +2,8 @@
 
 For a technician checking a newly configured terminal and for an operator checking a rules
 change. Each line is a moment of true time and one thing that happens at the terminal: a tap,
-a payment, a scanned code, a refund, a void or a sync. It is played through the virtual
+a payment, a scanned code, a refund, a void, a sync, or at a till a clerk signing in and the
+closing of the day (its Z report, :mod:`terminal.zreport`). It is played through the virtual
 reader, the real core and the home's ledger (or a scratch one), with the terminal's clock
 reading what the scenario says, clock faults included. The whole file is checked before
 anything is played, so a bad line records nothing.
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -26,16 +28,20 @@ from drivers.virtual import VirtualReader
 from firmware_cfg.config import Config
 from localpay.cli.common import Context, pass_ctx, scratch_only
 from localpay.errors import ConfigError
+from terminal import zreport
 from terminal.clock import ClockTrust
 from terminal.core import Decision, Terminal
 from terminal.home import Home
+from terminal.receipt import ZONE as RECEIPT_ZONE
 
-Action = Literal["tap", "pay", "code", "refund", "void", "sync"]
-ACTIONS: tuple[Action, ...] = ("tap", "pay", "code", "refund", "void", "sync")
+Action = Literal["tap", "pay", "code", "refund", "void", "sync", "clerk", "close"]
+ACTIONS: tuple[Action, ...] = ("tap", "pay", "code", "refund", "void", "sync", "clerk",
+                               "close")
 #: the role that does each action; a sync is either's. A till plays a scanned code only
 #: with an amount keyed (the kiosk ignores one without), so a bare ``code`` is a validator's.
 ROLE_OF: dict[Action, str] = {"tap": "validator", "code": "validator", "pay": "till",
-                              "refund": "till", "void": "till"}
+                              "refund": "till", "void": "till", "clerk": "till",
+                              "close": "till"}
 #: the keys of a decision's line, in order (a contract: scripts read them)
 DECISION_KEYS = ("outcome", "amount", "reason", "seq", "token", "category", "points",
                  "points_week")
@@ -65,13 +71,17 @@ class Step:
     code: str | None = None
     amount: int | None = None
     seq: int | None = None
+    #: a ``clerk`` line's clerk id ("": signed out)
+    clerk: str | None = None
 
 
-def load_scenario(path: Path, role: str, *, central: bool) -> list[Step]:
+def load_scenario(path: Path, role: str, *, central: bool,
+                  clerks: frozenset[str] = frozenset()) -> list[Step]:
     """Every line of ``path`` checked, for a terminal of ``role``.
 
     ``central`` says whether the config names a central service, which ``sync`` lines
-    need. Blank lines are skipped. The first bad line raises :class:`ConfigError` naming
+    need; ``clerks`` are the ids of the config's ``[[clerk]]`` tables, which ``clerk``
+    lines name. Blank lines are skipped. The first bad line raises :class:`ConfigError` naming
     the file and the line's number; an empty scenario is refused too.
     """
     try:
@@ -90,7 +100,7 @@ def load_scenario(path: Path, role: str, *, central: bool) -> list[Step]:
         if not text.strip():
             continue
         try:
-            step, at_text = parse_line(text, number, role, central=central)
+            step, at_text = parse_line(text, number, role, central=central, clerks=clerks)
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
         if previous is not None and step.at_ms < steps[-1].at_ms:
@@ -103,7 +113,8 @@ def load_scenario(path: Path, role: str, *, central: bool) -> list[Step]:
     return steps
 
 
-def parse_line(text: str, number: int, role: str, *, central: bool) -> tuple[Step, str]:
+def parse_line(text: str, number: int, role: str, *, central: bool,
+               clerks: frozenset[str] = frozenset()) -> tuple[Step, str]:
     """One line as a :class:`Step` and its ``at`` as written; :class:`ConfigError` when it
     is not a line this terminal can play (the message does not name the line)."""
     try:
@@ -140,6 +151,18 @@ def parse_line(text: str, number: int, role: str, *, central: bool) -> tuple[Ste
         if not central:
             _bad("a sync needs central.url and keys.central_public_key in the home's config")
         return step, obj["at"]
+    if action == "close":
+        if value is not True:
+            _bad(f'"close" must be true, found {json.dumps(value)}')
+        return step, obj["at"]
+    if action == "clerk":
+        if not isinstance(value, str):
+            _bad(f'"clerk" must be a clerk\'s id as a string ("" signs out), found '
+                 f"{_kind(value)}")
+        if value and value not in clerks:
+            known = ", ".join(sorted(clerks)) or "none: the config has no [[clerk]]"
+            _bad(f'"clerk" {value!r} is not a [[clerk]] of this till (its clerks: {known})')
+        return replace(step, clerk=value), obj["at"]
     if action == "code":
         return replace(step, code=_code(value, "code")), obj["at"]
     if action == "tap":
@@ -339,17 +362,50 @@ def play(terminal: Terminal, clock: ScenarioClock, steps: list[Step],
     """Play checked ``steps`` in order; ``emit`` each decision's line and each sync's
     summary (``{"sync": ...}``) as soon as it is known."""
     reader = VirtualReader("replay")
+    # the declines a till's kiosk counts for its Z report (they are in no ledger): those
+    # shown since it started, or since the last closing
+    declines: dict[str, int] = {}
+    since_ms: int | None = None
     try:
         for step in steps:
             clock.move(step.at_ms, step.clock_ms)
+            if since_ms is None:
+                since_ms = int(clock() * 1000)
             if step.action == "sync":
                 if sync_round is None:
                     raise ConfigError(f"line {step.line}: no central service to sync with")
                 emit({"sync": sync_round()})
+            elif step.action == "clerk":
+                terminal.clerk = _given(step.clerk)  # as the kiosk's sign-in sets it
+                emit({"clerk": terminal.clerk})
+            elif step.action == "close":
+                now_ms = int(clock() * 1000)
+                emit({"z_report": close_day(terminal, now_ms, declines, since_ms)})
+                declines.clear()
+                since_ms = now_ms
             else:
-                emit(decision_line(decide(terminal, reader, step)))
+                decision = decide(terminal, reader, step)
+                if (terminal.role == "till" and decision.outcome == "declined"
+                        and decision.reason is not None):
+                    reason = decision.reason.value
+                    declines[reason] = declines.get(reason, 0) + 1
+                emit(decision_line(decision))
     finally:
         reader.close()
+
+
+def close_day(terminal: Terminal, now_ms: int, declines: dict[str, int],
+              since_ms: int) -> dict[str, Any]:
+    """A ``close`` line: the Z report of the terminal's local day recorded, as the kiosk's
+    *Close day* does; its line is the entry's ``seq`` and detail (:func:`zreport.detail`)."""
+    ledger = terminal.ledger
+    if ledger is None:  # pragma: no cover - replay always opens the ledger
+        raise ConfigError("no ledger to close the day in")
+    zone = ZoneInfo(str(terminal.read_options.get("timezone", RECEIPT_ZONE)))
+    t = terminal.config.terminal
+    report, entry = zreport.close(ledger, terminal_id=t.id, place=t.place, wall_ms=now_ms,
+                                  zone=zone, declines=declines, declines_since_ms=since_ms)
+    return {"seq": entry.seq, **zreport.detail(report)}
 
 
 @contextlib.contextmanager
@@ -407,6 +463,8 @@ def replay(ctx: Context, file: Path, db: Path | None) -> None:
       "pay": {"code": "TEXT", "amount": N}      till: a QR code pays N won
       "refund": {"seq": S, "amount": N}         till: N won back of payment S
       "void": {"seq": S}                        till: cancel payment S whole
+      "clerk": "ID"                             till: clerk ID signs in ("" signs out)
+      "close": true                             till: close the day (Z report)
       "sync": true                              one sync round with central.url
 
     The role is the home's terminal.role. Until a line gives "clock", the terminal's clock
@@ -421,16 +479,23 @@ def replay(ctx: Context, file: Path, db: Path | None) -> None:
     config is used as it is, limits and all. The whole file is checked first: a bad line
     is one error naming its number (exit 2) and nothing is recorded.
 
+    A "clerk" line names one of the config's [[clerk]] ids (no PIN: the scenario is the
+    clerk); the payments, refunds and voids after it record that clerk, as at the kiosk.
+    A "close" line records the Z report of the terminal's local day, with the declines
+    counted since the start or the last "close", as the kiosk's Close day.
+
     Output, one JSON line per decision: outcome, amount, reason (decline code or null),
     seq (the entry's, or null), token, category (the rider category), points, points_week;
-    a sync prints {"sync": {...its summary...}}.
+    a sync prints {"sync": {...its summary...}}, a clerk line {"clerk": "ID"}, a close
+    {"z_report": {"seq": S, ...the entry's detail...}}.
     """
     home = ctx.home
     scratch_only(ctx, db, "replay")
     config = home.config()
     central = bool(config.central.url and config.keys.central_public_key)
     # a bad line is a ConfigError: one line, exit 2, before anything is played
-    steps = load_scenario(file, config.terminal.role, central=central)
+    steps = load_scenario(file, config.terminal.role, central=central,
+                          clerks=frozenset(c.id for c in config.clerk))
     if db is not None and home.provisioned:
         synced = next((s for s in steps if s.action == "sync"), None)
         if synced is not None:
