@@ -13,6 +13,8 @@ import pytest
 from tools import mutation
 from tools.mutation import Equivalent, Mutant
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -68,11 +70,69 @@ def test_the_areas_name_modules_and_tests_that_exist() -> None:
     for name, spec in areas.items():
         for pattern in spec["mutate"]:
             assert list(ROOT.glob(pattern)), (name, pattern)
-        for test in spec["tests"]:
-            assert (ROOT / test).is_file(), (name, test)
-        for test in spec.get("deselect", []):
+        for test in spec["tests"] + spec.get("deselect", []):
+            # a file, or one test of it
             path, _, function = test.partition("::")
-            assert f"def {function}(" in (ROOT / path).read_text(), (name, test)
+            assert (ROOT / path).is_file(), (name, test)
+            assert not function or f"def {function}(" in (ROOT / path).read_text(), (name, test)
+        assert set(spec.get("stores", [])) <= {"sqlite", "postgresql"}, name
+
+
+def test_a_score_is_recorded_only_upwards() -> None:
+    recorded = {"central/store.py": 94.5, "sync/merkle.py": 100.0, "terminal/core.py": 100.0}
+    measured = {"central/store.py": 96.1, "terminal/core.py": 97.3, "central/payouts.py": 91.0}
+    assert mutation.ratchet(recorded, measured) == {
+        "central/store.py": 96.1,        # better: recorded
+        "sync/merkle.py": 100.0,         # not run: kept
+        "terminal/core.py": 100.0,       # worse: kept (the run fails on it instead)
+        "central/payouts.py": 91.0}      # new
+
+
+_STORE_TESTS = """
+import pytest
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request):
+    return request.param
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def other(request):
+    return request.param
+
+def test_on_each_store(store_url):
+    pass
+
+def test_on_each_store_and_kind(store_url, other):
+    pass
+
+def test_postgresql_named_but_not_on_a_store():
+    pass
+
+def test_of_another_fixture(other):
+    pass
+"""
+
+
+def _run_names(pytester: pytest.Pytester, stores: list[str]) -> set[str]:
+    pytester.makepyfile(test_stores=_STORE_TESTS)
+    result = pytester.runpytest_inprocess("-v", "-p", "no:cacheprovider",
+                                          plugins=[mutation._area_plugin(stores)])
+    return {line.split("::", 1)[1].split(" ", 1)[0] for line in result.outlines
+            if " PASSED" in line}
+
+
+def test_an_area_on_sqlite_runs_the_store_tests_on_sqlite_only(pytester: pytest.Pytester) -> None:
+    # only store_url's parameter decides; names and other fixtures' parameters do not
+    assert _run_names(pytester, ["sqlite"]) == {
+        "test_on_each_store[sqlite]",
+        "test_on_each_store_and_kind[sqlite-postgresql]",
+        "test_on_each_store_and_kind[sqlite-sqlite]",
+        "test_postgresql_named_but_not_on_a_store",
+        "test_of_another_fixture[postgresql]", "test_of_another_fixture[sqlite]"}
+
+
+def test_an_area_naming_no_stores_runs_both(pytester: pytest.Pytester) -> None:
+    assert len(_run_names(pytester, [])) == 9
 
 
 def test_every_recorded_equivalent_gives_its_reason() -> None:
@@ -90,3 +150,34 @@ def test_an_equivalent_may_span_lines() -> None:
                     "except sqlite3.Error as err:\n    raise None from err", "unreachable")
     assert eq.matches(two)
     assert not eq.matches(Mutant(two.name, two.module, "survived", two.removed[:1], two.added[:1]))
+
+
+def test_an_area_copies_the_snapshot_and_imports_all_but_localpay_from_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = tmp_path / "tree"
+    for package in ("central", "localpay", "sync", "tests", "tools"):
+        (tree / package).mkdir(parents=True)
+        (tree / package / "__init__.py").write_text("")
+    (tree / "setup.cfg").write_text("")
+    (tree / "pyproject.toml").write_text("[project]\nname = \"x\"\n")
+    monkeypatch.setattr(mutation, "WORK", tmp_path / "work")
+    work = mutation.prepare("store", {"mutate": ["central/store.py"],
+                                      "tests": ["tests/test_store_edges.py"],
+                                      "deselect": ["tests/test_x.py::test_y"]}, tree)
+    assert work == tmp_path / "work" / "store"
+    assert (work / "localpay" / "__init__.py").is_file()
+    settings = tomllib.loads((work / "pyproject.toml").read_text())["tool"]["mutmut"]
+    assert settings["source_paths"] == ["central/"]
+    assert settings["only_mutate"] == ["central/store.py"]
+    # the mutated package is mutmut's own copy; localpay stays the checkout's (the test
+    # stacks' `python -m central` is started with it as PYTHONPATH)
+    assert settings["also_copy"] == ["sync/", "tools/"]
+    assert settings["pytest_add_cli_args_test_selection"] == ["tests/test_store_edges.py"]
+    assert settings["pytest_add_cli_args"][-2:] == ["--deselect", "tests/test_x.py::test_y"]
+    assert settings["process_isolation"] == "fork"       # the CPU limit is set on ForkRunner
+
+
+def test_a_loop_gets_a_few_seconds_of_cpu_more_than_its_tests() -> None:
+    assert mutation.cpu_limit(0.0) == 4
+    assert mutation.cpu_limit(0.78) == 6                  # a Merkle test: was 53 s of wall
+    assert mutation.cpu_limit(17.8) == 40
