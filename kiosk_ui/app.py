@@ -22,12 +22,13 @@ from kiosk_ui.draw import Painter
 from kiosk_ui.engine import Engine, LinkState, PresentationSource
 from kiosk_ui.fonts import Fonts, load_fonts
 from kiosk_ui.i18n import Language
-from kiosk_ui.model import Command, KioskModel, Result, SyncView
+from kiosk_ui.model import Command, KioskModel, Pay, Result, SyncView
 from kiosk_ui.qr import check_config, merchant_payload
 from kiosk_ui.screens import Statics, render
 from kiosk_ui.service import Blocker
 from kiosk_ui.tones import Tones
 from terminal.core import Terminal
+from terminal.mpm_online import Link as MpmLink
 from terminal.receipt import ReceiptDesk
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ class KioskApp:
     ``size`` is the window size; ``fullscreen`` takes the display's own size instead.
     ``home`` is the terminal's home folder (checked for a read-only file system when no
     ledger is open to tell where it is); ``blockers`` are causes found before the terminal
-    existed, such as a missing key (see :mod:`kiosk_ui.service`).
+    existed, such as a missing key (see :mod:`kiosk_ui.service`). ``mpm`` is a till's link
+    to central's online QR payments (``sync.mpm.MpmLink``): the sale's QR code can then be
+    paid from the citizen's app (:mod:`kiosk_ui.engine`); None: the code is the offline one.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class KioskApp:
         home: Path | None = None,
         blockers: Sequence[Blocker] = (),
         receipts: ReceiptDesk | None = None,
+        mpm: MpmLink | None = None,
     ) -> None:
         config = terminal.config
         self.terminal = terminal
@@ -107,7 +111,7 @@ class KioskApp:
         )
         self.painter = Painter(self.screen, self.fonts)
         self.engine = Engine(terminal, source, link=link, idle_task=idle_task, home=home,
-                             blockers=blockers, receipts=receipts)
+                             blockers=blockers, receipts=receipts, mpm=mpm)
         #: whether any status came, and whether one found the terminal able to approve
         self.status_seen = False
         self.in_service_seen = False
@@ -190,6 +194,9 @@ class KioskApp:
     def _send(self, commands: list[Command]) -> None:
         for command in commands:
             self.engine.send(command)
+            if isinstance(command, Pay) and command.method == "qr" and self.model.sale_ref:
+                # the code on screen names this reference: an app may pay it online
+                self.engine.sell_online(command.amount, self.model.sale_ref)
 
     def _input(self, event: pygame.event.Event) -> None:
         if event.type == pygame.QUIT:

@@ -11,6 +11,16 @@ Campaign codes are taken by either role, a till's even with no sale keyed: the t
 the claim for the next card (``Terminal.pending_claim``), which a till then hands to
 ``Terminal.collect``; the worker asks ``Terminal.lapse_claim`` between presentations, so the
 screen says so when no card came in the window.
+
+Online QR payments (issue #17, :mod:`terminal.mpm_online`), with an ``mpm`` link: when the
+till shows its sale's QR code the app calls :meth:`Engine.sell_online` with the code's
+reference; the worker starts a thread of its own for the sale that opens it at central and
+long-polls (network only, never the worker's nor the screen's thread). A payment comes back
+through the worker's queue, which records it (``Terminal.paid_online``) and reports it as
+any payment's decision; no network is reported as :class:`~kiosk_ui.model.OnlineQrDown`
+(the wallet QR and cards still pay). A Cancel, a card or wallet code that paid the sale, a
+new sale or the engine's stop closes the reference at central; a payment central says came
+just before is still recorded.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from kiosk_ui.model import (
     Event,
     Fault,
     Ignored,
+    OnlineQrDown,
     Pay,
     PaymentRow,
     ReceiptFault,
@@ -52,6 +63,8 @@ from localpay.errors import LedgerError, LocalpayError, ReaderError
 from localpay.types import Presentation
 from terminal import zreport
 from terminal.core import Decision, State, Terminal
+from terminal.mpm_online import Link as MpmLink
+from terminal.mpm_online import OnlineResult, record_online, wait_online
 from terminal.qr import detect
 from terminal.receipt import ReceiptDesk, Shown
 
@@ -78,6 +91,31 @@ class _Stop:
     pass
 
 
+@dataclass(frozen=True)
+class _OnlineSale:
+    """Open ``reference`` at central for ``amount`` won and wait for an app to pay it."""
+
+    amount: int
+    reference: str
+
+
+@dataclass(frozen=True)
+class _OnlineDone:
+    """What a sale's own thread heard from central, for the worker to record."""
+
+    result: OnlineResult
+    amount: int
+
+
+class _Session:
+    """One online QR sale's thread; ``cancelled`` closes the reference at central."""
+
+    def __init__(self, sale: _OnlineSale) -> None:
+        self.sale = sale
+        self.cancelled = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
 class _Polled:
     """A presentation from the poller, which waits for ``done`` before polling again: the
     worker may still be talking to the card through the same reader."""
@@ -95,8 +133,17 @@ class Engine:
                  link: LinkState | None = None,
                  idle_task: Callable[[], None] | None = None,
                  home: Path | None = None, blockers: Sequence[Blocker] = (),
-                 receipts: ReceiptDesk | None = None) -> None:
+                 receipts: ReceiptDesk | None = None,
+                 mpm: MpmLink | None = None, mpm_timeout_s: float = 120.0,
+                 mpm_wait_s: float = 10.0) -> None:
         self.terminal = terminal
+        #: central's online QR payments (``sync.mpm.MpmLink``); None: online QR off
+        self.mpm = mpm
+        self.mpm_timeout_s = mpm_timeout_s
+        self.mpm_wait_s = mpm_wait_s
+        #: the online sale the till shows now (worker thread only), and every sale's thread
+        self._online: _Session | None = None
+        self._sessions: list[_Session] = []
         #: prints each approved till payment's receipt (None: no printer configured)
         self.receipts = receipts
         #: what stops the terminal approving (read-only home, broken ledger, ...)
@@ -111,7 +158,8 @@ class Engine:
         else:
             self.sources = list(source)
         self.link = link
-        self.inbox: queue.Queue[Presentation | _Polled | Command | _Stop] = queue.Queue()
+        self.inbox: queue.Queue[Presentation | _Polled | Command | _OnlineSale | _OnlineDone
+                                | _Stop] = queue.Queue()
         self.outbox: queue.Queue[Event] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -145,12 +193,38 @@ class Engine:
         self.inbox.put(_Stop())
         for t in self._threads:
             t.join(timeout)
+        worker_alive = any(t.name == "kiosk-terminal" and t.is_alive() for t in self._threads)
         self._threads.clear()
+        # the worker is gone (this thread may use the terminal now): a sale still shown is
+        # closed at central, and a payment that came first is recorded, as the money moved
+        for session in list(self._sessions):
+            session.cancelled.set()
+        for session in list(self._sessions):
+            if session.thread is not None:
+                session.thread.join(timeout)
+        self._settle_at_stop(record=not worker_alive)
         if self._on_state in self.terminal.listeners:
             self.terminal.listeners.remove(self._on_state)
 
     def send(self, command: Command) -> None:
         self.inbox.put(command)
+
+    def sell_online(self, amount: int, reference: str) -> None:
+        """The till shows ``reference`` in its sale's QR code: take it online (with an
+        ``mpm`` link; nothing without). Sent after the sale's :class:`Pay`."""
+        if self.mpm is not None:
+            self.inbox.put(_OnlineSale(amount, reference))
+
+    def online_settled(self, timeout: float) -> bool:
+        """Whether every online sale's thread has finished (closed at central, or paid)
+        within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        for session in list(self._sessions):
+            if session.thread is not None:
+                session.thread.join(max(0.0, deadline - time.monotonic()))
+                if session.thread.is_alive():
+                    return False
+        return True
 
     def present(self, presentation: Presentation) -> None:
         """Hand a presentation in directly (what the poller does with the source's)."""
@@ -225,14 +299,20 @@ class Engine:
         if state == State.PRESENTED:
             self.outbox.put(Busy())
 
-    def _handle(self, item: Presentation | Command) -> None:
+    def _handle(self, item: Presentation | Command | _OnlineSale | _OnlineDone) -> None:
         t = self.terminal
-        if isinstance(item, Presentation):
+        if isinstance(item, _OnlineSale):
+            self._open_online(item)
+        elif isinstance(item, _OnlineDone):
+            self._online_done(item)
+        elif isinstance(item, Presentation):
             if t.role == "validator":
                 self._decided(t.tap(item), "tap")
             elif self._pending is not None:
                 amount, self._pending = self._pending, None
                 decision = t.pay(item, amount)
+                if decision.approved:
+                    self._end_online()  # paid by card or wallet: no app may pay it now
                 self._decided(decision, "payment")
                 self._receipt(decision)
             elif t.pending_claim is not None or _is_campaign_code(item):
@@ -240,9 +320,11 @@ class Engine:
             else:
                 self.outbox.put(Ignored())
         elif isinstance(item, Pay):
+            self._end_online()  # a new sale: the last one's code is no longer shown
             self._pending = item.amount
             t.clerk = item.clerk
         elif isinstance(item, CancelCmd):
+            self._end_online()
             self._pending = None
             t.cancel_claim()
         elif isinstance(item, RefundCmd):
@@ -254,6 +336,98 @@ class Engine:
             self._status(force_day=True)
         elif isinstance(item, CloseDayCmd):
             self._close_day(item)
+
+    # -- online QR payments (worker thread) -------------------------------------------------
+
+    def _open_online(self, sale: _OnlineSale) -> None:
+        if self.mpm is None or self._stop.is_set():
+            return
+        self._end_online()
+        self._sessions = [s for s in self._sessions
+                          if s.thread is not None and s.thread.is_alive()]
+        session = _Session(sale)
+        session.thread = threading.Thread(target=self._take_online, args=(session, self.mpm),
+                                          name="kiosk-mpm", daemon=True)
+        self._online = session
+        self._sessions.append(session)
+        session.thread.start()
+
+    def _end_online(self) -> None:
+        """The sale shown is over: its thread closes the reference at central."""
+        if self._online is not None:
+            self._online.cancelled.set()
+            self._online = None
+
+    def _take_online(self, session: _Session, link: MpmLink) -> None:
+        """A sale's own thread: talks to central only, never to the terminal."""
+        sale = session.sale
+        try:
+            result = wait_online(link, sale.amount, sale.reference,
+                                 timeout_s=self.mpm_timeout_s, wait_s=self.mpm_wait_s,
+                                 cancelled=session.cancelled.is_set)
+        except Exception:  # the sale's code still pays nothing online; cards still work
+            log.exception("online QR sale %s failed", sale.reference)
+            return
+        if result.status == "paid":
+            self.inbox.put(_OnlineDone(result, sale.amount))
+        elif result.status == "no_network":
+            log.warning("online QR sale %s: no network: %s", sale.reference, result.message)
+            if not session.cancelled.is_set():
+                self.outbox.put(OnlineQrDown())
+        elif result.message:
+            log.warning("online QR sale %s %s: %s", sale.reference, result.status,
+                        result.message)
+
+    def _settle_at_stop(self, *, record: bool) -> None:
+        """After the worker stopped: record the payments its queue still held, and close
+        each sale whose thread is still in a long-poll here, once (recording a payment the
+        close names). ``record`` False: the worker is stuck, the terminal is still its own:
+        the payments are only logged (central holds them)."""
+        done: dict[str, _OnlineDone] = {}
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _OnlineDone):
+                done.setdefault(item.result.reference, item)
+        if self.mpm is not None:
+            for session in self._sessions:
+                ref = session.sale.reference
+                if ref in done or session.thread is None or not session.thread.is_alive():
+                    continue
+                try:
+                    payment = self.mpm.close(ref)
+                except LocalpayError as err:
+                    log.error("online QR sale %s not closed at stop: %s", ref, err)
+                    continue
+                if payment is not None:
+                    done[ref] = _OnlineDone(OnlineResult("paid", ref, payment=payment),
+                                            session.sale.amount)
+        self._sessions.clear()
+        for item in done.values():
+            if not record:
+                log.error("online QR payment %s of %s not recorded: the terminal is busy",
+                          item.result.payment, item.result.reference)
+                continue
+            try:
+                self._online_done(item)
+            except LocalpayError as err:
+                log.error("online QR payment %s not recorded: %s", item.result.payment, err)
+
+    def _online_done(self, done: _OnlineDone) -> None:
+        """Record the app's payment: the money moved at central, whatever the screen shows
+        now (a decision always shows)."""
+        if self._online is not None and self._online.sale.reference == done.result.reference:
+            self._online = None
+        else:
+            self._end_online()  # an earlier sale's: its result replaces the screen's sale
+        self._pending = None  # the screen leaves any sale waiting for the result
+        decision = record_online(self.terminal, done.result, done.amount).decision
+        if decision is None:
+            return
+        self._decided(decision, "payment")
+        self._receipt(decision)
 
     def _close_day(self, item: CloseDayCmd) -> None:
         """Compute today's Z report from the ledger, record it, show it and print it on the

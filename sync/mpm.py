@@ -12,7 +12,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from localpay.errors import SyncProtocolError
+from localpay.errors import SyncProtocolError, SyncUnavailableError
 from sync.client import SyncClient
 
 #: the longest wait asked of central per request; below the client's HTTP timeout
@@ -25,8 +25,16 @@ class MpmLink:
     def __init__(self, client: SyncClient, terminal_id: str) -> None:
         self.client = client
         client.terminal_id = terminal_id
+        self.closed = False
+
+    def shut(self) -> None:
+        """No more calls (the kiosk is stopping): each one from now on fails as no network.
+        The client is its owner's to close."""
+        self.closed = True
 
     def _call(self, method: str, path: str, body: bytes = b"") -> dict[str, Any]:
+        if self.closed:
+            raise SyncUnavailableError("the online QR link is closed")
         # one attempt: SyncClient._request would back off for minutes while a customer waits
         doc = self.client._request_once(method, path, body)
         if not isinstance(doc, dict):

@@ -7,7 +7,9 @@ central which sale it names with a signed request (see :mod:`central.mpm_payment
 why a readable ``<terminal>:<counter>`` is not used: it could be guessed).
 
 :func:`take_online` runs one sale: open it at central, long-poll until it is paid, then
-record the ledger entry through :meth:`terminal.core.Terminal.paid_online`. The wire is
+record the ledger entry through :meth:`terminal.core.Terminal.paid_online`. The kiosk runs
+its two halves on two threads: :func:`wait_online` on a thread of its own (network only),
+:func:`record_online` on the worker that owns the terminal (``kiosk_ui.engine``). The wire is
 a :class:`Link` (``sync.mpm.MpmLink`` in the product: ``terminal`` does not import
 ``sync``). When central cannot be reached the outcome is ``no_network``: the kiosk says so
 and offers the wallet QR or a card, which the till approves offline. A sale cancelled or
@@ -30,7 +32,8 @@ from terminal.core import Decision, Terminal
 
 log = logging.getLogger(__name__)
 
-Status = Literal["approved", "no_network", "refused", "timeout", "cancelled", "declined"]
+Status = Literal["approved", "no_network", "refused", "timeout", "cancelled", "declined",
+                 "paid"]
 
 
 def new_reference() -> str:
@@ -48,12 +51,15 @@ class Link(Protocol):
 
 @dataclass(frozen=True)
 class OnlineResult:
-    """What became of one online QR sale; ``decision`` when the ledger was asked."""
+    """What became of one online QR sale; ``decision`` when the ledger was asked. ``paid``:
+    the app paid, not yet recorded (:func:`wait_online`)."""
 
     status: Status
     reference: str
     decision: Decision | None = None
     message: str = ""
+    #: the central payment's id (``paid``, ``approved``, ``declined``)
+    payment: str = ""
 
 
 def take_online(terminal: Terminal, link: Link, amount: int, reference: str, *,
@@ -62,7 +68,19 @@ def take_online(terminal: Terminal, link: Link, amount: int, reference: str, *,
                 clock: Callable[[], float] = time.monotonic) -> OnlineResult:
     """Open ``reference`` for ``amount`` won at central and wait, up to ``timeout_s``, for the
     app's payment; record and approve it when it comes. ``cancelled`` is asked between waits
-    (a clerk's Cancel: the sale stays open at central until it expires there)."""
+    (a clerk's Cancel: the sale is closed at central, so no app pays it afterwards)."""
+    result = wait_online(link, amount, reference, timeout_s=timeout_s, wait_s=wait_s,
+                         cancelled=cancelled, clock=clock)
+    return record_online(terminal, result, amount)
+
+
+def wait_online(link: Link, amount: int, reference: str, *, timeout_s: float = 120.0,
+                wait_s: float = 10.0, cancelled: Callable[[], bool] = lambda: False,
+                clock: Callable[[], float] = time.monotonic) -> OnlineResult:
+    """:func:`take_online` without the ledger: status ``paid`` with the central payment's id
+    in ``payment`` when the app paid (also just before a close), for the thread that owns the
+    terminal to record with :func:`record_online` (the kiosk's worker). Talks only to
+    ``link``, so it may run on a thread of its own."""
     try:
         link.open(reference, amount)
     except SyncUnavailableError as err:
@@ -73,7 +91,7 @@ def take_online(terminal: Terminal, link: Link, amount: int, reference: str, *,
     while not cancelled():
         left = deadline - clock()
         if left <= 0:
-            return _close(terminal, link, amount, reference, "timeout")
+            return _close(link, reference, "timeout")
         try:
             payment = link.wait(reference, min(wait_s, left))
         except SyncUnavailableError as err:
@@ -83,23 +101,27 @@ def take_online(terminal: Terminal, link: Link, amount: int, reference: str, *,
         except SyncError as err:
             return OnlineResult("refused", reference, message=str(err))
         if payment is not None:
-            return _record(terminal, payment, reference, amount)
-    return _close(terminal, link, amount, reference, "cancelled")
+            return OnlineResult("paid", reference, payment=payment)
+    return _close(link, reference, "cancelled")
 
 
-def _record(terminal: Terminal, payment: str, reference: str, amount: int) -> OnlineResult:
-    decision = terminal.paid_online(payment, reference, amount)
-    return OnlineResult("approved" if decision.approved else "declined", reference, decision)
+def record_online(terminal: Terminal, result: OnlineResult, amount: int) -> OnlineResult:
+    """Record a ``paid`` result of :func:`wait_online` (``approved`` or ``declined``, with
+    the decision); any other result is returned as it is."""
+    if result.status != "paid":
+        return result
+    decision = terminal.paid_online(result.payment, result.reference, amount)
+    return OnlineResult("approved" if decision.approved else "declined", result.reference,
+                        decision, payment=result.payment)
 
 
-def _close(terminal: Terminal, link: Link, amount: int, reference: str,
-           why: Literal["timeout", "cancelled"]) -> OnlineResult:
-    """No app may pay the sale from now on; one that paid just before is recorded, as the
-    money moved."""
+def _close(link: Link, reference: str, why: Literal["timeout", "cancelled"]) -> OnlineResult:
+    """No app may pay the sale from now on; one that paid just before is ``paid``, to be
+    recorded, as the money moved."""
     try:
         payment = link.close(reference)
     except SyncError as err:
         return OnlineResult(why, reference, message=f"not closed at central: {err}")
     if payment is not None:
-        return _record(terminal, payment, reference, amount)
+        return OnlineResult("paid", reference, payment=payment)
     return OnlineResult(why, reference)

@@ -209,6 +209,7 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
     terminal, blockers = _open_terminal(home, config)
     client = None
     printer: _Printer | None = None
+    mpm = None
     try:
         link = None
         idle_task = None
@@ -236,6 +237,11 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
             client.start()
             link = sync_link(client)
             idle_task = apply_fetched
+            if config.terminal.role == "till":
+                from sync.mpm import MpmLink
+
+                # the sale's QR code paid from the citizen's app, through central (#17)
+                mpm = MpmLink(client, config.terminal.id)
         printer = _Printer(config.readers.printer) if config.readers.printer else None
         receipts = None
         if printer is not None and config.terminal.role == "till":
@@ -244,11 +250,13 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
             receipts = ReceiptDesk(config, printer,
                                    ReceiptJournal(journal_path(home.ledger_path)))
         app = ui.KioskApp(terminal, devices, link=link, idle_task=idle_task, home=home.path,
-                          blockers=blockers, receipts=receipts, **options)
+                          blockers=blockers, receipts=receipts, mpm=mpm, **options)
         return _run_app(app, seconds, screenshot)
     finally:
         if printer is not None:
             printer.close()
+        if mpm is not None:
+            mpm.shut()  # before its client: no online sale's call outlives it
         if client is not None:
             client.close()
         for device in devices:
