@@ -142,6 +142,14 @@ def parse_topup(body: bytes) -> dict[str, Any]:
     return doc
 
 
+def _bearer(request: Request, missing: LocalpayError) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header; ``missing`` when there is none."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise missing
+    return key
+
+
 def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) -> FastAPI:
     """The API over one :class:`CentralLog`; ``topup_terms`` opens ``POST /v1/topups``
     (without them it answers 503)."""
@@ -308,9 +316,8 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
         # Never through handle(): a terminal's signature must not open this route.
         nonce = request.headers.get(H_NONCE, "")
         try:
-            scheme, _, key = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
-                raise PartnerAuthError("a partner key is required: Authorization: Bearer <key>")
+            key = _bearer(request, PartnerAuthError("a partner key is required: "
+                                                     "Authorization: Bearer <key>"))
             # the key first: who is not a partner learns nothing, not even the configuration
             # the key names the partner, the partner its one municipality: it credits only
             # that municipality's accounts, at that municipality's terms
@@ -400,10 +407,8 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
         # Never through handle(): a terminal's signature must not pay a sale.
         nonce = request.headers.get(H_NONCE, "")
         try:
-            scheme, _, key = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
-                raise mpm_payments.MpmPartnerAuthError(
-                    "an app partner key is required: Authorization: Bearer <key>")
+            key = _bearer(request, mpm_payments.MpmPartnerAuthError(
+                "an app partner key is required: Authorization: Bearer <key>"))
             partner = await run_in_threadpool(mpm_payments.authenticate, service.store,
                                               key.strip())
             doc = _mpm_body(await request.body(), _MPM_PAY_FIELDS)

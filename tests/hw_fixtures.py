@@ -321,3 +321,18 @@ def pcsc(pcsc_stack: PcscStack) -> Iterator[PcscStack]:
     pcsc_stack.ensure_healthy()
     yield pcsc_stack
     pcsc_stack.remove_cards()
+
+
+def socat_ptys(folder: Path) -> subprocess.Popen[bytes]:
+    """A scanner plugged in: a pty pair, ``ttySCANNER`` its side and ``ttyAPP`` ours."""
+    proc = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={folder}/ttySCANNER",
+         f"pty,raw,echo=0,link={folder}/ttyAPP"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not ((folder / "ttySCANNER").exists() and (folder / "ttyAPP").exists()):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("socat did not make its ptys")
+        time.sleep(0.02)
+    return proc

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import threading
 import time
 import tty
@@ -18,6 +17,7 @@ import pytest
 from drivers import open_reader
 from drivers.serial_scanner import SerialScanner, decode_line, parse_terminator
 from localpay.errors import ConfigError, ReaderUnavailableError, ScanError
+from tests.hw_fixtures import socat_ptys
 
 WALLET = "LPW1.eyJ3IjoiMDAxIn0.c2ln"
 
@@ -129,23 +129,11 @@ def test_decode_line_rejects(raw: bytes) -> None:
         decode_line(raw)
 
 
-def _socat(folder: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={folder}/ttySCANNER",
-         f"pty,raw,echo=0,link={folder}/ttyAPP"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not ((folder / "ttySCANNER").exists() and (folder / "ttyAPP").exists()):
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("socat did not make its ptys")
-        time.sleep(0.02)
-    return proc
 
 
 def test_scanner_unplugged_and_plugged_back(tmp_path: Path) -> None:
     assert shutil.which("socat"), "socat is needed (apt install socat)"
-    proc = _socat(tmp_path)
+    proc = socat_ptys(tmp_path)
     try:
         with closing(SerialScanner(str(tmp_path / "ttyAPP"), debounce_s=0.0, reconnect_s=0.1)) as s:
             with open(tmp_path / "ttySCANNER", "wb", buffering=0) as scanner:
@@ -155,7 +143,7 @@ def test_scanner_unplugged_and_plugged_back(tmp_path: Path) -> None:
             proc.terminate()  # unplugged: both ptys vanish
             proc.wait(10)
             assert s.poll(1.0) is None
-            proc = _socat(tmp_path)  # plugged back: a new pty at the same path
+            proc = socat_ptys(tmp_path)  # plugged back: a new pty at the same path
             got = None
             deadline = time.monotonic() + 20
             while got is None and time.monotonic() < deadline:

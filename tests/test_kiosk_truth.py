@@ -45,6 +45,7 @@ from terminal.clock import ClockTrust
 from terminal.core import Terminal
 from terminal.home import Home, open_terminal
 from terminal.risk import Reason
+from tests.hw_fixtures import socat_ptys
 from tests.test_kiosk_flow import MINJI, Clock, pump, touch
 
 LOCALPAY = Path(sys.executable).with_name("localpay")
@@ -253,19 +254,6 @@ def test_missing_key_starts_out_of_service_and_run_exits_1(tmp_path: Path) -> No
 # -- devices ---------------------------------------------------------------------------
 
 
-def _socat(folder: Path) -> subprocess.Popen[bytes]:
-    """A scanner plugged in: a pty pair, ``ttySCANNER`` its side and ``ttyAPP`` ours."""
-    proc = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={folder}/ttySCANNER",
-         f"pty,raw,echo=0,link={folder}/ttyAPP"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not ((folder / "ttySCANNER").exists() and (folder / "ttyAPP").exists()):
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("socat did not make its ptys")
-        time.sleep(0.02)
-    return proc
 
 
 def test_till_without_its_scanner_takes_cards_and_a_scanner_plugged_later_works(
@@ -316,7 +304,7 @@ def test_till_without_its_scanner_takes_cards_and_a_scanner_plugged_later_works(
             assert "qr_or_scan" not in _drawn(app)
             app._send(app.model.press("cancel"))
 
-            proc = _socat(tmp_path)  # plugged in, no restart
+            proc = socat_ptys(tmp_path)  # plugged in, no restart
             pump(app, lambda: all(d.ok for d in app.model.sync.devices), "scanner found", 15)
             assert "missing" not in status_text(app.model)[0]
             app._send(app.model.press("pay:qr"))
