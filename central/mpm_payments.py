@@ -52,8 +52,6 @@ Refusals, inside the one error tree::
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import secrets
 import time
@@ -62,7 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from central import accounts, books, municipalities, spending
+from central import accounts, books, municipalities, partner_keys, spending
 from central.store import Store, Tx
 from localpay.errors import BooksError, ConfigError
 
@@ -90,7 +88,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS mpm_payments_ref ON mpm_payments (municipality
 #: the reference as the till draws it (terminal.mpm_online): base32, 24 characters
 REFERENCE_RE = re.compile(r"[A-Z2-7]{24}")
 _APP_REF_RE = re.compile(r"[!-~]{1,128}")
-_PARTNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_PARTNER_RE = partner_keys.NAME_RE
 MAX_WON = 10**12
 #: the longest long-poll a till may ask for: below the proxies' usual 60 s idle cut
 MAX_WAIT_S = 30.0
@@ -170,26 +168,19 @@ def check_reference(reference: object) -> str:
 
 # -- app partners ------------------------------------------------------------------------------
 
-def _key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-_NO_HASH = _key_hash("")
-
-
 def add_app_partner(store: Store, name: str, *,
                     municipality: str = books.DEFAULT_MUNICIPALITY) -> str:
     """Register app partner ``name`` of ``municipality``; its key, shown this once."""
     if not isinstance(name, str) or not _PARTNER_RE.fullmatch(name):
         raise MpmInvalidError(f"partner {name!r}: 1 to 64 letters, digits, '_' and '-'")
     ensure_schema(store)
-    key = f"{name}.{secrets.token_urlsafe(32)}"
+    key, kept = partner_keys.new_key(name)
     with store.tx() as tx:
         municipalities.known(tx, municipality)
         if tx.one("SELECT 1 FROM mpm_partners WHERE partner_id = ?", (name,)) is not None:
             raise MpmInvalidError(f"app partner {name} already has a key")
         tx.run("INSERT INTO mpm_partners VALUES (?, ?, ?, ?, 1)",
-               (municipality, name, _key_hash(key), _now_ms()))
+               (municipality, name, kept, _now_ms()))
     return key
 
 
@@ -202,18 +193,9 @@ class AppPartner:
 def authenticate(store: Store, key: str) -> AppPartner:
     """The app partner whose key this is; MpmPartnerAuthError for anything else (a top-up
     partner's key included: it is not in this registry)."""
-    name, dot, _ = key.partition(".") if isinstance(key, str) else ("", "", "")
-    if not dot or not _PARTNER_RE.fullmatch(name) or len(key) > 200:
-        raise MpmPartnerAuthError("not an app partner key")
     ensure_schema(store)
-    with store.tx(write=False) as tx:
-        row = tx.one("SELECT key_hash, active, municipality_id FROM mpm_partners "
-                     "WHERE partner_id = ?", (name,))
-    # constant time whether the name exists or not
-    same = hmac.compare_digest(_key_hash(key), str(row[0]) if row else _NO_HASH)
-    if row is None or not same or not int(row[1]):
-        raise MpmPartnerAuthError("unknown app partner key")
-    return AppPartner(name, str(row[2]))
+    return AppPartner(*partner_keys.find(store, "mpm_partners", key, MpmPartnerAuthError,
+                                         "app partner"))
 
 
 # -- the till's side ---------------------------------------------------------------------------

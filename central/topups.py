@@ -48,10 +48,7 @@ Refusals, inside the one error tree (:mod:`localpay.errors`)::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import re
-import secrets
 import time
 import tomllib
 from collections.abc import Mapping
@@ -61,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from central import accounts, books, municipalities
+from central import accounts, books, municipalities, partner_keys
 from localpay.errors import BooksError, ConfigError
 
 if TYPE_CHECKING:  # the store imports this module for its tables
@@ -98,7 +95,7 @@ MAX_WON = 10**12
 #: a partner's reference: printable ASCII without spaces (it goes into the books' refs)
 _REF_RE = re.compile(r"[!-~]{1,128}")
 #: a partner id: no '.', which separates it from the secret in its key
-_PARTNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_PARTNER_RE = partner_keys.NAME_RE
 _TERMS_KEYS = ("programme", "discount_percent", "monthly_limit")
 
 
@@ -433,10 +430,6 @@ def fund_subsidy(store: Store, programme: str, amount: int, ref: str, *,
 
 # -- partners ----------------------------------------------------------------------------------
 
-def _key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
 @dataclass(frozen=True)
 class Partner:
     """Who a key is: the partner and the one municipality whose currency it sells."""
@@ -453,7 +446,7 @@ def add_partner(store: Store, name: str, *,
     _check_partner(name)
     if name == STAFF:
         raise TopupInvalidError(f"partner name {STAFF!r} is kept for the city's own staff")
-    key = f"{name}.{secrets.token_urlsafe(32)}"
+    key, kept = partner_keys.new_key(name)
     with store.tx() as tx:
         municipalities.known(tx, municipality)
         # one name on the platform (the key names no municipality); said the same way
@@ -461,7 +454,7 @@ def add_partner(store: Store, name: str, *,
         if tx.one("SELECT 1 FROM partners WHERE partner_id = ?", (name,)) is not None:
             raise TopupInvalidError(f"partner {name} already has a key")
         tx.run("INSERT INTO partners (municipality_id, partner_id, key_hash, created_ms, active) "
-               "VALUES (?, ?, ?, ?, 1)", (municipality, name, _key_hash(key), _now(None)))
+               "VALUES (?, ?, ?, ?, 1)", (municipality, name, kept, _now(None)))
     return key
 
 
@@ -475,27 +468,10 @@ def disable_partner(store: Store, name: str, *,
             raise TopupInvalidError(f"no partner {name}")
 
 
-# compared against when the key names no partner, so that both answers take as long
-_NO_HASH = _key_hash("")
-
-
 def authenticate(store: Store, key: str) -> Partner:
     """The partner whose key this is, with its municipality; PartnerAuthError for anything
     else."""
-    name, dot, _ = key.partition(".") if isinstance(key, str) else ("", "", "")
-    if not dot or not _PARTNER_RE.fullmatch(name) or len(key) > 200:
-        raise PartnerAuthError("not a partner key")
-    with store.tx(write=False) as tx:
-        row = tx.one("SELECT key_hash, active, municipality_id FROM partners "
-                     "WHERE partner_id = ?", (name,))
-    stored, active = (str(row[0]), int(row[1])) if row else (_NO_HASH, 0)
-    # constant time: a timing difference must not tell how much of a guess was right
-    same = hmac.compare_digest(_key_hash(key), stored)
-    if row is None or not same:
-        raise PartnerAuthError("unknown partner key")
-    if not active:
-        raise PartnerAuthError(f"partner {name} is disabled")
-    return Partner(name, str(row[2]))
+    return Partner(*partner_keys.find(store, "partners", key, PartnerAuthError, "partner"))
 
 
 def check_partner(store: Store, key: str, *, municipality: str | None = None) -> str:
