@@ -50,7 +50,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "mutation"
-WORK = ROOT / "build" / "mutation"
+# Two runs at once (two engineers, two areas) each need their own work folder: the snapshot
+# of the tree is replaced when a run starts.
+WORK = Path(os.environ.get("LOCALPAY_MUTATION_WORK", ROOT / "build" / "mutation")).resolve()
 TARGET = 90.0
 # mutmut's statuses that count as the tests noticing the mutant.
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
