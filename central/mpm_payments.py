@@ -22,12 +22,22 @@ anyway: the till says so and offers the wallet QR or a card.
 **App partners** have their own registry (``mpm_partners``), not the top-up one of
 :mod:`central.topups`: a top-up key is not in it (refused here) and an app key is not in
 ``partners`` (refused by ``POST /v1/topups``), so neither can do the other's work, with no
-change to the top-up code. Keys are ``<name>.<secret>`` as there, SHA-256 kept.
+change to the top-up code. Keys are ``<name>.<secret>`` as there, SHA-256 kept. An
+operator disables a partner (:func:`disable_app_partner`, ``central mpm partner-disable``):
+its key is refused from then on (401), its payments stay, and the disabling is recorded
+with its time and reason (``mpm_partner_changes``, shown by ``central mpm partner-list``).
+
+**Expiry.** A sale may be paid for :data:`SALE_EXPIRY_S` (180 s) after the till opened it,
+a minute more than the till's own wait (120 s): the till closes it itself when its wait
+ends, and a till that crashed or lost its network leaves no code payable for ever. A later
+payment is refused with MpmExpiredError (HTTP 410, ``expired``); the app's replay of a
+payment it made before still answers that payment, and a second payment of a paid sale
+still hears ``already_paid``.
 
 **Money moves once, here.** The payment posts, in its own transaction, the citizen's
 pockets -> the merchant's payable, split by :func:`localpay.pockets.split` through the very
-posting code of :mod:`central.spending` (its ``_Poster.payment``, given the sale as an
-entry of the till with a negative sequence number no ledger uses, so its refs
+posting code of :mod:`central.spending` (:func:`central.spending.post_payment`, given the
+sale as an entry of the till with a negative sequence number no ledger uses, so its refs
 ``pay:<terminal>:<-n>:<pocket>`` and its ``pocket_postings`` row cannot meet a real
 entry's). A payment the pockets cannot cover whole is refused (an online payment is
 checked against the books, unlike an offline one). When the till's entry arrives in a
@@ -43,6 +53,7 @@ Refusals, inside the one error tree::
     └── MpmPaymentError
         ├── MpmInvalidError (ValueError)        malformed reference, amount, payer
         ├── MpmUnknownError (LookupError)       reference not opened (or closed), payer unknown
+        │   └── MpmExpiredError                 the sale is older than SALE_EXPIRY_S (410)
         ├── MpmAmountError                      amount differs from the sale's
         ├── MpmAlreadyPaidError                 the reference was paid (``payment``: the first)
         ├── MpmAppReferenceReusedError          app reference reused with other details
@@ -70,6 +81,10 @@ CREATE TABLE IF NOT EXISTS mpm_partners (
     created_ms BIGINT NOT NULL, active INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (municipality_id, partner_id));
 CREATE UNIQUE INDEX IF NOT EXISTS mpm_partners_name ON mpm_partners (partner_id);
+CREATE TABLE IF NOT EXISTS mpm_partner_changes (
+    municipality_id TEXT NOT NULL, partner_id TEXT NOT NULL, at_ms BIGINT NOT NULL,
+    change TEXT NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (municipality_id, partner_id, at_ms, change));
 CREATE TABLE IF NOT EXISTS mpm_sales (
     municipality_id TEXT NOT NULL, reference TEXT NOT NULL, terminal_id TEXT NOT NULL,
     amount BIGINT NOT NULL, opened_ms BIGINT NOT NULL, payment_id TEXT, closed_ms BIGINT,
@@ -92,6 +107,12 @@ _PARTNER_RE = partner_keys.NAME_RE
 MAX_WON = 10**12
 #: the longest long-poll a till may ask for: below the proxies' usual 60 s idle cut
 MAX_WAIT_S = 30.0
+#: how long after the till opened it a sale may be paid, in seconds: a little longer than
+#: the till's own wait (terminal.mpm_online, 120 s), so that a till that crashed, or lost its
+#: network, while showing a code does not leave it payable for ever. After it the app's
+#: payment is refused (MpmExpiredError, HTTP 410 ``expired``); the till that times out
+#: closes the sale itself before this.
+SALE_EXPIRY_S = 180
 #: how often a waiting long-poll looks at the store when no payment of this process wakes
 #: it (another worker took the payment): API workers share nothing but the store (DESIGN.md)
 POLL_S = 0.05
@@ -107,6 +128,11 @@ class MpmInvalidError(MpmPaymentError, ValueError):
 
 class MpmUnknownError(MpmPaymentError, LookupError):
     """No till opened this reference, or the payer names no account."""
+
+
+class MpmExpiredError(MpmUnknownError):
+    """The sale's code is older than its expiry (:data:`SALE_EXPIRY_S`): the till no
+    longer waits for it; the customer asks for a new code."""
 
 
 class MpmAmountError(MpmPaymentError):
@@ -184,6 +210,48 @@ def add_app_partner(store: Store, name: str, *,
     return key
 
 
+def disable_app_partner(store: Store, name: str, *, reason: str = "operator",
+                        municipality: str = books.DEFAULT_MUNICIPALITY) -> bool:
+    """Refuse app partner ``name``'s key from now on (a leaked key, an app withdrawn); its
+    payments stay. The change is recorded (``mpm_partner_changes``: when, why). False when
+    it was disabled already (nothing recorded again)."""
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 200:
+        raise MpmInvalidError("the reason is 1 to 200 characters")
+    ensure_schema(store)
+    with store.tx() as tx:
+        row = tx.one_for_update("SELECT active FROM mpm_partners WHERE municipality_id = ? "
+                                "AND partner_id = ?", (municipality, name))
+        if row is None:
+            raise MpmUnknownError(f"no app partner {name} in municipality {municipality}")
+        if not int(row[0]):
+            return False
+        tx.run("UPDATE mpm_partners SET active = 0 WHERE municipality_id = ? AND "
+               "partner_id = ?", (municipality, name))
+        tx.run("INSERT INTO mpm_partner_changes VALUES (?, ?, ?, 'disabled', ?)",
+               (municipality, name, _now_ms(), reason.strip()))
+    return True
+
+
+def app_partners(store: Store, *, municipality: str = books.DEFAULT_MUNICIPALITY
+                 ) -> list[dict[str, Any]]:
+    """``municipality``'s app partners by name: ``{"partner", "active", "created_ms",
+    "disabled_ms", "reason"}`` (the last two: of its disabling, None while active)."""
+    ensure_schema(store)
+    with store.tx(write=False) as tx:
+        rows = tx.all(
+            "SELECT p.partner_id, p.active, p.created_ms, c.at_ms, c.reason FROM "
+            "mpm_partners p LEFT JOIN mpm_partner_changes c ON c.municipality_id = "
+            "p.municipality_id AND c.partner_id = p.partner_id AND c.change = 'disabled' "
+            "WHERE p.municipality_id = ? ORDER BY p.partner_id, c.at_ms", (municipality,))
+    out: dict[str, dict[str, Any]] = {}
+    for name, active, created, at_ms, reason in rows:
+        out[str(name)] = {"partner": str(name), "active": bool(int(active)),
+                          "created_ms": int(created),
+                          "disabled_ms": None if at_ms is None else int(at_ms),
+                          "reason": None if reason is None else str(reason)}
+    return list(out.values())
+
+
 @dataclass(frozen=True)
 class AppPartner:
     name: str
@@ -225,23 +293,37 @@ def open_sale(store: Store, terminal_id: str, reference: str, amount: int) -> di
     return {"reference": reference, "amount": amount, "status": "open"}
 
 
-def _status(tx: Tx, m: str, terminal_id: str, reference: str) -> dict[str, Any]:
-    row = tx.one("SELECT s.terminal_id, s.amount, s.payment_id FROM mpm_sales s WHERE "
-                 "s.municipality_id = ? AND s.reference = ?", (m, reference))
+def _expires_ms(opened_ms: int, expiry_s: float | None) -> int:
+    return opened_ms + int((SALE_EXPIRY_S if expiry_s is None else expiry_s) * 1000)
+
+
+def _status(tx: Tx, m: str, terminal_id: str, reference: str,
+            expiry_s: float | None = None) -> dict[str, Any]:
+    row = tx.one("SELECT s.terminal_id, s.amount, s.payment_id, s.closed_ms, s.opened_ms "
+                 "FROM mpm_sales s WHERE s.municipality_id = ? AND s.reference = ?",
+                 (m, reference))
     if row is None or str(row[0]) != terminal_id:
         raise MpmUnknownError(f"reference {reference} is not open at this terminal")
     paid = row[2] is not None
-    return {"reference": reference, "amount": int(row[1]),
-            "status": "paid" if paid else "open", "payment": str(row[2]) if paid else None}
+    expires_ms = _expires_ms(int(row[4]), expiry_s)
+    status = ("paid" if paid else "closed" if row[3] is not None
+              else "expired" if _now_ms() >= expires_ms else "open")
+    return {"reference": reference, "amount": int(row[1]), "status": status,
+            "payment": str(row[2]) if paid else None, "expires_ms": expires_ms}
 
 
-def sale_status(store: Store, terminal_id: str, reference: str) -> dict[str, Any]:
-    """``{"reference", "amount", "status": "open"|"paid", "payment"}`` of a sale of
-    ``terminal_id``; MpmUnknownError when it opened no such reference."""
+def sale_status(store: Store, terminal_id: str, reference: str, *,
+                expiry_s: float | None = None) -> dict[str, Any]:
+    """``{"reference", "amount", "status", "payment", "expires_ms"}`` of a sale of
+    ``terminal_id``; status ``open``, ``paid`` (``payment`` its id), ``closed`` (the till
+    closed it unpaid) or ``expired`` (unpaid past ``expires_ms``, :data:`SALE_EXPIRY_S`
+    after it was opened; no app may pay it). MpmUnknownError when it opened no such
+    reference."""
     check_reference(reference)
     ensure_schema(store)
     with store.tx(write=False) as tx:
-        return _status(tx, _municipality_of(tx, terminal_id), terminal_id, reference)
+        return _status(tx, _municipality_of(tx, terminal_id), terminal_id, reference,
+                       expiry_s)
 
 
 def close_sale(store: Store, terminal_id: str, reference: str) -> dict[str, Any]:
@@ -261,6 +343,7 @@ def close_sale(store: Store, terminal_id: str, reference: str) -> dict[str, Any]
                "reference = ? AND payment_id IS NULL AND closed_ms IS NULL",
                (_now_ms(), m, reference))
         doc = _status(tx, m, terminal_id, reference)
+    # an expired sale is closed too: the till's close is the last word on it
     return doc if doc["status"] == "paid" else {**doc, "status": "closed"}
 
 
@@ -311,10 +394,12 @@ def _replay(first: MpmPayment, reference: str, amount: int, payer: str) -> MpmPa
 
 
 def pay(store: Store, partner: AppPartner, reference: str, amount: int, payer: str,
-        app_reference: str) -> MpmPayment:
+        app_reference: str, *, expiry_s: float | None = None) -> MpmPayment:
     """Pay the open sale ``reference`` of ``amount`` won from ``payer``'s pockets (an
     account id, or a card token or wallet linked to one) as ``partner``'s payment
-    ``app_reference``. See the module docstring for what is refused."""
+    ``app_reference``. A sale opened more than ``expiry_s`` (default
+    :data:`SALE_EXPIRY_S`) ago is refused (MpmExpiredError); the app's replay of a payment
+    it made still answers that payment. See the module docstring for what is refused."""
     check_reference(reference)
     _won(amount)
     if not isinstance(app_reference, str) or not _APP_REF_RE.fullmatch(app_reference):
@@ -331,9 +416,9 @@ def pay(store: Store, partner: AppPartner, reference: str, amount: int, payer: s
             return _replay(first, reference, amount, payer)
         # the sale's row orders two payments of one reference (PostgreSQL row lock; SQLite's
         # one write lock): the second sees the first's payment_id
-        sale = tx.one_for_update("SELECT terminal_id, amount, payment_id, closed_ms FROM "
-                                 "mpm_sales WHERE municipality_id = ? AND reference = ?",
-                                 (m, reference))
+        sale = tx.one_for_update("SELECT terminal_id, amount, payment_id, closed_ms, "
+                                 "opened_ms FROM mpm_sales WHERE municipality_id = ? AND "
+                                 "reference = ?", (m, reference))
         if sale is None:
             raise MpmUnknownError(f"no till opened reference {reference}")
         first = _first(tx, m, partner.name, app_reference)
@@ -344,6 +429,10 @@ def pay(store: Store, partner: AppPartner, reference: str, amount: int, payer: s
                                       f"(payment {sale[2]})", str(sale[2]))
         if sale[3] is not None:
             raise MpmUnknownError(f"the till no longer shows reference {reference}")
+        if _now_ms() >= _expires_ms(int(sale[4]), expiry_s):
+            raise MpmExpiredError(f"reference {reference} expired: it was opened more than "
+                                  f"{SALE_EXPIRY_S if expiry_s is None else expiry_s} s "
+                                  "ago; ask the till for a new code")
         if int(sale[1]) != amount:
             raise MpmAmountError(f"the sale is {int(sale[1]):,} won; {amount:,} won was given")
         done = _post(tx, m, partner.name, app_reference, reference, str(sale[0]), amount,
@@ -371,14 +460,12 @@ def _post(tx: Tx, m: str, partner: str, app_ref: str, reference: str, terminal_i
     at_ms = _now_ms()
     entry = spending.SpendEntry(-1, terminal_id, post_seq, "payment", holder, amount, 0, "",
                                 at_ms, at_ms)
-    poster = spending._Poster(tx, m, None)  # the spending poster's own payment posting
-    poster.payment(entry)
-    if poster.result.payments != 1:
-        why = poster.flags[-1][2] if poster.flags else "not posted"
-        raise MpmUnknownError(f"the payment cannot be posted: {why}")
-    if poster.result.owed:
-        # raising rolls back what the poster wrote in this transaction
-        raise MpmFundsError(f"the pockets of {account} hold {amount - poster.result.owed:,} "
+    posted = spending.post_payment(tx, entry, municipality=m)
+    if posted.refused:
+        raise MpmUnknownError(f"the payment cannot be posted: {posted.refused}")
+    if posted.result.owed:
+        # raising rolls back what the posting wrote in this transaction
+        raise MpmFundsError(f"the pockets of {account} hold {amount - posted.result.owed:,} "
                             f"won usable here; the sale is {amount:,} won")
     tx.run("INSERT INTO mpm_payments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
            (m, payment_id, partner, app_ref, reference, terminal_id, payer, account, amount,
@@ -388,8 +475,8 @@ def _post(tx: Tx, m: str, partner: str, app_ref: str, reference: str, terminal_i
     return MpmPayment(payment_id, reference, app_ref, payer, account, amount, terminal_id)
 
 
-__all__ = ["TABLES", "AppPartner", "MpmAlreadyPaidError", "MpmAmountError",
-           "MpmAppReferenceReusedError", "MpmFundsError", "MpmInvalidError",
+__all__ = ["SALE_EXPIRY_S", "TABLES", "AppPartner", "MpmAlreadyPaidError", "MpmAmountError",
+           "MpmAppReferenceReusedError", "MpmExpiredError", "MpmFundsError", "MpmInvalidError",
            "MpmPartnerAuthError", "MpmPayment", "MpmPaymentError", "MpmUnknownError",
-           "add_app_partner", "authenticate", "check_reference", "close_sale",
-           "ensure_schema", "listen", "open_sale", "pay", "sale_status"]
+           "add_app_partner", "app_partners", "authenticate", "check_reference", "close_sale",
+           "disable_app_partner", "ensure_schema", "listen", "open_sale", "pay", "sale_status"]

@@ -34,7 +34,9 @@ each payment and refund of the log becomes balanced transfers of :mod:`central.b
   ``ref_seq`` on the same terminal. It reverses the payment's parts newest drawn first (the
   receivable first: a refund pays off the debt before it refills a pocket), never more
   than is left of the payment; refs ``refund:<terminal>:<seq>:<pocket>`` and
-  ``refund-owed:<terminal>:<seq>``.
+  ``refund-owed:<terminal>:<seq>``. A refund of the till's entry of an online QR payment
+  reverses the posting made when the app paid (:mod:`central.mpm_payments`: found by the
+  till's seq, which the till's payment entry marked on it).
 - **One municipality's money stays in it.** A poster of municipality M posts the entries
   of M's terminals only. A payment at M's terminal by a card linked to accounts of other
   municipalities only is flagged ``other_municipality`` (in M, naming the card's
@@ -395,6 +397,31 @@ def terminal_split(detail: str) -> tuple[tuple[str, int], ...] | str | None:
     return tuple(parts)
 
 
+@dataclass(frozen=True)
+class PaymentPosting:
+    """What :func:`post_payment` did with one payment: ``result`` counts it (``payments``
+    1 when posted, ``owed`` what no pocket covered); ``refused`` is why nothing was posted
+    (a ``pocket_flags`` reason and its detail), empty when posted."""
+
+    result: SpendResult
+    refused: str = ""
+
+
+def post_payment(tx: Tx, entry: SpendEntry, *,
+                 municipality: str = DEFAULT_MUNICIPALITY) -> PaymentPosting:
+    """Post payment ``entry`` as the log's follower would (split by pocket, an overdraft
+    from the receivable), inside ``tx``, for a caller that moves money outside the log (an
+    online QR payment, :mod:`central.mpm_payments`). Its flags and overdraft rows are not
+    recorded: the caller decides (a refused online payment rolls its transaction back)."""
+    poster = _Poster(tx, municipality, None)
+    poster.payment(entry)
+    if poster.result.payments == 1:
+        return PaymentPosting(poster.result)
+    why = (f"{poster.flags[-1][2]}: {poster.flags[-1][7]}" if poster.flags
+           else "not posted")
+    return PaymentPosting(poster.result, why)
+
+
 class _Poster:
     """One chunk's posting, inside the caller's transaction (it holds the cursor lock)."""
 
@@ -645,13 +672,25 @@ class _Poster:
                                                e.log_index, e.ref_seq, merchant))
         return False
 
+    def online_seq(self, e: SpendEntry) -> int:
+        """The seq under which refund ``e``'s payment was posted: its own, or, when the
+        till's entry recorded an online QR payment (central.mpm_payments, posted when the
+        app paid, under a seq no ledger uses), that posting's."""
+        if not self.tx.store.columns(self.tx, "mpm_payments"):
+            return e.ref_seq
+        row = self.tx.one("SELECT post_seq FROM mpm_payments WHERE municipality_id = ? AND "
+                          "terminal_id = ? AND till_seq = ?",
+                          (self.municipality, e.terminal_id, e.ref_seq))
+        return e.ref_seq if row is None else int(row[0])
+
     def refund(self, e: SpendEntry, *, waiting: bool = False) -> bool:
         """Post refund ``e``; False when it waits for the merchant's payable (``waiting``:
         it is a waiting refund tried again), True when it is done with."""
+        paid_seq = self.online_seq(e) if e.ref_seq else 0
         row = self.tx.one(
             "SELECT account_id, merchant_id, parts, refunded FROM pocket_postings WHERE "
             "municipality_id = ? AND terminal_id = ? AND seq = ? AND kind = 'payment'",
-            (self.municipality, e.terminal_id, e.ref_seq)) if e.ref_seq else None
+            (self.municipality, e.terminal_id, paid_seq)) if e.ref_seq else None
         if row is None:
             self.flag(e, "unknown_payment", {"payment": e.ref_seq, "amount": e.amount})
             return True
@@ -706,7 +745,7 @@ class _Poster:
             return True
         self.tx.run("UPDATE pocket_postings SET refunded = ? WHERE municipality_id = ? AND "
                     "terminal_id = ? AND seq = ?",
-                    (_json(refunded), self.municipality, e.terminal_id, e.ref_seq))
+                    (_json(refunded), self.municipality, e.terminal_id, paid_seq))
         self.tx.run("INSERT INTO pocket_postings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (self.municipality, e.terminal_id, e.seq, e.log_index, e.kind, account,
                      merchant, e.amount, _json(back), "{}", e.ref_seq,
@@ -738,6 +777,7 @@ def day_problems(tx: Tx, day: str) -> tuple[list[dict[str, Any]], list[dict[str,
     return overdrafts, flags
 
 
-__all__ = ["REASONS", "TABLES", "RulesVersion", "SpendEntry", "SpendResult", "SpendingPoster",
-           "active_rules", "day_problems", "ensure_schema", "load_rules", "lock_spending",
-           "post_log", "rules_text", "rules_versions", "terminal_split"]
+__all__ = ["REASONS", "TABLES", "PaymentPosting", "RulesVersion", "SpendEntry", "SpendResult",
+           "SpendingPoster", "active_rules", "day_problems", "ensure_schema", "load_rules",
+           "lock_spending", "post_log", "post_payment", "rules_text", "rules_versions",
+           "terminal_split"]

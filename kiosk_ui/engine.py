@@ -18,7 +18,11 @@ reference; the worker starts a thread of its own for the sale that opens it at c
 long-polls (network only, never the worker's nor the screen's thread). A payment comes back
 through the worker's queue, which records it (``Terminal.paid_online``) and reports it as
 any payment's decision; no network is reported as :class:`~kiosk_ui.model.OnlineQrDown`
-(the wallet QR and cards still pay). A Cancel, a card or wallet code that paid the sale, a
+(the wallet QR and cards still pay). The wait's end, unpaid, is reported with notice
+``qr_expired`` (the code is no longer shown); central lost after the code was shown with
+``qr_checking``: the sale's thread asks again until central answers, and meanwhile the
+worker takes no card or code for that sale (``notice=""`` when central answers and the
+wait goes on). A Cancel, a card or wallet code that paid the sale, a
 new sale or the engine's stop closes the reference at central; a payment central says came
 just before is still recorded.
 """
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from kiosk_ui.cash_receipt import CashReceiptCmd, CashReceiptDone, carry_out
 from kiosk_ui.model import (
     Action,
     Busy,
@@ -113,6 +118,8 @@ class _Session:
     def __init__(self, sale: _OnlineSale) -> None:
         self.sale = sale
         self.cancelled = threading.Event()
+        #: central was lost after the code was shown: whether the app paid is not known
+        self.unknown = threading.Event()
         self.thread: threading.Thread | None = None
 
 
@@ -135,12 +142,14 @@ class Engine:
                  home: Path | None = None, blockers: Sequence[Blocker] = (),
                  receipts: ReceiptDesk | None = None,
                  mpm: MpmLink | None = None, mpm_timeout_s: float = 120.0,
-                 mpm_wait_s: float = 10.0) -> None:
+                 mpm_wait_s: float = 10.0, mpm_retry_s: float = 2.0) -> None:
         self.terminal = terminal
         #: central's online QR payments (``sync.mpm.MpmLink``); None: online QR off
         self.mpm = mpm
         self.mpm_timeout_s = mpm_timeout_s
         self.mpm_wait_s = mpm_wait_s
+        #: how often central is asked again when its answer was lost (terminal.mpm_online)
+        self.mpm_retry_s = mpm_retry_s
         #: the online sale the till shows now (worker thread only), and every sale's thread
         self._online: _Session | None = None
         self._sessions: list[_Session] = []
@@ -308,6 +317,10 @@ class Engine:
         elif isinstance(item, Presentation):
             if t.role == "validator":
                 self._decided(t.tap(item), "tap")
+            elif self._pending is not None and self._online is not None \
+                    and self._online.unknown.is_set():
+                # the app may have paid this sale: its answer first, never a second payment
+                self.outbox.put(OnlineQrDown(notice="qr_checking"))
             elif self._pending is not None:
                 amount, self._pending = self._pending, None
                 decision = t.pay(item, amount)
@@ -336,6 +349,12 @@ class Engine:
             self._status(force_day=True)
         elif isinstance(item, CloseDayCmd):
             self._close_day(item)
+        elif isinstance(item, CashReceiptCmd):  # a cash-receipt request (kiosk_ui.cash_receipt)
+            answer, fault = carry_out(t, item, self.receipts)
+            self.outbox.put(answer)
+            if fault is not None and isinstance(answer, CashReceiptDone):
+                self.outbox.put(ReceiptFault(answer.payment_seq, fault))
+            self._status(force_day=True)
 
     # -- online QR payments (worker thread) -------------------------------------------------
 
@@ -361,15 +380,26 @@ class Engine:
     def _take_online(self, session: _Session, link: MpmLink) -> None:
         """A sale's own thread: talks to central only, never to the terminal."""
         sale = session.sale
+
+        def unknown(lost: bool) -> None:
+            (session.unknown.set if lost else session.unknown.clear)()
+            if not session.cancelled.is_set():  # the screen shows this sale's code
+                self.outbox.put(OnlineQrDown(notice="qr_checking" if lost else ""))
+
         try:
             result = wait_online(link, sale.amount, sale.reference,
                                  timeout_s=self.mpm_timeout_s, wait_s=self.mpm_wait_s,
-                                 cancelled=session.cancelled.is_set)
+                                 cancelled=session.cancelled.is_set, unknown=unknown,
+                                 retry_s=self.mpm_retry_s, sleep=self._stop.wait,
+                                 stopping=self._stop.is_set)
         except Exception:  # the sale's code still pays nothing online; cards still work
             log.exception("online QR sale %s failed", sale.reference)
             return
         if result.status == "paid":
             self.inbox.put(_OnlineDone(result, sale.amount))
+        elif result.status == "timeout" and not session.cancelled.is_set():
+            # closed at central, unpaid: the code shown would pay nothing now
+            self.outbox.put(OnlineQrDown(notice="qr_expired"))
         elif result.status == "no_network":
             log.warning("online QR sale %s: no network: %s", sale.reference, result.message)
             if not session.cancelled.is_set():

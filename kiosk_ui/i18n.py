@@ -138,6 +138,32 @@ STRINGS: dict[str, tuple[str, str]] = {
     "rider_adult": ("Adult", "일반"),
     "rider_youth": ("Youth", "청소년"),
     "rider_child": ("Child", "어린이"),
+    # the cash-receipt form (kiosk_ui.cash_receipt, 현금영수증)
+    "cr_button": ("Cash receipt", "현금영수증"),
+    "cr_title": ("Cash receipt: payment {seq}, {amount}", "현금영수증: {seq}번 {amount}"),
+    "cr_hint": ("Phone, card or BRN", "휴대폰·카드·사업자번호"),
+    "cr_income": ("Income deduction", "소득공제"),
+    "cr_expense": ("Expense proof", "지출증빙"),
+    "cr_go": ("Request", "발급 요청"),
+    "cr_busy": ("Recording…", "기록 중…"),
+    "cr_done": ("Cash receipt recorded", "현금영수증 요청이 기록되었습니다"),
+    "cr_bad_income": ("Mobile number (010, 10-11 digits) or card (13-19 digits)",
+                      "휴대폰 번호(010, 10~11자리) 또는 카드(13~19자리)"),
+    "cr_bad_expense": ("Business number (10 digits) or card (13-19 digits)",
+                       "사업자번호(10자리) 또는 카드(13~19자리)"),
+    "cr_brn_check": ("Business number: check digit wrong", "사업자번호가 올바르지 않습니다"),
+    "cr_invalid": ("Number not valid", "번호가 올바르지 않습니다"),
+    "cr_unknown_entry": ("No such payment here", "이 단말기의 결제가 아닙니다"),
+    "cr_not_a_payment": ("Not a payment", "결제 건이 아닙니다"),
+    "cr_refunded": ("Refunded or voided: no cash receipt", "환불·취소된 결제입니다"),
+    "cr_already_requested": ("This payment already has one", "이미 요청된 결제입니다"),
+    "cr_not_a_till": ("Only at a till", "가맹점 단말기에서만 가능합니다"),
+    "cr_ledger_broken": ("Not recorded: needs service", "기록 실패: 점검 필요"),
+    # the online QR payment's code no longer shown (kiosk_ui.engine, OnlineQrDown notice)
+    "qr_expired": ("This code has expired: ask for a new one",
+                   "시간이 지났습니다. 새 QR 코드를 요청하세요"),
+    "qr_checking": ("No network: checking whether the app paid. Do not take another payment",
+                    "네트워크 없음: 앱 결제 여부를 확인 중입니다. 다른 결제를 받지 마세요"),
 }
 
 

@@ -13,6 +13,8 @@ Screens (issue "Kiosk screens", Screens)::
                      ──QR────> WAIT_QR  ──┴card/code──> READING ──> RESULT ──OK/timeout──> KEYPAD
               RESULT (approved) ──E-receipt──> E_RECEIPT (the entry's LPR1: code as a QR)
               ──Back──> KEYPAD
+              RESULT (approved payment) / TODAY (a payment's row) ──> CASH_RECEIPT
+              (kiosk_ui.cash_receipt) ──Cancel / OK once recorded──> where it came from
               KEYPAD ──Refund──> REFUND_LIST ──row──> REFUND_AMOUNT ──Refund──> READING ...
               KEYPAD ──Today───> TODAY
   till with [[clerk]]s (kiosk_ui.clerks): SIGN_IN ──name──> PIN ──right PIN──> KEYPAD;
@@ -35,6 +37,7 @@ from enum import Enum
 from typing import Literal
 
 from firmware_cfg.config import ClerkSection
+from kiosk_ui import cash_receipt as crf
 from kiosk_ui.clerks import PIN_MAX, PIN_MIN, ClerkDesk
 from kiosk_ui.i18n import Language, won
 from kiosk_ui.service import Blocker, DeviceState, can_take, corrections_ok
@@ -93,6 +96,8 @@ class Screen(Enum):
     #: a till's approved result's e-receipt as a QR for the customer's phone (RESULT ──
     #: E-receipt──> E_RECEIPT ──Back──> KEYPAD)
     E_RECEIPT = "e_receipt"
+    #: a cash-receipt request for one payment (kiosk_ui.cash_receipt)
+    CASH_RECEIPT = "cash_receipt"
 
 
 # -- what the engine reports --------------------------------------------------------------
@@ -285,11 +290,17 @@ class Closed:
 @dataclass(frozen=True, slots=True)
 class OnlineQrDown:
     """The till could not reach central for the online payment of its QR code
-    (terminal.mpm_online ``no_network``): the wallet QR or a card still pays offline."""
+    (terminal.mpm_online ``no_network``): the wallet QR or a card still pays offline.
+
+    With ``notice`` (a kiosk_ui.i18n key) the code is not shown and the notice says why
+    (``qr_expired``: the wait ended unpaid; ``qr_checking``: central was lost after the
+    code was shown, the app may have paid); ``""``: the code shows again."""
+
+    notice: str | None = None
 
 
 Event = (Busy | Result | Ignored | Fault | SyncView | DayView | ReceiptFault | Closed
-         | OnlineQrDown)
+         | OnlineQrDown | crf.CashReceiptDone | crf.CashReceiptNotDone)
 
 
 # -- what the model asks of the engine ----------------------------------------------------
@@ -329,7 +340,7 @@ class CloseDayCmd:
     declines: tuple[tuple[str, int], ...] = ()
 
 
-Command = Pay | RefundCmd | CancelCmd | RefreshCmd | CloseDayCmd
+Command = Pay | RefundCmd | CancelCmd | RefreshCmd | CloseDayCmd | crf.CashReceiptCmd
 
 
 # -- the state machine --------------------------------------------------------------------
@@ -355,6 +366,8 @@ class KioskModel:
     sale_ref: str = ""
     #: the sale's online payment cannot be confirmed: no network (issue #17)
     qr_offline: bool = False
+    #: in place of the sale's code: why it is not shown (kiosk_ui.i18n key; OnlineQrDown)
+    qr_notice: str = ""
     result: ResultView | None = None
     result_until: float = 0.0
     result_at: float = 0.0
@@ -380,6 +393,8 @@ class KioskModel:
     closing: ZReport | None = None
     #: the whole seconds of a PIN lockout last drawn: the countdown redraws as it moves
     lock_shown: int = 0
+    #: the cash-receipt form on screen (None: none open)
+    cash: crf.CashReceiptForm | None = None
     #: bumped on every change: the app redraws when it moves
     version: int = 0
 
@@ -441,6 +456,8 @@ class KioskModel:
         s = self.screen
         if s in (Screen.SIGN_IN, Screen.PIN):
             return self._press_pin(s, button)
+        if s == Screen.CASH_RECEIPT:
+            return self._press_cash(button)
         if s in (Screen.KEYPAD, Screen.REFUND_AMOUNT):
             if button.startswith("digit:"):
                 self._type(button.removeprefix("digit:"))
@@ -467,6 +484,7 @@ class KioskModel:
                 # unguessable: an app pays only the sale it read off this screen
                 self.sale_ref = new_reference()
                 self.qr_offline = False
+                self.qr_notice = ""
                 self._go(Screen.WAIT_CARD if self.method == "card" else Screen.WAIT_QR)
                 return [Pay(self.pending, self.method, self.clerk_id)]
             if button == "menu:refund":
@@ -509,6 +527,11 @@ class KioskModel:
                 self.page = min(max(self.page + step, 0), pages - 1)
                 self._touch()
                 return []
+            if s == Screen.TODAY and button.startswith("row:"):
+                self.cash = crf.row_form(self.day.rows, int(button.removeprefix("row:")))
+                if self.cash is not None:
+                    self._go(Screen.CASH_RECEIPT)
+                return []
             if s == Screen.REFUND_LIST and button.startswith("row:"):
                 seq = int(button.removeprefix("row:"))
                 row = next((r for r in self.day.refundable if r.seq == seq), None)
@@ -533,6 +556,11 @@ class KioskModel:
                 and self.result.e_receipt:
             self._go(Screen.E_RECEIPT)  # no timeout: the customer's phone takes its time
             return []
+        if s == Screen.RESULT and button == "cashreceipt" and self.result is not None \
+                and self.result.seq is not None and crf.offered(self.result):
+            self.cash = crf.CashReceiptForm(self.result.seq, self.result.amount)
+            self._go(Screen.CASH_RECEIPT)  # no timeout: the customer reads out a number
+            return []
         if s == Screen.E_RECEIPT and button == "back":
             self._back_home()
             return []
@@ -541,6 +569,19 @@ class KioskModel:
             self._back_home()
             # "Cancel" under a claim's prompt: the terminal forgets the claim
             return [CancelCmd()] if waiting else []
+        return []
+
+    def _press_cash(self, button: str) -> list[Command]:
+        form = self.cash
+        done = form.press(button, self.clerk_id) if form is not None else "back"
+        if done != "back":
+            self._touch()
+            return [done] if isinstance(done, crf.CashReceiptCmd) else []
+        self.cash = None
+        if form is not None and form.back == "today":
+            self._go(Screen.TODAY)
+            return [RefreshCmd()]
+        self._back_home()
         return []
 
     def _ask_supervisor(self) -> bool:
@@ -642,7 +683,11 @@ class KioskModel:
             Screen.Z_REPORT: {"escape": "back", "return": "back", "up": "page:prev",
                               "down": "page:next", "page up": "page:prev",
                               "page down": "page:next"},
-            Screen.RESULT: {"return": "ok", "escape": "ok", "e": "ereceipt"},
+            Screen.RESULT: {"return": "ok", "escape": "ok", "e": "ereceipt",
+                            "h": "cashreceipt"},
+            Screen.CASH_RECEIPT: {"backspace": "del", "delete": "clear", "escape": "cancel",
+                                  "return": "ok" if self.cash is not None and self.cash.done
+                                  else "cr:go", "i": "cr:income", "x": "cr:expense"},
             Screen.E_RECEIPT: {"return": "back", "escape": "back"},
         }
         button = mapping.get(s, {}).get(name)
@@ -690,7 +735,10 @@ class KioskModel:
                                                  and self.closing is None):
                 self._back_home()  # a closing that failed: the fault line says so
         elif isinstance(event, OnlineQrDown):
-            self.qr_offline = True
+            if event.notice is None:
+                self.qr_offline = True
+            else:
+                self.qr_notice = event.notice
             self._touch()
         elif isinstance(event, Closed):
             self.closing = event.report
@@ -701,12 +749,17 @@ class KioskModel:
         elif isinstance(event, ReceiptFault):
             self.receipt_fault = event
             self._touch()
+        elif isinstance(event, crf.CashReceiptDone | crf.CashReceiptNotDone):
+            if self.cash is not None and self.cash.seq == event.payment_seq:
+                self.cash.answered(event)
+                self._touch()
         return []
 
     def _follow_service(self) -> list[Command]:
         """Out of service, or back in: every screen but a transaction's own follows (a
         decision in progress or on screen still shows; a sale waiting for a card is dropped)."""
-        clerk = self.screen in (Screen.REFUND_LIST, Screen.REFUND_AMOUNT, Screen.TODAY)
+        clerk = self.screen in (Screen.REFUND_LIST, Screen.REFUND_AMOUNT, Screen.TODAY,
+                                Screen.CASH_RECEIPT)
         if self.sync.blocked and self.screen not in (Screen.READING, Screen.RESULT,
                                                      Screen.OUT_OF_SERVICE) and not (
                 clerk and corrections_ok(self.sync.blocked)):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import pygame
 
+from kiosk_ui import cash_receipt as crf
 from kiosk_ui import draw as d
 from kiosk_ui.draw import Painter
 from kiosk_ui.ereceipt import draw_e_receipt
@@ -128,6 +129,7 @@ def render(p: Painter, m: KioskModel, statics: Statics) -> None:
         Screen.PIN: _pin,
         Screen.Z_REPORT: _z_report,
         Screen.E_RECEIPT: draw_e_receipt,
+        Screen.CASH_RECEIPT: _cash_receipt,
     }[m.screen]
     body(p, m, statics)
 
@@ -301,7 +303,11 @@ def _result(p: Painter, m: KioskModel, s: Statics) -> None:
             p.text(text, p.box(24, 312 + 54 * i, 540, 48), size=30, align="left", name=name)
         # under a claim's prompt the button gives the claim up
         label = tr(lang, "cancel" if view.outcome == "claim_pending" else "ok")
-        if view.e_receipt:  # the customer's signed receipt, on request, as a QR
+        if view.e_receipt and crf.offered(view):  # and a cash receipt on request
+            p.button("ereceipt", p.box(580, 306, 200, 50), tr(lang, "e_receipt"), size=24)
+            p.button("cashreceipt", p.box(580, 362, 200, 50), tr(lang, "cr_button"), size=24)
+            p.button("ok", p.box(580, 418, 200, 54), label, size=34)
+        elif view.e_receipt:  # the customer's signed receipt, on request, as a QR
             p.button("ereceipt", p.box(580, 312, 200, 60), tr(lang, "e_receipt"), size=26)
             p.button("ok", p.box(580, 384, 200, 84), label, size=40)
         else:
@@ -464,7 +470,8 @@ def _wait_qr(p: Painter, m: KioskModel, s: Statics) -> None:
     lang = m.language
     area = p.box(16, 52, 420, 420)
     side = min(area.width, area.height)
-    made = s.qr(m.pending, m.sale_ref, side)
+    # a code that would pay nothing now (m.qr_notice says why) is not shown
+    made = None if m.qr_notice else s.qr(m.pending, m.sale_ref, side)
     if made is not None:
         code = made[1]
         p.surface.blit(code, code.get_rect(center=area.center))
@@ -475,7 +482,10 @@ def _wait_qr(p: Painter, m: KioskModel, s: Statics) -> None:
     p.text(won(m.pending, lang), p.box(448, 56, 336, 80), size=56, bold=True, name="amount")
     p.text(m.merchant_name, p.box(448, 138, 336, 40), size=24, color=d.MUTED,
            name="merchant_name")
-    if m.qr_offline:  # the app's payment cannot be confirmed: say so, offer the others
+    if m.qr_notice:
+        p.text(tr(lang, m.qr_notice), p.box(448, 188, 336, 90), size=24, bold=True,
+               max_lines=3, min_size=14, color=d.AMBER_TEXT, name="qr_notice")
+    elif m.qr_offline:  # the app's payment cannot be confirmed: say so, offer the others
         p.text(tr(lang, "qr_no_network"), p.box(448, 188, 336, 90), size=24, bold=True,
                max_lines=3, min_size=14, color=d.AMBER_TEXT, name="qr_no_network")
     else:
@@ -555,7 +565,10 @@ def _today(p: Painter, m: KioskModel, s: Statics) -> None:
         p.text(tr(lang, "today_none"), p.box(16, 180, 768, 60), size=28, color=d.MUTED,
                name="today_none")
     for i, row in enumerate(day.rows[first:last]):
-        _row(p, p.box(16, 96 + 46 * i, 768, 42), row, lang, kind=True, fill=d.PANEL)
+        box = p.box(16, 96 + 46 * i, 768, 42)
+        _row(p, box, row, lang, kind=True, fill=d.PANEL)
+        if row.kind == "payment" and not row.refunded:  # a cash receipt for it, on touch
+            p.region(f"row:{row.seq}", box)
     p.fill(p.box(16, 372, 768, 40), d.PANEL, radius=6)
     p.text(tr(lang, "today_totals", count=f"{day.count:,}", paid=won(day.paid, lang),
               refunded=won(day.refunded, lang), net=won(day.net, lang)),
@@ -588,3 +601,39 @@ def _z_report(p: Painter, m: KioskModel, s: Statics) -> None:
              enabled=page > 0)
     p.button("page:next", p.box(646, 416, 138, 56), tr(lang, "next"), size=26,
              enabled=page < pages - 1)
+
+
+def _cash_receipt(p: Painter, m: KioskModel, s: Statics) -> None:
+    """The cash-receipt form (kiosk_ui.cash_receipt): the payment, the number as typed (the
+    masked form once recorded), the purpose, then OK; the digit keys on the right."""
+    lang = m.language
+    form = m.cash
+    if form is None:  # the model never shows it without its form
+        _keypad(p, m, s)
+        return
+    p.text(tr(lang, "cr_title", seq=form.seq, amount=won(form.amount, lang)),
+           p.box(28, 52, 352, 46), size=22, bold=True, max_lines=2, min_size=12,
+           name="cr_title")
+    display = p.box(28, 102, 352, 64)
+    p.fill(display, d.PANEL, radius=10)
+    shown = form.done or form.digits
+    p.text(shown or tr(lang, "cr_hint"), display.inflate(-p.px(16), -p.px(8)), size=34,
+           bold=bool(shown), color=d.TEXT if shown else d.DIM, min_size=14, name="cr_number")
+    for i, (button, key) in enumerate((("cr:income", "cr_income"),
+                                        ("cr:expense", "cr_expense"))):
+        picked = form.purpose == ("income_deduction" if i == 0 else "expense_proof")
+        p.button(button, p.box(28 + 180 * i, 174, 172, 56), tr(lang, key), size=20,
+                 fill=d.BLUE if picked else d.BUTTON, enabled=not form.done)
+    note = ("cr_done" if form.done else form.message or
+            ("cr_busy" if form.busy else ""))
+    if note:
+        p.text(tr(lang, note), p.box(28, 234, 352, 40), size=18,
+               color=d.GREEN if form.done else d.AMBER_TEXT, max_lines=2, min_size=11,
+               name="cr_note")
+    if form.done:
+        p.button("ok", p.box(28, 282, 352, 186), tr(lang, "ok"), fill=d.GREEN, size=40)
+    else:
+        p.button("cr:go", p.box(28, 282, 352, 100), tr(lang, "cr_go"), fill=d.BLUE, size=34,
+                 enabled=bool(form.digits) and not form.busy)
+        p.button("cancel", p.box(28, 392, 352, 76), tr(lang, "cancel"), size=30)
+    _digit_keys(p, lang)

@@ -11,10 +11,13 @@ record the ledger entry through :meth:`terminal.core.Terminal.paid_online`. The 
 its two halves on two threads: :func:`wait_online` on a thread of its own (network only),
 :func:`record_online` on the worker that owns the terminal (``kiosk_ui.engine``). The wire is
 a :class:`Link` (``sync.mpm.MpmLink`` in the product: ``terminal`` does not import
-``sync``). When central cannot be reached the outcome is ``no_network``: the kiosk says so
-and offers the wallet QR or a card, which the till approves offline. A sale cancelled or
-timed out is closed at central (``POST /v1/mpm-close``), so no app pays it afterwards; a
-payment that came first is still recorded.
+``sync``). When central cannot be reached to open the sale the outcome is ``no_network``: the kiosk
+says so and offers the wallet QR or a card, which the till approves offline. When it is lost
+after the code was shown, the answer is unknown (the app may have paid): the till asks
+again until central answers (:func:`wait_online`). A sale cancelled or timed out is closed
+at central (``POST /v1/mpm-close``), so no app pays it afterwards (central refuses it
+anyway once it expired, ``central.mpm_payments.SALE_EXPIRY_S``); a payment that came
+first is still recorded.
 """
 
 from __future__ import annotations
@@ -76,11 +79,22 @@ def take_online(terminal: Terminal, link: Link, amount: int, reference: str, *,
 
 def wait_online(link: Link, amount: int, reference: str, *, timeout_s: float = 120.0,
                 wait_s: float = 10.0, cancelled: Callable[[], bool] = lambda: False,
-                clock: Callable[[], float] = time.monotonic) -> OnlineResult:
+                clock: Callable[[], float] = time.monotonic,
+                unknown: Callable[[bool], None] = lambda lost: None,
+                retry_s: float = 2.0, sleep: Callable[[float], object] = time.sleep,
+                stopping: Callable[[], bool] = lambda: False) -> OnlineResult:
     """:func:`take_online` without the ledger: status ``paid`` with the central payment's id
     in ``payment`` when the app paid (also just before a close), for the thread that owns the
     terminal to record with :func:`record_online` (the kiosk's worker). Talks only to
-    ``link``, so it may run on a thread of its own."""
+    ``link``, so it may run on a thread of its own.
+
+    Central unreachable once the sale is open: the app may have paid it meanwhile, and
+    nobody knows. ``unknown(True)`` is called, and central is asked again every
+    ``retry_s`` seconds (``sleep``) until it answers: the long-poll goes on while the wait
+    has time left, the close after (a Cancel, or the end of the wait) until central says
+    paid or closed; then ``unknown(False)``. So a payment is recorded once, and the kiosk
+    keeps the clerk from taking another while the answer is unknown. ``stopping()`` ends
+    the asking (the kiosk quits: its own close at stop asks once more)."""
     try:
         link.open(reference, amount)
     except SyncUnavailableError as err:
@@ -88,21 +102,40 @@ def wait_online(link: Link, amount: int, reference: str, *, timeout_s: float = 1
     except SyncError as err:
         return OnlineResult("refused", reference, message=str(err))
     deadline = clock() + timeout_s
-    while not cancelled():
-        left = deadline - clock()
-        if left <= 0:
-            return _close(link, reference, "timeout")
+    why: Literal["timeout", "cancelled"] | None = None
+    lost = False
+    while True:
+        if why is None and (cancelled() or clock() >= deadline):
+            why = "cancelled" if cancelled() else "timeout"
         try:
-            payment = link.wait(reference, min(wait_s, left))
+            if why is None:
+                payment = link.wait(reference, min(wait_s, max(0.0, deadline - clock())))
+            else:
+                # no app may pay the sale from now on; one that paid just before is
+                # ``paid``, to be recorded, as the money moved
+                payment = link.close(reference)
         except SyncUnavailableError as err:
-            # the app may have paid meanwhile: the till's next sync shows nothing of it, so
-            # the clerk must not take the money twice; the result says so (message)
-            return OnlineResult("no_network", reference, message=str(err))
+            if not lost:
+                lost = True
+                log.warning("online QR sale %s: central not heard, asking again: %s",
+                            reference, err)
+                unknown(True)
+            if stopping():
+                return OnlineResult(why or "cancelled", reference,
+                                    message=f"not heard from central: {err}")
+            sleep(retry_s)
+            continue
         except SyncError as err:
-            return OnlineResult("refused", reference, message=str(err))
+            if why is None:
+                return OnlineResult("refused", reference, message=str(err))
+            return OnlineResult(why, reference, message=f"not closed at central: {err}")
+        if lost:
+            lost = False
+            unknown(False)
         if payment is not None:
             return OnlineResult("paid", reference, payment=payment)
-    return _close(link, reference, "cancelled")
+        if why is not None:
+            return OnlineResult(why, reference)
 
 
 def record_online(terminal: Terminal, result: OnlineResult, amount: int) -> OnlineResult:
@@ -113,15 +146,3 @@ def record_online(terminal: Terminal, result: OnlineResult, amount: int) -> Onli
     decision = terminal.paid_online(result.payment, result.reference, amount)
     return OnlineResult("approved" if decision.approved else "declined", result.reference,
                         decision, payment=result.payment)
-
-
-def _close(link: Link, reference: str, why: Literal["timeout", "cancelled"]) -> OnlineResult:
-    """No app may pay the sale from now on; one that paid just before is ``paid``, to be
-    recorded, as the money moved."""
-    try:
-        payment = link.close(reference)
-    except SyncError as err:
-        return OnlineResult(why, reference, message=f"not closed at central: {err}")
-    if payment is not None:
-        return OnlineResult("paid", reference, payment=payment)
-    return OnlineResult(why, reference)

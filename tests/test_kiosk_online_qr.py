@@ -9,7 +9,10 @@ still pays; a cancelled sale is closed at central, so no app pays it afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +38,7 @@ from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
 from tests.test_kiosk_flow import MINJI, Clock, pump, touch
 from tests.test_mpm_online import CASH, Stack, app_pay, balance, moved, stack  # noqa: F401
 from tests.test_pockets_e2e import LOCAL
+from tests.test_sync_faults import CuttingProxy
 
 
 def make_kiosk(terminal: Terminal, link: MpmLink) -> tuple[KioskApp, VirtualReader]:
@@ -284,3 +288,148 @@ def test_quitting_closes_the_shown_code_and_keeps_a_payment(stack: Stack) -> Non
     assert row is not None and row[0] is None and row[1] is not None
     assert app_pay(s, ref, 900, "app-r").status_code == 404
     assert s.ledger.head.seq == 1 and sum(moved(s).values()) == 1_700
+
+
+def code_pixels(app: KioskApp) -> int:
+    """Light pixels in the sale code's square (QR modules are drawn on white): every 2nd
+    pixel of the square the WAIT_QR screen gives the code."""
+    surface = app.screen
+    sx, sy = surface.get_width() / 800, surface.get_height() / 480
+    light = 0
+    for x in range(int(16 * sx), int(436 * sx), 2):
+        for y in range(int(52 * sy), int(472 * sy), 2):
+            r, g, b, *_ = surface.get_at((x, y))
+            light += r + g + b > 700
+    return light
+
+
+def test_the_wait_ends_unpaid_the_code_goes_and_says_so(kiosk) -> None:
+    s, app, _reader = kiosk
+    app.engine.mpm_timeout_s = 2.0
+    key_in(app, 2_200)
+    touch(app, "pay:qr")
+    reference = app.model.sale_ref
+    sale_opened(s, reference)
+    pump(app, lambda: code_pixels(app) > 1_000, "the code")  # drawn in the background
+    assert "qr_notice" not in {r.name for r in app.painter.records}
+    pump(app, lambda: app.model.qr_notice == "qr_expired", "the expired notice")
+    for language in ("en", "ko"):
+        app.model.language = language
+        app.step(force=True)
+        drawn = {r.name: r.text for r in app.painter.records}
+        assert drawn["qr_notice"] == tr(language, "qr_expired")
+        assert "qr_hint" not in drawn
+        assert code_pixels(app) == 0  # the code is no longer shown
+    assert tr("ko", "qr_expired").startswith("시간이 지났습니다")
+    # it was closed at central: no app pays it now; the sale still waits for a card
+    row = sale_row(s, reference)
+    assert row is not None and row[0] is None and row[1] is not None
+    assert app_pay(s, reference, 2_200, "late-x").status_code == 404
+    assert app.model.screen == Screen.WAIT_QR and s.ledger.head.seq == 0
+    assert moved(s) == {} and balance(s, books.pocket("A")) == CASH
+    # the next sale's code shows again
+    touch(app, "cancel")
+    touch(app, "clear")
+    key_in(app, 700)
+    touch(app, "pay:qr")
+    assert app.model.qr_notice == ""
+    pump(app, lambda: code_pixels(app) > 1_000, "the next sale's code")
+
+
+class Network(CuttingProxy):
+    """The tests' TCP proxy as the till's network: while ``down`` every connection is cut,
+    the long-poll in flight too, and new ones are dropped; while up, bytes pass whole."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.down = False
+        self.live: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()  # a connection accepted as the cut starts is cut too
+        super().__init__(upstream_port)
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            if self.down:
+                conn.close()
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                conn.close()
+                continue
+            pair = (conn, up)
+            with self.lock:
+                if self.down:
+                    conn.close()
+                    up.close()
+                    continue
+                self.live.append(pair)
+            threading.Thread(target=self._pipe, args=(conn, up, None, pair),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, conn, None, pair),
+                             daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            self.down = True
+            for pair in self.live:
+                for sock in pair:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                self.cuts += 1
+            self.live.clear()
+
+
+def test_network_lost_after_the_app_paid_is_asked_again(stack: Stack) -> None:  # noqa: F811
+    s = stack
+    net = Network(s.srv.port)
+    client = SyncClient(s.client.ledger_path, s.client.key, f"http://127.0.0.1:{net.port}",
+                        s.srv.verifier, timeout_s=5)
+    app, reader = make_kiosk(s.till, MpmLink(client, "TILL-1"))
+    app.engine.mpm_retry_s = 0.2
+    try:
+        key_in(app, 3_000)
+        touch(app, "pay:qr")
+        reference = app.model.sale_ref
+        sale_opened(s, reference)
+        pump(app, lambda: code_pixels(app) > 1_000, "the code")
+        # the till's network goes; the app, on its own network, pays
+        net.cut()
+        paid = app_pay(s, reference, 3_000, "app-net")
+        assert paid.status_code == 200, paid.text
+        pump(app, lambda: app.model.qr_notice == "qr_checking", "the checking notice")
+        app.step(force=True)
+        drawn = {r.name: r.text for r in app.painter.records}
+        assert drawn["qr_notice"] == tr("en", "qr_checking")
+        assert code_pixels(app) == 0 and s.ledger.head.seq == 0
+        # the clerk tries a card meanwhile: not taken while the answer is unknown
+        reader.present_uid(MINJI)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            app.step()
+            time.sleep(0.01)
+        assert app.model.screen == Screen.WAIT_QR and s.ledger.head.seq == 0
+        assert app.model.qr_notice == "qr_checking"
+        # the network comes back: the till hears of the payment and records it, once
+        net.down = False
+        pump(app, lambda: app.model.screen == Screen.RESULT, "the approval")
+        view = app.model.result
+        assert view is not None and (view.outcome, view.amount) == ("approved", 3_000)
+        assert s.ledger.head.seq == 1
+        detail = json.loads(s.ledger.entry(1).fields.detail)
+        assert (detail["mpm_payment"], detail["reference"]) == (paid.json()["payment"],
+                                                                reference)
+        assert app.engine.online_settled(10)
+        assert s.ledger.head.seq == 1
+        assert list(moved(s).values()) == [3_000]
+        assert balance(s, books.pocket("A")) == CASH - 3_000
+        assert net.cuts >= 1
+    finally:
+        app.close()
+        reader.close()
+        client.close()
+        net.close()

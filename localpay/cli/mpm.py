@@ -6,6 +6,7 @@ Registered under ``localpay central`` by the central command group.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -40,3 +41,49 @@ def partner_add(db: str | None, data: Path | None, municipality: str, name: str)
     click.echo(f"app partner {name} of municipality {municipality} added; its key, shown "
                "this once (Authorization: Bearer <key>):", err=True)
     click.echo(key)
+
+
+@mpm.command("partner-disable")
+@service_options
+@_municipality
+@click.option("--reason", default="operator", show_default=True,
+              help="Why (a leaked key, an app withdrawn); recorded with the time.")
+@click.argument("name")
+def partner_disable(db: str | None, data: Path | None, municipality: str, reason: str,
+                    name: str) -> None:
+    """Refuse app partner NAME's key from now on (401 on POST /v1/mpm-payments); its
+    payments stay. The disabling is recorded with its time and reason."""
+    from central.mpm_payments import disable_app_partner
+
+    service = open_central(db, data)
+    try:
+        changed = disable_app_partner(service.store, name, reason=reason,
+                                      municipality=municipality)
+    finally:
+        service.store.close()
+    click.echo(f"app partner {name} disabled" if changed
+               else f"app partner {name} was disabled already")
+
+
+@mpm.command("partner-list")
+@service_options
+@_municipality
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+def partner_list(db: str | None, data: Path | None, municipality: str, as_json: bool) -> None:
+    """The municipality's app partners: active or disabled (when, why). Keys are never
+    shown: only their SHA-256 is kept."""
+    from central.mpm_payments import app_partners
+
+    service = open_central(db, data)
+    try:
+        rows = app_partners(service.store, municipality=municipality)
+    finally:
+        service.store.close()
+    if as_json:
+        click.echo(json.dumps({"municipality": municipality, "partners": rows},
+                              sort_keys=True))
+        return
+    for row in rows:
+        state = "active" if row["active"] else f"disabled at {row['disabled_ms']} " \
+            f"({row['reason']})"
+        click.echo(f"{row['partner']}\t{state}")

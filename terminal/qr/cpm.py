@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from localpay.errors import QRFormatError, TLVError
 from terminal import tlv
+from terminal.emv.reader import as_terminal_aid
 from terminal.tlv import Tlv
 
 PFI = b"CPV01"
@@ -96,13 +97,17 @@ class Cpm:
         """The template a payment uses (CPM §5.1.1.7)."""
         return next(iter(self.applications[self.chosen:]), None)
 
-    def accepting(self, aid_prefixes: Iterable[bytes]) -> Cpm | None:
-        """This code bound to its first template whose AID starts with one of
-        ``aid_prefixes``, or None when the terminal accepts none of them."""
-        prefixes = tuple(aid_prefixes)
+    def accepting(self, aids: Iterable[bytes]) -> Cpm | None:
+        """This code bound to its first template whose AID one of ``aids`` (the terminal's
+        ``[emv] aids``, the ``emv_aids`` read option) matches, or None when the terminal
+        accepts none of them. The match is the card path's own
+        (:meth:`terminal.emv.reader.TerminalAid.matches`, EMV Book 1 §12.3.1): an AID
+        configured without ``*`` matches only the same AID, one with ``*`` (or a plain
+        ``bytes``) any AID that starts with it."""
+        accepted = [as_terminal_aid(aid) for aid in aids]
         for i, template in enumerate(self.applications):
             adf = template.find(0x4F)
-            if adf is not None and adf.value.startswith(prefixes):
+            if adf is not None and any(aid.matches(adf.value) for aid in accepted):
                 return dataclasses.replace(self, chosen=i)
         return None
 
