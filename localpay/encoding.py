@@ -50,6 +50,9 @@ KINDS = (
     # a till's closing of the day (terminal.zreport): totals only, amount 0, no card; the
     # money paths of both ends select their own kinds, so it never counts as money
     "z_report",
+    # a cash-receipt request for one payment (terminal.cash_receipt): amount 0, no card, the
+    # identity only as a keyed token; no money path selects it
+    "cash_receipt",
 )
 _MAX_STR = 0xFFFF
 _U64 = struct.Struct(">Q")

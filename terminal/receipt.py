@@ -12,7 +12,9 @@ What a receipt carries (EMV Book 4 §11.4 "Transaction receipt", as far as it ap
 offline): merchant name and business registration number, terminal id, date and time,
 amount, the pockets that paid, the card's AID, label and PAN truncated to first 6 / last 4,
 the approval reference (ledger seq and the first 4 bytes of the entry hash), points earned
-and balance left. Lines are bilingual (Korean first, then English), so one roll serves both.
+and balance left, and a cash receipt's purpose and masked identity when one was requested
+(a ``cash_receipt`` entry, :mod:`terminal.cash_receipt`). Lines are bilingual (Korean
+first, then English), so one roll serves both.
 
 The e-receipt (``LPR1:``) is the ledger entry itself: its canonical bytes
 (:mod:`localpay.encoding`), the terminal's Ed25519 signature over them, nothing else::
@@ -49,6 +51,7 @@ from firmware_cfg.config import Config
 from localpay.errors import EntryEncodingError, PrinterError, QRFormatError
 from offline_ledger import Entry, EntryFields, decode, encode, entry_hash
 from terminal import zreport
+from terminal.cash_receipt import Request, find
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,9 @@ class Receipt:
     approval: str
     clock: str = ""
     shown: Shown = field(default_factory=Shown)
+    #: the cash receipt requested for this payment, as printed (purpose, masked identity);
+    #: "": none
+    cash_receipt: str = ""
 
 
 def truncate_pan(text: str) -> str:
@@ -107,9 +113,11 @@ def approval_ref(entry: Entry) -> str:
     return f"{entry.seq}-{entry.entry_hash[:4].hex().upper()}"
 
 
-def from_entry(entry: Entry, config: Config, shown: Shown | None = None) -> Receipt:
+def from_entry(entry: Entry, config: Config, shown: Shown | None = None,
+               cash_receipt: Request | None = None) -> Receipt:
     """The receipt of ``entry``; :class:`~localpay.errors.EntryEncodingError` if the entry
-    is not a till's payment, refund or void (a bus tap has no receipt)."""
+    is not a till's payment, refund or void (a bus tap has no receipt). ``cash_receipt``
+    is the request recorded for the payment (:func:`terminal.cash_receipt.find`)."""
     f = entry.fields
     if f.kind not in RECEIPT_KINDS:
         raise EntryEncodingError(f"entry {f.seq} is a {f.kind}: only {RECEIPT_KINDS} have "
@@ -128,7 +136,9 @@ def from_entry(entry: Entry, config: Config, shown: Shown | None = None) -> Rece
         wall_ms=f.wall_ms, amount=f.amount, card=truncate_pan(str(detail.get("card", ""))),
         scheme=str(detail.get("scheme", "")), split=split, ref_seq=f.ref_seq,
         approval=approval_ref(entry), clock=str(detail.get("clock", "")),
-        shown=shown or Shown())
+        shown=shown or Shown(),
+        cash_receipt=cash_receipt.line if cash_receipt is not None and f.kind == "payment"
+        and cash_receipt.payment_seq == f.seq else "")
 
 
 def won(amount: int) -> str:
@@ -180,6 +190,8 @@ def lines(receipt: Receipt, *, zone: str = ZONE, cols: int = WIDTH) -> list[str]
     if s.aid:
         out.append(f"  AID {s.aid}")
     out.append(f"승인번호 Approval {r.approval}")
+    if r.cash_receipt:
+        out += ["현금영수증 Cash receipt", f"  {r.cash_receipt}"]
     if s.points is not None:
         out.append(row("적립 포인트 Points earned", f"{s.points:,}P", cols))
     if s.balance is not None:
@@ -300,6 +312,12 @@ class ReceiptJournal:
         return sorted(seq for seq, item in self._rows().items() if not item.get("printed"))
 
 
+def cash_receipt_of(ledger: Any, entry: Entry) -> Request | None:
+    """The cash receipt requested for payment ``entry`` in ``ledger``, for a reprint;
+    None for any other entry or when none was."""
+    return find(ledger, entry.seq) if entry.kind == "payment" else None
+
+
 def journal_path(ledger_path: Path) -> Path:
     return ledger_path.with_name("receipts.jsonl")
 
@@ -315,14 +333,16 @@ class ReceiptDesk:
         self.journal = journal
         self.zone = zone
 
-    def issue(self, entry: Entry, shown: Shown) -> str | None:
-        """Print ``entry``'s receipt; ``None`` when printed (or no printer), else the fault's
-        words for the clerk (:attr:`~localpay.errors.PrinterError.fault`: "out of paper")."""
+    def issue(self, entry: Entry, shown: Shown,
+              cash_receipt: Request | None = None) -> str | None:
+        """Print ``entry``'s receipt (with the ``cash_receipt`` requested for it, if any);
+        ``None`` when printed (or no printer), else the fault's words for the clerk
+        (:attr:`~localpay.errors.PrinterError.fault`: "out of paper")."""
         fault = ""
         if self.printer is not None:
             try:
-                self.printer.print_lines(lines(from_entry(entry, self.config, shown),
-                                               zone=self.zone))
+                self.printer.print_lines(lines(from_entry(entry, self.config, shown,
+                                                          cash_receipt), zone=self.zone))
             except PrinterError as err:
                 log.warning("receipt for seq %d not printed: %s", entry.seq, err)
                 fault = err.fault

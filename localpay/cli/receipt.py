@@ -38,6 +38,7 @@ def _lines(ctx: Context, db: Path | None, seq: int) -> tuple[list[str], str]:
     path = _ledger_path(ctx, db)
     with Ledger(path) as led:
         entry = led.entry(seq)
+        cash = rc.cash_receipt_of(led, entry) if entry is not None else None
     if entry is None:
         raise UserError(f"no entry {seq} in {path}")
     config = ctx.home.config()
@@ -46,7 +47,7 @@ def _lines(ctx: Context, db: Path | None, seq: int) -> tuple[list[str], str]:
         names = {c.id: c.name for c in config.clerk}
         return zreport.printed_lines(zreport.from_entry(entry), names, rc.WIDTH), ""
     shown = rc.ReceiptJournal(rc.journal_path(path)).shown(seq)
-    made = rc.from_entry(entry, config, shown)
+    made = rc.from_entry(entry, config, shown, cash)
     return rc.lines(made), rc.e_receipt(entry)
 
 

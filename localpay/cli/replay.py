@@ -2,8 +2,9 @@
 
 For a technician checking a newly configured terminal and for an operator checking a rules
 change. Each line is a moment of true time and one thing that happens at the terminal: a tap,
-a payment, a scanned code, a refund, a void, a sync, or at a till a clerk signing in and the
-closing of the day (its Z report, :mod:`terminal.zreport`). It is played through the virtual
+a payment, a scanned code, a refund, a void, a sync, or at a till a clerk signing in, a
+cash-receipt request (:mod:`terminal.cash_receipt`) and the closing of the day (its Z report,
+:mod:`terminal.zreport`). It is played through the virtual
 reader, the real core and the home's ledger (or a scratch one), with the terminal's clock
 reading what the scenario says, clock faults included. The whole file is checked before
 anything is played, so a bad line records nothing.
@@ -28,20 +29,21 @@ from drivers.virtual import VirtualReader
 from firmware_cfg.config import Config
 from localpay.cli.common import Context, pass_ctx, scratch_only
 from localpay.errors import ConfigError
-from terminal import zreport
+from terminal import cash_receipt, zreport
 from terminal.clock import ClockTrust
 from terminal.core import Decision, Terminal
 from terminal.home import Home
 from terminal.receipt import ZONE as RECEIPT_ZONE
 
-Action = Literal["tap", "pay", "code", "refund", "void", "sync", "clerk", "close"]
+Action = Literal["tap", "pay", "code", "refund", "void", "sync", "clerk", "close",
+                 "cash-receipt"]
 ACTIONS: tuple[Action, ...] = ("tap", "pay", "code", "refund", "void", "sync", "clerk",
-                               "close")
+                               "close", "cash-receipt")
 #: the role that does each action; a sync is either's. A till plays a scanned code only
 #: with an amount keyed (the kiosk ignores one without), so a bare ``code`` is a validator's.
 ROLE_OF: dict[Action, str] = {"tap": "validator", "code": "validator", "pay": "till",
                               "refund": "till", "void": "till", "clerk": "till",
-                              "close": "till"}
+                              "close": "till", "cash-receipt": "till"}
 #: the keys of a decision's line, in order (a contract: scripts read them)
 DECISION_KEYS = ("outcome", "amount", "reason", "seq", "token", "category", "points",
                  "points_week")
@@ -73,6 +75,8 @@ class Step:
     seq: int | None = None
     #: a ``clerk`` line's clerk id ("": signed out)
     clerk: str | None = None
+    #: a ``cash-receipt`` line's identity (its number never in a repr) and purpose
+    cash: tuple[cash_receipt.Identity, cash_receipt.Purpose] | None = None
 
 
 def load_scenario(path: Path, role: str, *, central: bool,
@@ -165,6 +169,8 @@ def parse_line(text: str, number: int, role: str, *, central: bool,
         return replace(step, clerk=value), obj["at"]
     if action == "code":
         return replace(step, code=_code(value, "code")), obj["at"]
+    if action == "cash-receipt":
+        return replace(step, **_cash(value)), obj["at"]
     if action == "tap":
         fields = _fields(value, "tap", required=("uid",))
         return replace(step, uid=_uid(fields["uid"], "tap.uid")), obj["at"]
@@ -182,6 +188,21 @@ def parse_line(text: str, number: int, role: str, *, central: bool,
                         amount=_count(fields["amount"], "refund.amount", least=0)), obj["at"]
     fields = _fields(value, "void", required=("seq",))
     return replace(step, seq=_count(fields["seq"], "void.seq", least=1)), obj["at"]
+
+
+def _cash(value: Any) -> dict[str, Any]:
+    """A ``cash-receipt`` line's ``seq``, identity and purpose, checked as the till's screen
+    checks them (:mod:`terminal.cash_receipt`); the number is never repeated in a message."""
+    fields = _fields(value, "cash-receipt", required=("seq", "number", "purpose"))
+    seq = _count(fields["seq"], "cash-receipt.seq", least=1)
+    if not isinstance(fields["purpose"], str) or not isinstance(fields["number"], str):
+        _bad('"cash-receipt" takes "number" and "purpose" as strings')
+    try:
+        purpose = cash_receipt.parse_purpose(fields["purpose"])
+        identity = cash_receipt.parse_identity(fields["number"], purpose)
+    except cash_receipt.CashReceiptInputError as err:
+        _bad(str(err))
+    return {"seq": seq, "cash": (identity, purpose)}
 
 
 def _bad(message: str) -> NoReturn:
@@ -378,6 +399,9 @@ def play(terminal: Terminal, clock: ScenarioClock, steps: list[Step],
             elif step.action == "clerk":
                 terminal.clerk = _given(step.clerk)  # as the kiosk's sign-in sets it
                 emit({"clerk": terminal.clerk})
+            elif step.action == "cash-receipt":
+                emit({"cash_receipt": request_line(terminal, _given(step.seq),
+                                                   *_given(step.cash))})
             elif step.action == "close":
                 now_ms = int(clock() * 1000)
                 emit({"z_report": close_day(terminal, now_ms, declines, since_ms)})
@@ -392,6 +416,21 @@ def play(terminal: Terminal, clock: ScenarioClock, steps: list[Step],
                 emit(decision_line(decision))
     finally:
         reader.close()
+
+
+def request_line(terminal: Terminal, payment_seq: int, identity: cash_receipt.Identity,
+                 purpose: cash_receipt.Purpose) -> dict[str, Any]:
+    """A ``cash-receipt`` line: the request recorded (the entry's ``seq``, and what it
+    holds: never the number), or refused with its ``refused`` code and nothing recorded."""
+    try:
+        entry = cash_receipt.request(terminal, payment_seq, identity, purpose)
+    except cash_receipt.CashReceiptRefused as err:
+        return {"seq": None, "payment_seq": payment_seq, "refused": err.code,
+                "message": str(err)}
+    r = cash_receipt.of_entry(entry)
+    return {"seq": r.seq, "payment_seq": r.payment_seq, "payment_hash": r.payment_hash,
+            "amount": r.amount, "purpose": r.purpose, "identity": r.identity,
+            "token": r.token, "display": r.display}
 
 
 def close_day(terminal: Terminal, now_ms: int, declines: dict[str, int],
@@ -465,6 +504,8 @@ def replay(ctx: Context, file: Path, db: Path | None) -> None:
       "void": {"seq": S}                        till: cancel payment S whole
       "clerk": "ID"                             till: clerk ID signs in ("" signs out)
       "close": true                             till: close the day (Z report)
+      "cash-receipt": {"seq": S, "number": "01012345678", "purpose": "income_deduction"}
+                                                till: a cash receipt for payment S
       "sync": true                              one sync round with central.url
 
     The role is the home's terminal.role. Until a line gives "clock", the terminal's clock
@@ -483,11 +524,19 @@ def replay(ctx: Context, file: Path, db: Path | None) -> None:
     clerk); the payments, refunds and voids after it record that clerk, as at the kiosk.
     A "close" line records the Z report of the terminal's local day, with the declines
     counted since the start or the last "close", as the kiosk's Close day.
+    A "cash-receipt" line records a cash-receipt request (현금영수증) for payment S:
+    "purpose" income_deduction (소득공제: a mobile number 010..., 10 or 11 digits, or a
+    cash-receipt card, 13 to 19 digits) or expense_proof (지출증빙: a business registration
+    number, 10 digits with its check digit, or a card). A malformed number or purpose is a
+    bad line; a payment unknown, refunded or voided, or already with one is refused.
 
     Output, one JSON line per decision: outcome, amount, reason (decline code or null),
     seq (the entry's, or null), token, category (the rider category), points, points_week;
     a sync prints {"sync": {...its summary...}}, a clerk line {"clerk": "ID"}, a close
-    {"z_report": {"seq": S, ...the entry's detail...}}.
+    {"z_report": {"seq": S, ...the entry's detail...}}, a cash-receipt {"cash_receipt":
+    {"seq", "payment_seq", "payment_hash", "amount", "purpose", "identity", "token",
+    "display"}} or, refused, {"cash_receipt": {"seq": null, "payment_seq", "refused",
+    "message"}}; the number itself is never printed.
     """
     home = ctx.home
     scratch_only(ctx, db, "replay")
