@@ -255,12 +255,16 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
     @app.get("/v1/points")
     async def get_points(request: Request) -> Response:
         def work(terminal: str, body: bytes) -> Any:
-            doc = points_delta(service.store, query_int(request, "since", 0))
+            # the programme of the terminal's own municipality: its weeks, rules, riders
+            municipality = service.terminal_municipality(terminal)
+            doc = points_delta(service.store, query_int(request, "since", 0),
+                               municipality=municipality)
             # Riders' profile changes go to a terminal that asks for them (riders_since):
             # one that predates them gets the answer it knows, not every profile each time.
             if "riders_since" in request.query_params:
                 doc["riders"] = profiles_delta(service.store,
-                                               query_int(request, "riders_since"))
+                                               query_int(request, "riders_since"),
+                                               municipality=municipality)
             # only the cards the terminal's municipality may see (central.municipalities)
             return scope_points(service.store, terminal, doc)
 
@@ -436,6 +440,7 @@ _MPM_STATUS: tuple[tuple[type[LocalpayError], int, str], ...] = (
     (mpm_payments.MpmPartnerAuthError, 401, "refused"),
     (mpm_payments.MpmInvalidError, 400, "malformed"),
     (SyncProtocolError, 400, "malformed"),
+    (mpm_payments.MpmExpiredError, 410, "expired"),
     (mpm_payments.MpmUnknownError, 404, "unknown"),
     (mpm_payments.MpmAlreadyPaidError, 409, "already_paid"),
     (mpm_payments.MpmAppReferenceReusedError, 409, "reference_reused"),

@@ -28,6 +28,11 @@ the store with ``localpay central rules load``; the shipped defaults are version
 - **Payout** and statements are in :mod:`central.payouts`.
 - **Rider category**: ``incentive_profiles`` (set by the operator) first, else the ``rider``
   the terminal wrote into the tap.
+- **Municipalities.** Each has its own programme (:mod:`central.incentive_schema`): an entry
+  is credited under the rules, weeks, profiles and claims of its terminal's municipality.
+  ``default`` holds the shipped defaults from its first use; any other municipality has no
+  programme, and its entries earn nothing, until its rules are loaded
+  (:mod:`central.versions`), and no day before its first version's ``effective_from`` earns.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -76,40 +81,75 @@ def detail_of(text: str) -> dict[str, Any]:
 
 # -- rules in the store -------------------------------------------------------------------
 
+#: the municipality of a single-municipality install, whose programme ships with defaults
+DEFAULT = "default"
 
-def store_rules(tx: Tx, rules: Rules) -> bool:
-    """Keep ``rules`` as a new version (the caller holds the crediting lock); False when
-    that version is already held with the same text."""
-    held = tx.one("SELECT sha256 FROM incentive_rules WHERE version = ?", (rules.version,))
+
+class NoProgrammeError(ConfigError):
+    """A municipality other than ``default`` before its operator loaded its rules."""
+
+
+def _no_programme(municipality: str) -> NoProgrammeError:
+    return NoProgrammeError(
+        f"municipality {municipality!r} has no incentive programme yet: load its rules with "
+        f"`localpay central rules load --municipality {municipality} FILE`")
+
+
+def store_rules(tx: Tx, rules: Rules, municipality: str = DEFAULT) -> bool:
+    """Keep ``rules`` as a new version of ``municipality``'s programme (the caller holds the
+    crediting lock); False when that version is already held with the same text."""
+    held = tx.one("SELECT sha256 FROM incentive_rules WHERE municipality_id = ? AND "
+                  "version = ?", (municipality, rules.version))
     if held is not None:
         if str(held[0]) != rules.sha256:
             raise ConfigError(f"incentive rules version {rules.version} is already held with "
                               "other content: raise the version for a change")
         return False
-    top = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_rules")
+    top = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_rules "
+                 "WHERE municipality_id = ?", (municipality,))
     newest = int(top[0]) if top else 0
     if rules.version < newest:
         raise ConfigError(f"incentive rules version {rules.version} is older than the "
                           f"version {newest} in force")
-    tx.run("INSERT INTO incentive_rules VALUES (?, ?, ?, ?)",
-           (rules.version, rules.sha256, rules.text, epoch_ms()))
+    tx.run("INSERT INTO incentive_rules (version, sha256, body, loaded_ms, municipality_id) "
+           "VALUES (?, ?, ?, ?, ?)",
+           (rules.version, rules.sha256, rules.text, epoch_ms(), municipality))
     return True
 
 
 _PARSED: dict[str, Rules] = {}
 
 
-def held_rules(tx: Tx, *, store_default: bool = True) -> list[Rules]:
-    """Every version held, oldest first; the shipped defaults when none is (stored on first
-    use in a write transaction holding the crediting lock, unless ``store_default=False``)."""
-    rows = tx.all("SELECT sha256, body FROM incentive_rules ORDER BY version")
+def held_rules(tx: Tx, *, store_default: bool = True,
+               municipality: str = DEFAULT) -> list[Rules]:
+    """Every version ``municipality`` holds, oldest first. None held: for ``default``, the
+    shipped defaults (stored on first use in a write transaction holding the crediting lock,
+    unless ``store_default=False``); for any other, ``[]`` (no programme yet)."""
+    rows = tx.all("SELECT sha256, body FROM incentive_rules WHERE municipality_id = ? "
+                  "ORDER BY version", (municipality,))
     if not rows:
+        if municipality != DEFAULT:
+            return []
         rules = Rules.default()
         if store_default:
             store_rules(tx, rules)
             return [rules]
         return []
     return [_parsed(str(sha), str(body)) for sha, body in rows]
+
+
+def held_programmes(tx: Tx) -> dict[str, list[Rules]]:
+    """Every municipality's versions, oldest first, in one read (``default``'s shipped
+    defaults stored first when it holds none: the caller holds the crediting lock). A
+    municipality that holds none has no programme and is not in the answer."""
+    out: dict[str, list[Rules]] = {}
+    for municipality, sha, body in tx.all(
+            "SELECT municipality_id, sha256, body FROM incentive_rules "
+            "ORDER BY municipality_id, version"):
+        out.setdefault(str(municipality), []).append(_parsed(str(sha), str(body)))
+    if DEFAULT not in out:
+        out[DEFAULT] = held_rules(tx)
+    return out
 
 
 def _parsed(sha256: str, body: str) -> Rules:
@@ -122,11 +162,15 @@ def _parsed(sha256: str, body: str) -> Rules:
     return cached
 
 
-def active_rules(tx: Tx, *, store_default: bool = True) -> Rules:
-    """The newest stored version; the shipped defaults are stored on first use (in a write
-    transaction holding the crediting lock) or just returned (``store_default=False``)."""
-    row = tx.one("SELECT sha256, body FROM incentive_rules ORDER BY version DESC LIMIT 1")
+def active_rules(tx: Tx, *, store_default: bool = True, municipality: str = DEFAULT) -> Rules:
+    """``municipality``'s newest stored version. ``default`` without one: the shipped
+    defaults, stored on first use (in a write transaction holding the crediting lock) or
+    just returned (``store_default=False``); any other: :class:`NoProgrammeError`."""
+    row = tx.one("SELECT sha256, body FROM incentive_rules WHERE municipality_id = ? "
+                 "ORDER BY version DESC LIMIT 1", (municipality,))
     if row is None:
+        if municipality != DEFAULT:
+            raise _no_programme(municipality)
         rules = Rules.default()
         if store_default:
             store_rules(tx, rules)
@@ -135,31 +179,34 @@ def active_rules(tx: Tx, *, store_default: bool = True) -> Rules:
 
 
 def programme_start_ms(tx: Tx) -> int:
-    """The start of the programme the newest rules version describes, as Unix ms at 00:00 in
-    its time zone (the shipped defaults' while no version is stored: crediting stores them
-    first): the earliest plausible time of an entry (:class:`central.service.CentralLog`,
-    ``programme_start``)."""
-    row = tx.one("SELECT version, sha256 FROM incentive_rules ORDER BY version DESC LIMIT 1")
+    """The start of the programme the newest rules version of ``default`` describes, as Unix
+    ms at 00:00 in its time zone (the shipped defaults' while no version is stored: crediting
+    stores them first): the earliest plausible time of an entry
+    (:class:`central.service.CentralLog`, ``programme_start``)."""
+    row = tx.one("SELECT version, sha256 FROM incentive_rules WHERE municipality_id = ? "
+                 "ORDER BY version DESC LIMIT 1", (DEFAULT,))
     rules = Rules.default()
     if row is not None:
         cached = _PARSED.get(str(row[1]))
-        body = None if cached else tx.one("SELECT body FROM incentive_rules WHERE version = ?",
-                                          (int(row[0]),))
+        body = None if cached else tx.one(
+            "SELECT body FROM incentive_rules WHERE municipality_id = ? AND version = ?",
+            (DEFAULT, int(row[0])))
         rules = cached or (_parsed(str(row[1]), str(body[0])) if body else rules)
     start = datetime.combine(rules.programme.start, datetime.min.time(), rules.calendar().tz)
     return int(start.timestamp() * 1000)
 
 
-def rules_versions(store: Store) -> list[dict[str, Any]]:
+def rules_versions(store: Store, municipality: str = DEFAULT) -> list[dict[str, Any]]:
     with store.tx(write=False) as tx:
-        rows = tx.all("SELECT version, sha256, loaded_ms FROM incentive_rules ORDER BY version")
+        rows = tx.all("SELECT version, sha256, loaded_ms FROM incentive_rules WHERE "
+                      "municipality_id = ? ORDER BY version", (municipality,))
     return [{"version": int(v), "sha256": str(s), "loaded_ms": int(t)} for v, s, t in rows]
 
 
-def current_rules(store: Store) -> Rules:
+def current_rules(store: Store, municipality: str = DEFAULT) -> Rules:
     with store.tx() as tx:
         lock_crediting(tx)
-        return active_rules(tx)
+        return active_rules(tx, municipality=municipality)
 
 
 # -- crediting ------------------------------------------------------------------------------
@@ -197,6 +244,8 @@ def lock_crediting(tx: Tx) -> tuple[int, int]:
 
 _KNOWN_MAX = 500_000
 _EARNING_KINDS = ("tap", "payment", "refund", "void", "incentive")
+#: a card's week in one municipality's programme: (municipality, card token, Monday)
+WeekKey = tuple[str, str, date]
 
 
 def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
@@ -204,6 +253,8 @@ def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
     """Credit every entry of the log beyond the crediting cursor, ``chunk`` log entries per
     transaction; the cursor moves in the same transaction as the credits, so a crash or a
     second crediter never credits an entry twice. ``progress(done, size)`` after each chunk.
+    Each entry is credited under the programme of its terminal's municipality (read with
+    the chunk's entries, one join); one whose municipality has no programme earns nothing.
 
     It stops at the log's size as read when it started its last chunk: a batch committed
     after that read runs crediting itself once this run lets go of the lock.
@@ -212,9 +263,11 @@ def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
         raise ConfigError("the crediting chunk must be at least 1 entry")
     total = CreditResult()
     kinds = ", ".join(f"'{k}'" for k in _EARNING_KINDS)
+    picks = ", ".join([*(f"entries.{f}" for f in CreditEntry._fields[:-1]),
+                       f"COALESCE(t.municipality_id, '{DEFAULT}')"])
     # Cards' weeks as this run left them: only crediting writes incentive_weeks, under the
     # lock, so they hold for the next chunk unless another crediter ran in between.
-    known: dict[tuple[str, date], list[Any]] = {}
+    known: dict[WeekKey, list[Any]] = {}
     end = size = 0
     while end == 0 or end < size:
         with store.tx() as tx:
@@ -225,11 +278,12 @@ def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
                 known.clear()
             end = min(start + chunk, size)
             items = [CreditEntry._make(row) for row in tx.all(
-                f"SELECT {', '.join(CreditEntry._fields)} FROM entries WHERE log_index >= ? "
-                f"AND log_index < ? AND kind IN ({kinds}) {NOT_CONFIG_REFUSED}"
-                "ORDER BY log_index", (start, end))]
-            r = credit(tx, items, held_rules(tx), epoch_ms() if now_ms is None else now_ms,
-                       known)
+                f"SELECT {picks} FROM entries LEFT JOIN terminals t ON t.terminal_id = "
+                "entries.terminal_id WHERE entries.log_index >= ? AND entries.log_index < ? "
+                f"AND entries.kind IN ({kinds}) {NOT_CONFIG_REFUSED}"
+                "ORDER BY entries.log_index", (start, end))]
+            r = credit(tx, items, held_programmes(tx),
+                       epoch_ms() if now_ms is None else now_ms, known)
             tx.run("UPDATE incentive_cursor SET next_index = ? WHERE id = 1", (end,))
         total.credits += r.credits
         total.points += r.points
@@ -239,7 +293,8 @@ def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
 
 
 class CreditEntry(NamedTuple):
-    """What crediting reads of a log entry (the columns of ``entries`` of these names)."""
+    """What crediting reads of a log entry (the columns of ``entries`` of these names, and
+    the municipality of its terminal)."""
 
     log_index: int
     terminal_id: str
@@ -252,20 +307,25 @@ class CreditEntry(NamedTuple):
     #: when central holds that it happened (days, weeks and months follow it)
     effective_ms: int
     detail: str
+    #: whose programme credits it: its terminal's municipality
+    municipality: str = DEFAULT
 
     @classmethod
-    def of(cls, item: Ingested) -> CreditEntry:
+    def of(cls, item: Ingested, municipality: str = DEFAULT) -> CreditEntry:
         e = item.entry
         return cls(item.log_index, e.terminal_id, e.seq, e.kind, e.card_token, e.amount,
-                   e.ref_seq, e.place, item.when_ms, e.detail)
+                   e.ref_seq, e.place, item.when_ms, e.detail, municipality)
 
 
 class _Versions:
     """The rules version in force on a day, among those held (``in_force``), remembered per
     day: a chunk of entries spans a few days."""
 
-    def __init__(self, versions: Sequence[Rules]) -> None:
+    def __init__(self, versions: Sequence[Rules], *, open_start: bool = True) -> None:
         self.versions = list(versions)
+        #: no entry of an earlier day earns: a programme that did not run then (``None``:
+        #: the days before the first version follow it, as ``default``'s always have)
+        self.start = None if open_start else min(r.effective_from for r in self.versions)
         # Days are counted in the newest version's time zone (a programme keeps its zone).
         self.calendar = max(self.versions, key=lambda r: r.version).calendar()
         self._by_day: dict[date, Rules] = {}
@@ -277,27 +337,45 @@ class _Versions:
         return found
 
 
-def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules], now_ms: int,
-           known: dict[tuple[str, date], list[Any]] | None = None) -> CreditResult:
+Programmes = Rules | Sequence[Rules] | Mapping[str, Sequence[Rules]]
+
+
+def _programmes(rules: Programmes) -> Callable[[str], _Versions | None]:
+    """Each municipality's versions (a mapping), or one set of versions for every entry."""
+    if isinstance(rules, Mapping):
+        table = {m: _Versions(v, open_start=m == DEFAULT) for m, v in rules.items() if v}
+        return table.get
+    one = _Versions([rules] if isinstance(rules, Rules) else rules)
+    return lambda _m: one
+
+
+def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Programmes, now_ms: int,
+           known: dict[WeekKey, list[Any]] | None = None) -> CreditResult:
     """Credit entries of any terminals in log order, as one step: the caller holds the
     crediting lock (:func:`lock_crediting`) and moves the cursor (:func:`credit_log`).
 
-    ``rules``: every version held; each entry is credited by the version in force on its
-    effective day. ``known``: cards' weeks (``[points, days mask, first rides]`` by card and
-    Monday) as they stand in the store, from the caller's earlier steps; read for the
-    others, and kept up to date here."""
+    ``rules``: every version held of each municipality (municipality -> versions), or the
+    versions that credit every entry; each entry is credited by the version of its
+    municipality's programme in force on its effective day, with that programme's caps,
+    first rides, profiles and claims. ``known``: cards' weeks (``[points, days mask, first
+    rides]`` by municipality, card and Monday) as they stand in the store, from the caller's
+    earlier steps; read for the others, and kept up to date here."""
     result = CreditResult()
     if not batch:
         return result
-    pick = _Versions([rules] if isinstance(rules, Rules) else rules)
-    cal = pick.calendar
+    programme_of = _programmes(rules)
     work: list[tuple[str, CreditEntry, date, dict[str, Any], Rules]] = []
     refs: dict[str, set[int]] = {}
     for e in batch:
         if not e.card_token:
             continue
+        pick = programme_of(e.municipality)
+        if pick is None:
+            continue  # the municipality has no programme (yet): nothing to earn
         kind = e.kind
-        day = cal.day(e.effective_ms)
+        day = pick.calendar.day(e.effective_ms)
+        if pick.start is not None and day < pick.start:
+            continue
         r = pick(day)
         if kind == "tap":
             bus = r.bus
@@ -323,61 +401,63 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules],
     bus_items = [w for w in work if w[0] == "bus"]
     days = {w[2] for w in bus_items}
     monday = {d: week_start(d) for d in days}
-    tokens = sorted({w[1].card_token for w in bus_items})
+    cards = sorted({(w[1].municipality, w[1].card_token) for w in bus_items})
     weeks = {} if known is None else known
-    wanted = sorted(key for key in {(w[1].card_token, monday[w[2]]) for w in bus_items}
-                    if key not in weeks)
-    done, closed, profiles, found = _read_state(tx, work, tokens, wanted)
+    wanted = sorted(key for key in {(w[1].municipality, w[1].card_token, monday[w[2]])
+                                    for w in bus_items} if key not in weeks)
+    done, closed, profiles, found = _read_state(tx, work, cards, wanted)
     for key in wanted:
         weeks[key] = found.get(key) or [0, 0, ""]
-    payable: dict[str, str] = {}
+    payable: dict[tuple[str, str], str] = {}
     paid = _load_payments(tx, refs)
-    claimed: set[tuple[str, str]] = set()
+    claimed: set[tuple[str, str, str]] = set()
     rows: list[tuple[Any, ...]] = []
-    changed: set[tuple[str, date]] = set()
+    changed: set[WeekKey] = set()
     claims: list[tuple[Any, ...]] = []
     adjustments: list[tuple[Any, ...]] = []
 
-    def payable_in(day: date) -> str:
+    def payable_in(municipality: str, day: date) -> str:
         month = month_of(day)
-        pay = payable.get(month)
+        pay = payable.get((municipality, month))
         if pay is None:
             pay = month
-            while pay in closed:
+            while (municipality, pay) in closed:
                 pay = next_month(pay)
-            payable[month] = pay
+            payable[(municipality, month)] = pay
         return pay
 
     # bus credits' notes repeat (bus type, rider, route): each is written once
     notes: dict[tuple[Any, str, str], str] = {}
 
-    def add(e: CreditEntry, day: date, rule: str, points: int, base: int,
+    def add(e: CreditEntry, day: date, r: Rules, rule: str, points: int, base: int,
             note: dict[str, Any] | str, ref_seq: int = 0) -> None:
         rows.append((e.terminal_id, e.seq, e.log_index, e.card_token, rule, points, base,
-                     ref_seq, pick(day).version, day.isoformat(), payable_in(day), now_ms,
-                     note if isinstance(note, str) else _json(note)))
+                     ref_seq, r.version, day.isoformat(), payable_in(e.municipality, day),
+                     now_ms, note if isinstance(note, str) else _json(note), e.municipality))
         result.credits += 1
         result.points += points
 
-    def take_back(holder: list[Any], e: CreditEntry, day: date, points: int) -> None:
+    def take_back(holder: list[Any], e: CreditEntry, day: date, r: Rules,
+                  points: int) -> None:
         """The credit of ``holder`` (terminal, seq) moves to ``e``: an adjustment, keyed by
         the credit it reverses and why, so that it is made once."""
         moved_to = f"{e.terminal_id}/{e.seq}"
         adjustments.append((holder[1], holder[2], "first ride moved to " + moved_to,
-                            e.log_index, e.card_token, "bus", -points, pick(day).version,
-                            day.isoformat(), payable_in(day), now_ms,
-                            _json({"moved_to": moved_to})))
+                            e.log_index, e.card_token, "bus", -points, r.version,
+                            day.isoformat(), payable_in(e.municipality, day), now_ms,
+                            _json({"moved_to": moved_to}), e.municipality))
         result.points -= points
 
     for what, e, day, detail, r in work:
         if (e.terminal_id, e.seq) in done:
             continue
         if what == "bus":
-            rider = profiles.get(e.card_token) or str(detail.get("rider", "adult"))
+            rider = profiles.get((e.municipality, e.card_token)) or str(
+                detail.get("rider", "adult"))
             cap = r.bus.weekly_cap.get(rider)
             if cap is None:
                 continue
-            key = (e.card_token, monday[day])
+            key = (e.municipality, e.card_token, monday[day])
             state = weeks.setdefault(key, [0, 0, ""])
             bit = 1 << day.weekday()
             weekday = str(day.weekday())
@@ -394,7 +474,7 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules],
                 base = state[0] - int(holder[3])
                 points = min(e.amount, cap - base) if cap > base else 0
                 if holder[3]:
-                    take_back(holder, e, day, int(holder[3]))
+                    take_back(holder, e, day, r, int(holder[3]))
                 note = {"bus_type": detail.get("bus_type"), "rider": rider, "route": e.place,
                         "moved_from": f"{holder[1]}/{holder[2]}"}
                 firsts[weekday] = [e.effective_ms, e.terminal_id, e.seq, points]
@@ -410,12 +490,12 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules],
             state[0] = base + points
             changed.add(key)
             if points > 0:
-                add(e, day, "bus", points, e.amount, note)
+                add(e, day, r, "bus", points, e.amount, note)
         elif what == "food":
             points = r.food.points(e.amount)
             if points > 0:
                 paid[(e.terminal_id, e.seq)] = [e.amount, points, r.food.rate_bp]
-                add(e, day, "local_food", points, e.amount,
+                add(e, day, r, "local_food", points, e.amount,
                     {"rate_bp": r.food.rate_bp, "merchant": e.place})
         elif what == "back":
             pay = paid.get((e.terminal_id, e.ref_seq))
@@ -425,39 +505,42 @@ def credit(tx: Tx, batch: Sequence[CreditEntry], rules: Rules | Sequence[Rules],
             keep = left * pay[2] // 10_000
             back = keep - pay[1]
             pay[0], pay[1] = left, keep
-            add(e, day, "refund", back, -e.amount, {"payment": e.ref_seq, "kind": e.kind},
+            add(e, day, r, "refund", back, -e.amount, {"payment": e.ref_seq, "kind": e.kind},
                 e.ref_seq)
         else:
             granted = _campaign(tx, r, e, day, detail, claimed)
             if granted is not None:
                 cid, wallet, points = granted
-                claims.append((cid, e.card_token, wallet, e.terminal_id, e.seq))
-                add(e, day, "campaign", points, 0, {"campaign": cid})
-    writes = [Rows("incentive_credits", CREDIT_COLUMNS, rows,
+                claims.append((cid, e.card_token, wallet, e.terminal_id, e.seq,
+                               e.municipality))
+                add(e, day, r, "campaign", points, 0, {"campaign": cid})
+    writes = [Rows("incentive_credits", (*CREDIT_COLUMNS, "municipality_id"), rows,
                    "ON CONFLICT (terminal_id, seq) DO NOTHING"),
-              Rows("incentive_claims", CLAIM_COLUMNS, claims),
-              Rows("incentive_adjustments", ADJUST_COLUMNS, adjustments,
+              Rows("incentive_claims", (*CLAIM_COLUMNS, "municipality_id"), claims),
+              Rows("incentive_adjustments", (*ADJUST_COLUMNS, "municipality_id"), adjustments,
                    "ON CONFLICT (terminal_id, seq, cause) DO NOTHING")]
     if changed:
         # The batch's last log index orders snapshot versions: appends are serialized by
         # the log lock, so versions grow in commit order without a counter to update.
         version = max(e.log_index for e in batch) + 1
         writes.append(Rows(
-            "incentive_weeks", WEEK_COLUMNS,
-            [(t, w.isoformat(), weeks[(t, w)][0], weeks[(t, w)][1], version,
-              _firsts_text(weeks[(t, w)][2])) for t, w in sorted(changed)],
-            "ON CONFLICT (card_token, week_start) DO UPDATE SET points = excluded.points, "
-            "days_mask = excluded.days_mask, version = excluded.version, "
-            "firsts = excluded.firsts"))
+            "incentive_weeks", (*WEEK_COLUMNS, "municipality_id"),
+            [(t, w.isoformat(), weeks[(m, t, w)][0], weeks[(m, t, w)][1], version,
+              _firsts_text(weeks[(m, t, w)][2]), m) for m, t, w in sorted(changed)],
+            "ON CONFLICT (municipality_id, card_token, week_start) DO UPDATE SET "
+            "points = excluded.points, days_mask = excluded.days_mask, "
+            "version = excluded.version, firsts = excluded.firsts"))
     tx.insert_all(writes)
     return result
 
 
 def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any], Rules]],
-                tokens: Sequence[str], weeks: Sequence[tuple[str, date]]) -> tuple[
-        set[tuple[str, int]], set[str], dict[str, str], dict[tuple[str, date], list[Any]]]:
+                cards: Sequence[tuple[str, str]], weeks: Sequence[WeekKey]) -> tuple[
+        set[tuple[str, int]], set[tuple[str, str]], dict[tuple[str, str], str],
+        dict[WeekKey, list[Any]]]:
     """Everything crediting reads, in one round trip: entries already credited, months
-    already paid out, rider profiles of ``tokens`` and the ``weeks`` (card, Monday) so far."""
+    already paid out (by municipality), rider profiles of ``cards`` (municipality, token)
+    and the ``weeks`` (municipality, card, Monday) so far."""
     spans: dict[str, list[int]] = {}
     for _, e, _, _, _ in work:
         lo_hi = spans.setdefault(e.terminal_id, [e.seq, e.seq])
@@ -467,38 +550,38 @@ def _read_state(tx: Tx, work: list[tuple[str, CreditEntry, date, dict[str, Any],
     source, params = tx.values_table("s", ("t", "lo", "hi"),
                                      [(t, lo, hi) for t, (lo, hi) in spans.items()])
     parts = [f"SELECT 'c', c.terminal_id, CAST(NULL AS TEXT), c.seq, CAST(NULL AS BIGINT), "
-             f"CAST(NULL AS TEXT) FROM incentive_credits c JOIN {source} ON "
-             "c.terminal_id = s.t AND c.seq BETWEEN s.lo AND s.hi",
-             "SELECT 'r', month, NULL, NULL, NULL, NULL FROM incentive_runs"]
-    if tokens:
-        cards, card_list = tx.any_of("card_token", tokens)
-        parts.append(f"SELECT 'p', card_token, rider, NULL, NULL, NULL FROM "
-                     f"incentive_profiles WHERE {cards}")
+             f"CAST(NULL AS TEXT), CAST(NULL AS TEXT) FROM incentive_credits c JOIN {source} "
+             "ON c.terminal_id = s.t AND c.seq BETWEEN s.lo AND s.hi",
+             "SELECT 'r', month, NULL, NULL, NULL, NULL, municipality_id FROM incentive_runs"]
+    if cards:
+        tokens, card_list = tx.any_of("card_token", sorted({t for _, t in cards}))
+        parts.append(f"SELECT 'p', card_token, rider, NULL, NULL, NULL, municipality_id "
+                     f"FROM incentive_profiles WHERE {tokens}")
         params.append(card_list)
     if weeks:
-        pairs, pair_params = tx.values_table("k", ("t", "w"),
-                                             [(t, w.isoformat()) for t, w in weeks])
+        keys, key_params = tx.values_table("k", ("m", "t", "w"),
+                                           [(m, t, w.isoformat()) for m, t, w in weeks])
         parts.append("SELECT 'w', i.card_token, i.week_start, i.points, i.days_mask, "
-                     f"i.firsts FROM incentive_weeks i JOIN {pairs} ON i.card_token = k.t "
-                     "AND i.week_start = k.w")
-        params += pair_params
+                     f"i.firsts, i.municipality_id FROM incentive_weeks i JOIN {keys} ON "
+                     "i.municipality_id = k.m AND i.card_token = k.t AND i.week_start = k.w")
+        params += key_params
     done: set[tuple[str, int]] = set()
-    closed: set[str] = set()
-    profiles: dict[str, str] = {}
-    state: dict[tuple[str, date], list[Any]] = {}
+    closed: set[tuple[str, str]] = set()
+    profiles: dict[tuple[str, str], str] = {}
+    state: dict[WeekKey, list[Any]] = {}
     mondays: dict[Any, date] = {}
-    for tag, k1, k2, n1, n2, text in tx.all(" UNION ALL ".join(parts), params):
+    for tag, k1, k2, n1, n2, text, municipality in tx.all(" UNION ALL ".join(parts), params):
         if tag == "c":
             done.add((str(k1), int(n1)))
         elif tag == "r":
-            closed.add(str(k1))
+            closed.add((str(municipality), str(k1)))
         elif tag == "p":
-            profiles[str(k1)] = str(k2)
+            profiles[(str(municipality), str(k1))] = str(k2)
         else:
             monday = mondays.get(k2)
             if monday is None:
                 monday = mondays[k2] = date.fromisoformat(str(k2))
-            state[(str(k1), monday)] = [int(n1), int(n2), str(text or "")]
+            state[(str(municipality), str(k1), monday)] = [int(n1), int(n2), str(text or "")]
     return done, closed, profiles, state
 
 
@@ -577,8 +660,9 @@ def _load_payments(tx: Tx, refs: dict[str, set[int]]) -> dict[tuple[str, int], l
     return out
 
 
-def _campaign(tx: Tx, rules: Rules, e: Any, day: date, detail: dict[str, Any],
-              claimed: set[tuple[str, str]]) -> tuple[str, str, int] | None:
+def _campaign(tx: Tx, rules: Rules, e: CreditEntry, day: date, detail: dict[str, Any],
+              claimed: set[tuple[str, str, str]]) -> tuple[str, str, int] | None:
+    """A campaign claim, once per card and wallet in the programme of ``e``'s municipality."""
     cid = str(detail.get("campaign", ""))
     campaign = rules.campaigns.get(cid)
     if campaign is None or not campaign.start <= day <= campaign.end:
@@ -589,11 +673,12 @@ def _campaign(tx: Tx, rules: Rules, e: Any, day: date, detail: dict[str, Any],
     if claim is None or claim.campaign_id != cid:
         log.warning("incentive entry %s/%d: campaign code does not verify", e.terminal_id, e.seq)
         return None
-    keys = {(cid, e.card_token), (cid, "w:" + claim.wallet_id)}
+    keys = {(e.municipality, cid, e.card_token), (e.municipality, cid, "w:" + claim.wallet_id)}
     if keys & claimed:
         return None
-    row = tx.one("SELECT 1 FROM incentive_claims WHERE campaign_id = ? AND (card_token = ? OR "
-                 "holder = ?)", (cid, e.card_token, claim.wallet_id))
+    row = tx.one("SELECT 1 FROM incentive_claims WHERE municipality_id = ? AND campaign_id = ? "
+                 "AND (card_token = ? OR holder = ?)",
+                 (e.municipality, cid, e.card_token, claim.wallet_id))
     if row is not None:
         return None
     claimed.update(keys)
@@ -604,19 +689,25 @@ def _campaign(tx: Tx, rules: Rules, e: Any, day: date, detail: dict[str, Any],
 
 
 def points_delta(store: Store, since: int, now_ms: int | None = None,
-                 limit: int = 50_000) -> dict[str, Any]:
-    """This week's bus points of cards changed after version ``since``, and the rules'
-    summary, for terminals to show points offline (``GET /v1/points``)."""
+                 limit: int = 50_000, *, municipality: str = DEFAULT) -> dict[str, Any]:
+    """This week's bus points of cards changed after version ``since`` in
+    ``municipality``'s programme, and its rules' summary, for its terminals to show points
+    offline (``GET /v1/points``). A municipality with no programme yet sends the shipped
+    summary with nothing earning (version 0): its terminals promise no points."""
+    now = epoch_ms() if now_ms is None else now_ms
     with store.tx(write=False) as tx:
-        rules = active_rules(tx, store_default=False)
-        week = week_start(rules.calendar().today(epoch_ms() if now_ms is None else now_ms))
+        held = held_rules(tx, store_default=False, municipality=municipality)
+        rules = held[-1] if held else Rules.default()
+        week = week_start(rules.calendar().today(now))
         rows = tx.all(
             "SELECT w.card_token, w.points, w.days_mask, w.version, p.rider FROM incentive_weeks "
-            "w LEFT JOIN incentive_profiles p ON p.card_token = w.card_token "
-            "WHERE w.week_start = ? AND w.version > ? ORDER BY w.version LIMIT ?",
-            (week.isoformat(), since, limit))
+            "w LEFT JOIN incentive_profiles p ON p.card_token = w.card_token AND "
+            "p.municipality_id = w.municipality_id WHERE w.municipality_id = ? AND "
+            "w.week_start = ? AND w.version > ? ORDER BY w.version LIMIT ?",
+            (municipality, week.isoformat(), since, limit))
         top = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_weeks "
-                     "WHERE week_start = ?", (week.isoformat(),))
+                     "WHERE municipality_id = ? AND week_start = ?",
+                     (municipality, week.isoformat()))
     version = max(int(top[0]) if top else 0, since)
     if len(rows) == limit:
         # Stop before the last version so that none of it is split across two answers.
@@ -624,8 +715,10 @@ def points_delta(store: Store, since: int, now_ms: int | None = None,
         rows = [r for r in rows if int(r[3]) < cut] or rows
         version = int(rows[-1][3])
     # the holidays sent are those of the request's year and the next
-    today = rules.calendar().today(epoch_ms() if now_ms is None else now_ms)
-    return {"version": version, "week_start": week.isoformat(), "rules": rules.summary(today),
+    summary = rules.summary(rules.calendar().today(now))
+    if not held and municipality != DEFAULT:
+        summary.update(version=0, bus=False, local_food=False, campaigns={})
+    return {"version": version, "week_start": week.isoformat(), "rules": summary,
             "points": {str(t): [int(p), int(m), str(r or "")] for t, p, m, _, r in rows}}
 
 

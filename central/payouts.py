@@ -24,6 +24,11 @@ A negative net (refunds taking back points already paid) is *carried*; held and 
 credits stay unpaid until the first run that can pay them. A second run of a month changes
 nothing and answers what the first did. Paid rows of ``incentive_payouts`` into a pocket
 have no balance version.
+
+Each municipality pays its own programme's points (``municipality``, ``default`` unless
+said otherwise): a run of a month in one municipality pays only the credits earned at its
+terminals, from its own points budget, and is that municipality's run of the month; the
+statement, the settlement file and the budget are per municipality too.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any
 from central import books
 from central.csvfiles import write_private_csv
 from central.incentive_rules import month_of, parse_month
-from central.incentives import active_rules, detail_of, epoch_ms, lock_crediting
+from central.incentives import DEFAULT, active_rules, detail_of, epoch_ms, lock_crediting
 from central.store import Rows, Store, Tx
 from localpay.errors import BooksError, ConfigError, TransactionError
 
@@ -45,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 _PAYOUT_COLUMNS = ("card_token", "month", "points", "paid", "carry", "status",
-                   "balance_version", "paid_ms")
+                   "balance_version", "paid_ms", "municipality_id")
 #: where a card's points are: credits of entries, and adjustments of those credits
 _POINT_TABLES = ("incentive_credits", "incentive_adjustments")
 #: the programme whose budget pays incentive points into citizens' points pockets
@@ -92,7 +97,9 @@ def payout(store: Store, month: str, now_ms: int | None = None, *,
     card's balance when it has a ``balances`` row, else held; a negative net is carried.
     Held and carried credits stay unpaid, so the first run after the card has an account
     (or a positive net) pays them, once. :class:`PointsBudgetShortError` when the budget
-    cannot hold the pocket payouts: nothing is paid.
+    cannot hold the pocket payouts: nothing is paid. Only ``municipality``'s credits (those
+    earned at its terminals) are paid, under its programme's rules; its month runs are its
+    own.
     """
     month = parse_month(month)
     now_ms = epoch_ms() if now_ms is None else now_ms
@@ -100,16 +107,17 @@ def payout(store: Store, month: str, now_ms: int | None = None, *,
     with store.tx() as tx:
         lock_crediting(tx)
         run = tx.one("SELECT cards, points, held_cards, held_points, balance_version "
-                     "FROM incentive_runs WHERE month = ?", (month,))
+                     "FROM incentive_runs WHERE municipality_id = ? AND month = ?",
+                     (municipality, month))
         if run is not None:
             into = tx.one("SELECT COUNT(*), COALESCE(SUM(paid), 0) FROM incentive_payouts "
-                          "WHERE month = ? AND status = 'paid' AND balance_version IS NULL",
-                          (month,))
+                          "WHERE municipality_id = ? AND month = ? AND status = 'paid' AND "
+                          "balance_version IS NULL", (municipality, month))
             return PayoutResult(month, int(run[0]), int(run[1]), int(run[2]), int(run[3]),
                                 None if run[4] is None else int(run[4]), already=True,
                                 pocket_cards=int(into[0]) if into else 0,
                                 pocket_points=int(into[1]) if into else 0)
-        rules = active_rules(tx)
+        rules = active_rules(tx, municipality=municipality)
         if month_of(rules.calendar().today(now_ms)) <= month:
             raise TransactionError(f"month {month} has not ended yet ({rules.timezone})")
         if month < month_of(rules.programme.start):
@@ -119,16 +127,19 @@ def payout(store: Store, month: str, now_ms: int | None = None, *,
         net: dict[str, int] = {}
         for table in _POINT_TABLES:
             for t, p in tx.all(
-                f"SELECT card_token, SUM(points) FROM {table} WHERE settled_month IS NULL "
-                "AND (payable_month = ? OR payable_month IN (SELECT month FROM "
-                "incentive_runs)) GROUP BY card_token", (month,)):
+                f"SELECT card_token, SUM(points) FROM {table} WHERE municipality_id = ? AND "
+                "settled_month IS NULL AND (payable_month = ? OR payable_month IN (SELECT "
+                "month FROM incentive_runs WHERE municipality_id = ?)) GROUP BY card_token",
+                (municipality, month, municipality)):
                 net[str(t)] = net.get(str(t), 0) + int(p)
         tokens = sorted(net)
         # Set-based statements whose text does not depend on the number of cards: a city's
         # month is 100,000 cards and more.
         cards, card_list = tx.any_of("card_token", tokens)
-        accounts = {str(r[0]) for r in tx.all(f"SELECT card_token FROM balances WHERE {cards}",
-                                              [card_list])} if tokens else set()
+        # a balance another municipality holds is not this programme's to pay into
+        accounts = {str(r[0]) for r in tx.all(
+            f"SELECT card_token FROM balances WHERE municipality_id = ? AND {cards}",
+            [municipality, card_list])} if tokens else set()
         holders, holder_list = tx.any_of("holder", tokens)
         linked = {str(h): str(a) for h, a in tx.all(
             f"SELECT holder, account_id FROM account_links WHERE municipality_id = ? AND "
@@ -149,7 +160,7 @@ def payout(store: Store, month: str, now_ms: int | None = None, *,
                     budget_account, books.pocket(linked[token], "points"), points,
                     "points_payout", payout_ref(month, token),
                     _detail({"card": token, "month": month})))
-                unpaid.append((token, month, points, points, 0, "paid", now_ms))
+                unpaid.append((token, month, points, points, 0, "paid", now_ms, municipality))
                 result.cards += 1
                 result.points += points
                 result.pocket_cards += 1
@@ -159,16 +170,18 @@ def payout(store: Store, month: str, now_ms: int | None = None, *,
                     row = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
                     version = int(row[0] if row else 0) + 1
                 updates.append((token, points))
-                rows.append((token, month, points, points, 0, "paid", version, now_ms))
+                rows.append((token, month, points, points, 0, "paid", version, now_ms,
+                             municipality))
                 result.cards += 1
                 result.points += points
             elif points > 0:
-                unpaid.append((token, month, points, 0, points, "held", now_ms))
+                unpaid.append((token, month, points, 0, points, "held", now_ms, municipality))
                 kept.append(token)
                 result.held_cards += 1
                 result.held_points += points
             elif points < 0:
-                unpaid.append((token, month, points, 0, points, "carried", now_ms))
+                unpaid.append((token, month, points, 0, points, "carried", now_ms,
+                               municipality))
                 kept.append(token)
             # a net of zero: earned and taken back, settled with nothing to pay
         if into_pockets:
@@ -181,18 +194,20 @@ def payout(store: Store, month: str, now_ms: int | None = None, *,
         # keeps new ones out meanwhile.
         held, held_list = tx.any_of("card_token", kept)
         for table in _POINT_TABLES:
-            tx.run(f"UPDATE {table} SET settled_month = ? WHERE settled_month IS NULL AND "
-                   "(payable_month = ? OR payable_month IN (SELECT month FROM incentive_runs)) "
-                   f"AND NOT ({held})", [month, month, held_list])
+            tx.run(f"UPDATE {table} SET settled_month = ? WHERE municipality_id = ? AND "
+                   "settled_month IS NULL AND (payable_month = ? OR payable_month IN (SELECT "
+                   f"month FROM incentive_runs WHERE municipality_id = ?)) AND NOT ({held})",
+                   [month, municipality, month, municipality, held_list])
         # held, carried and pocket rows have no balance version: a column of their own would
         # be all NULL, which PostgreSQL cannot type from the rows' values
         tx.insert_all([Rows("incentive_payouts", _PAYOUT_COLUMNS, rows),
                        Rows("incentive_payouts", tuple(c for c in _PAYOUT_COLUMNS
                                                        if c != "balance_version"), unpaid)])
         result.balance_version = version
-        tx.run("INSERT INTO incentive_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+        tx.run("INSERT INTO incentive_runs (month, cards, points, held_cards, held_points, "
+               "balance_version, ran_ms, municipality_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                (month, result.cards, result.points, result.held_cards, result.held_points,
-                version, now_ms))
+                version, now_ms, municipality))
     if result.pocket_cards:
         log.info("payout %s: %d cards, %d points (%d cards, %d points into pockets); %d held",
                  month, result.cards, result.points, result.pocket_cards, result.pocket_points,
@@ -249,27 +264,32 @@ def fund_points(store: Store, amount: int, ref: str, *, programme: str = POINTS_
     return PointsFunded(programme, amount, ref, fresh, held)
 
 
-def statement(store: Store, card_token: str) -> dict[str, Any]:
-    """A card's points: every credit (entry, rule, rule version, points), weeks, payouts."""
+def statement(store: Store, card_token: str, *, municipality: str = DEFAULT
+              ) -> dict[str, Any]:
+    """A card's points in ``municipality``'s programme: every credit (entry, rule, rule
+    version, points), weeks, payouts."""
     with store.tx(write=False) as tx:
         credits = tx.all(
             "SELECT day, terminal_id, seq, rule, points, rule_version, payable_month, note, "
             "settled_month, log_index, credited_ms, CAST(NULL AS TEXT) FROM "
-            "incentive_credits WHERE card_token = ? UNION ALL "
+            "incentive_credits WHERE card_token = ? AND municipality_id = ? UNION ALL "
             "SELECT day, terminal_id, seq, rule, points, rule_version, payable_month, note, "
             "settled_month, log_index, credited_ms, cause FROM incentive_adjustments "
-            "WHERE card_token = ?", (card_token, card_token))
+            "WHERE card_token = ? AND municipality_id = ?",
+            (card_token, municipality, card_token, municipality))
         # by day, then in log order, then as made: a moved first ride's adjustment comes
         # with the entry that caused it, before that entry's own credit; a recredit's after
         # the credit it corrects
         credits.sort(key=lambda r: (str(r[0]), int(r[9]), int(r[10]), r[11] is None,
                                     str(r[1]), int(r[2])))
         weeks = tx.all("SELECT week_start, points, days_mask FROM incentive_weeks "
-                       "WHERE card_token = ? ORDER BY week_start", (card_token,))
+                       "WHERE card_token = ? AND municipality_id = ? ORDER BY week_start",
+                       (card_token, municipality))
         payouts = tx.all("SELECT month, points, paid, carry, status FROM incentive_payouts "
-                         "WHERE card_token = ? ORDER BY month", (card_token,))
-        profile = tx.one("SELECT rider FROM incentive_profiles WHERE card_token = ?",
-                         (card_token,))
+                         "WHERE card_token = ? AND municipality_id = ? ORDER BY month",
+                         (card_token, municipality))
+        profile = tx.one("SELECT rider FROM incentive_profiles WHERE card_token = ? AND "
+                         "municipality_id = ?", (card_token, municipality))
     entries: list[dict[str, Any]] = [
         {"day": str(d), "terminal_id": str(t), "seq": int(s), "rule": str(r), "points": int(p),
          "rule_version": int(v), "payable_month": str(m), "note": detail_of(str(n)),
@@ -298,21 +318,25 @@ SETTLEMENT_RULES = ("bus", "local_food", "refund", "campaign")
 SETTLEMENT_HEADER = ("card_token", "category", "month", *SETTLEMENT_RULES, "total")
 
 
-def settlement_rows(store: Store, month: str) -> list[tuple[Any, ...]]:
-    """What ``month``'s payout paid, per card and rule (adjustments under the rule they
-    adjust): the rows of the settlement file, by card token."""
+def settlement_rows(store: Store, month: str, *, municipality: str = DEFAULT
+                    ) -> list[tuple[Any, ...]]:
+    """What ``municipality``'s payout of ``month`` paid, per card and rule (adjustments
+    under the rule they adjust): the rows of its settlement file, by card token."""
     month = parse_month(month)
     by_card: dict[str, dict[str, int]] = {}
     with store.tx(write=False) as tx:
         for table in _POINT_TABLES:
             for token, rule, points in tx.all(
-                    f"SELECT card_token, rule, SUM(points) FROM {table} WHERE settled_month = ? "
-                    "GROUP BY card_token, rule", (month,)):
+                    f"SELECT card_token, rule, SUM(points) FROM {table} WHERE "
+                    "municipality_id = ? AND settled_month = ? GROUP BY card_token, rule",
+                    (municipality, month)):
                 rules = by_card.setdefault(str(token), {})
                 rules[str(rule)] = rules.get(str(rule), 0) + int(points)
-        paid = {str(t) for t, in tx.all("SELECT card_token FROM incentive_payouts WHERE "
-                                        "month = ? AND status = 'paid'", (month,))}
-        riders = dict(tx.all("SELECT card_token, rider FROM incentive_profiles"))
+        paid = {str(t) for t, in tx.all(
+            "SELECT card_token FROM incentive_payouts WHERE municipality_id = ? AND "
+            "month = ? AND status = 'paid'", (municipality, month))}
+        riders = dict(tx.all("SELECT card_token, rider FROM incentive_profiles WHERE "
+                             "municipality_id = ?", (municipality,)))
     rows = []
     for token in sorted(by_card):
         if token not in paid:
@@ -326,9 +350,11 @@ def settlement_rows(store: Store, month: str) -> list[tuple[Any, ...]]:
     return rows
 
 
-def write_settlement(store: Store, month: str, path: Path) -> int:
-    """Write ``month``'s settlement file (CSV, mode 0600) atomically; the number of cards."""
-    rows = settlement_rows(store, month)
+def write_settlement(store: Store, month: str, path: Path, *,
+                     municipality: str = DEFAULT) -> int:
+    """Write ``municipality``'s settlement file of ``month`` (CSV, mode 0600) atomically;
+    the number of cards."""
+    rows = settlement_rows(store, month, municipality=municipality)
     try:
         write_private_csv(path, SETTLEMENT_HEADER, rows)
     except OSError as err:
@@ -355,20 +381,22 @@ class Budget:
         return {**self.__dict__, "left": self.left}
 
 
-def budget(store: Store, year: int) -> Budget:
-    """The programme's points for ``year``: spent and committed against its yearly budget
-    (the newest rules version's)."""
+def budget(store: Store, year: int, *, municipality: str = DEFAULT) -> Budget:
+    """``municipality``'s programme's points for ``year``: spent and committed against its
+    yearly budget (the newest rules version's)."""
     if not 2000 <= year <= 9999:
         raise ConfigError(f"year {year} is not a year of the programme")
     first, last = f"{year:04d}-01", f"{year:04d}-12"
     with store.tx(write=False) as tx:
-        rules = active_rules(tx, store_default=False)
-        row = tx.one("SELECT COALESCE(SUM(paid), 0) FROM incentive_payouts WHERE month >= ? "
-                     "AND month <= ?", (first, last))
+        rules = active_rules(tx, store_default=False, municipality=municipality)
+        row = tx.one("SELECT COALESCE(SUM(paid), 0) FROM incentive_payouts WHERE "
+                     "municipality_id = ? AND month >= ? AND month <= ?",
+                     (municipality, first, last))
         spent = int(row[0]) if row else 0
         committed = 0
         for table in _POINT_TABLES:
-            row = tx.one(f"SELECT COALESCE(SUM(points), 0) FROM {table} WHERE settled_month IS "
-                         "NULL AND payable_month >= ? AND payable_month <= ?", (first, last))
+            row = tx.one(f"SELECT COALESCE(SUM(points), 0) FROM {table} WHERE "
+                         "municipality_id = ? AND settled_month IS NULL AND "
+                         "payable_month >= ? AND payable_month <= ?", (municipality, first, last))
             committed += int(row[0]) if row else 0
     return Budget(year, rules.programme.yearly_budget, spent, committed)

@@ -4,6 +4,9 @@ Two readers use them. Crediting (:mod:`central.incentives`) applies the category
 bus cap; validators charge the category's fare offline, so every change travels to them with
 the points snapshot (``GET /v1/points?riders_since=N``, :func:`profiles_delta`).
 
+Each municipality's programme has its own profiles (``municipality_id``, ``default``
+unless said otherwise): a card's category in one municipality does not apply in another.
+
 ``incentive_profiles (card_token, rider, updated_ms, version)``: every change takes the next
 ``version`` (the largest so far + 1, one per card changed) in its own transaction, under the
 log lock (:meth:`Tx.lock_log`, as the deny list and balances do), so versions are committed
@@ -30,6 +33,8 @@ from central.rules import read_card_file
 from central.store import Store, Tx
 from localpay.errors import ConfigError
 
+DEFAULT = "default"
+
 #: cards per statement when a change reads many
 _CHUNK = 5000
 
@@ -39,6 +44,7 @@ def _now() -> int:
 
 
 def _next_version(tx: Tx) -> int:
+    # one sequence over every municipality: a terminal's reads stay in commit order
     row = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_profiles")
     return int(row[0] if row else 0) + 1
 
@@ -55,10 +61,11 @@ def read_profiles(path: Path) -> dict[str, str]:
     return read_card_file(path, "rider", rider_value)
 
 
-def set_profiles(store: Store, riders: dict[str, str]) -> int:
-    """Set the rider category of cards (token -> adult/youth/child); return how many were
-    given. A card whose category is already that one keeps its version: loading the same
-    file again sends terminals nothing."""
+def set_profiles(store: Store, riders: dict[str, str], *,
+                 municipality: str = DEFAULT) -> int:
+    """Set the rider category of cards (token -> adult/youth/child) in ``municipality``'s
+    programme; return how many were given. A card whose category is already that one keeps
+    its version: loading the same file again sends terminals nothing."""
     for token, rider in riders.items():
         if not token or rider not in RIDERS:
             raise ConfigError(f"profile {token[:12]!r}: rider must be one of {RIDERS}")
@@ -70,34 +77,41 @@ def set_profiles(store: Store, riders: dict[str, str]) -> int:
         for i in range(0, len(tokens), _CHUNK):
             where, param = tx.any_of("card_token", tokens[i:i + _CHUNK])
             held.update((str(t), str(r)) for t, r in tx.all(
-                f"SELECT card_token, rider FROM incentive_profiles WHERE {where}", (param,)))
+                f"SELECT card_token, rider FROM incentive_profiles WHERE municipality_id = ? "
+                f"AND {where}", (municipality, param)))
         changed = [t for t in tokens if held.get(t) != riders[t]]
         first = _next_version(tx)
-        tx.many("INSERT INTO incentive_profiles (card_token, rider, updated_ms, version) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (card_token) DO UPDATE SET "
-                "rider = excluded.rider, updated_ms = excluded.updated_ms, "
-                "version = excluded.version",
-                [(t, riders[t], now, first + i) for i, t in enumerate(changed)])
+        tx.many("INSERT INTO incentive_profiles (card_token, rider, updated_ms, version, "
+                "municipality_id) VALUES (?, ?, ?, ?, ?) ON CONFLICT (municipality_id, "
+                "card_token) DO UPDATE SET rider = excluded.rider, "
+                "updated_ms = excluded.updated_ms, version = excluded.version",
+                [(t, riders[t], now, first + i, municipality)
+                 for i, t in enumerate(changed)])
     return len(riders)
 
 
-def remove_profile(store: Store, token: str) -> bool:
-    """Forget a card's category (its taps' own category applies again); ``False`` when it
-    had none. Kept as ``rider = ''`` with a new version, so that terminals hear of it."""
+def remove_profile(store: Store, token: str, *, municipality: str = DEFAULT) -> bool:
+    """Forget a card's category in ``municipality`` (its taps' own category applies again);
+    ``False`` when it had none. Kept as ``rider = ''`` with a new version, so that terminals
+    hear of it."""
     with store.tx() as tx:
         tx.lock_log()
-        row = tx.one("SELECT rider FROM incentive_profiles WHERE card_token = ?", (token,))
+        row = tx.one("SELECT rider FROM incentive_profiles WHERE municipality_id = ? AND "
+                     "card_token = ?", (municipality, token))
         if row is None or not row[0]:
             return False
         tx.run("UPDATE incentive_profiles SET rider = '', updated_ms = ?, version = ? "
-               "WHERE card_token = ?", (_now(), _next_version(tx), token))
+               "WHERE municipality_id = ? AND card_token = ?",
+               (_now(), _next_version(tx), municipality, token))
         return True
 
 
-def profiles_delta(store: Store, since: int, limit: int = 50_000) -> dict[str, Any]:
-    """Profiles changed after version ``since``, for terminals: ``{"version": N, "changes":
-    {token: category}}``, where category ``""`` is a removed profile. At most ``limit``
-    changes; ``version`` is then the last one sent, and asking again from it gets the rest.
+def profiles_delta(store: Store, since: int, limit: int = 50_000, *,
+                   municipality: str = DEFAULT) -> dict[str, Any]:
+    """Profiles of ``municipality`` changed after version ``since``, for its terminals:
+    ``{"version": N, "changes": {token: category}}``, where category ``""`` is a removed
+    profile. At most ``limit`` changes; ``version`` is then the last one sent, and asking
+    again from it gets the rest. Versions are one sequence over every municipality.
     """
     with store.tx(write=False) as tx:
         # The top first, and only rows up to it: a change committed between the two reads
@@ -105,10 +119,11 @@ def profiles_delta(store: Store, since: int, limit: int = 50_000) -> dict[str, A
         top_row = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_profiles")
         top = int(top_row[0]) if top_row else 0
         rows = tx.all("SELECT card_token, rider, version FROM incentive_profiles "
-                      "WHERE version > ? AND version <= ? ORDER BY version LIMIT ?",
-                      (since, top, limit))
-        legacy = tx.all("SELECT card_token, rider FROM incentive_profiles WHERE version = 0 "
-                        "AND rider <> ''") if since == 0 else []
+                      "WHERE municipality_id = ? AND version > ? AND version <= ? "
+                      "ORDER BY version LIMIT ?", (municipality, since, top, limit))
+        legacy = tx.all("SELECT card_token, rider FROM incentive_profiles WHERE "
+                        "municipality_id = ? AND version = 0 AND rider <> ''",
+                        (municipality,)) if since == 0 else []
     version = max(top, since)
     if len(rows) == limit:
         version = int(rows[-1][2])   # one version per card: no version is split

@@ -10,7 +10,8 @@ O(log n) right-edge hashes), ``nodes`` (every complete subtree hash, for proofs 
 reads), ``entries``, ``batches`` and ``checkpoints`` (so a batch sent again is answered the
 same way), ``nonces``, ``deny_changes``, ``balances``, ``overdrafts``, ``flags``,
 ``configs`` and ``terminal_totals``; the ``incentive_*`` tables belong to
-:mod:`central.incentives`, ``municipalities`` to :mod:`central.municipalities`.
+:mod:`central.incentives` (made and migrated by :mod:`central.incentive_schema`),
+``municipalities`` to :mod:`central.municipalities`.
 
 Each terminal, deny change, balance snapshot and enrolment code names its municipality
 (``municipality_id``, ``default`` unless said otherwise). Stores from before that get the
@@ -32,7 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central import accounts, allowances, books, merchants, municipalities, settlement, topups
+from central import (
+    accounts,
+    allowances,
+    books,
+    incentive_schema,
+    merchants,
+    municipalities,
+    settlement,
+    topups,
+)
 from localpay.errors import ConfigError, SyncError, SyncUnavailableError
 
 log = logging.getLogger(__name__)
@@ -89,46 +99,6 @@ CREATE TABLE IF NOT EXISTS enroll_codes (
     code_id TEXT PRIMARY KEY, code_key {blob} NOT NULL, terminal_id TEXT NOT NULL,
     role TEXT NOT NULL, place TEXT NOT NULL, template TEXT NOT NULL, issued_ms BIGINT NOT NULL,
     expires_ms BIGINT NOT NULL, used_ms BIGINT, used_by TEXT);
-CREATE TABLE IF NOT EXISTS incentive_rules (
-    version BIGINT PRIMARY KEY, sha256 TEXT NOT NULL, body TEXT NOT NULL,
-    loaded_ms BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS incentive_credits (
-    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, log_index BIGINT NOT NULL,
-    card_token TEXT NOT NULL, rule TEXT NOT NULL, points BIGINT NOT NULL, base BIGINT NOT NULL,
-    ref_seq BIGINT NOT NULL, rule_version BIGINT NOT NULL, day TEXT NOT NULL,
-    payable_month TEXT NOT NULL, credited_ms BIGINT NOT NULL, note TEXT NOT NULL,
-    PRIMARY KEY (terminal_id, seq));
-CREATE INDEX IF NOT EXISTS incentive_credits_card ON incentive_credits (card_token, day);
-CREATE INDEX IF NOT EXISTS incentive_credits_month ON incentive_credits (payable_month);
-CREATE INDEX IF NOT EXISTS incentive_credits_ref ON incentive_credits (terminal_id, ref_seq)
-    WHERE ref_seq <> 0;
-CREATE TABLE IF NOT EXISTS incentive_adjustments (
-    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, cause TEXT NOT NULL,
-    log_index BIGINT NOT NULL, card_token TEXT NOT NULL, rule TEXT NOT NULL,
-    points BIGINT NOT NULL, rule_version BIGINT NOT NULL, day TEXT NOT NULL,
-    payable_month TEXT NOT NULL, settled_month TEXT, credited_ms BIGINT NOT NULL,
-    note TEXT NOT NULL, PRIMARY KEY (terminal_id, seq, cause));
-CREATE INDEX IF NOT EXISTS incentive_adjustments_card ON incentive_adjustments (card_token, day);
-CREATE TABLE IF NOT EXISTS incentive_weeks (
-    card_token TEXT NOT NULL, week_start TEXT NOT NULL, points BIGINT NOT NULL,
-    days_mask INTEGER NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (card_token, week_start));
-CREATE INDEX IF NOT EXISTS incentive_weeks_version ON incentive_weeks (week_start, version);
-CREATE TABLE IF NOT EXISTS incentive_profiles (
-    card_token TEXT PRIMARY KEY, rider TEXT NOT NULL, updated_ms BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS incentive_claims (
-    campaign_id TEXT NOT NULL, card_token TEXT NOT NULL, holder TEXT NOT NULL,
-    terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (campaign_id, card_token),
-    UNIQUE (campaign_id, holder));
-CREATE TABLE IF NOT EXISTS incentive_payouts (
-    card_token TEXT NOT NULL, month TEXT NOT NULL, points BIGINT NOT NULL, paid BIGINT NOT NULL,
-    carry BIGINT NOT NULL, status TEXT NOT NULL, balance_version BIGINT, paid_ms BIGINT NOT NULL,
-    PRIMARY KEY (card_token, month));
-CREATE TABLE IF NOT EXISTS incentive_cursor (
-    id INTEGER PRIMARY KEY CHECK (id = 1), next_index BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS incentive_runs (
-    month TEXT PRIMARY KEY, cards BIGINT NOT NULL, points BIGINT NOT NULL,
-    held_cards BIGINT NOT NULL, held_points BIGINT NOT NULL, balance_version BIGINT,
-    ran_ms BIGINT NOT NULL);
 """
 
 #: An entry that contradicts its terminal's signed config (a ``flags`` row of rule ``config``,
@@ -376,7 +346,7 @@ class Store:
         with self.tx() as tx:
             parts = (_TABLES.format(blob=self.blob), merchants.TABLES, accounts.TABLES,
                      topups.TABLES, allowances.TABLES, settlement.TABLES,
-                     municipalities.TABLES)
+                     municipalities.TABLES, incentive_schema.TABLES)
             for statement in ";".join(parts).split(";"):
                 if statement.strip():
                     tx.run(statement)
@@ -391,6 +361,8 @@ class Store:
                     if (table, column) == ("terminals", "municipality_id"):
                         # a store from before the registry: what its tables already name
                         municipalities.register_existing(tx)
+            # one incentive programme per municipality; an older store's rows to default
+            incentive_schema.migrate(tx, self.columns)
             municipalities.ensure_default(tx)
             for statement in _ADDED_INDEXES:
                 tx.run(statement)

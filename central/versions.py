@@ -12,6 +12,17 @@ the effective date's week (weekly caps span the whole week) are credited from sc
 scratch store with every version held, and each entry's points there are set against its
 points here (credits plus earlier adjustments). Campaign claims keep what they were
 granted: once per card and campaign depends on claims outside the window.
+
+Each municipality's programme has its own versions (``--municipality``, ``default`` unless
+said otherwise); recrediting one touches only the entries of its terminals. A municipality
+other than ``default`` has no programme until its first version is loaded: its entries earn
+nothing meanwhile (crediting passes them by), and nothing before its first version's
+effective date ever earns. Loading that first version with an effective date today or
+earlier credits its entries from that date at once, through the recrediting below (as
+adjustments, cause ``rules vN``): nothing was credited there before, so nothing changes
+that a terminal showed, and no ``--recredit`` is asked for. Only entries the crediting
+cursor has passed are recomputed; those beyond it are credited by crediting itself, under
+the version now held, so no entry is counted twice.
 """
 
 from __future__ import annotations
@@ -24,9 +35,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from central import municipalities
 from central.incentive_rules import Rules, check_sequence, starts_in_past
 from central.incentives import (
     ADJUST_COLUMNS,
+    DEFAULT,
     CreditResult,
     credit_log,
     epoch_ms,
@@ -44,8 +57,11 @@ _KINDS = ("tap", "payment", "refund", "void")
 
 
 def load_rules(store: Store, text: str, source: str = "incentive rules", *,
-               recredit: bool = False, now_ms: int | None = None) -> tuple[Rules, bool]:
-    """Validate ``text`` and store it as a new version; ``(rules, stored_now)``.
+               recredit: bool = False, now_ms: int | None = None,
+               municipality: str = DEFAULT) -> tuple[Rules, bool]:
+    """Validate ``text`` and store it as a new version of ``municipality``'s programme;
+    ``(rules, stored_now)``. A first version of a municipality other than ``default``
+    taking effect today or earlier credits its entries from that day (module docstring).
 
     The same version with the same text again is a no-op; a different text under a version
     already held, a version below the newest, or one taking effect on or before the newest's
@@ -56,15 +72,17 @@ def load_rules(store: Store, text: str, source: str = "incentive rules", *,
     rules = Rules.from_toml(text, source)
     with store.tx() as tx:
         lock_crediting(tx)
-        held = held_rules(tx, store_default=False)
+        municipalities.known(tx, municipality)
+        held = held_rules(tx, store_default=False, municipality=municipality)
         # the version's own checks first (held with other text, older than the newest);
         # a refusal after it is stored rolls the whole transaction back
-        if not store_rules(tx, rules):
+        if not store_rules(tx, rules, municipality):
             return rules, False
         check_sequence(held, rules)
         today = rules.calendar().today(epoch_ms() if now_ms is None else now_ms)
-        past = bool(held) and starts_in_past(rules, today)
-        if past and not recredit:
+        first = not held and municipality != DEFAULT
+        past = (bool(held) or first) and starts_in_past(rules, today)
+        if past and not recredit and not first:
             raise ConfigError(
                 f"incentive rules version {rules.version} takes effect on "
                 f"{rules.effective_from}, not after today ({today}): points already credited "
@@ -72,20 +90,33 @@ def load_rules(store: Store, text: str, source: str = "incentive rules", *,
                 "that day as adjustments, or give a later effective_from")
         stored = True
         if past:
-            recredit_from(tx, [*held, rules], rules, epoch_ms())
+            recredit_from(tx, [*held, rules], rules, epoch_ms(), municipality=municipality)
         return rules, stored
 
 
-def recredit_from(tx: Tx, versions: list[Rules], new: Rules, now_ms: int) -> CreditResult:
-    """Recompute the unpaid months from ``new.effective_from`` under ``versions``; record
-    each entry's difference as an adjustment (cause ``rules vN``). The caller holds the
-    crediting lock, inside the transaction that stores ``new``."""
+#: an ``entries`` row is of the municipality ``?`` (its terminal's; ``default`` when the
+#: terminal is not registered, as in the scratch store)
+_OF_MUNICIPALITY = (f"AND COALESCE((SELECT t.municipality_id FROM terminals t WHERE "
+                    f"t.terminal_id = entries.terminal_id), '{DEFAULT}') = ? ")
+
+
+def recredit_from(tx: Tx, versions: list[Rules], new: Rules, now_ms: int, *,
+                  municipality: str = DEFAULT) -> CreditResult:
+    """Recompute the unpaid months of ``municipality`` from ``new.effective_from`` under
+    ``versions`` (its programme's); record each entry's difference as an adjustment (cause
+    ``rules vN``). Only entries the crediting cursor has passed: crediting credits the rest
+    under ``versions``. The caller holds the crediting lock, inside the transaction that
+    stores ``new``."""
     start = new.effective_from - timedelta(days=new.effective_from.weekday())
-    paid = {str(r[0]) for r in tx.all("SELECT month FROM incentive_runs")}
+    paid = {str(r[0]) for r in tx.all("SELECT month FROM incentive_runs WHERE "
+                                      "municipality_id = ?", (municipality,))}
+    cursor_row = tx.one("SELECT next_index FROM incentive_cursor WHERE id = 1")
+    cursor = int(cursor_row[0]) if cursor_row else 0
     kinds = ", ".join(f"'{k}'" for k in _KINDS)
     cards = sorted({str(r[0]) for r in tx.all(
         f"SELECT DISTINCT card_token FROM entries WHERE day >= ? AND kind IN ({kinds}) "
-        "AND card_token <> ''", (new.effective_from.isoformat(),))})
+        f"AND card_token <> '' AND log_index < ? {_OF_MUNICIPALITY}",
+        (new.effective_from.isoformat(), cursor, municipality))})
     result = CreditResult()
     if not cards:
         return result
@@ -95,7 +126,8 @@ def recredit_from(tx: Tx, versions: list[Rules], new: Rules, now_ms: int) -> Cre
         marks, params = tx.in_list(cards[i : i + 500])
         entries += tx.all(
             f"SELECT {columns} FROM entries WHERE card_token IN {marks} AND kind IN ({kinds}) "
-            f"AND day >= ? {NOT_CONFIG_REFUSED}", [*params, start.isoformat()])
+            f"AND day >= ? AND log_index < ? {_OF_MUNICIPALITY}{NOT_CONFIG_REFUSED}",
+            [*params, start.isoformat(), cursor, municipality])
     # payments that refunds in the window take back from, wherever they fall
     have = {(str(e[1]), int(e[2])) for e in entries}
     wanted = {(str(e[1]), int(e[12])) for e in entries if e[3] in ("refund", "void") and e[12]}
@@ -103,15 +135,17 @@ def recredit_from(tx: Tx, versions: list[Rules], new: Rules, now_ms: int) -> Cre
         entries += tx.all(f"SELECT {columns} FROM entries WHERE terminal_id = ? AND seq = ? "
                           f"{NOT_CONFIG_REFUSED}", (tid, seq))
     entries.sort(key=lambda e: int(e[0]))
-    profiles = tx.all("SELECT card_token, rider, updated_ms FROM incentive_profiles")
-    target, weeks = _from_scratch(entries, versions, profiles, now_ms)
+    profiles = tx.all("SELECT card_token, rider, updated_ms FROM incentive_profiles "
+                      "WHERE municipality_id = ?", (municipality,))
+    target, weeks = _from_scratch(entries, versions, profiles, now_ms, municipality)
     current: dict[tuple[str, int], tuple[int, str]] = {}
     for table in ("incentive_credits", "incentive_adjustments"):
         for i in range(0, len(cards), 500):
             marks, params = tx.in_list(cards[i : i + 500])
             for tid, seq, points, rule in tx.all(
                     f"SELECT terminal_id, seq, points, rule FROM {table} WHERE card_token IN "
-                    f"{marks} AND day >= ?", [*params, new.effective_from.isoformat()]):
+                    f"{marks} AND day >= ? AND municipality_id = ?",
+                    [*params, new.effective_from.isoformat(), municipality]):
                 key = (str(tid), int(seq))
                 was = current.get(key, (0, str(rule)))
                 current[key] = (was[0] + int(points), str(rule))
@@ -134,28 +168,30 @@ def recredit_from(tx: Tx, versions: list[Rules], new: Rules, now_ms: int) -> Cre
                      now_ms, json.dumps({"reason": f"rules version {new.version} from "
                                          f"{new.effective_from}", "was": was_points,
                                          "now": now_points}, sort_keys=True,
-                                        separators=(",", ":"))))
+                                        separators=(",", ":")), municipality))
         result.credits += 1
         result.points += now_points - was_points
     # Crediting goes on from the recomputed weeks (caps, first rides). Their snapshot
     # versions stay: terminals see a week's new figure with its next credit.
     tx.many("UPDATE incentive_weeks SET points = ?, days_mask = ?, firsts = ? "
-            "WHERE card_token = ? AND week_start = ?",
-            [(p, m, f, t, w) for t, w, p, m, f in weeks if w >= start.isoformat()])
+            "WHERE municipality_id = ? AND card_token = ? AND week_start = ?",
+            [(p, m, f, municipality, t, w) for t, w, p, m, f in weeks
+             if w >= start.isoformat()])
     tx.insert_all([Rows("incentive_weeks", ("card_token", "week_start", "points", "days_mask",
-                                            "version", "firsts"),
-                        [(t, w, p, m, 0, f) for t, w, p, m, f in weeks
+                                            "version", "firsts", "municipality_id"),
+                        [(t, w, p, m, 0, f, municipality) for t, w, p, m, f in weeks
                          if w >= start.isoformat()],
-                        "ON CONFLICT (card_token, week_start) DO NOTHING")])
-    tx.insert_all([Rows("incentive_adjustments", ADJUST_COLUMNS, rows,
+                        "ON CONFLICT (municipality_id, card_token, week_start) DO NOTHING")])
+    tx.insert_all([Rows("incentive_adjustments", (*ADJUST_COLUMNS, "municipality_id"), rows,
                         "ON CONFLICT (terminal_id, seq, cause) DO NOTHING")])
-    log.info("rules version %d from %s: %d adjustments, %+d points", new.version,
-             new.effective_from, result.credits, result.points)
+    log.info("rules version %d of %s from %s: %d adjustments, %+d points", new.version,
+             municipality, new.effective_from, result.credits, result.points)
     return result
 
 
 def _from_scratch(entries: list[tuple[Any, ...]], versions: list[Rules],
-                  profiles: list[tuple[Any, ...]], now_ms: int) -> tuple[
+                  profiles: list[tuple[Any, ...]], now_ms: int,
+                  municipality: str = DEFAULT) -> tuple[
         dict[tuple[str, int], tuple[int, str]], list[tuple[str, str, int, int, str]]]:
     """Credit ``entries`` from nothing with the crediting code, in a scratch store; each
     entry's points (credits and adjustments) and rule, and the weeks it leaves."""
@@ -168,22 +204,31 @@ def _from_scratch(entries: list[tuple[Any, ...]], versions: list[Rules],
         with store.tx() as tx:
             lock_crediting(tx)
             for rules in sorted(versions, key=lambda r: r.version):
-                store_rules(tx, rules)
+                store_rules(tx, rules, municipality)
+            if municipality != DEFAULT:
+                # the entries' terminals, so that crediting reads their municipality
+                tx.many("INSERT INTO terminals (terminal_id, public_key, last_hash, added_ms, "
+                        "municipality_id) VALUES (?, ?, ?, 0, ?)",
+                        [(t, b"", b"", municipality) for t in sorted({str(e[1])
+                                                                      for e in entries})])
             tx.bulk("entries", ENTRY_COLUMNS, rows)
             tx.run("UPDATE log_state SET size = ? WHERE id = 1",
                    (max(int(e[0]) for e in entries) + 1,))
-            tx.many("INSERT INTO incentive_profiles (card_token, rider, updated_ms) "
-                    "VALUES (?, ?, ?)", [tuple(p) for p in profiles])
+            tx.many("INSERT INTO incentive_profiles (card_token, rider, updated_ms, "
+                    "municipality_id) VALUES (?, ?, ?, ?)",
+                    [(*p, municipality) for p in profiles])
         credit_log(store, chunk=max(len(rows), 1), now_ms=now_ms)
         points: dict[tuple[str, int], tuple[int, str]] = {}
         with store.tx(write=False) as tx:
             for table in ("incentive_credits", "incentive_adjustments"):
                 for tid, seq, p, rule in tx.all(
-                        f"SELECT terminal_id, seq, points, rule FROM {table}"):
+                        f"SELECT terminal_id, seq, points, rule FROM {table} "
+                        "WHERE municipality_id = ?", (municipality,)):
                     key = (str(tid), int(seq))
                     points[key] = (points.get(key, (0, ""))[0] + int(p), str(rule))
             weeks = [(str(t), str(w), int(p), int(m), str(f)) for t, w, p, m, f in tx.all(
-                "SELECT card_token, week_start, points, days_mask, firsts FROM incentive_weeks")]
+                "SELECT card_token, week_start, points, days_mask, firsts FROM incentive_weeks "
+                "WHERE municipality_id = ?", (municipality,))]
         return points, weeks
     finally:
         if store is not None:

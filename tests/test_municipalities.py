@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central import accounts, books, municipalities, open_service
 from central.enroll import issue_codes
+from central.incentive_rules import default_rules_text
 from central.merchants import Merchant, Registry
 from central.profiles import set_profiles
 from central.reconcile import report
@@ -35,6 +36,7 @@ from central.settlement import settle
 from central.settlement_check import check as settlement_check
 from central.settlement_file import write_bank_file
 from central.store import open_store
+from central.versions import load_rules
 from firmware_cfg.config import DEFAULT, brn_check_digit, dumps
 from firmware_cfg.keys import public_hex
 from localpay.cli import cli
@@ -132,6 +134,8 @@ def build(svc: CentralLog, goyang: Town, gimpo: Town) -> int:
     store = svc.store
     for n, town in enumerate((goyang, gimpo)):
         municipalities.add(store, town.mid, town.name, f"{town.name} Pay")
+        # each town's own incentive programme (the shipped rules), so that its cards earn
+        load_rules(store, default_rules_text(), municipality=town.mid)
         Registry(store, town.mid).add(Merchant(
             "M-SHOP", town.shop_name, _brn(f"13486726{n}"), "ksic:47121",
             bank_code="011", account_no=town.bank_account, account_holder=town.shop_name))
@@ -150,7 +154,8 @@ def build(svc: CentralLog, goyang: Town, gimpo: Town) -> int:
         Registry(store, town.mid).assign_terminal(town.till_id, "M-SHOP")
     # gimpo deny-lists goyang's card: never told to gimpo's terminals all the same
     svc.deny(goyang.card, "seen at the border", municipality=gimpo.mid)
-    set_profiles(store, {goyang.card: "youth", gimpo.card: "adult"})
+    set_profiles(store, {goyang.card: "youth"}, municipality=goyang.mid)
+    set_profiles(store, {gimpo.card: "adult"}, municipality=gimpo.mid)
     cross = 1_000
     assert goyang.till is not None and gimpo.till is not None
     svc.ingest(goyang.till_id, [_pay(goyang.till, goyang.card, goyang.paid, 10)])

@@ -316,12 +316,17 @@ def report(db: str | None, data: Path | None, day: str, as_json: bool,
 @service_options
 @click.option("--card", "card_token", required=True, metavar="TOKEN", help="Card token.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
-def points(db: str | None, data: Path | None, card_token: str, as_json: bool) -> None:
-    """A card's points statement: every credit with its entry and rule version, payouts."""
+@municipality_flag
+def points(db: str | None, data: Path | None, card_token: str, as_json: bool,
+           municipality: str) -> None:
+    """A card's points statement in one municipality's programme: every credit with its
+    entry and rule version, payouts."""
+    from central import municipalities
     from central.payouts import statement
 
     svc = open_central(db, data)
-    st = statement(svc.store, card_token)
+    municipalities.known(svc.store, municipality)
+    st = statement(svc.store, card_token, municipality=municipality)
     if as_json:
         click.echo(json.dumps(st))
         return
@@ -375,9 +380,11 @@ def credit_cmd(db: str | None, data: Path | None, chunk: int) -> None:
               default=None, help="Settlement file to write (default: "
               "settlements/points-YYYY-MM.csv in the data folder).")
 @click.option("--json", "as_json", is_flag=True)
+@municipality_flag
 def payout_cmd(db: str | None, data: Path | None, month: str, settlement: Path | None,
-               as_json: bool) -> None:
-    """Pay a month's points as spendable balance and write its settlement file.
+               as_json: bool, municipality: str) -> None:
+    """Pay one municipality's points of a month as spendable balance and write its
+    settlement file (only the credits earned at its terminals, from its points budget).
 
     A card linked to an account is paid into that account's points pocket, from the points
     budget (localpay central payout-fund); a card without one into its balance, as before.
@@ -386,14 +393,17 @@ def payout_cmd(db: str | None, data: Path | None, month: str, settlement: Path |
     month, points by rule (bus, local_food, refund, campaign) and total, one row per card
     paid.
     """
-    from central import default_data_dir
+    from central import default_data_dir, municipalities
     from central.payouts import payout, write_settlement
 
     service = open_central(db, data)
-    result = payout(service.store, month)
-    path = settlement or (data or default_data_dir()) / "settlements" / \
-        f"points-{result.month}.csv"
-    cards = write_settlement(service.store, result.month, path)
+    municipalities.known(service.store, municipality)
+    result = payout(service.store, month, municipality=municipality)
+    # default's file keeps its name: a single-municipality install sees nothing new
+    name = (f"points-{result.month}.csv" if municipality == "default"
+            else f"points-{municipality}-{result.month}.csv")
+    path = settlement or (data or default_data_dir()) / "settlements" / name
+    cards = write_settlement(service.store, result.month, path, municipality=municipality)
     if as_json:
         click.echo(json.dumps({**result.as_dict(), "settlement": str(path),
                                "settlement_cards": cards}))
@@ -436,14 +446,19 @@ def payout_fund_cmd(db: str | None, data: Path | None, amount: int, ref: str | N
 @click.option("--year", type=click.IntRange(2000, 9999), default=None,
               help="Calendar year (default: this year).")
 @click.option("--json", "as_json", is_flag=True)
-def budget_cmd(db: str | None, data: Path | None, year: int | None, as_json: bool) -> None:
-    """Points spent (paid out) and committed (credited, not yet paid) against the
-    programme's yearly budget."""
+@municipality_flag
+def budget_cmd(db: str | None, data: Path | None, year: int | None, as_json: bool,
+               municipality: str) -> None:
+    """Points spent (paid out) and committed (credited, not yet paid) against one
+    municipality's programme's yearly budget."""
     import datetime as dt
 
+    from central import municipalities
     from central.payouts import budget
 
-    b = budget(open_central(db, data).store, year or dt.date.today().year)
+    store = open_central(db, data).store
+    municipalities.known(store, municipality)
+    b = budget(store, year or dt.date.today().year, municipality=municipality)
     if as_json:
         click.echo(json.dumps(b.as_dict()))
         return
@@ -461,34 +476,48 @@ def profile() -> None:
 @service_options
 @click.argument("card_token")
 @click.option("--rider", type=click.Choice(["adult", "youth", "child"]), required=True)
-def profile_set(db: str | None, data: Path | None, card_token: str, rider: str) -> None:
-    """Set CARD_TOKEN's rider category."""
+@municipality_flag
+def profile_set(db: str | None, data: Path | None, card_token: str, rider: str,
+                municipality: str) -> None:
+    """Set CARD_TOKEN's rider category in one municipality's programme."""
+    from central import municipalities
     from central.profiles import set_profiles
 
-    set_profiles(open_central(db, data).store, {card_token: rider})
+    store = open_central(db, data).store
+    municipalities.known(store, municipality)
+    set_profiles(store, {card_token: rider}, municipality=municipality)
     click.echo(f"card {card_token[:12]}… is {rider}")
 
 
 @profile.command("load")
 @service_options
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-def profile_load(db: str | None, data: Path | None, csv_file: Path) -> None:
-    """Load rider categories from a CSV of card_token,rider."""
+@municipality_flag
+def profile_load(db: str | None, data: Path | None, csv_file: Path, municipality: str) -> None:
+    """Load rider categories of one municipality's programme from a CSV of card_token,rider."""
+    from central import municipalities
     from central.profiles import read_profiles, set_profiles
 
     rows = read_profiles(csv_file)
-    click.echo(f"{set_profiles(open_central(db, data).store, rows)} profiles loaded")
+    store = open_central(db, data).store
+    municipalities.known(store, municipality)
+    click.echo(f"{set_profiles(store, rows, municipality=municipality)} profiles loaded")
 
 
 @profile.command("remove")
 @service_options
 @click.argument("card_token")
-def profile_remove(db: str | None, data: Path | None, card_token: str) -> None:
-    """Forget CARD_TOKEN's category (validators charge their default category again, and
-    crediting takes the taps' own)."""
+@municipality_flag
+def profile_remove(db: str | None, data: Path | None, card_token: str,
+                   municipality: str) -> None:
+    """Forget CARD_TOKEN's category in one municipality (its validators charge their
+    default category again, and crediting takes the taps' own)."""
+    from central import municipalities
     from central.profiles import remove_profile
 
-    gone = remove_profile(open_central(db, data).store, card_token)
+    store = open_central(db, data).store
+    municipalities.known(store, municipality)
+    gone = remove_profile(store, card_token, municipality=municipality)
     click.echo("removed" if gone else "no profile for that card")
 
 
@@ -504,11 +533,15 @@ def rules() -> None:
               help="The version takes effect today or earlier: recompute the unpaid months "
               "from its effective_from, each difference an adjustment with its reason (paid "
               "months are never touched).")
-def rules_load(db: str | None, data: Path | None, toml_file: Path, recredit: bool) -> None:
-    """Validate TOML_FILE and put it in force as a new version from its effective_from.
+@municipality_flag
+def rules_load(db: str | None, data: Path | None, toml_file: Path, recredit: bool,
+               municipality: str) -> None:
+    """Validate TOML_FILE and put it in force as a new version of one municipality's
+    programme from its effective_from.
 
     A version taking effect today or earlier changes points already credited: it is
-    refused without --recredit.
+    refused without --recredit. A municipality's first version (other than default's)
+    credits its entries from its effective_from at once.
     """
     from central.versions import load_rules
 
@@ -517,7 +550,7 @@ def rules_load(db: str | None, data: Path | None, toml_file: Path, recredit: boo
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{toml_file}: {err}") from err
     loaded, stored = load_rules(open_central(db, data).store, text, str(toml_file),
-                                recredit=recredit)
+                                recredit=recredit, municipality=municipality)
     click.echo(f"incentive rules version {loaded.version} "
                + ("in force" if stored else "already held; nothing changed"))
 
@@ -525,22 +558,33 @@ def rules_load(db: str | None, data: Path | None, toml_file: Path, recredit: boo
 @rules.command("show")
 @service_options
 @click.option("--default", "default", is_flag=True, help="The shipped defaults instead.")
-def rules_show(db: str | None, data: Path | None, default: bool) -> None:
-    """Print the rules in force (a starting point for an edit)."""
+@municipality_flag
+def rules_show(db: str | None, data: Path | None, default: bool, municipality: str) -> None:
+    """Print one municipality's rules in force (a starting point for an edit)."""
+    from central import municipalities
     from central.incentive_rules import default_rules_text
     from central.incentives import current_rules
 
-    text = default_rules_text() if default else current_rules(open_central(db, data).store).text
+    if default:
+        text = default_rules_text()
+    else:
+        store = open_central(db, data).store
+        municipalities.known(store, municipality)
+        text = current_rules(store, municipality).text
     click.echo(text, nl=False)
 
 
 @rules.command("versions")
 @service_options
-def rules_versions_cmd(db: str | None, data: Path | None) -> None:
+@municipality_flag
+def rules_versions_cmd(db: str | None, data: Path | None, municipality: str) -> None:
     """Every version loaded, with its SHA-256."""
+    from central import municipalities
     from central.incentives import rules_versions
 
-    for v in rules_versions(open_central(db, data).store):
+    store = open_central(db, data).store
+    municipalities.known(store, municipality)
+    for v in rules_versions(store, municipality):
         click.echo(f"version {v['version']}  sha256 {v['sha256'][:16]}…  loaded {v['loaded_ms']}")
 
 
@@ -634,6 +678,7 @@ def _register_groups() -> None:
     from localpay.cli.accounts import account
     from localpay.cli.allowances import allowance
     from localpay.cli.books import books
+    from localpay.cli.cash_receipts import cash_receipts
     from localpay.cli.merchants import merchant
     from localpay.cli.mpm import mpm
     from localpay.cli.municipalities import municipality
@@ -651,6 +696,7 @@ def _register_groups() -> None:
     central.add_command(topup)
     central.add_command(municipality)
     central.add_command(mpm)
+    central.add_command(cash_receipts)
 
 
 _register_groups()
