@@ -150,6 +150,10 @@ def test_bad_profile_lines_refuse_the_whole_file(store_url: str, tmp_path: Path 
         svc.store.close()
 
 
+# The refusals here happen before the store is touched (a terminal id, a card token's
+# format), and listing the deny list is the same query the PostgreSQL tests of the deny list
+# run: SQLite alone keeps the suite's time for the tests whose store matters.
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_enroll_refuses_a_terminal_id_no_terminal_may_have(store_url: str,  # noqa: F811
                                                            tmp_path: Path) -> None:
     data = made(store_url, tmp_path)
@@ -163,6 +167,10 @@ def test_enroll_refuses_a_terminal_id_no_terminal_may_have(store_url: str,  # no
     assert done.returncode == 0, done.stderr
 
 
+# The refusals here happen before the store is touched (a terminal id, a card token's
+# format), and listing the deny list is the same query the PostgreSQL tests of the deny list
+# run: SQLite alone keeps the suite's time for the tests whose store matters.
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_deny_takes_card_tokens_and_lists_them(store_url: str, tmp_path: Path  # noqa: F811
                                                ) -> None:
     data = made(store_url, tmp_path)
