@@ -24,15 +24,20 @@ by pocket (the entries' ``split``, net of what was given back) and count and won
 (the entries' ``clerk``). Each figure that differs is one line (``z_report_differences``),
 and makes the report unclean: the till printed and signed a closing the log does not bear
 out. Declines are not compared: they are in no ledger (the kiosk counts them).
+
+Refunds still waiting for their merchant's payable past the bounded wait, which the refund
+float could not pay (:mod:`central.refund_float`), are listed whatever the day
+(``waiting_refunds``) and make the report unclean: an approved refund is owed to a citizen.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from central import municipalities
+from central import municipalities, refund_float
 from central.config_audit import rejections
 from central.service import CentralLog
 from central.spending import day_problems
@@ -76,6 +81,9 @@ class Report:
     #: ``seq``, ``figure`` such as ``amount.payment`` or ``pocket.youth``, ``terminal``,
     #: ``central``)
     z_report_differences: list[dict[str, Any]] = field(default_factory=list)
+    #: refunds waiting longer than the bounded wait that the refund float could not pay
+    #: (:mod:`central.refund_float`; ``terminal_id``, ``seq``, ``amount``, ``since_ms``)
+    waiting_refunds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def differences(self) -> list[Line]:
@@ -85,7 +93,8 @@ class Report:
     def clean(self) -> bool:
         return (not self.differences and not self.overdrafts and not self.flags
                 and not self.pocket_overdrafts and not self.pocket_flags
-                and not self.config_rejections and not self.z_report_differences)
+                and not self.config_rejections and not self.z_report_differences
+                and not self.waiting_refunds)
 
     def as_json(self) -> dict[str, Any]:
         return {"day": self.day, "municipality": self.municipality, "clean": self.clean,
@@ -94,6 +103,7 @@ class Report:
                 "pocket_flags": self.pocket_flags, "config_rejections": self.config_rejections,
                 "never_synced": self.never_synced, "z_reports": self.z_reports,
                 "z_report_differences": self.z_report_differences,
+                "waiting_refunds": self.waiting_refunds,
                 "lines": [dict(line.__dict__, matches=line.matches) for line in self.lines]}
 
 
@@ -131,6 +141,7 @@ def report(service: CentralLog, day: str,
                         "municipality_id = ? AND last_seq = 0 AND NOT EXISTS (SELECT 1 FROM "
                         "terminal_totals r WHERE r.terminal_id = t.terminal_id) "
                         "ORDER BY terminal_id", (m,))
+        out_waiting = refund_float.waiting(tx, m, time.time_ns() // 1_000_000)
     pocket_overdrafts = [o for o in pocket_overdrafts if o["municipality"] == m]
     pocket_flags = [f for f in pocket_flags if f["municipality"] == m]
     got = {(str(t), str(k)): (int(c), int(a)) for t, k, c, a in central}
@@ -147,6 +158,7 @@ def report(service: CentralLog, day: str,
                   "detail": r[4]} for r in flags]
     out.pocket_overdrafts, out.pocket_flags = pocket_overdrafts, pocket_flags
     out.config_rejections = refused
+    out.waiting_refunds = out_waiting
     for tid, seq, told_z, rows in closed:
         if told_z.get("day") != day:
             continue  # "day":"D" matched inside another text of the detail

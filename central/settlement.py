@@ -44,6 +44,9 @@ A day is run once: a second run answers what the first did and moves nothing. Ru
 at a time per municipality (an advisory lock on PostgreSQL, SQLite's one write lock), and
 refused until the day has ended in Seoul.
 
+**Refunds the float paid.** A run first takes back what owing merchants owe the refund
+float from what it would send them, never below zero (:mod:`central.receivables`).
+
 **The bank file** (일괄이체, bulk transfer upload): :mod:`central.settlement_file`.
 
 **The check** (:mod:`central.settlement_check`): for a day and each merchant, the books'
@@ -70,7 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from central import books
+from central import books, receivables
 from firmware_cfg.config import check_category
 from localpay.errors import ConfigError, TransactionError
 
@@ -511,6 +514,16 @@ def _run(tx: Tx, day: str, municipality: str, rules: FeeRules, now: int) -> None
             "GROUP BY merchant_id, kind, source, late", (day, municipality, day)):
         _add(tallies.setdefault(str(m), _Tally()), str(kind), str(source), bool(late),
              int(amount))
+    # refunds the float paid for a merchant come back from what this run would send it
+    for got in receivables.recover(tx, day, municipality, {
+            m: (t.gross - t.refunds + t.returned, t.gross) for m, t in tallies.items()},
+            rules.fee, now):
+        for r, won in got.days.items():
+            tx.run("INSERT INTO settlement_items (municipality_id, transfer_id, merchant_id, "
+                   "day, kind, source, amount, settled_day) VALUES (?, ?, ?, ?, 'refund', ?, "
+                   "?, ?)", (municipality, got.transfer_ids[r], got.merchant_id, r,
+                             receivables.SOURCE, won, day))
+            _add(tallies[got.merchant_id], "refund", receivables.SOURCE, r < day, won)
     settlements = _decide(tx, day, municipality, tallies, rules, now)
     _release(tx, day, municipality,
              [s.merchant_id for s in settlements if s.status in (HELD, CARRIED)])

@@ -48,7 +48,8 @@ each payment and refund of the log becomes balanced transfers of :mod:`central.b
   waiting refunds are tried again in log order, and each is posted as soon as the payable
   holds it (at the refund's own effective time, so its business day is its own), once. Later
   refunds of the same payment wait behind it. Until then the settlement check shows the
-  merchant's terminals' refunds above the books'.
+  merchant's terminals' refunds above the books'. The wait is bounded: :func:`retry_waiting`
+  lets :mod:`central.refund_float` pay one that waited too long from the refund float.
 - **Nothing is lost, nothing is guessed.** A card linked to no account, a terminal of no
   merchant, a refund of a payment the books do not hold, more refunded than was paid, or a
   movement the books refuse is a
@@ -422,6 +423,24 @@ def post_payment(tx: Tx, entry: SpendEntry, *,
     return PaymentPosting(poster.result, why)
 
 
+#: the account a refund is paid from and the transfers besides its reversal; None: it waits
+Payer = tuple[str, list[books.Transfer]] | None
+#: pays a waiting refund its payable cannot (tx, refund, merchant, won): central.refund_float
+Fallback = Callable[[Tx, SpendEntry, str, int], Payer]
+
+
+def retry_waiting(tx: Tx, fallback: Fallback, *,
+                  municipality: str = DEFAULT_MUNICIPALITY) -> SpendResult:
+    """Try the waiting refunds again inside ``tx`` (the caller holds :func:`lock_spending`),
+    paying through ``fallback`` each one the payable still cannot pay."""
+    poster = _Poster(tx, municipality, None)
+    poster.fallback = fallback
+    poster.retry_waiting()
+    tx.many("INSERT INTO pocket_flags VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING", poster.flags)
+    return poster.result
+
+
 class _Poster:
     """One chunk's posting, inside the caller's transaction (it holds the cursor lock)."""
 
@@ -438,6 +457,7 @@ class _Poster:
         self.result = SpendResult()
         self.flags: list[tuple[Any, ...]] = []
         self.overdrafts: list[tuple[Any, ...]] = []
+        self.fallback: Fallback | None = None
 
     def run(self, items: Sequence[SpendEntry], start: int, end: int) -> SpendResult:
         tx, m = self.tx, self.municipality
@@ -683,6 +703,15 @@ class _Poster:
                           (self.municipality, e.terminal_id, e.ref_seq))
         return e.ref_seq if row is None else int(row[0])
 
+    def payer(self, e: SpendEntry, merchant: str, want: int) -> Payer:
+        """The account refund ``e`` is paid from, with any transfers besides the reversal:
+        the merchant's payable, else what :attr:`fallback` answers (None: it waits)."""
+        payable = books.merchant_payable(merchant)
+        held = books.find_account(self.tx, payable, municipality=self.municipality)
+        if held is not None and held.balance >= want:
+            return payable, []
+        return None if self.fallback is None else self.fallback(self.tx, e, merchant, want)
+
     def refund(self, e: SpendEntry, *, waiting: bool = False) -> bool:
         """Post refund ``e``; False when it waits for the merchant's payable (``waiting``:
         it is a waiting refund tried again), True when it is done with."""
@@ -713,16 +742,15 @@ class _Poster:
         want = min(e.amount, left)
         if want == 0:
             return True
-        payable = books.merchant_payable(merchant)
-        held = books.find_account(self.tx, payable, municipality=self.municipality)
-        if held is None or held.balance < want:
+        paying = self.payer(e, merchant, want)
+        if paying is None:
             # its payment's money was settled and the payable holds less than the refund:
             # the citizen's money waits for the merchant's next payments, never refused
             return False if waiting else self.wait(e, merchant)
+        payable, transfers = paying
         note = _json({"entry": f"{e.terminal_id}/{e.seq}",
                       "payment": f"{e.terminal_id}/{e.ref_seq}"})
         back: list[list[Any]] = []
-        transfers: list[books.Transfer] = []
         # newest drawn first: the uncovered part (drawn last) before the pockets
         for pocket, paid in reversed(parts):
             take = min(int(paid) - refunded.get(pocket, 0), want)
@@ -779,5 +807,5 @@ def day_problems(tx: Tx, day: str) -> tuple[list[dict[str, Any]], list[dict[str,
 
 __all__ = ["REASONS", "TABLES", "PaymentPosting", "RulesVersion", "SpendEntry", "SpendResult",
            "SpendingPoster", "active_rules", "day_problems", "ensure_schema", "load_rules",
-           "lock_spending", "post_log", "post_payment", "rules_text", "rules_versions",
-           "terminal_split"]
+           "lock_spending", "post_log", "post_payment", "retry_waiting", "rules_text",
+           "rules_versions", "terminal_split"]

@@ -249,8 +249,10 @@ def report(db: str | None, data: Path | None, day: str, as_json: bool,
 
     Exit 1 when anything differs, or when there are overdrafts, fraud flags, overdrafts by
     pocket or pocket flags, or a till's Z report that differs from the log (Z REPORT
-    DIFFERS, a line per figure). Terminals registered by that day that never sent anything
-    are listed (NEVER SYNCED) without changing the exit status.
+    DIFFERS, a line per figure), or a refund still waiting past the bounded wait that the
+    refund float could not pay (REFUND WAITING, whatever the day). Terminals registered by
+    that day that never sent anything are listed (NEVER SYNCED) without changing the exit
+    status.
     """
     from central.reconcile import report as make
 
@@ -304,6 +306,9 @@ def report(db: str | None, data: Path | None, day: str, as_json: bool,
     for z in rep.z_report_differences:  # a till's Z report the log does not bear out
         click.echo(f"Z REPORT DIFFERS {z['terminal_id']} entry {z['seq']} {z['figure']}: "
                    f"terminal {z['terminal']:,}, central {z['central']:,}")
+    for w in rep.waiting_refunds:  # past the bounded wait, the refund float short
+        click.echo(f"REFUND WAITING {w['terminal_id']} {w['seq']} {w['amount']:,} since "
+                   f"{w['since_ms']}")
     if rep.clean:
         click.echo("all terminals reconcile")
     sys.exit(0 if rep.clean else 1)

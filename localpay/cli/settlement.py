@@ -70,24 +70,46 @@ def settlement() -> None:
               help="The bank's bulk-transfer CSV (default: settlements/merchants-DAY.csv in "
               "the data folder).")
 @_municipality
+@click.option("--refund-wait-days", "wait_days", type=click.IntRange(min=0), default=None,
+              help="Days a refund waits for its merchant's payable before the refund float "
+              "pays it (default: 3).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
 def run(db: str | None, data: Path | None, day: str, fees: Path | None, path: Path | None,
-        municipality: str, as_json: bool) -> None:
+        municipality: str, wait_days: int | None, as_json: bool) -> None:
     """Settle a finished business day and write its bank transfer file (CSV, 0600).
 
-    A day is settled once: running it again moves nothing and writes the same file.
+    First the refund float pays the refunds that waited too long for their merchant's
+    payable; the run then takes back what owing merchants can repay. A day is settled
+    once: running it again moves nothing and writes the same file.
     """
+    from central import receivables
+    from central.refund_float import pay_overdue
     from central.settlement import FeeRules, settle
     from central.settlement_file import write_bank_file
 
     with _store(db, data) as (store, folder):
         rules = FeeRules.load(fees) if fees else FeeRules()
+        overdue = pay_overdue(store, municipality=municipality, wait_days=(
+            receivables.DEFAULT_WAIT_DAYS if wait_days is None else wait_days))
         result = settle(store, day, fee_rules=rules, municipality=municipality)
         target = path or folder / "settlements" / f"merchants-{day}.csv"
         count = write_bank_file(store, day, target, municipality=municipality)
+        with store.tx(write=False) as tx:
+            owed = receivables.summary(tx, day, municipality)
     if as_json:
-        click.echo(json.dumps({**result.as_dict(), "file": str(target)}, ensure_ascii=False))
+        click.echo(json.dumps({**result.as_dict(), "file": str(target),
+                               "refund_float": overdue.as_dict(), "receivables": owed},
+                              ensure_ascii=False))
         return
+    if overdue.paid:
+        click.echo(f"refund float paid {overdue.paid:,} waiting refunds, "
+                   f"{overdue.paid_won:,} won")
+    for w in overdue.short:
+        click.echo(f"REFUND WAITING {w['terminal_id']} {w['seq']} {w['amount']:,} won: the "
+                   "refund float holds less")
+    for r in owed:
+        click.echo(f"RECEIVABLE {r['merchant_id']}: recovered {r['recovered']:,} won, "
+                   f"outstanding {r['outstanding']:,}")
     click.echo(f"settlement of {day}{' (already run)' if result.already else ''}: "
                f"{len(result.paid):,} merchants, gross {result.gross:,} won, fees "
                f"{result.fees:,}, net {result.net:,}; {len(result.held):,} held, "
@@ -95,6 +117,24 @@ def run(db: str | None, data: Path | None, day: str, fees: Path | None, path: Pa
     for s in result.held:
         click.echo(f"HELD {_line(s)}")
     click.echo(f"{count:,} transfers in {target}")
+
+
+@settlement.command("float-fund")
+@service_options
+@click.option("--amount", required=True, type=click.IntRange(min=1), help="Won to put in.")
+@click.option("--ref", required=True, help="The funding's reference; the same reference "
+              "again moves nothing.")
+@_municipality
+def float_fund(db: str | None, data: Path | None, amount: int, ref: str,
+               municipality: str) -> None:
+    """Put the city's money into the refund float that pays refunds a merchant's payable
+    could not pay within the wait."""
+    from central.refund_float import fund
+
+    with _store(db, data) as (store, _folder):
+        fresh, held = fund(store, amount, ref, municipality=municipality)
+    click.echo(f"refund float {'funded' if fresh else 'already funded by ' + ref}: holds "
+               f"{held:,} won")
 
 
 @settlement.command("sent")
