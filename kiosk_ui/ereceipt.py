@@ -1,10 +1,12 @@
 """The e-receipt on the till's screen: an approved payment's ``LPR1:`` code as a QR that the
 customer's phone keeps (:mod:`terminal.receipt`), from the result screen's E-receipt button.
 
-The code is the signed ledger entry itself, about 440 characters for a card payment: QR
-version 16 at level M, 81 modules and a 4-module quiet zone each side, so the 420 design
-pixels give 4 whole pixels a module on the 800×480 display (a 7" panel: about 0.75 mm a
-module, a 7 cm code), which a phone camera reads at arm's length.
+The code is the signed ledger entry itself, about 540 characters for a card payment with its
+signed receipt facts: QR version 18 at level M, 89 modules and a 4-module quiet zone each
+side, so the 420 design pixels give 4 whole pixels a module on the 800×480 display (a 7"
+panel: about 0.75 mm a module, a 7 cm code), which a phone camera reads at arm's length.
+Up to version 20 (97 modules) still gets 4 pixels a module; a two-pocket split payment with
+a 7-digit balance is version 19.
 """
 
 from __future__ import annotations

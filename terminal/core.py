@@ -48,6 +48,7 @@ from terminal.cards import CardIdentity, Declined, ReadContext, find_application
 from terminal.clock import ClockState, ClockTrust
 from terminal.emv.reader import terminal_aids
 from terminal.incentives import PointsEstimator, campaign_points, claim_detail, claimed_by
+from terminal.receipt import signed_facts
 from terminal.risk import (
     PocketSplitter,
     Reason,
@@ -391,6 +392,15 @@ class Terminal:
         parts = split[0].parts if split is not None else ()
         if parts:
             detail["split"] = [[p, w] for p, w in parts]
+        t = self.config.terminal
+        till = self.role == "till"
+        if till:
+            # A till's receipt facts are signed into its entry, so they are worked out before
+            # it; a validator's tap has no receipt, its entry and its path stay as they were.
+            points, week = self.points.estimate(self.role, t.bus_type, t.merchant_category,
+                                                card, amount, state, now_ms, rider)
+            detail.update(signed_facts(card.aid, card.label, points,
+                                       remaining_balance(state, amount)))
         self._to(State.COMMIT)
         try:
             entry = ledger.append(
@@ -407,9 +417,9 @@ class Terminal:
             )
         except LedgerError as err:
             return self._ledger_failed(err, amount, started, card)
-        t = self.config.terminal
-        points, week = self.points.estimate(self.role, t.bus_type, t.merchant_category, card,
-                                            amount, state, now_ms, rider)
+        if not till:
+            points, week = self.points.estimate(self.role, t.bus_type, t.merchant_category,
+                                                card, amount, state, now_ms, rider)
         return self._show(Decision(
             "approved", amount, None, card, entry, remaining_balance(state, amount),
             (time.perf_counter() - started) * 1000, points=points, points_week=week,

@@ -2,11 +2,14 @@
 
 A receipt is made from one committed ledger entry (a till's ``payment``, ``refund`` or
 ``void``) and the config's ``[merchant]`` facts, so a reprint years later says what the first
-print said. A few facts the terminal knew at payment time are not in the signed entry: the
-EMV application's AID and label, the points the purchase earns and the balance left. Those
-are kept in :class:`ReceiptJournal` (``receipts.jsonl`` beside the ledger, unsigned) so a
-reprint repeats them; a reprint without the journal leaves those lines out rather than
-invent them.
+print said. The facts only the terminal knew at payment time are signed into a till's payment
+entry too (:func:`signed_facts`): the card application's AID (``aid``) and label (``lbl``),
+the points the purchase earns as shown (``pts``) and the balance left (``bal``), each only
+when known. So an e-receipt proves them and a reprint needs nothing but the ledger. Entries
+written before those keys existed have them in :class:`ReceiptJournal` (``receipts.jsonl``
+beside the ledger, unsigned); their reprint repeats them from there, or leaves those lines
+out rather than invent them. A validator's tap has no receipt and signs none of them: its
+entry stays as small as the tap path wants it.
 
 What a receipt carries (EMV Book 4 §11.4 "Transaction receipt", as far as it applies
 offline): merchant name and business registration number, terminal id, date and time,
@@ -68,9 +71,15 @@ _LONG_DIGITS = re.compile(r"[0-9]{11,}")
 _SIG = 64
 
 
+#: the detail keys of the facts a till signs into its payment entry for the receipt
+AID, LABEL, POINTS, BALANCE = "aid", "lbl", "pts", "bal"
+_FACTS = (AID, LABEL, POINTS, BALANCE)
+
+
 @dataclass(frozen=True)
 class Shown:
-    """What the terminal knew at payment time that the signed entry does not carry."""
+    """What the terminal showed at payment time: the card's AID and label, points earned,
+    balance left (signed into the entry since those keys exist, :func:`signed_facts`)."""
 
     aid: str = ""
     label: str = ""
@@ -78,9 +87,39 @@ class Shown:
     balance: int | None = None
 
 
+def signed_facts(aid: str, label: str, points: int | None,
+                 balance: int | None) -> dict[str, Any]:
+    """The detail keys a till's payment entry signs for its receipt: only the facts known,
+    so a card without an AID or a till without rules or balances adds no bytes for them."""
+    out: dict[str, Any] = {}
+    if aid:
+        out[AID] = aid
+    if label:
+        out[LABEL] = label
+    if points is not None:
+        out[POINTS] = points
+    if balance is not None:
+        out[BALANCE] = balance
+    return out
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def facts_of(detail: Mapping[str, Any]) -> Shown | None:
+    """The receipt facts signed into an entry's ``detail``; None when it carries none (an
+    entry written before they were signed, whose facts are in the journal)."""
+    if not any(key in detail for key in _FACTS):
+        return None
+    return Shown(aid=str(detail.get(AID, "")), label=str(detail.get(LABEL, "")),
+                 points=_whole(detail.get(POINTS)), balance=_whole(detail.get(BALANCE)))
+
+
 @dataclass(frozen=True)
 class Receipt:
-    """One receipt's facts, all from the entry and the config except :attr:`shown`."""
+    """One receipt's facts, all from the entry and the config, except :attr:`shown` for an
+    entry written before it signed them (then from the journal)."""
 
     kind: str
     seq: int
@@ -98,6 +137,8 @@ class Receipt:
     approval: str
     clock: str = ""
     shown: Shown = field(default_factory=Shown)
+    #: :attr:`shown` is from the signed entry (else from the journal, or nothing)
+    signed: bool = False
     #: the cash receipt requested for this payment, as printed (purpose, masked identity);
     #: "": none
     cash_receipt: str = ""
@@ -127,6 +168,8 @@ def from_entry(entry: Entry, config: Config, shown: Shown | None = None,
     except ValueError as err:
         raise EntryEncodingError(f"entry {f.seq}: detail is not JSON: {err}") from err
     split = tuple((str(p), int(w)) for p, w in detail.get("split", ()))
+    # the entry's own facts win: the journal's are only for entries written before them
+    signed = facts_of(detail)
     m, t = config.merchant, config.terminal
     brn = m.brn.replace("-", "")
     return Receipt(
@@ -136,7 +179,7 @@ def from_entry(entry: Entry, config: Config, shown: Shown | None = None,
         wall_ms=f.wall_ms, amount=f.amount, card=truncate_pan(str(detail.get("card", ""))),
         scheme=str(detail.get("scheme", "")), split=split, ref_seq=f.ref_seq,
         approval=approval_ref(entry), clock=str(detail.get("clock", "")),
-        shown=shown or Shown(),
+        shown=signed or shown or Shown(), signed=signed is not None,
         cash_receipt=cash_receipt.line if cash_receipt is not None and f.kind == "payment"
         and cash_receipt.payment_seq == f.seq else "")
 
@@ -271,9 +314,10 @@ class LinePrinter(Protocol):
 
 
 class ReceiptJournal:
-    """``receipts.jsonl``: per seq, what was shown at payment time and whether the receipt
-    printed. Append-only lines, the last one for a seq wins. Not money and not signed:
-    losing it loses the AID/label/points/balance lines of reprints, nothing else."""
+    """``receipts.jsonl``: per seq, whether the receipt printed, and for entries written
+    before the receipt facts were signed, what was shown at payment time. Append-only lines,
+    the last one for a seq wins. Not money and not signed: losing it loses the
+    AID/label/points/balance lines of those older entries' reprints, nothing else."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -339,16 +383,17 @@ class ReceiptDesk:
         ``None`` when printed (or no printer), else the fault's words for the clerk
         (:attr:`~localpay.errors.PrinterError.fault`: "out of paper")."""
         fault = ""
+        made = from_entry(entry, self.config, shown, cash_receipt)
         if self.printer is not None:
             try:
-                self.printer.print_lines(lines(from_entry(entry, self.config, shown,
-                                                          cash_receipt), zone=self.zone))
+                self.printer.print_lines(lines(made, zone=self.zone))
             except PrinterError as err:
                 log.warning("receipt for seq %d not printed: %s", entry.seq, err)
                 fault = err.fault
         if self.journal is not None:
-            self.journal.record(entry.seq, shown, printed=self.printer is not None and not fault,
-                                fault=fault)
+            # facts the entry signs are not copied where they could be edited unseen
+            self.journal.record(entry.seq, Shown() if made.signed else shown,
+                                printed=self.printer is not None and not fault, fault=fault)
         return fault or None
 
     def issue_z(self, entry: Entry, names: Mapping[str, str] | None = None) -> str | None:

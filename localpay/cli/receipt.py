@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from localpay.cli.common import Context, UserError, db_option, pass_ctx
+
+if TYPE_CHECKING:
+    from terminal.receipt import Shown
 
 
 @click.group()
@@ -147,6 +151,17 @@ def receipt_verify(ctx: Context, payload_or_file: str, key_hex: str | None,
     click.echo(f"e-receipt VALID: terminal {f.terminal_id}, entry {f.seq}, {f.kind} "
                f"{f.amount:,} won at {f.place}, {rc.when(f.wall_ms)}, card {made.card or '-'}, "
                f"approval {made.approval}")
+    if made.signed:
+        click.echo(f"signed facts: {_facts(made.shown)}")
+
+
+def _facts(shown: Shown) -> str:
+    """The receipt facts an entry signs, as ``receipt verify`` prints them; only those the
+    terminal knew."""
+    said = [f"AID {shown.aid}" if shown.aid else "", f"label {shown.label}" if shown.label
+            else "", f"points earned {shown.points:,}" if shown.points is not None else "",
+            f"balance left {shown.balance:,} won" if shown.balance is not None else ""]
+    return ", ".join(s for s in said if s)
 
 
 COMMANDS = [receipt]
