@@ -53,7 +53,7 @@ from central.incentive_rules import (
     verify_campaign_code,
     week_start,
 )
-from central.service import CentralLog, Ingested
+from central.service import CentralLog, Ingested, whole_versions
 from central.store import NOT_CONFIG_REFUSED, Rows, Store, Tx
 from localpay.errors import ConfigError, TransactionError
 
@@ -708,12 +708,12 @@ def points_delta(store: Store, since: int, now_ms: int | None = None,
         top = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_weeks "
                      "WHERE municipality_id = ? AND week_start = ?",
                      (municipality, week.isoformat()))
-    version = max(int(top[0]) if top else 0, since)
-    if len(rows) == limit:
-        # Stop before the last version so that none of it is split across two answers.
-        cut = int(rows[-1][3])
-        rows = [r for r in rows if int(r[3]) < cut] or rows
-        version = int(rows[-1][3])
+        rows, cut = whole_versions(rows, limit, 3, lambda v: tx.all(
+            "SELECT w.card_token, w.points, w.days_mask, w.version, p.rider FROM "
+            "incentive_weeks w LEFT JOIN incentive_profiles p ON p.card_token = w.card_token "
+            "AND p.municipality_id = w.municipality_id WHERE w.municipality_id = ? AND "
+            "w.week_start = ? AND w.version = ?", (municipality, week.isoformat(), v)))
+    version = max(int(top[0]) if top else 0, since) if cut is None else cut
     # the holidays sent are those of the request's year and the next
     summary = rules.summary(rules.calendar().today(now))
     if not held and municipality != DEFAULT:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from central import municipalities
 from central.clock import EARLIEST_MS, effective_times
-from central.store import ENTRY_COLUMNS, NODE_COLUMNS, Store, Tx
+from central.store import ENTRY_COLUMNS, NODE_COLUMNS, Rows, Store, Tx
 from firmware_cfg import bundle as bundles
 from localpay.errors import (
     ChainMismatchError,
@@ -546,14 +546,12 @@ class CentralLog:
                           (municipality, since, limit))
             top = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances "
                          "WHERE municipality_id = ?", (municipality,))
+            rows, cut = whole_versions(rows, limit, 2, lambda v: tx.all(
+                "SELECT card_token, balance, version FROM balances WHERE municipality_id = ? "
+                "AND version = ?", (municipality, v)))
             shown = None if municipalities.only_one(tx) else municipalities.visible_cards(
                 tx, municipality, {str(r[0]) for r in rows})
-        version = max(int(top[0]) if top else 0, since)
-        if len(rows) == limit:
-            # Stop before the last version so that none of it is split across two answers.
-            cut = int(rows[-1][2])
-            rows = [r for r in rows if int(r[2]) < cut] or rows
-            version = int(rows[-1][2])
+        version = max(int(top[0]) if top else 0, since) if cut is None else cut
         return {"version": version, "balances": {str(t): int(b) for t, b, _ in rows
                                                  if shown is None or str(t) in shown}}
 
@@ -599,6 +597,22 @@ class CentralLog:
         with self.store.tx(write=False) as tx:
             row = tx.one("SELECT size FROM log_state WHERE id = 1")
         return int(row[0]) if row else 0
+
+
+def whole_versions(rows: Rows, limit: int, at: int,
+                   rest_of: Callable[[int], Rows]) -> tuple[Rows, int | None]:
+    """An answer of versioned rows (ordered by version, column ``at``) cut to ``limit``,
+    never splitting a version across two answers, since the terminal asks again from the
+    version it was told. Returns the rows and the version to tell (None: every row after
+    ``since`` is in, tell the newest held). A single version larger than ``limit`` (a city's
+    balance snapshot) is answered whole: cut inside it, the rest of it would never be told."""
+    if len(rows) < limit or not rows:
+        return rows, None
+    cut = int(rows[-1][at])
+    kept = [r for r in rows if int(r[at]) < cut]
+    if kept:
+        return kept, int(kept[-1][at])
+    return rest_of(cut), cut
 
 
 def _now() -> int:

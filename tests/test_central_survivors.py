@@ -314,6 +314,7 @@ def test_the_report_json_names_every_part_of_the_day() -> None:
         "flags": fl,
         "pocket_overdrafts": pod, "pocket_flags": pfl, "config_rejections": [],
         "never_synced": [], "z_reports": [], "z_report_differences": [],
+        "waiting_refunds": [],
         "lines": [
             {"terminal_id": "T1", "kind": "payment", "central_count": 2,
              "central_amount": 9_000, "terminal_count": 2, "terminal_amount": 9_000,
