@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from central import municipalities
 from central.clock import EARLIEST_MS, effective_times
-from central.store import ENTRY_COLUMNS, NODE_COLUMNS, Rows, Store, Tx
+from central.store import ENTRY_COLUMNS, NODE_COLUMNS, Store, Tx
 from firmware_cfg import bundle as bundles
 from localpay.errors import (
     ChainMismatchError,
@@ -599,8 +599,9 @@ class CentralLog:
         return int(row[0]) if row else 0
 
 
-def whole_versions(rows: Rows, limit: int, at: int,
-                   rest_of: Callable[[int], Rows]) -> tuple[Rows, int | None]:
+def whole_versions(rows: list[tuple[Any, ...]], limit: int, at: int,
+                   rest_of: Callable[[int], list[tuple[Any, ...]]]
+                   ) -> tuple[list[tuple[Any, ...]], int | None]:
     """An answer of versioned rows (ordered by version, column ``at``) cut to ``limit``,
     never splitting a version across two answers, since the terminal asks again from the
     version it was told. Returns the rows and the version to tell (None: every row after
