@@ -1,9 +1,12 @@
 """The central service's HTTP JSON API (FastAPI on uvicorn).
 
 Every ``/v1`` route is called by a terminal and signed by it (see :mod:`sync.protocol`); every
-answer, errors included, is signed by the central key. Errors are ``{"error", "message",
-"seq"}`` with 400 (malformed), 401 (unknown terminal, bad signature, stale, replayed),
-409 (gap, fork, tampered ledger: ``seq`` is the first bad entry) and 503 (store down).
+answer to a request that authenticated, errors included, is signed by the central key. A
+request refused before or by authentication (malformed headers, unknown terminal, bad
+signature, stale, replayed) is answered unsigned: the log key never signs text an
+unauthenticated caller chose (its nonce). Errors are ``{"error", "message", "seq"}`` with 400
+(malformed), 401 (unknown terminal, bad signature, stale, replayed), 409 (gap, fork, tampered
+ledger: ``seq`` is the first bad entry) and 503 (store down).
 
 A terminal is told only what belongs to its municipality (:mod:`central.municipalities`):
 its deny list, balances, points and riders, its own config, its merchant's pockets.
@@ -11,7 +14,8 @@ its deny list, balances, points and riders, its own config, its merchant's pocke
 Every JSON object answered, errors included, also carries ``time_ms``: the service's clock
 (Unix ms) when it answered. It is inside the signed body, so a terminal with no real-time
 clock can anchor its own clock on it and sign its next requests with a time the service
-accepts (see ``sync.client`` and ``terminal.clock``).
+accepts (see ``sync.client`` and ``terminal.clock``); the unsigned ``time_ms`` of a stale
+refusal is only a hint for signing the one retry, never an anchor.
 
 One route is not a terminal's: ``POST /v1/topups`` is called by a partner selling local
 currency (the issuing bank, the city's app) with its key, ``Authorization: Bearer <key>``
@@ -28,18 +32,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import inspect
 import json
 import logging
+import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from central import mpm_payments, pocket_snapshot
+from central import metrics as meters
+from central import mpm_payments, observe, pocket_snapshot
 from central.config_audit import record_rejection
-from central.enroll import Enroller, answer_mac
+from central.enroll import Enroller, answer_mac, client_address
+from central.enroll import trusted_proxies as enroll_proxies
+from central.http_limits import (
+    BodyLimits,
+    HttpLimits,
+    check_entry_ranges,
+    check_store_range,
+    kind_of,
+    protocol_class,
+    public_message,
+)
 from central.incentives import points_delta
 from central.municipalities import scope_points
 from central.profiles import profiles_delta
@@ -56,6 +74,7 @@ from central.topups import (
     authenticate,
     topup,
 )
+from localpay.encoding import KINDS
 from localpay.errors import (
     ChainMismatchError,
     ConfigError,
@@ -142,6 +161,26 @@ def parse_topup(body: bytes) -> dict[str, Any]:
     return doc
 
 
+def _check_totals(day: Any, totals: dict[str, tuple[int, int]]) -> None:
+    """A terminal's day totals name a real day, written YYYY-MM-DD, and only the kinds of
+    entry a ledger holds (:data:`localpay.encoding.KINDS`): what ``central report`` compares
+    and prints is never free text."""
+    real = False
+    if isinstance(day, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+        try:
+            real = dt.date.fromisoformat(day).isoformat() == day
+        except ValueError:
+            pass
+    if not real:
+        shown = json.dumps(day, ensure_ascii=False)[:40]
+        raise SyncProtocolError(f"totals day {shown} is not a real date written YYYY-MM-DD")
+    odd = sorted(k for k in totals if k not in KINDS)
+    if odd:
+        shown = json.dumps(odd[0], ensure_ascii=False)[:40]
+        raise SyncProtocolError(f"totals kind {shown} is not a kind of entry "
+                                f"(known: {', '.join(KINDS)})")
+
+
 def _bearer(request: Request, missing: LocalpayError) -> str:
     """The key of an ``Authorization: Bearer <key>`` header; ``missing`` when there is none."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
@@ -150,21 +189,39 @@ def _bearer(request: Request, missing: LocalpayError) -> str:
     return key
 
 
-def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) -> FastAPI:
+def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
+               trusted_proxies: Sequence[str] = (),
+               limits: HttpLimits | None = None) -> FastAPI:
     """The API over one :class:`CentralLog`; ``topup_terms`` opens ``POST /v1/topups``
-    (without them it answers 503)."""
-    app = FastAPI(title="localpay central", docs_url=None, redoc_url=None)
+    (without them it answers 503); ``trusted_proxies`` (addresses or networks) are the
+    reverse proxies whose ``X-Forwarded-For`` names an enrolling client; ``limits`` bound
+    every request's body before any route reads it (:mod:`central.http_limits`)."""
+    # no API description served: it would map every route for whoever asks
+    app = FastAPI(title="localpay central", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimits, limits=limits or HttpLimits())
     signer = service.signer
+    # request ids and access lines (central.observe); /metrics, /healthz, /readyz below
+    app.add_middleware(observe.AccessLog)
+    meter = meters.Metrics(service)
+    ready = meters.Readiness()
+    app.router.lifespan_context = ready.wrap(app.router.lifespan_context)
+    metrics_token = meters.configured_token()
 
-    def answer(status: int, payload: Any, nonce: str) -> Response:
+    def answer(status: int, payload: Any, nonce: str, *, signed: bool = True) -> Response:
+        """The JSON answer, signed by the log key over the caller's nonce unless ``signed``
+        is False: a caller that did not authenticate is never given the log key's signature
+        over text it chose (its nonce)."""
         if isinstance(payload, dict):
             payload = {**payload, "time_ms": int(time.time() * 1000)}
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        if not signed:
+            return Response(body, status, media_type="application/json")
         sig = signer.private_key.sign(response_message(nonce, status, body))
         return Response(body, status, {H_SIGNATURE: b64(sig)}, "application/json")
 
     async def handle(request: Request, work: Any) -> Response:
         nonce = request.headers.get(H_NONCE, "")
+        authenticated = False
         try:
             body = await request.body()
             terminal = request.headers.get(H_TERMINAL, "")
@@ -179,6 +236,8 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             message = request_message(request.method, path, time_ms, nonce, body)
             await run_in_threadpool(service.authenticate, terminal, time_ms, nonce, signature,
                                     message)
+            authenticated = True
+            observe.set_terminal(request.scope, terminal)
             # a coroutine (a long-poll) waits without holding one of the pool's threads
             result = (await work(terminal, body) if inspect.iscoroutinefunction(work)
                       else await run_in_threadpool(work, terminal, body))
@@ -190,8 +249,11 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             else:
                 log.info("%s %s refused: %s", request.method, request.url.path, err)
             seq = getattr(err, "seq", None)
-            return answer(status, {"error": code, "kind": type(err).__name__,
-                                   "message": str(err), "seq": seq}, nonce)
+            # refused before or by authentication (malformed headers, unknown terminal, bad
+            # signature, stale, replayed): unsigned
+            return answer(status, {"error": code, "kind": kind_of(err),
+                                   "message": public_message(err), "seq": seq}, nonce,
+                          signed=authenticated)
 
     def query_int(request: Request, name: str, default: int | None = None) -> int:
         raw = request.query_params.get(name)
@@ -205,21 +267,52 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             raise SyncProtocolError(f"query parameter {name!r} must be a number") from None
         if value < 0:
             raise SyncProtocolError(f"query parameter {name!r} must not be negative")
-        return value
+        return check_store_range(f"query parameter {name!r}", value)
+
+    def plain(status: int, doc: dict[str, Any]) -> Response:
+        return Response(json.dumps(doc, separators=(",", ":")), status,
+                        media_type="application/json")
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"ok": True, "origin": service.origin}
+    async def healthz() -> Response:
+        # 503 when the store does not answer: this worker can take nothing then
+        ok, store = await run_in_threadpool(meters.store_check, service)
+        return plain(200 if ok else 503, {"ok": ok, "origin": service.origin, "store": store})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok, store = await run_in_threadpool(meters.store_check, service)
+        ok = ok and ready.started
+        return plain(200 if ok else 503, {"ready": ok, "started": ready.started,
+                                          "store": store["ok"]})
+
+    @app.get("/metrics")
+    async def get_metrics(request: Request) -> Response:
+        if not meters.token_ok(metrics_token, request.headers.get("authorization", "")):
+            return Response("a metrics token is required: Authorization: Bearer <token>\n",
+                            401, {"WWW-Authenticate": "Bearer"}, "text/plain")
+        return Response(await run_in_threadpool(meter.render), 200,
+                        media_type=meters.CONTENT_TYPE)
 
     @app.post("/v1/batches")
     async def post_batch(request: Request) -> Response:
+        seen = meters.BatchSeen()
+
         def work(terminal: str, body: bytes) -> Any:
             terminal_id, entries = parse_batch(body)
+            check_entry_ranges(entries)
+            seen.entries = len(entries)
             if terminal_id != terminal:
                 raise SyncAuthError(f"terminal {terminal!r} cannot send {terminal_id!r}'s batch")
-            return service.ingest(terminal_id, entries).to_json()
+            receipt = service.ingest(terminal_id, entries)
+            seen.new = receipt.accepted
+            return receipt.to_json()
 
-        return await handle(request, work)
+        started = time.perf_counter()
+        resp = await handle(request, work)
+        meter.batch_done(resp.status_code, bytes(resp.body), seen,
+                         time.perf_counter() - started, request.headers.get(H_TERMINAL, ""))
+        return resp
 
     @app.get("/v1/checkpoint")
     async def get_checkpoint(request: Request) -> Response:
@@ -231,6 +324,9 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
     async def get_consistency(request: Request) -> Response:
         def work(terminal: str, body: bytes) -> Any:
             m, n = query_int(request, "from"), query_int(request, "to")
+            if m > n:
+                raise SyncProtocolError(f"no consistency proof from size {m} to size {n}: "
+                                        f"from is after to")
             return {"from": m, "to": n,
                     "proof": [b64(p) for p in service.consistency_proof(m, n)]}
 
@@ -282,19 +378,25 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
     enroller = None
     if service.data_dir is not None:
         enroller = Enroller(service, service.data_dir)
+    proxies = enroll_proxies(trusted_proxies)
 
     @app.post("/v1/enroll")
     async def post_enroll(request: Request) -> Response:
         # Not signed by a registered terminal (there is none yet): the code is the credential.
         nonce = request.headers.get(H_NONCE, "")
         if enroller is None:
-            return answer(404, {"error": "refused", "kind": "SyncAuthError", "seq": None,
-                                "message": "this service does not enrol terminals"}, nonce)
+            return answer(404, {"error": "refused", "kind": "not_authenticated", "seq": None,
+                                "message": "this service does not enrol terminals"}, nonce,
+                          signed=False)
         body = await request.body()
-        client = request.client.host if request.client else ""
+        client = client_address(request.client.host if request.client else "",
+                                request.headers.get("x-forwarded-for", ""), proxies)
         status, payload, ckey = await run_in_threadpool(enroller.handle, request.headers, body,
                                                         client)
-        resp = answer(status, payload, nonce)
+        if isinstance(payload, dict) and isinstance(payload.get("kind"), str):
+            payload = {**payload, "kind": kind_of(payload["kind"])}  # a code, not a class
+        # only an enrolment the code and the key authenticated is signed (and MAC'd)
+        resp = answer(status, payload, nonce, signed=ckey is not None)
         if ckey is not None:
             resp.headers["X-LP-Enroll"] = answer_mac(ckey, nonce, status, bytes(resp.body))
         return resp
@@ -308,8 +410,7 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
                 totals = {str(k): (int(v[0]), int(v[1])) for k, v in doc["totals"].items()}
             except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
                 raise SyncProtocolError(f"totals must be {{day, totals}}: {err}") from err
-            if not isinstance(day, str) or len(day) != 10:
-                raise SyncProtocolError("totals day must be YYYY-MM-DD")
+            _check_totals(day, totals)
             service.report_totals(terminal, day, totals)
             return {"ok": True}
 
@@ -319,6 +420,7 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
     async def post_topup(request: Request) -> Response:
         # Never through handle(): a terminal's signature must not open this route.
         nonce = request.headers.get(H_NONCE, "")
+        partner = None  # the log key signs nothing for a caller whose key did not open
         try:
             key = _bearer(request, PartnerAuthError("a partner key is required: "
                                                      "Authorization: Bearer <key>"))
@@ -327,7 +429,7 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             # that municipality's accounts, at that municipality's terms
             partner = await run_in_threadpool(authenticate, service.store, key.strip())
             if topup_terms is None:
-                return answer(503, {"error": "not_configured", "kind": "ConfigError",
+                return answer(503, {"error": "not_configured", "kind": "not_configured",
                                     "message": "top-ups are not configured", "seq": None},
                               nonce)
             doc = parse_topup(await request.body())
@@ -343,8 +445,9 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
                 log.warning("POST /v1/topups: %s", err)
             else:
                 log.info("POST /v1/topups refused: %s", err)
-            return answer(status, {"error": code, "kind": type(err).__name__,
-                                   "message": str(err), "seq": None}, nonce)
+            return answer(status, {"error": code, "kind": kind_of(err),
+                                   "message": str(err), "seq": None}, nonce,
+                          signed=partner is not None)
 
     mpm_payments.ensure_schema(service.store)
 
@@ -410,6 +513,7 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
     async def post_mpm_payment(request: Request) -> Response:
         # Never through handle(): a terminal's signature must not pay a sale.
         nonce = request.headers.get(H_NONCE, "")
+        partner = None  # the log key signs nothing for a caller whose key did not open
         try:
             key = _bearer(request, mpm_payments.MpmPartnerAuthError(
                 "an app partner key is required: Authorization: Bearer <key>"))
@@ -424,11 +528,11 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None) ->
             status, code = next(((s, c) for kind, s, c in _MPM_STATUS
                                  if isinstance(err, kind)), (500, "error"))
             (log.warning if status >= 500 else log.info)("POST /v1/mpm-payments: %s", err)
-            payload = {"error": code, "kind": type(err).__name__, "message": str(err),
+            payload = {"error": code, "kind": kind_of(err), "message": str(err),
                        "seq": None}
             if isinstance(err, mpm_payments.MpmAlreadyPaidError):
                 payload["payment"] = err.payment
-            return answer(status, payload, nonce)
+            return answer(status, payload, nonce, signed=partner is not None)
 
     return app
 
@@ -465,9 +569,18 @@ def _mpm_body(body: bytes, fields: dict[str, type]) -> dict[str, Any]:
 
 
 def serve(service: CentralLog, host: str = "127.0.0.1", port: int = 8470,
-          log_level: str = "warning", *, topup_terms: TopupTerms | None = None) -> None:
-    """Run the API until interrupted."""
+          log_level: str = "warning", *, topup_terms: TopupTerms | None = None,
+          trusted_proxies: Sequence[str] = (), limits: HttpLimits | None = None) -> None:
+    """Run the API until interrupted, under ``limits`` (:mod:`central.http_limits`)."""
     import uvicorn
 
-    uvicorn.run(create_app(service, topup_terms=topup_terms), host=host, port=port,
-                log_level=log_level, access_log=False)
+    limits = limits or HttpLimits()
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from any local peer; the
+    # enrolment route believes it only from trusted_proxies (central.enroll.client_address)
+    # limit_concurrency one above: uvicorn answers 503 at ">=", the protocol refuses at ">"
+    uvicorn.run(create_app(service, topup_terms=topup_terms, trusted_proxies=trusted_proxies,
+                           limits=limits),
+                host=host, port=port, log_level=log_level, access_log=False,
+                proxy_headers=False, http=protocol_class(limits),
+                timeout_keep_alive=limits.keep_alive_s,
+                limit_concurrency=limits.max_connections + 1)

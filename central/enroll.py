@@ -22,22 +22,23 @@ The protocol is described in :mod:`firmware_cfg.provision` (shared by both sides
   made on first use. The operator key signs config bundles; in a larger deployment it would
   sign on an offline machine, but enrolment needs the first bundle signed at once, so here
   it is online, as the log key is.
-- Failed attempts are counted per client address (in memory: one API server's view) and
+- Failed attempts are counted per client address and per code, in the store (table
+  ``enroll_failures``: every worker sees the same count, a restart forgets nothing), and
   refused with 429 beyond :attr:`RateLimiter.limit` in :attr:`RateLimiter.window_s`; with
-  80-bit codes this is against noise more than guessing.
+  80-bit codes this is against noise more than guessing. The client address is the peer's;
+  ``X-Forwarded-For`` is believed only from the reverse proxies the operator names
+  (``central serve --trusted-proxy``), never from anyone else.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import logging
-import re
-import threading
 import time
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from central import municipalities
+from central.keys import private_folder
 from central.merchants import Registry
 from central.service import CentralLog
+from central.store import Store
 from firmware_cfg import bundle as bundles
 from firmware_cfg import keys as keyfiles
 from firmware_cfg import provision as proto
@@ -65,10 +68,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 24 * 3600
 _PREFIX = {"validator": "BUS", "till": "TILL"}
-#: a terminal id a code may bind: letters, digits and hyphens, at most as long as a config's
-#: ``terminal.id`` may be (:func:`firmware_cfg.config.validate`)
-MAX_TERMINAL_ID = 64
-_TERMINAL_ID_CHAR = re.compile(r"[A-Za-z0-9-]")
+#: a terminal id a code may bind, at most as long as a config's ``terminal.id`` may be
+#: (:func:`firmware_cfg.config.validate`); letters, digits and hyphens
+MAX_TERMINAL_ID = proto.MAX_TERMINAL_ID
 
 
 # -- key files beside the log key -----------------------------------------------------------------
@@ -78,7 +80,7 @@ def load_operator_key(data_dir: Path, *, create: bool = True) -> Ed25519PrivateK
     """The operator's bundle-signing key, ``operator.key`` in ``data_dir`` (0600)."""
     path = data_dir / "operator.key"
     if create:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(data_dir)
     return keyfiles.signing_key(path, "operator key", create=create)
 
 
@@ -86,7 +88,7 @@ def load_scheme_token_key(data_dir: Path, *, create: bool = True) -> bytes:
     """The scheme's card-token key, ``token.key`` in ``data_dir`` (0600, hex)."""
     path = data_dir / "token.key"
     if not path.exists() and create:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(data_dir)
         log.warning("made a new scheme token key at %s", path)
         return keyfiles.generate_token_key(path)
     return keyfiles.load_token_key(path)
@@ -104,13 +106,10 @@ def issue_codes(service: CentralLog, *, count: int = 1, terminal_id: str = "", r
         raise ConfigError(f"count: expected 1 to 1000, found {count}")
     if terminal_id and count != 1:
         raise ConfigError("a code that names a terminal id can only be issued one at a time")
-    if len(terminal_id) > MAX_TERMINAL_ID:
-        raise ConfigError(f"terminal id {terminal_id[:20] + '…'!r} is {len(terminal_id)} "
-                          f"characters long; a terminal id is at most {MAX_TERMINAL_ID}")
-    odd = [c for c in terminal_id if not _TERMINAL_ID_CHAR.fullmatch(c)]
-    if odd:
-        raise ConfigError(f"terminal id {terminal_id!r} holds {odd[0]!r}: a terminal id is "
-                          "letters, digits and hyphens")
+    if terminal_id:
+        proto.check_terminal_id(terminal_id)
+    if place:
+        proto.check_place(place)
     if role and role not in _PREFIX:
         raise ConfigError(f"role: expected 'validator' or 'till', found {role!r}")
     if ttl_s < 60 or ttl_s > 30 * 86400:
@@ -139,35 +138,110 @@ def issue_codes(service: CentralLog, *, count: int = 1, terminal_id: str = "", r
 # -- the endpoint ---------------------------------------------------------------------------------
 
 
+FAILURES = """
+CREATE TABLE IF NOT EXISTS enroll_failures (
+    scope TEXT NOT NULL, subject TEXT NOT NULL, failed_ms BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS enroll_failures_subject ON enroll_failures (scope, subject,
+    failed_ms);
+CREATE INDEX IF NOT EXISTS enroll_failures_time ON enroll_failures (failed_ms)
+"""
+_READY: set[Store] = set()
+
+
+def ensure_schema(store: Store) -> None:
+    """Make the failures table where missing (once per store in a process)."""
+    if store in _READY:
+        return
+    with store.tx() as tx:
+        for statement in FAILURES.split(";"):
+            if statement.strip():
+                tx.run(statement)
+    _READY.add(store)
+
+
 class RateLimiter:
-    """Failed attempts per client address within a sliding window."""
+    """Failed attempts within a sliding window, per client address and per code, kept in
+    the store: every worker of the service counts the same failures, and a restart forgets
+    none of them."""
 
     def __init__(self, limit: int = 10, window_s: float = 600.0) -> None:
         self.limit = limit
         self.window_s = window_s
-        self._fails: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
-    def _recent(self, client: str, now: float) -> deque[float]:
-        fails = self._fails.setdefault(client, deque())
-        while fails and now - fails[0] > self.window_s:
-            fails.popleft()
-        return fails
+    def blocked_for(self, store: Store, subjects: Mapping[str, str]) -> tuple[float, str]:
+        """Seconds until none of ``subjects`` (scope -> subject: ``address``, ``code``) is
+        over the limit (0: now), and the scope that blocks."""
+        now = _now()
+        window = int(self.window_s * 1000)
+        worst, which = 0.0, ""
+        with store.tx(write=False) as tx:
+            for scope, subject in subjects.items():
+                # the limit-th latest failure in the window: once it leaves the window,
+                # fewer than the limit are left in it
+                row = tx.one("SELECT failed_ms FROM enroll_failures WHERE scope = ? AND "
+                             "subject = ? AND failed_ms > ? ORDER BY failed_ms DESC "
+                             "LIMIT 1 OFFSET ?", (scope, subject, now - window, self.limit - 1))
+                if row is None:
+                    continue
+                wait = (int(row[0]) + window - now) / 1000
+                if wait > worst:
+                    worst, which = wait, scope
+        return worst, which
 
-    def blocked_for(self, client: str) -> float:
-        """Seconds until ``client`` may try again (0: now)."""
-        now = time.monotonic()
-        with self._lock:
-            fails = self._recent(client, now)
-            if len(fails) < self.limit:
-                return 0.0
-            return self.window_s - (now - fails[0])
+    def failed(self, store: Store, subjects: Mapping[str, str]) -> None:
+        now = _now()
+        with store.tx() as tx:
+            # what is out of every window is of no use to anyone
+            tx.run("DELETE FROM enroll_failures WHERE failed_ms <= ?",
+                   (now - int(self.window_s * 1000),))
+            tx.many("INSERT INTO enroll_failures (scope, subject, failed_ms) VALUES (?, ?, ?)",
+                    [(scope, subject, now) for scope, subject in subjects.items()])
 
-    def failed(self, client: str) -> None:
-        with self._lock:
-            self._recent(client, time.monotonic()).append(time.monotonic())
-            if len(self._fails) > 10_000:  # forget quiet clients rather than grow forever
-                self._fails = {c: f for c, f in self._fails.items() if f}
+
+def client_address(peer: str, forwarded_for: str, trusted: Sequence[Any]) -> str:
+    """The address a request came from: the peer's, unless the peer is one of ``trusted``
+    (the reverse proxies in front of the service, :func:`trusted_proxies`); then the
+    nearest ``X-Forwarded-For`` address that is not a trusted proxy. A header from anyone
+    else is ignored: it is the client's own words."""
+    try:
+        hops = [ipaddress.ip_address(peer)]
+    except ValueError:
+        return peer
+    if not any(hops[0] in net for net in trusted):
+        return peer
+    for text in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        try:
+            hop = ipaddress.ip_address(text)
+        except ValueError:
+            return peer  # not what a proxy of ours writes: count it against the proxy
+        if not any(hop in net for net in trusted):
+            return str(hop)
+    return peer
+
+
+def trusted_proxies(values: Sequence[str]) -> tuple[Any, ...]:
+    """``--trusted-proxy`` values (an address or a network, ``10.0.0.0/8``) as networks."""
+    nets = []
+    for value in values:
+        try:
+            nets.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"trusted proxy {value!r} is not an IP address or network"
+                              ) from None
+    return tuple(nets)
+
+
+def _code_of(body: bytes) -> str:
+    """The request's code id (32 hex digits) when it names one, for counting failures per
+    code; empty otherwise."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return ""
+    cid = doc.get("code_id") if isinstance(doc, dict) else None
+    if isinstance(cid, str) and len(cid) == 32 and all(c in "0123456789abcdef" for c in cid):
+        return cid
+    return ""
 
 
 @dataclass(frozen=True)
@@ -220,9 +294,11 @@ def parse_request(body: bytes) -> _Request:
     if role not in _PREFIX:
         raise SyncProtocolError(f"enrolment request: role must be validator or till, "
                                 f"not {role!r}")
-    place = _text(doc, "place", limit=32)
-    if any(c.isspace() or c in "/\\" for c in place):
-        raise SyncProtocolError("enrolment request: place must not hold spaces or slashes")
+    place = _text(doc, "place", limit=proto.MAX_PLACE)
+    try:
+        proto.check_place(place)
+    except ConfigError as err:
+        raise SyncProtocolError(f"enrolment request: {err}") from None
     return _Request(cid, public_key, public_hex, box, role, place,
                     _text(doc, "central_url"), _text(doc, "reader", required=False),
                     _text(doc, "scanner", required=False))
@@ -256,20 +332,33 @@ class Enroller:
         self.operator_hex = keyfiles.public_hex(self.operator)
         self._token_key = load_scheme_token_key(data_dir)
         self.limiter = limiter or RateLimiter()
+        ensure_schema(service.store)
 
     def handle(self, headers: Mapping[str, str], body: bytes,
                client: str) -> tuple[int, dict[str, Any], bytes | None]:
-        """(HTTP status, answer, the code key to authenticate the answer with or None)."""
-        wait = self.limiter.blocked_for(client)
+        """(HTTP status, answer, the code key to authenticate the answer with or None).
+        ``client`` is the caller's address as :func:`client_address` finds it."""
+        subjects = {"address": client}
+        code = _code_of(body)
+        if code:
+            subjects["code"] = code
+        try:
+            wait, scope = self.limiter.blocked_for(self.service.store, subjects)
+        except LocalpayError as err:
+            return self._refusal(err)
         if wait > 0:
-            return self._refusal(_Refused(429, f"too many failed enrolment attempts from "
-                                               f"{client}; try again in {wait:.0f} s"))
+            who = f"from {client}" if scope == "address" else "with this code"
+            return self._refusal(_Refused(429, f"too many failed enrolment attempts {who}; "
+                                               f"try again in {max(1, round(wait))} s"))
         try:
             ckey, payload = self._enroll(headers, body)
         except LocalpayError as err:
             status, _ = self._status(err)
             if status in (400, 401):
-                self.limiter.failed(client)
+                try:
+                    self.limiter.failed(self.service.store, subjects)
+                except LocalpayError as down:
+                    log.warning("enrolment failure not counted: %s", down)
             log.info("enrolment refused (%d): %s", status, err)
             return self._refusal(err)
         return 200, payload, ckey

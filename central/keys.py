@@ -1,24 +1,61 @@
-"""The central log's signing key and name, kept in the service's data folder."""
+"""The central log's signing key and name, kept in the service's data folder.
+
+The data folder holds the keys, the enrolment codes' hashes and (by default) the SQLite
+store: nothing in it is for other local users, so the folder is 0700 and every file 0600,
+tightened on each start whatever an older release or a hand-made folder left.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from pathlib import Path
 
 from firmware_cfg import keys as keyfiles
 from localpay.errors import ConfigError, KeyFileError
 from sync.checkpoint import NoteSigner
 
+log = logging.getLogger(__name__)
+
 DEFAULT_ORIGIN = "localpay.example/central"
+
+
+def private_folder(folder: Path) -> None:
+    """Make ``folder`` (0700) or tighten it and everything under it: folders 0700, files 0600.
+    Symbolic links are left alone (their mode is not theirs to tighten)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _tighten(folder, 0o700)
+        for root, dirs, files in os.walk(folder):
+            for name in dirs:
+                _tighten(Path(root) / name, 0o700)
+            for name in files:
+                _tighten(Path(root) / name, 0o600)
+    except OSError as err:
+        raise ConfigError(f"cannot make the data folder {folder} private: {err}") from err
+
+
+def _tighten(path: Path, mode: int) -> None:
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return
+    if stat.S_IMODE(info.st_mode) & ~mode:
+        # a key that was readable may have been read: say so, whoever rotates keys decides
+        log.warning("%s was %s: tightened to %s", path, stat.filemode(info.st_mode),
+                    stat.filemode(stat.S_IFMT(info.st_mode) | (stat.S_IMODE(info.st_mode) & mode)))
+        os.chmod(path, stat.S_IMODE(info.st_mode) & mode)
 
 
 def load_signer(data_dir: Path, origin: str | None = None, *, create: bool = True) -> NoteSigner:
     """The log's key (``log.key``, PEM, mode 0600) and name (``log.origin``) in ``data_dir``."""
     key_path, name_path = data_dir / "log.key", data_dir / "log.origin"
+    if create or data_dir.is_dir():
+        private_folder(data_dir)
     if not key_path.exists():
         if not create:
             raise KeyFileError(f"no central log key at {key_path}")
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name_path.write_text((origin or DEFAULT_ORIGIN) + "\n", encoding="utf-8")
+        keyfiles.write_secret(name_path, ((origin or DEFAULT_ORIGIN) + "\n").encode())
     loaded = keyfiles.signing_key(key_path, "central log key", create=create)
     stored = name_path.read_text(encoding="utf-8").strip() if name_path.exists() else ""
     name = stored or origin or DEFAULT_ORIGIN

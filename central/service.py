@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from central import municipalities
+from central import municipalities, terminal_status
 from central.clock import EARLIEST_MS, effective_times
 from central.store import ENTRY_COLUMNS, NODE_COLUMNS, Store, Tx
 from firmware_cfg import bundle as bundles
@@ -38,7 +38,14 @@ from localpay.errors import (
 )
 from sync import merkle
 from sync.checkpoint import Checkpoint, NoteSigner
-from sync.protocol import STALE_MS, ZERO_HASH, BatchReceipt, WireEntry, check_nonce
+from sync.protocol import (
+    STALE_MS,
+    ZERO_HASH,
+    BatchReceipt,
+    WireEntry,
+    check_nonce,
+    decode_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +252,10 @@ class CentralLog:
                 f"request is stale: its time is {(now - time_ms) / 1000:+.0f} s from ours "
                 f"(at most {self.stale_ms // 1000} s)")
         check_nonce(nonce)
+        terminal_status.ensure_schema(self.store)
         with self.store.tx() as tx:
+            # a revoked terminal is refused here, by every worker, at its next request
+            terminal_status.seen(tx, terminal_id, now)
             if self._nonce_checks % 500 == 0:
                 tx.run("DELETE FROM nonces WHERE time_ms < ?", (now - 2 * self.stale_ms,))
             self._nonce_checks += 1
@@ -287,6 +297,12 @@ class CentralLog:
                     f"fork: entry {new_first.seq} does not continue the accepted entry "
                     f"{last_seq} of terminal {terminal_id}", new_first.seq)
             last_mono, last_effective = int(row[4]), int(row[5])
+            if last_seq and not last_mono:
+                # a store from before the column holds 0 here: the stamp is in the entry
+                held = tx.one("SELECT data, signature FROM entries WHERE terminal_id = ? "
+                              "AND seq = ?", (terminal_id, last_seq))
+                if held is not None:
+                    last_mono = decode_entry(bytes(held[0]), bytes(held[1])).mono
             if last_seq and new_first.mono <= last_mono:
                 # the same rule as between two entries of one batch (check_batch)
                 raise ChainMismatchError(

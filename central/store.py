@@ -22,10 +22,13 @@ A terminal's id stays unique over the whole platform: it is what signed requests
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import queue
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -402,9 +405,24 @@ class SQLiteStore(Store):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as err:
             raise ConfigError(f"cannot create the folder of {self.path}: {err}") from err
+        # made 0600 before SQLite opens it (SQLite gives its -wal and -shm the same mode);
+        # a path that cannot be a store fails at the first connection, as unavailable
+        with contextlib.suppress(OSError):
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            self._private_files()
+
+    def _private_files(self) -> None:
+        """The store and its -wal and -shm are 0600, whatever an older release left: they
+        hold the enrolment codes' hashes, from which a terminal could be enrolled."""
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                info = path.stat()
+                if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+                    os.chmod(path, 0o600)
 
     def connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
@@ -412,6 +430,10 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            self._private_files()  # the -wal and -shm exist from here
+        except OSError as err:  # not ours to chmod: say so, the store itself still works
+            log.warning("cannot make the store %s private: %s", self.path, err)
         return conn
 
     def begin(self, conn: Any, write: bool) -> None:

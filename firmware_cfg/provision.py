@@ -48,6 +48,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -82,6 +83,39 @@ H_SIGNATURE = "X-LP-Signature"
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 16
 _READ_AS = {"O": "0", "I": "1", "L": "1"}
+#: a terminal id, and the route or merchant id that an enrolled terminal's id is made of:
+#: letters, digits and hyphens (ids reach file names, logs, reports and SQL parameters)
+MAX_TERMINAL_ID = 64
+MAX_PLACE = 32
+_ID_CHAR = re.compile(r"[A-Za-z0-9-]")
+
+
+def check_terminal_id(text: str) -> str:
+    """``text`` when it may be a terminal id (1 to 64 letters, digits and hyphens); else
+    ConfigError saying why."""
+    if not text:
+        raise ConfigError("a terminal id is 1 to 64 letters, digits and hyphens; found none")
+    if len(text) > MAX_TERMINAL_ID:
+        raise ConfigError(f"terminal id {text[:20] + '…'!r} is {len(text)} characters long; "
+                          f"a terminal id is at most {MAX_TERMINAL_ID}")
+    odd = [c for c in text if not _ID_CHAR.fullmatch(c)]
+    if odd:
+        raise ConfigError(f"terminal id {text!r} holds {odd[0]!r}: a terminal id is letters, "
+                          "digits and hyphens")
+    return text
+
+
+def check_place(text: str) -> str:
+    """``text`` when it may be a route or merchant id, the place an enrolled terminal's id
+    is made of (1 to 32 letters, digits and hyphens); else ConfigError saying why."""
+    if not text or len(text) > MAX_PLACE:
+        raise ConfigError(f"place {text[:40]!r}: a route or merchant id is 1 to {MAX_PLACE} "
+                          "letters, digits and hyphens")
+    odd = [c for c in text if not _ID_CHAR.fullmatch(c)]
+    if odd:
+        raise ConfigError(f"place {text!r} holds {odd[0]!r}: a route or merchant id is "
+                          "letters, digits and hyphens")
+    return text
 
 
 # -- the code and what both sides derive from it -------------------------------------------------
@@ -226,6 +260,7 @@ def enroll(
         raise ConfigError(f"role: expected 'validator' or 'till', found {role!r}")
     if not place:
         raise ConfigError("a validator needs its route and a till its merchant id")
+    check_place(place)
     if not central_url.startswith(("http://", "https://")):
         raise ConfigError(f"central URL: expected http:// or https://, found {central_url!r}")
     ckey = code_key(code)

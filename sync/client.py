@@ -171,6 +171,9 @@ class SyncClient:
         self._anchor_stored: ClockAnchor | None = None
         #: once the service refused a request as stale, its time beats the kernel's word
         self._stale_seen = False
+        #: the offset (ms) an unsigned stale refusal's time gives: unverified, so used to sign
+        #: the one retry and never kept as the anchor; dropped at the next verified answer
+        self._stale_hint_ms: int | None = None
 
     # -- state kept beside the ledger ---------------------------------------------------------
 
@@ -197,6 +200,9 @@ class SyncClient:
         """The time to sign a request with: the system's when NTP keeps it, else corrected
         by the kept offset."""
         wall = int(self.clock() * 1000)
+        if self._stale_hint_ms is not None:
+            # the unsigned time of a stale refusal, good for signing the one retry only
+            return wall + self._stale_hint_ms
         if self.anchor is None or (not self._stale_seen and self.synchronised is not None
                                    and self.synchronised()):
             return wall
@@ -205,6 +211,12 @@ class SyncClient:
     def _request(self, method: str, path: str, body: bytes = b"") -> Any:
         """One signed request, retried with backoff while the service is unreachable, and
         once more when refused as stale (signed then with the refusal's time)."""
+        try:
+            return self._request_retried(method, path, body)
+        finally:
+            self._stale_hint_ms = None  # a hint never outlives the request it came for
+
+    def _request_retried(self, method: str, path: str, body: bytes) -> Any:
         attempt = 0
         stale_retried = False
         while True:
@@ -214,9 +226,10 @@ class SyncClient:
                 if stale_retried:
                     raise
                 stale_retried = self._stale_seen = True
+                offset = self._stale_hint_ms if self._stale_hint_ms is not None else (
+                    self.anchor.offset_ms if self.anchor else 0)
                 log.warning("central refused a stale request (%s); signing again with its "
-                            "time, offset %+d ms", err, self.anchor.offset_ms if self.anchor
-                            else 0)
+                            "time, offset %+d ms", err, offset)
             except SyncUnavailableError as err:
                 if attempt >= self.max_retries or self._stop.is_set():
                     raise
@@ -242,6 +255,9 @@ class SyncClient:
         if resp.status_code in (502, 503, 504) and H_SIGNATURE not in resp.headers:
             raise SyncUnavailableError(f"{method} {path}: HTTP {resp.status_code}")
         raw = resp.content
+        if H_SIGNATURE not in resp.headers and resp.status_code in (400, 401):
+            # the service signs no answer to a request it did not authenticate
+            raise self._unsigned_refusal(method, path, resp, sent, received)
         try:
             self.verifier.public_key.verify(
                 unb64(resp.headers.get(H_SIGNATURE, ""), "answer signature"),
@@ -271,12 +287,35 @@ class SyncClient:
             raise SyncUnavailableError(f"central failed: {message}")
         raise SyncProtocolError(f"central says HTTP {resp.status_code}: {message}")
 
+    def _unsigned_refusal(self, method: str, path: str, resp: httpx.Response, sent: float,
+                          received: float) -> SyncAuthError:
+        """The error for an unsigned refusal (HTTP 400 or 401 without a signature): the
+        service's words, shown as unverified, since anyone on the way could have written
+        them. A stale refusal's time is kept only to sign the one retry."""
+        try:
+            doc = json.loads(resp.content)
+        except ValueError:
+            doc = None
+        said = doc.get("message") if isinstance(doc, dict) else None
+        text = str(said) if said is not None else resp.text
+        message = "".join(c if c.isprintable() else "?" for c in text)[:300]
+        where = f"{method} {path}: central refused (HTTP {resp.status_code}, unverified: the " \
+                f"answer is not signed)"
+        central = doc.get("time_ms") if isinstance(doc, dict) else None
+        if resp.status_code == 401 and message.startswith("request is stale") and \
+                type(central) is int:
+            rtt = max(0, int((received - sent) * 1000))
+            self._stale_hint_ms = central + rtt // 2 - int(received * 1000)
+            return SyncStaleError(f"{where}: {message}")
+        return SyncAuthError(f"{where}: {message}")
+
     def _take_time(self, doc: Any, sent: float, received: float) -> None:
         """Keep the service's time from a verified answer as the anchor (in memory; stored in
         the ledger by :meth:`sync_once`)."""
         central = doc.get("time_ms") if isinstance(doc, dict) else None
         if type(central) is not int:
             return  # a service from before time_ms
+        self._stale_hint_ms = None
         rtt = max(0, int((received - sent) * 1000))
         boot_id, boot_ms = boot_now()
         self.anchor = ClockAnchor(central + rtt // 2, int(received * 1000), boot_id, boot_ms,

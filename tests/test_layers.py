@@ -229,7 +229,7 @@ DISTRIBUTIONS = {"click": "click", "cryptography": "cryptography", "httpx": "htt
                  "segno": "segno", "rich": "rich", "smartcard": "pyscard", "nfc": "nfcpy",
                  "serial": "pyserial", "pygame": "pygame", "pyzbar": "pyzbar",
                  "fastapi": "fastapi", "starlette": "fastapi", "uvicorn": "uvicorn",
-                 "psycopg": "psycopg"}
+                 "psycopg": "psycopg", "prometheus_client": "prometheus-client"}
 
 #: modules whose own dependencies are an extra: registry backends are imported by name only
 #: when constructed, the screens only by ``run``, the central service only on its host
@@ -279,7 +279,8 @@ def test_a_terminal_without_the_central_extra_syncs_and_provisions(tmp_path: Pat
 
         class Refuse(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path, target=None):
-                if name.split(".")[0] in {"fastapi", "starlette", "uvicorn", "psycopg"}:
+                if name.split(".")[0] in {"fastapi", "starlette", "uvicorn", "psycopg",
+                                          "prometheus_client"}:
                     raise ImportError(f"{name} is not installed on a terminal")
                 return None
 

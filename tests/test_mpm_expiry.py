@@ -39,7 +39,7 @@ def test_an_open_sale_expires_at_central(stack: Stack) -> None:  # noqa: F811
     r = app_pay(s, stale, 1_200, "exp-1")
     assert r.status_code == 410, r.text
     body = r.json()
-    assert (body["error"], body["kind"]) == ("expired", "MpmExpiredError")
+    assert (body["error"], body["kind"]) == ("expired", "sale_expired")
     assert "ask the till for a new code" in body["message"]
     assert moved(s) == {} and balance(s, books.pocket("A")) == CASH
     # the till that asks is told it expired (and no payment)
@@ -83,7 +83,7 @@ def test_a_disabled_app_partner_is_refused(stack: Stack) -> None:  # noqa: F811
     after = time.time_ns() // 1_000_000
     refused = app_pay(s, reference, 800, "dis-1")
     assert refused.status_code == 401, refused.text
-    assert refused.json()["kind"] == "MpmPartnerAuthError"
+    assert refused.json()["kind"] == "partner_refused"
     assert "cityapp is disabled" in refused.json()["message"]
     assert moved(s) == {} and balance(s, books.pocket("A")) == CASH
     # recorded: when and why; disabling again records nothing more

@@ -251,7 +251,11 @@ def test_failed_attempts_are_rate_limited(tmp_path: Path) -> None:
                            "place": "85", "central_url": "http://x"}).encode()
         statuses = [enroller.handle(headers, body, "10.0.0.9")[0] for _ in range(4)]
         assert statuses == [401, 401, 401, 429]
-        assert enroller.handle(headers, body, "10.0.0.10")[0] == 401  # another client
+        # another client: the same code is locked (failures count per code too), another
+        # code is not
+        assert enroller.handle(headers, body, "10.0.0.10")[0] == 429
+        other = body.replace(b'"0000', b'"1111')
+        assert enroller.handle(headers, other, "10.0.0.10")[0] == 401
         # nothing was stored by any of it, and the real code is still unused
         with svc.store.tx(write=False) as tx:
             assert tx.one("SELECT COUNT(*) FROM terminals") == (0,)

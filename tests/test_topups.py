@@ -576,7 +576,7 @@ def test_http_needs_a_partner_key(served: Served) -> None:
     for key in (None, "nobody." + secret, served.key + "0", secret):
         r = served.api.post(sale(), key)
         assert r.status_code == 401, (key, r.text)
-        assert r.json()["error"] == "refused" and r.json()["kind"] == "PartnerAuthError"
+        assert r.json()["error"] == "refused" and r.json()["kind"] == "partner_refused"
     for header in (f"Basic {served.key}", "Bearer", served.key):
         r = served.api.post(sale(), None, headers={"Authorization": header})
         assert r.status_code == 401, header

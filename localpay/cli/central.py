@@ -77,21 +77,60 @@ def central() -> None:
 @click.option("--topup-terms", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="TOML file with a [topup] table (programme, "
               "discount_percent, monthly_limit): opens POST /v1/topups to partners.")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json",
+              show_default=True, envvar="LOCALPAY_LOG_FORMAT", show_envvar=True,
+              help="Log lines as JSON objects or text; either way one access line a request.")
+@click.option("--metrics-token", default=None, envvar="LOCALPAY_METRICS_TOKEN",
+              show_envvar=True, metavar="TOKEN", help="/metrics asks for Authorization: "
+              "Bearer TOKEN (prefer the environment variable: a command line is visible "
+              "to every user).")
+@click.option("--trusted-proxy", "trusted_proxy", multiple=True, metavar="IP",
+              help="A reverse proxy (address or network) whose X-Forwarded-For names the "
+              "client, for counting failed enrolments; repeatable. Default: none, the "
+              "header is ignored.")
+@click.option("--header-timeout", type=click.FloatRange(0, min_open=True), default=10.0,
+              show_default=True, metavar="S", help="Seconds a request's line and headers "
+              "may take to arrive (also how long a new connection may stay silent).")
+@click.option("--body-timeout", type=click.FloatRange(0, min_open=True), default=30.0,
+              show_default=True, metavar="S", help="Seconds a request's body may take.")
+@click.option("--keep-alive", type=click.IntRange(1), default=5, show_default=True,
+              metavar="S", help="Seconds an idle connection is kept between requests.")
+@click.option("--max-connections", type=click.IntRange(1), default=400, show_default=True,
+              metavar="N",
+              help="Open connections at most; one more is refused at once (503).")
+@click.option("--max-body", type=click.IntRange(1), default=8 * 1024 * 1024,
+              show_default=True, metavar="BYTES", help="Largest request body read; a "
+              "larger one is refused (413) before it is read.")
 def serve(db: str | None, data: Path | None, host: str, port: int, origin: str | None,
-          rules: Path | None, verify: str, topup_terms: Path | None) -> None:
+          rules: Path | None, verify: str, topup_terms: Path | None, log_format: str,
+          metrics_token: str | None, trusted_proxy: tuple[str, ...], header_timeout: float,
+          body_timeout: float, keep_alive: int, max_connections: int, max_body: int) -> None:
     """Run the HTTP JSON API (FastAPI on uvicorn) until interrupted."""
     from central.app import serve as run
+    from central.enroll import trusted_proxies
+    from central.http_limits import HttpLimits
+    from central.metrics import set_token
+    from central.observe import configure_logging
     from central.topups import load_terms
+
+    configure_logging(log_format)
+    set_token(metrics_token)
 
     # read before anything starts: a bad terms file stops the start, not the first sale
     terms = load_terms(topup_terms) if topup_terms else None
+    trusted_proxies(trusted_proxy)  # a mistyped address stops the start too
     service = open_central(db, data, origin=origin, rules=rules, policy=verify)
-    click.echo(f"central log {service.origin} on http://{host}:{port} "
-               f"({service.store.kind}); verifier key:\n{service.signer.verifier.text()}",
-               err=True)
+    if log_format == "json":  # every line of the service's output one JSON object
+        log.warning("central log %s on http://%s:%d (%s); verifier key: %s", service.origin,
+                    host, port, service.store.kind, service.signer.verifier.text())
+    else:
+        click.echo(f"central log {service.origin} on http://{host}:{port} "
+                   f"({service.store.kind}); verifier key:\n{service.signer.verifier.text()}",
+                   err=True)
     # Entries committed just before a stop are credited by the next batch, or here at once.
     threading.Thread(target=service.run_followers, name="catch-up", daemon=True).start()
-    run(service, host, port, topup_terms=terms)
+    run(service, host, port, topup_terms=terms, trusted_proxies=trusted_proxy,
+        limits=HttpLimits(header_timeout, body_timeout, keep_alive, max_connections, max_body))
 
 
 @central.command("key")
@@ -118,8 +157,11 @@ def terminal() -> None:
 @municipality_flag
 def terminal_add(db: str | None, data: Path | None, terminal_id: str, public_key: str,
                  lat: float | None, lon: float | None, municipality: str) -> None:
-    """Register TERMINAL_ID with its Ed25519 PUBLIC_KEY (64 hex digits), a terminal of
-    one municipality for good."""
+    """Register TERMINAL_ID (letters, digits and hyphens) with its Ed25519 PUBLIC_KEY
+    (64 hex digits), a terminal of one municipality for good."""
+    from firmware_cfg.provision import check_terminal_id
+
+    check_terminal_id(terminal_id)
     try:
         raw = bytes.fromhex(public_key)
     except ValueError:
@@ -658,7 +700,13 @@ def enroll_codes(db: str | None, data: Path | None, terminal_id: str, role: str 
     Each code is shown once, here; the service keeps only hashes of it.
     """
     from central.enroll import issue_codes
+    from firmware_cfg.provision import check_place, check_terminal_id
 
+    # refused before the store is opened (or made)
+    if terminal_id:
+        check_terminal_id(terminal_id)
+    if place:
+        check_place(place)
     text = template.read_text(encoding="utf-8") if template else ""
     service = open_central(db, data)
     try:
@@ -689,6 +737,7 @@ def _register_groups() -> None:
     from localpay.cli.municipalities import municipality
     from localpay.cli.pockets import pockets, spend
     from localpay.cli.settlement import settlement
+    from localpay.cli.terminals import terminals
     from localpay.cli.topups import topup
 
     central.add_command(merchant)
@@ -702,6 +751,7 @@ def _register_groups() -> None:
     central.add_command(municipality)
     central.add_command(mpm)
     central.add_command(cash_receipts)
+    central.add_command(terminals)  # and `central terminal revoke`
 
 
 _register_groups()

@@ -274,17 +274,22 @@ def central_check(config: Config, key: Ed25519PrivateKey, timeout: float) -> Che
         return Check("central", False, f"{url} unreachable: {type(err).__name__}: {err}")
     took = (time.monotonic() - started) * 1000
     try:
+        doc = json.loads(resp.content)
+    except ValueError:
+        doc = {}
+    message = doc.get("message", "") if isinstance(doc, dict) else ""
+    if not resp.headers.get(H_SIGNATURE) and resp.status_code in (400, 401):
+        # central never signs for a caller it did not authenticate: its words are unverified
+        return Check("central", False, f"{url} refused {config.terminal.id} (HTTP "
+                                       f"{resp.status_code}, unverified: the answer is not "
+                                       f"signed): {message}")
+    try:
         verifier.public_key.verify(base64.b64decode(resp.headers.get(H_SIGNATURE, "")),
                                    response_message(nonce, resp.status_code, resp.content))
     except (InvalidSignature, ValueError):
         return Check("central", False, f"{url} answered (HTTP {resp.status_code}) without the "
                                        "signature of the configured log key")
-    try:
-        doc = json.loads(resp.content)
-    except ValueError:
-        doc = {}
     if resp.status_code != 200:
-        message = doc.get("message", "") if isinstance(doc, dict) else ""
         return Check("central", False, f"{url} refused {config.terminal.id} (HTTP "
                                        f"{resp.status_code}): {message}")
     cp = Checkpoint.verify(str(doc.get("checkpoint", "")), verifier)

@@ -1,0 +1,186 @@
+"""What the operator sees of each terminal, and revocation.
+
+``terminal_status`` holds, per terminal, when it was last seen (its last authenticated
+request, written in the transaction that records the request's nonce) and, once revoked,
+when and why. It lives in the store, not in a worker's memory, so every API worker refuses
+a revoked terminal at its next request and ``/metrics`` of any worker shows the same
+last-seen times.
+
+A revoked terminal's signature no longer authenticates anything (401): its batches,
+deny-list and config requests are all refused. Its entries already in the central chain
+stay there (nothing appended is removed); revocation is not undone by a command, since a
+terminal whose key may have leaked must enrol again under a new id.
+
+:func:`terminals` is ``central terminals``: place and role (from the newest config bundle
+published for it), when it was registered, last seen, its last entry, its sync lag and
+clock state, its config version, and whether it is revoked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+import weakref
+from dataclasses import asdict, dataclass
+
+from central.store import Store, Tx
+from firmware_cfg import bundle as bundles
+from localpay.errors import ConfigError, SyncAuthError, SyncProtocolError
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS terminal_status (
+    terminal_id TEXT PRIMARY KEY, last_seen_ms BIGINT NOT NULL DEFAULT 0,
+    revoked_ms BIGINT, revoked_reason TEXT NOT NULL DEFAULT '')
+"""
+
+_READY: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+class UnknownTerminalError(ConfigError):
+    """The operator named a terminal that is not registered."""
+
+
+class AlreadyRevokedError(ConfigError):
+    """The terminal was revoked before."""
+
+
+def ensure_schema(store: Store) -> None:
+    """Make the table where missing (once per store in a process)."""
+    if store in _READY:
+        return
+    with store.tx() as tx:
+        tx.run(TABLES)
+    _READY.add(store)
+
+
+def seen(tx: Tx, terminal_id: str, now_ms: int) -> None:
+    """Record an authenticated request of ``terminal_id``; refuse a revoked terminal
+    (raising inside the request's transaction undoes its nonce too)."""
+    row = tx.one("SELECT revoked_ms, revoked_reason FROM terminal_status WHERE terminal_id = ?",
+                 (terminal_id,))
+    if row is not None and row[0] is not None:
+        raise SyncAuthError(f"terminal {terminal_id!r} is revoked")
+    if row is None:
+        tx.run("INSERT INTO terminal_status (terminal_id, last_seen_ms) VALUES (?, ?) "
+               "ON CONFLICT (terminal_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
+               (terminal_id, now_ms))
+    else:
+        tx.run("UPDATE terminal_status SET last_seen_ms = ? WHERE terminal_id = ? "
+               "AND last_seen_ms < ?", (now_ms, terminal_id, now_ms))
+
+
+def revoke(store: Store, terminal_id: str, reason: str, *, now_ms: int | None = None) -> int:
+    """Revoke ``terminal_id`` from now on; returns the time recorded (Unix ms)."""
+    ensure_schema(store)
+    reason = " ".join(reason.split())
+    if len(reason) > 500:
+        raise SyncProtocolError("a revocation reason is at most 500 characters")
+    when = now_ms if now_ms is not None else int(time.time() * 1000)
+    with store.tx() as tx:
+        if tx.one("SELECT 1 FROM terminals WHERE terminal_id = ?", (terminal_id,)) is None:
+            raise UnknownTerminalError(f"no terminal {terminal_id!r} is registered")
+        row = tx.one("SELECT revoked_ms FROM terminal_status WHERE terminal_id = ?",
+                     (terminal_id,))
+        if row is not None and row[0] is not None:
+            raise AlreadyRevokedError(f"terminal {terminal_id!r} was revoked already, at "
+                                      f"{_iso(int(row[0]))}")
+        tx.run("INSERT INTO terminal_status (terminal_id, revoked_ms, revoked_reason) "
+               "VALUES (?, ?, ?) ON CONFLICT (terminal_id) DO UPDATE SET "
+               "revoked_ms = excluded.revoked_ms, revoked_reason = excluded.revoked_reason",
+               (terminal_id, when, reason))
+    return when
+
+
+@dataclass(frozen=True)
+class TerminalRow:
+    """One line of ``central terminals`` (times in Unix ms, 0: never)."""
+
+    terminal_id: str
+    municipality: str
+    role: str
+    place: str
+    enrolled_ms: int
+    last_seen_ms: int
+    last_seq: int
+    last_entry_ms: int
+    #: at its last batch: arrival less the effective time of the batch's oldest new entry
+    sync_lag_ms: int | None
+    clock: str
+    config_version: int
+    revoked_ms: int | None
+    revoked_reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def terminals(store: Store, municipality: str | None = None) -> list[TerminalRow]:
+    """Every registered terminal (of ``municipality`` when given), by id."""
+    ensure_schema(store)
+    where, params = ("WHERE t.municipality_id = ?", (municipality,)) if municipality else ("",
+                                                                                            ())
+    with store.tx(write=False) as tx:
+        rows = tx.all(
+            "SELECT t.terminal_id, t.municipality_id, t.added_ms, t.last_seq, "
+            "t.last_effective_ms, s.last_seen_ms, s.revoked_ms, s.revoked_reason, e.place, "
+            "e.detail FROM terminals t "
+            "LEFT JOIN terminal_status s ON s.terminal_id = t.terminal_id "
+            "LEFT JOIN entries e ON e.terminal_id = t.terminal_id AND e.seq = t.last_seq "
+            f"{where} ORDER BY t.terminal_id", params)
+        lags = sync_lags(tx)
+        configs = {str(t): (int(v), str(b)) for t, v, b in tx.all(
+            "SELECT c.terminal_id, c.version, c.body FROM configs c JOIN (SELECT terminal_id, "
+            "MAX(version) AS v FROM configs GROUP BY terminal_id) m "
+            "ON m.terminal_id = c.terminal_id AND m.v = c.version")}
+    out = []
+    for (tid, muni, added, last_seq, last_eff, seen_ms, revoked, reason, place,
+         detail) in rows:
+        version, body = configs.get(str(tid), (0, ""))
+        role, conf_place = _role_place(body)
+        out.append(TerminalRow(
+            str(tid), str(muni), role, conf_place or str(place or ""), int(added),
+            int(seen_ms or 0), int(last_seq), int(last_eff), lags.get(str(tid)),
+            _clock_of(detail), version, int(revoked) if revoked is not None else None,
+            str(reason or "")))
+    return out
+
+
+def sync_lags(tx: Tx) -> dict[str, int]:
+    """Per terminal, at its last batch: how long the batch's oldest new entry had waited
+    (arrival less its effective time, never below 0)."""
+    return {str(t): max(0, int(received) - int(eff)) for t, received, eff in tx.all(
+        "SELECT b.terminal_id, b.received_ms, e.effective_ms FROM batches b "
+        "JOIN (SELECT terminal_id, MAX(last_seq) AS s FROM batches GROUP BY terminal_id) m "
+        "ON m.terminal_id = b.terminal_id AND m.s = b.last_seq "
+        "JOIN entries e ON e.terminal_id = b.terminal_id AND e.seq = b.first_seq")}
+
+
+def _role_place(body: str) -> tuple[str, str]:
+    """The role and place a config bundle gives its terminal ('' when there is none)."""
+    if not body:
+        return "", ""
+    try:
+        doc = tomllib.loads(bundles.peek_config(body.encode("utf-8")))
+    except (ConfigError, tomllib.TOMLDecodeError, UnicodeError):
+        return "", ""
+    section = doc.get("terminal", {})
+    if not isinstance(section, dict):
+        return "", ""
+    return str(section.get("role", "")), str(section.get("place", ""))
+
+
+def _clock_of(detail: object) -> str:
+    """The clock state the entry's detail states ('' when none or no entry)."""
+    if not detail:
+        return ""
+    try:
+        doc = json.loads(str(detail))
+    except ValueError:
+        return ""
+    value = doc.get("clock") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
