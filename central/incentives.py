@@ -265,25 +265,31 @@ def credit_log(store: Store, *, chunk: int = 5000, now_ms: int | None = None,
     kinds = ", ".join(f"'{k}'" for k in _EARNING_KINDS)
     picks = ", ".join([*(f"entries.{f}" for f in CreditEntry._fields[:-1]),
                        f"COALESCE(t.municipality_id, '{DEFAULT}')"])
-    # Cards' weeks as this run left them: only crediting writes incentive_weeks, under the
-    # lock, so they hold for the next chunk unless another crediter ran in between.
+    # Cards' weeks as this run left them. Under the crediting lock only crediting and a
+    # rules load's recredit write incentive_weeks, so they hold for the next chunk unless
+    # another crediter ran in between (the cursor moved) or rules were loaded (a version
+    # more: a recredit rewrites weeks in the transaction that stores its version).
     known: dict[WeekKey, list[Any]] = {}
+    versions_seen: dict[str, int] = {}
     end = size = 0
     while end == 0 or end < size:
         with store.tx() as tx:
             start, size = lock_crediting(tx)
             if start >= size:
                 break
-            if start != end or len(known) > _KNOWN_MAX:
+            programmes = held_programmes(tx)
+            versions = {m: len(v) for m, v in programmes.items()}
+            if start != end or len(known) > _KNOWN_MAX or versions != versions_seen:
                 known.clear()
+            versions_seen = versions
             end = min(start + chunk, size)
             items = [CreditEntry._make(row) for row in tx.all(
                 f"SELECT {picks} FROM entries LEFT JOIN terminals t ON t.terminal_id = "
                 "entries.terminal_id WHERE entries.log_index >= ? AND entries.log_index < ? "
                 f"AND entries.kind IN ({kinds}) {NOT_CONFIG_REFUSED}"
                 "ORDER BY entries.log_index", (start, end))]
-            r = credit(tx, items, held_programmes(tx),
-                       epoch_ms() if now_ms is None else now_ms, known)
+            r = credit(tx, items, programmes, epoch_ms() if now_ms is None else now_ms,
+                       known)
             tx.run("UPDATE incentive_cursor SET next_index = ? WHERE id = 1", (end,))
         total.credits += r.credits
         total.points += r.points
