@@ -30,6 +30,7 @@ import queue
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -226,6 +227,8 @@ class Store:
     url: str
     kind: str
     blob = "BLOB"
+    #: seconds a new connection is tried again while the server does not answer
+    reconnect_s = 0.0
 
     def __init__(self, pool_size: int = 8) -> None:
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
@@ -287,20 +290,55 @@ class Store:
 
     # -- pool and transactions ---------------------------------------------------------------
 
-    def _get(self) -> Any:
+    def _get(self, reconnect: bool = True) -> Any:
         try:
             return self._pool.get_nowait()
         except queue.Empty:
             pass
         with self._lock:
-            if self._made < self._pool_size:
+            new = self._made < self._pool_size
+            if new:
                 self._made += 1
-                try:
-                    return self.connect()
-                except BaseException:
+        if new:  # outside the lock: a reconnect may wait for a failover
+            try:
+                return self._connect_retried(self.reconnect_s if reconnect else 0.0)
+            except BaseException:
+                with self._lock:
                     self._made -= 1
-                    raise
+                raise
         return self._pool.get(timeout=60)
+
+    def _connect_retried(self, wait_s: float) -> Any:
+        """:meth:`connect`, tried again with backoff for up to ``wait_s`` seconds while it
+        fails with a transient error: a standby being promoted takes writes a second or a
+        few after its primary died, and a request may wait that long rather than fail."""
+        deadline = time.monotonic() + wait_s
+        pause = 0.05
+        while True:
+            try:
+                return self.connect()
+            except self.transient_errors() as err:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                log.warning("central store %s unreachable, trying again: %s", self.kind,
+                            str(err).splitlines()[0] if str(err) else type(err).__name__)
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 1.0)
+
+    def lost(self, conn: Any) -> bool:
+        """Whether ``conn`` lost its server (rather than met an error inside it)."""
+        return False
+
+    def _drop_idle(self) -> None:
+        """Close the pooled connections: once one lost its server, the others most likely
+        lead to the same dead server, and each would fail one more request."""
+        while True:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                return
+            self._put(conn, broken=True)
 
     def _put(self, conn: Any, broken: bool) -> None:
         if broken:
@@ -314,11 +352,13 @@ class Store:
         self._pool.put(conn)
 
     @contextmanager
-    def tx(self, write: bool = True) -> Iterator[Tx]:
-        """A transaction: committed when the block ends, rolled back on any exception."""
+    def tx(self, write: bool = True, *, reconnect: bool = True) -> Iterator[Tx]:
+        """A transaction: committed when the block ends, rolled back on any exception.
+        Without ``reconnect``, a store that does not answer fails it at once instead of
+        after :attr:`reconnect_s` (a health check answers now, not after a failover)."""
         errors = self.db_errors()
         try:
-            conn = self._get()
+            conn = self._get(reconnect)
         except errors as err:
             raise SyncUnavailableError(f"central store {self.kind} unreachable: {err}") from err
         broken = False
@@ -330,6 +370,8 @@ class Store:
             self._rollback(conn)
             if isinstance(err, self.transient_errors()):
                 broken = True
+                if self.lost(conn):
+                    self._drop_idle()
                 raise SyncUnavailableError(f"central store {self.kind} failed: {err}") from err
             raise SyncError(f"central store {self.kind}: {type(err).__name__}: {err}") from err
         except BaseException:
@@ -455,6 +497,10 @@ class PostgresStore(Store):
 
     kind = "postgresql"
     blob = "BYTEA"
+    #: A request waits this long for the store to come back before it is answered 503:
+    #: promoting a standby takes a second or two once decided, and the terminal (30 s to
+    #: answer by default) sends the batch again after a 503 anyway.
+    reconnect_s = 10.0
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
         super().__init__(pool_size)
@@ -469,6 +515,9 @@ class PostgresStore(Store):
 
     def connect(self) -> Any:
         return self._psycopg.connect(self.url, connect_timeout=10)
+
+    def lost(self, conn: Any) -> bool:
+        return bool(conn.broken or conn.closed)
 
     def begin(self, conn: Any, write: bool) -> None:
         """psycopg opens the transaction on the first statement."""

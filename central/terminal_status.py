@@ -50,6 +50,9 @@ def ensure_schema(store: Store) -> None:
     if store in _READY:
         return
     with store.tx() as tx:
+        # PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against a concurrent one (a
+        # duplicate key in pg_type): the first requests of several terminals race here
+        tx.lock_log()
         tx.run(TABLES)
     _READY.add(store)
 
