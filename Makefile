@@ -10,6 +10,9 @@ EXTRAS := pcsc,nfc,serial,camera,ui,printer,central,dev
 # fonts-nanum: Korean text on screen; postgresql: the central store's test server;
 # gcc and python3-dev: pyscard has no Linux wheel and builds from source.
 APT_PACKAGES := gcc python3-dev python3-venv libpcsclite-dev libzbar0 pcscd vsmartcard-vpcd socat fonts-nanum postgresql
+# The suite waits on servers, subprocesses and sockets more than it computes: on two cores
+# three workers finish it sooner than one (the PC/SC tests stay together on one of them).
+TEST_WORKERS ?= 3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test apt venv lint bench fuzz mutation clean
@@ -31,7 +34,7 @@ test: $(STAMP)
 	  done; \
 	fi; \
 	$(BIN)/ruff check . && $(BIN)/mypy && \
-	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup; rc=$$?; \
 	for u in $$stopped; do echo "starting $$u again"; $(SUDO) systemctl start $$u; done; \
 	exit $$rc
 

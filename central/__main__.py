@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8470)
-    parser.add_argument("--verify", choices=["every", "anchor"], default="every")
+    parser.add_argument("--verify", choices=["every", "anchor"], default="anchor")
     parser.add_argument("--stale-ms", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -154,6 +154,7 @@ def pockets(tx: Tx, account_id: str, *,
 def ensure_schema(store: Store) -> None:
     """Make the tables where missing (``Store.init_schema`` does it with the rest)."""
     with store.tx() as tx:
+        tx.schema_lock("accounts")
         for statement in TABLES.split(";"):
             if statement.strip():
                 tx.run(statement)

@@ -663,6 +663,7 @@ def _figures(tx: Tx, programme: str, months: list[tuple[str, int, int]],
 def ensure_schema(store: Store) -> None:
     """Make the tables where missing (``Store.init_schema`` does it with the rest)."""
     with store.tx() as tx:
+        tx.schema_lock("allowances")
         for statement in TABLES.split(";"):
             if statement.strip():
                 tx.run(statement)

@@ -1,10 +1,13 @@
 """The central service's HTTP JSON API (FastAPI on uvicorn).
 
 Every ``/v1`` route is called by a terminal and signed by it (see :mod:`sync.protocol`); every
-answer to a request that authenticated, errors included, is signed by the central key. A
-request refused before or by authentication (malformed headers, unknown terminal, bad
-signature, stale, replayed) is answered unsigned: the log key never signs text an
-unauthenticated caller chose (its nonce). Errors are ``{"error", "message", "seq"}`` with 400
+answer to a request that authenticated, errors included, is signed by the service's answer
+key (``answer.key``, :mod:`central.keys`), never by the log key: the log key signs only the
+log's checkpoints and the statement naming the answer key (``GET /v1/answer-key``, no
+authentication, no nonce in it), so no answer passes for a note of the log. A request
+refused before or by authentication (malformed headers, unknown terminal, bad signature,
+stale, replayed) is answered unsigned: no key signs text an unauthenticated caller chose
+(its nonce). Errors are ``{"error", "message", "seq"}`` with 400
 (malformed), 401 (unknown terminal, bad signature, stale, replayed), 409 (gap, fork, tampered
 ledger: ``seq`` is the first bad entry) and 503 (store down).
 
@@ -38,9 +41,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -59,6 +63,7 @@ from central.http_limits import (
     public_message,
 )
 from central.incentives import points_delta
+from central.keys import load_answer_signer
 from central.municipalities import scope_points
 from central.profiles import profiles_delta
 from central.service import CentralLog
@@ -83,11 +88,16 @@ from localpay.errors import (
     SyncProtocolError,
     SyncUnavailableError,
 )
+from sync.checkpoint import NoteSigner
 from sync.protocol import (
+    ANSWER_KEY_PATH,
+    H_ANSWER_KEY,
     H_NONCE,
     H_SIGNATURE,
     H_TERMINAL,
     H_TIME,
+    answer_key_name,
+    answer_key_text,
     b64,
     parse_batch,
     request_message,
@@ -199,7 +209,13 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
     # no API description served: it would map every route for whoever asks
     app = FastAPI(title="localpay central", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimits, limits=limits or HttpLimits())
-    signer = service.signer
+    # answers are signed by their own key, named by the log key's one statement
+    answerer = (load_answer_signer(service.data_dir, service.signer)
+                if service.data_dir is not None
+                else NoteSigner(answer_key_name(service.signer.name),
+                                Ed25519PrivateKey.generate()))
+    answer_key_id = answerer.verifier.id.hex()
+    answer_statement = service.signer.sign(answer_key_text(answerer.verifier))
     # request ids and access lines (central.observe); /metrics, /healthz, /readyz below
     app.add_middleware(observe.AccessLog)
     meter = meters.Metrics(service)
@@ -208,16 +224,17 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
     metrics_token = meters.configured_token()
 
     def answer(status: int, payload: Any, nonce: str, *, signed: bool = True) -> Response:
-        """The JSON answer, signed by the log key over the caller's nonce unless ``signed``
-        is False: a caller that did not authenticate is never given the log key's signature
-        over text it chose (its nonce)."""
+        """The JSON answer, signed by the answer key over the caller's nonce unless
+        ``signed`` is False: a caller that did not authenticate is never given a signature
+        over text it chose (its nonce). The log key signs no answer."""
         if isinstance(payload, dict):
             payload = {**payload, "time_ms": int(time.time() * 1000)}
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         if not signed:
             return Response(body, status, media_type="application/json")
-        sig = signer.private_key.sign(response_message(nonce, status, body))
-        return Response(body, status, {H_SIGNATURE: b64(sig)}, "application/json")
+        sig = answerer.private_key.sign(response_message(nonce, status, body))
+        return Response(body, status, {H_SIGNATURE: b64(sig), H_ANSWER_KEY: answer_key_id},
+                        "application/json")
 
     async def handle(request: Request, work: Any) -> Response:
         nonce = request.headers.get(H_NONCE, "")
@@ -293,6 +310,13 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
                             401, {"WWW-Authenticate": "Bearer"}, "text/plain")
         return Response(await run_in_threadpool(meter.render), 200,
                         media_type=meters.CONTENT_TYPE)
+
+    @app.get(ANSWER_KEY_PATH)
+    async def get_answer_key() -> Response:
+        # unauthenticated and the same for everyone: a signed note by the log key with no
+        # caller's text in it, which the terminal checks with the log key it trusts
+        return plain(200, {"answer_key": answerer.verifier.text(),
+                           "note": answer_statement})
 
     @app.post("/v1/batches")
     async def post_batch(request: Request) -> Response:
@@ -370,6 +394,31 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
     async def get_config(request: Request) -> Response:
         return await handle(request, lambda t, b: service.latest_config(t))
 
+    @app.get("/v1/round")
+    async def get_round(request: Request) -> Response:
+        # A round's fetches in one request: each part is the answer its own route gives for
+        # the same since (deny, balances, points with riders, pockets, config), so a round
+        # authenticates once instead of five times. A part that has more to tell is asked
+        # for again on its own route.
+        def work(terminal: str, body: bytes) -> Any:
+            municipality = service.terminal_municipality(terminal)
+            points = points_delta(service.store, query_int(request, "points_since", 0),
+                                  municipality=municipality)
+            points["riders"] = profiles_delta(service.store,
+                                              query_int(request, "riders_since", 0),
+                                              municipality=municipality)
+            return {
+                "deny": service.deny_delta(query_int(request, "deny_since", 0),
+                                           terminal=terminal),
+                "balances": service.balances_delta(query_int(request, "balances_since", 0),
+                                                   terminal=terminal),
+                "points": scope_points(service.store, terminal, points),
+                "pockets": pocket_snapshot.delta(service.store, terminal,
+                                                 query_int(request, "pockets_since", 0)),
+                "config": service.latest_config(terminal)}
+
+        return await handle(request, work)
+
     @app.post("/v1/config/rejected")
     async def post_config_rejected(request: Request) -> Response:
         # a terminal's report of a bundle it refused; `central report` lists it
@@ -393,8 +442,9 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
                                 request.headers.get("x-forwarded-for", ""), proxies)
         status, payload, ckey = await run_in_threadpool(enroller.handle, request.headers, body,
                                                         client)
-        if isinstance(payload, dict) and isinstance(payload.get("kind"), str):
-            payload = {**payload, "kind": kind_of(payload["kind"])}  # a code, not a class
+        if ckey is not None and status == 200 and isinstance(payload, dict):
+            # the new terminal checks this answer's signature with the key it names
+            payload = {**payload, "answer_key_note": answer_statement}
         # only an enrolment the code and the key authenticated is signed (and MAC'd)
         resp = answer(status, payload, nonce, signed=ckey is not None)
         if ckey is not None:
@@ -416,28 +466,41 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
 
         return await handle(request, work)
 
+    # The partners' routes, never through handle(): a terminal's signature opens neither.
+    # One rule signs their answers: the partner a request's key opened is noted on the
+    # request (open_partner), and only then is an answer signed (partner_answer); a caller
+    # whose key did not open gets no signature over the nonce it chose.
+    async def open_partner(request: Request, authenticate_key: Callable[..., Any],
+                           missing: LocalpayError) -> Any:
+        """The partner ``authenticate_key(store, key)`` finds for the request's bearer key
+        (``missing`` without one), noted on the request."""
+        key = _bearer(request, missing)
+        request.state.partner = await run_in_threadpool(authenticate_key, service.store,
+                                                        key.strip())
+        return request.state.partner
+
+    def partner_answer(request: Request, status: int, payload: Any) -> Response:
+        opened = getattr(request.state, "partner", None) is not None
+        return answer(status, payload, request.headers.get(H_NONCE, ""), signed=opened)
+
     @app.post("/v1/topups")
     async def post_topup(request: Request) -> Response:
-        # Never through handle(): a terminal's signature must not open this route.
-        nonce = request.headers.get(H_NONCE, "")
-        partner = None  # the log key signs nothing for a caller whose key did not open
         try:
-            key = _bearer(request, PartnerAuthError("a partner key is required: "
-                                                     "Authorization: Bearer <key>"))
             # the key first: who is not a partner learns nothing, not even the configuration
             # the key names the partner, the partner its one municipality: it credits only
             # that municipality's accounts, at that municipality's terms
-            partner = await run_in_threadpool(authenticate, service.store, key.strip())
+            partner = await open_partner(request, authenticate, PartnerAuthError(
+                "a partner key is required: Authorization: Bearer <key>"))
             if topup_terms is None:
-                return answer(503, {"error": "not_configured", "kind": "not_configured",
-                                    "message": "top-ups are not configured", "seq": None},
-                              nonce)
+                return partner_answer(request, 503, {
+                    "error": "not_configured", "kind": "not_configured",
+                    "message": "top-ups are not configured", "seq": None})
             doc = parse_topup(await request.body())
             done = await run_in_threadpool(
                 lambda: topup(service.store, topup_terms, doc["account"], doc["face_value"],
                               doc["reference"], partner=partner.name, paid=doc["paid"],
                               municipality=partner.municipality))
-            return answer(200, done.as_json(), nonce)
+            return partner_answer(request, 200, done.as_json())
         except LocalpayError as err:
             status, code = next(((s, c) for kind, s, c in _TOPUP_STATUS
                                  if isinstance(err, kind)), (500, "error"))
@@ -445,9 +508,8 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
                 log.warning("POST /v1/topups: %s", err)
             else:
                 log.info("POST /v1/topups refused: %s", err)
-            return answer(status, {"error": code, "kind": kind_of(err),
-                                   "message": str(err), "seq": None}, nonce,
-                          signed=partner is not None)
+            return partner_answer(request, status, {"error": code, "kind": kind_of(err),
+                                                    "message": str(err), "seq": None})
 
     mpm_payments.ensure_schema(service.store)
 
@@ -511,19 +573,16 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
 
     @app.post("/v1/mpm-payments")
     async def post_mpm_payment(request: Request) -> Response:
-        # Never through handle(): a terminal's signature must not pay a sale.
-        nonce = request.headers.get(H_NONCE, "")
-        partner = None  # the log key signs nothing for a caller whose key did not open
+        # a partner's route (see open_partner): a terminal's signature must not pay a sale
         try:
-            key = _bearer(request, mpm_payments.MpmPartnerAuthError(
-                "an app partner key is required: Authorization: Bearer <key>"))
-            partner = await run_in_threadpool(mpm_payments.authenticate, service.store,
-                                              key.strip())
+            partner = await open_partner(
+                request, mpm_payments.authenticate, mpm_payments.MpmPartnerAuthError(
+                    "an app partner key is required: Authorization: Bearer <key>"))
             doc = _mpm_body(await request.body(), _MPM_PAY_FIELDS)
             done = await run_in_threadpool(
                 mpm_payments.pay, service.store, partner, doc["reference"], doc["amount"],
                 doc["payer"], doc["app_reference"])
-            return answer(200, done.as_json(), nonce)
+            return partner_answer(request, 200, done.as_json())
         except LocalpayError as err:
             status, code = next(((s, c) for kind, s, c in _MPM_STATUS
                                  if isinstance(err, kind)), (500, "error"))
@@ -532,7 +591,7 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
                        "seq": None}
             if isinstance(err, mpm_payments.MpmAlreadyPaidError):
                 payload["payment"] = err.payment
-            return answer(status, payload, nonce, signed=partner is not None)
+            return partner_answer(request, status, payload)
 
     return app
 

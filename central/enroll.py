@@ -47,6 +47,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from central import municipalities
+from central.http_limits import kind_of
 from central.keys import private_folder
 from central.merchants import Registry
 from central.service import CentralLog
@@ -153,6 +154,7 @@ def ensure_schema(store: Store) -> None:
     if store in _READY:
         return
     with store.tx() as tx:
+        tx.schema_lock("enroll")
         for statement in FAILURES.split(";"):
             if statement.strip():
                 tx.run(statement)
@@ -377,7 +379,8 @@ class Enroller:
 
     def _refusal(self, err: LocalpayError) -> tuple[int, dict[str, Any], None]:
         status, code = self._status(err)
-        return status, {"error": code, "kind": type(err).__name__, "message": str(err),
+        # ``kind`` is a stable code, never the class's name (central.http_limits)
+        return status, {"error": code, "kind": kind_of(type(err).__name__), "message": str(err),
                         "seq": None}, None
 
     def _enroll(self, headers: Mapping[str, str], body: bytes) -> tuple[bytes, dict[str, Any]]:

@@ -131,8 +131,9 @@ def protocol_class(limits: HttpLimits) -> type[LimitedH11Protocol]:
     return type("LimitedH11Protocol", (LimitedH11Protocol,), {"limits": limits})
 
 
-# a JSON string, escapes included: what it holds is not structure
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# a JSON string, escapes included: what it holds is not structure (written as runs of plain
+# bytes between escapes: one alternation a byte took 10 ms of the event loop a batch)
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _INNERMOST = re.compile(rb"\[\]|\{\}")
 

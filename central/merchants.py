@@ -79,6 +79,7 @@ DEFAULT_MUNICIPALITY = "default"
 def ensure_schema(store: Store) -> None:
     """Make the registry's tables where they are missing (safe to run again)."""
     with store.tx() as tx:
+        tx.schema_lock("merchants")
         for statement in TABLES.split(";"):
             if statement.strip():
                 tx.run(statement)

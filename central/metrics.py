@@ -6,8 +6,11 @@ Two kinds of figures, and they are kept apart on purpose:
   same: the log's size, the crediting lag (log size less the incentive cursor), each
   terminal's last-seen time and sync lag, revoked terminals, fraud flags by rule.
 - **Counted by this process** since it started (Prometheus counters and a histogram): batches
-  and entries accepted and refused by reason, and the ingest latency. Each worker counts
-  its own; scrape every worker as its own target and sum in the query
+  and entries accepted and refused by reason, and the ingest latency. The workers of one
+  ``central serve --workers N`` write their counts to files in one folder
+  (prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``, set by the serve
+  command) and any of them answers ``/metrics`` with their sum. Separate services (hosts)
+  count their own: scrape each as its own target and sum in the query
   (``sum without (instance) (...)``).
 
 Per-terminal series carry ``terminal`` and ``municipality`` labels: two series a terminal.
@@ -34,14 +37,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from central import terminal_status
+from central import audit, terminal_status
 from central.service import CentralLog
 from localpay.errors import LocalpayError
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "LOCALPAY_METRICS_TOKEN"
+#: set by ``central serve --workers N`` (N > 1): the folder of every worker's counters
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: seconds: a batch of a few entries takes milliseconds, a day offline a few seconds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -102,6 +108,7 @@ class StoreCollector:
     def _read(self) -> list[Metric]:
         store = self.service.store
         terminal_status.ensure_schema(store)
+        audit.ensure_schema(store)
         with store.tx(write=False) as tx:
             state = tx.one("SELECT s.size, c.next_index FROM log_state s, incentive_cursor c "
                            "WHERE s.id = 1 AND c.id = 1")
@@ -110,6 +117,7 @@ class StoreCollector:
                           "ON s.terminal_id = t.terminal_id ORDER BY t.terminal_id")
             lags = terminal_status.sync_lags(tx)
             flags = tx.all("SELECT rule, COUNT(*) FROM flags GROUP BY rule ORDER BY rule")
+            audited, failing = audit.figures(tx)
         size, cursor = (int(state[0]), int(state[1])) if state else (0, 0)
         log_size = GaugeMetricFamily("localpay_log_size_entries",
                                      "Entries in the central chain (from the store)")
@@ -140,7 +148,14 @@ class StoreCollector:
                                     "(from the store)", labels=["rule"])
         for rule, n in flags:
             flagged.add_metric([str(rule)], int(n))
-        return [log_size, lag, seen, sync, states, flagged]
+        failures = GaugeMetricFamily("localpay_audit_failures", "Entries whose own signature "
+                                     "or hash link failed the audit (from the store)")
+        failures.add_metric([], failing)
+        audit_lag = GaugeMetricFamily("localpay_audit_lag_entries", "Entries of the log not "
+                                      "yet audited: log size less the audit cursor (from the "
+                                      "store)")
+        audit_lag.add_metric([], max(0, size - audited))
+        return [log_size, lag, seen, sync, states, flagged, failures, audit_lag]
 
 
 class Metrics:
@@ -193,14 +208,22 @@ class Metrics:
             "reason": reason, "status": status, "seq": doc.get("seq")})
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        folder = os.environ.get(MULTIPROC_ENV)
+        if not folder:
+            return generate_latest(self.registry)
+        # several workers (central.workers): every worker's counters, summed from their
+        # files, and the store's figures once
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=folder)
+        combined.register(StoreCollector(self.service))
+        return generate_latest(combined)
 
 
 def store_check(service: CentralLog) -> tuple[bool, dict[str, Any]]:
     """Whether the store answers a read now, and what to say about it."""
     started = time.perf_counter()
     try:
-        with service.store.tx(write=False) as tx:
+        with service.store.tx(write=False, reconnect=False) as tx:
             row = tx.one("SELECT size FROM log_state WHERE id = 1")
     except LocalpayError as err:
         # the reason goes to the log only: it may name hosts and ports

@@ -169,6 +169,7 @@ def ensure_schema(store: Store) -> None:
     if store in _READY:
         return
     with store.tx() as tx:
+        tx.schema_lock("mpm_payments")
         for statement in TABLES.split(";"):
             if statement.strip():
                 tx.run(statement)
@@ -200,14 +201,8 @@ def add_app_partner(store: Store, name: str, *,
     if not isinstance(name, str) or not _PARTNER_RE.fullmatch(name):
         raise MpmInvalidError(f"partner {name!r}: 1 to 64 letters, digits, '_' and '-'")
     ensure_schema(store)
-    key, kept = partner_keys.new_key(name)
-    with store.tx() as tx:
-        municipalities.known(tx, municipality)
-        if tx.one("SELECT 1 FROM mpm_partners WHERE partner_id = ?", (name,)) is not None:
-            raise MpmInvalidError(f"app partner {name} already has a key")
-        tx.run("INSERT INTO mpm_partners VALUES (?, ?, ?, ?, 1)",
-               (municipality, name, kept, _now_ms()))
-    return key
+    return partner_keys.add(store, "mpm_partners", name, municipality,
+                            MpmInvalidError(f"app partner {name} already has a key"))
 
 
 def disable_app_partner(store: Store, name: str, *, reason: str = "operator",
@@ -218,18 +213,10 @@ def disable_app_partner(store: Store, name: str, *, reason: str = "operator",
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 200:
         raise MpmInvalidError("the reason is 1 to 200 characters")
     ensure_schema(store)
-    with store.tx() as tx:
-        row = tx.one_for_update("SELECT active FROM mpm_partners WHERE municipality_id = ? "
-                                "AND partner_id = ?", (municipality, name))
-        if row is None:
-            raise MpmUnknownError(f"no app partner {name} in municipality {municipality}")
-        if not int(row[0]):
-            return False
-        tx.run("UPDATE mpm_partners SET active = 0 WHERE municipality_id = ? AND "
-               "partner_id = ?", (municipality, name))
-        tx.run("INSERT INTO mpm_partner_changes VALUES (?, ?, ?, 'disabled', ?)",
-               (municipality, name, _now_ms(), reason.strip()))
-    return True
+    return partner_keys.disable(
+        store, "mpm_partners", name, municipality,
+        MpmUnknownError(f"no app partner {name} in municipality {municipality}"),
+        changes="mpm_partner_changes", reason=reason.strip())
 
 
 def app_partners(store: Store, *, municipality: str = books.DEFAULT_MUNICIPALITY

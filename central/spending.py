@@ -44,12 +44,10 @@ each payment and refund of the log becomes balanced transfers of :mod:`central.b
   another yet.
 - **A refund the payable cannot hold yet.** A refund given after its payment's money was
   settled to the merchant, when the merchant's payable holds less than the refund, *waits*
-  (``pocket_waiting_refunds``) rather than being refused: at the end of every chunk the
-  waiting refunds are tried again in log order, and each is posted as soon as the payable
-  holds it (at the refund's own effective time, so its business day is its own), once. Later
-  refunds of the same payment wait behind it. Until then the settlement check shows the
-  merchant's terminals' refunds above the books'. The wait is bounded: :func:`retry_waiting`
-  lets :mod:`central.refund_float` pay one that waited too long from the refund float.
+  (:mod:`central.waiting_refunds`) rather than being refused, and is posted once the payable
+  holds it. Until then the settlement check shows the merchant's terminals' refunds above
+  the books'. The wait is bounded: :func:`retry_waiting` lets :mod:`central.refund_float`
+  pay one that waited too long from the refund float.
 - **Nothing is lost, nothing is guessed.** A card linked to no account, a terminal of no
   merchant, a refund of a payment the books do not hold, more refunded than was paid, or a
   movement the books refuse is a
@@ -77,7 +75,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from central import accounts, books, municipalities
+from central import accounts, books, municipalities, waiting_refunds
 from central.merchants import Merchant, Registry
 from central.service import DEFAULT_TZ, CentralLog
 from central.store import NOT_CONFIG_REFUSED, Store, Tx
@@ -423,10 +421,9 @@ def post_payment(tx: Tx, entry: SpendEntry, *,
     return PaymentPosting(poster.result, why)
 
 
-#: the account a refund is paid from and the transfers besides its reversal; None: it waits
-Payer = tuple[str, list[books.Transfer]] | None
-#: pays a waiting refund its payable cannot (tx, refund, merchant, won): central.refund_float
-Fallback = Callable[[Tx, SpendEntry, str, int], Payer]
+# named here too: a refund's payer is asked for by retry_waiting's callers (refund_float)
+Payer = waiting_refunds.Payer
+Fallback = waiting_refunds.Fallback
 
 
 def retry_waiting(tx: Tx, fallback: Fallback, *,
@@ -671,25 +668,11 @@ class _Poster:
     # -- refunds --------------------------------------------------------------------------
 
     def retry_waiting(self) -> None:
-        """Post the waiting refunds the payables now hold, in log order; a refund still
-        waiting keeps the later ones of its payment waiting too."""
-        blocked: set[tuple[str, int]] = set()
-        for row in self.tx.all(
-                f"SELECT {', '.join('e.' + f for f in SpendEntry._fields)} FROM "
-                "pocket_waiting_refunds w JOIN entries e ON e.log_index = w.log_index "
-                "WHERE w.municipality_id = ? ORDER BY w.log_index", (self.municipality,)):
-            e = SpendEntry(*row)
-            if (e.terminal_id, e.ref_seq) in blocked or not self.refund(e, waiting=True):
-                blocked.add((e.terminal_id, e.ref_seq))
-                continue
-            self.tx.run("DELETE FROM pocket_waiting_refunds WHERE municipality_id = ? AND "
-                        "terminal_id = ? AND seq = ?", (self.municipality, e.terminal_id,
-                                                        e.seq))
+        waiting_refunds.retry(self.tx, self.municipality, SpendEntry,
+                              lambda e: self.refund(e, waiting=True))
 
     def wait(self, e: SpendEntry, merchant: str) -> bool:
-        self.tx.run("INSERT INTO pocket_waiting_refunds VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING", (self.municipality, e.terminal_id, e.seq,
-                                               e.log_index, e.ref_seq, merchant))
+        waiting_refunds.park(self.tx, self.municipality, e, merchant)
         return False
 
     def online_seq(self, e: SpendEntry) -> int:
@@ -702,15 +685,6 @@ class _Poster:
                           "terminal_id = ? AND till_seq = ?",
                           (self.municipality, e.terminal_id, e.ref_seq))
         return e.ref_seq if row is None else int(row[0])
-
-    def payer(self, e: SpendEntry, merchant: str, want: int) -> Payer:
-        """The account refund ``e`` is paid from, with any transfers besides the reversal:
-        the merchant's payable, else what :attr:`fallback` answers (None: it waits)."""
-        payable = books.merchant_payable(merchant)
-        held = books.find_account(self.tx, payable, municipality=self.municipality)
-        if held is not None and held.balance >= want:
-            return payable, []
-        return None if self.fallback is None else self.fallback(self.tx, e, merchant, want)
 
     def refund(self, e: SpendEntry, *, waiting: bool = False) -> bool:
         """Post refund ``e``; False when it waits for the merchant's payable (``waiting``:
@@ -727,11 +701,7 @@ class _Poster:
             self.flag(e, "not_posted", {"why": f"amount {e.amount} is not above zero"})
             return True
         account, merchant = str(row[0]), str(row[1])
-        if not waiting and self.tx.one(
-                "SELECT 1 FROM pocket_waiting_refunds WHERE municipality_id = ? AND "
-                "terminal_id = ? AND ref_seq = ?", (self.municipality, e.terminal_id,
-                                                    e.ref_seq)) is not None:
-            # behind an earlier refund of the same payment: what is left depends on it
+        if not waiting and waiting_refunds.behind(self.tx, self.municipality, e):
             return self.wait(e, merchant)
         parts: list[list[Any]] = json.loads(str(row[2]))
         refunded: dict[str, int] = json.loads(str(row[3]))
@@ -742,7 +712,8 @@ class _Poster:
         want = min(e.amount, left)
         if want == 0:
             return True
-        paying = self.payer(e, merchant, want)
+        paying = waiting_refunds.payer(self.tx, self.municipality, e, merchant, want,
+                                       self.fallback)
         if paying is None:
             # its payment's money was settled and the payable holds less than the refund:
             # the citizen's money waits for the merchant's next payments, never refused

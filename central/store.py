@@ -194,6 +194,14 @@ class Tx:
         """Take the one lock that orders every append to the central chain."""
         self.store.lock_log(self.conn)
 
+    def schema_lock(self, name: str) -> None:
+        """Make ``name``'s tables one process at a time: PostgreSQL's CREATE TABLE IF NOT
+        EXISTS fails one of two concurrent ones (a duplicate key in pg_type), as workers
+        starting together or the first requests of a new service do. SQLite's BEGIN
+        IMMEDIATE already serialises them."""
+        if self.store.kind == "postgresql":
+            self.one("SELECT pg_advisory_xact_lock(hashtext(?))", ("localpay schema " + name,))
+
     def one_for_update(self, sql: str, params: Sequence[Any] = (), *,
                        of: str = "") -> tuple[Any, ...] | None:
         """:meth:`one`, holding the row read locked until the transaction ends (of the table
@@ -229,6 +237,8 @@ class Store:
     blob = "BLOB"
     #: seconds a new connection is tried again while the server does not answer
     reconnect_s = 0.0
+    #: seconds a transaction waits for a pooled connection when all are in use
+    pool_wait_s = 60.0
 
     def __init__(self, pool_size: int = 8) -> None:
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
@@ -290,7 +300,7 @@ class Store:
 
     # -- pool and transactions ---------------------------------------------------------------
 
-    def _get(self, reconnect: bool = True) -> Any:
+    def _get(self, reconnect: bool) -> Any:
         try:
             return self._pool.get_nowait()
         except queue.Empty:
@@ -306,7 +316,12 @@ class Store:
                 with self._lock:
                     self._made -= 1
                 raise
-        return self._pool.get(timeout=60)
+        try:
+            return self._pool.get(timeout=self.pool_wait_s)
+        except queue.Empty:
+            raise SyncUnavailableError(
+                f"central store {self.kind}: all {self._pool_size} connections busy for "
+                f"{self.pool_wait_s:g} s") from None
 
     def _connect_retried(self, wait_s: float) -> Any:
         """:meth:`connect`, tried again with backoff for up to ``wait_s`` seconds while it
@@ -517,7 +532,8 @@ class PostgresStore(Store):
         return self._psycopg.connect(self.url, connect_timeout=10)
 
     def lost(self, conn: Any) -> bool:
-        return bool(conn.broken or conn.closed)
+        # psycopg: "a broken connection is always closed"
+        return bool(conn.closed)
 
     def begin(self, conn: Any, write: bool) -> None:
         """psycopg opens the transaction on the first statement."""

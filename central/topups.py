@@ -446,26 +446,18 @@ def add_partner(store: Store, name: str, *,
     _check_partner(name)
     if name == STAFF:
         raise TopupInvalidError(f"partner name {STAFF!r} is kept for the city's own staff")
-    key, kept = partner_keys.new_key(name)
-    with store.tx() as tx:
-        municipalities.known(tx, municipality)
-        # one name on the platform (the key names no municipality); said the same way
-        # whichever municipality holds it
-        if tx.one("SELECT 1 FROM partners WHERE partner_id = ?", (name,)) is not None:
-            raise TopupInvalidError(f"partner {name} already has a key")
-        tx.run("INSERT INTO partners (municipality_id, partner_id, key_hash, created_ms, active) "
-               "VALUES (?, ?, ?, ?, 1)", (municipality, name, kept, _now(None)))
-    return key
+    # one name on the platform (the key names no municipality); said the same way
+    # whichever municipality holds it
+    return partner_keys.add(store, "partners", name, municipality,
+                            TopupInvalidError(f"partner {name} already has a key"))
 
 
 def disable_partner(store: Store, name: str, *,
                     municipality: str = books.DEFAULT_MUNICIPALITY) -> None:
     """Refuse ``name``'s key from now on (a leaked key, a partner gone); its top-ups stay."""
     _check_partner(name)
-    with store.tx() as tx:
-        if not tx.run("UPDATE partners SET active = 0 WHERE municipality_id = ? "
-                      "AND partner_id = ?", (municipality, name)):
-            raise TopupInvalidError(f"no partner {name}")
+    partner_keys.disable(store, "partners", name, municipality,
+                         TopupInvalidError(f"no partner {name}"))
 
 
 def authenticate(store: Store, key: str) -> Partner:

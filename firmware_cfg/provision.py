@@ -20,11 +20,12 @@ The service stores only these two hashes. ``POST /v1/enroll``::
               "box_key" (hex X25519, one-time), "role", "place", "central_url",
               "reader", "scanner"}
 
-The answer (HTTP 200) carries ``X-LP-Signature`` (the central log key, as every answer, see
-``sync.protocol``) and ``X-LP-Enroll``: HMAC(code_key, answer message). Its body::
+The answer (HTTP 200) carries ``X-LP-Signature`` (the service's answer key, as every
+answer, see ``sync.protocol``) and ``X-LP-Enroll``: HMAC(code_key, answer message). Its body::
 
     {"terminal_id", "bundle" (the signed config bundle, version 1, see firmware_cfg.bundle),
      "central_key" (log verifier key), "operator_key" (hex Ed25519, signs bundles),
+     "answer_key_note" (the log key's signed note naming the answer key),
      "token_key": {"alg": ALG, "epk": hex X25519, "nonce": hex, "ct": base64}}
 
 The scheme's card-token key is a secret shared by every terminal, so it never travels in the
@@ -156,7 +157,7 @@ def answer_message(nonce: str, status: int, body: bytes) -> bytes:
 
 
 def central_answer_message(nonce: str, status: int, body: bytes) -> bytes:
-    """The central log key's signature input of every answer (``sync.protocol.
+    """The answer key's signature input of every answer (``sync.protocol.
     response_message``, restated because firmware_cfg imports nothing of sync's; a test keeps
     the two equal)."""
     return f"LPRES1\n{nonce}\n{status}\n{hashlib.sha256(body).hexdigest()}\n".encode()
@@ -302,7 +303,7 @@ def enroll(
         raise ConfigError("the service's log key is not the one given with --central-key: "
                           "refusing this enrolment (with the right key, the same code works "
                           "again from this home while it is valid)")
-    _check_log_signature(resp, nonce, log_key)
+    _check_answer_signature(resp, nonce, log_key, doc.get("answer_key_note"))
     operator_hex = _str(doc, "operator_key")
     operator = keys.public_from_hex(operator_hex, "the operator key of the enrolment answer")
     bundle = bundles.verify(_str(doc, "bundle").encode(), operator, terminal_id,
@@ -354,21 +355,70 @@ def _answer(resp: httpx.Response, nonce: str, ckey: bytes) -> dict[str, Any]:
     return doc
 
 
-def _check_log_signature(resp: httpx.Response, nonce: str, log_key: str) -> None:
-    """The answer must also carry the log key's signature, the key every later answer and
-    checkpoint will be checked with."""
+#: the first line of the log key's statement of the answer key (``sync.protocol``)
+ANSWER_KEY_LINE = "localpay answer key"
+
+
+def _note_key(text: str) -> tuple[str, bytes, Ed25519PublicKey]:
+    """Name, key ID and key of a verifier key ``name+hexid+base64(0x01||key)``, its ID
+    checked (c2sp.org/signed-note; ``sync.checkpoint.NoteVerifier``, restated)."""
+    name, hexid, encoded = text.strip().split("+", 2)
+    raw = base64.b64decode(encoded, validate=True)
+    if len(raw) != 33 or raw[0] != 0x01:
+        raise ValueError("not an Ed25519 note key")
+    if not name or any(c.isspace() for c in name):
+        raise ValueError(f"note key name {name!r}")
+    kid = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
+    if kid != bytes.fromhex(hexid):
+        raise ValueError(f"the key ID of {name!r} does not match its key")
+    return name, kid, Ed25519PublicKey.from_public_bytes(raw[1:])
+
+
+def _answer_key_of(note: str, log_key: str) -> Ed25519PublicKey:
+    """The answer key the log key's statement names (``sync.protocol.open_answer_key``,
+    restated because firmware_cfg imports nothing of sync's; a test keeps the two in step)."""
+    log_name, log_id, log_pub = _note_key(log_key)
+    text, _, sigs = note.rpartition("\n\n")
+    text += "\n"
+    lines = text.split("\n")
+    if len(lines) != 3 or lines[0] != ANSWER_KEY_LINE or not sigs.endswith("\n"):
+        raise ValueError("the note is not a statement of the answer key")
+    signed = False
+    for line in sigs.splitlines():
+        dash, name, blob = line.split(" ")
+        sig = base64.b64decode(blob, validate=True)
+        if dash == "\u2014" and name == log_name and sig[:4] == log_id:
+            log_pub.verify(sig[4:], text.encode())
+            signed = True
+    if not signed:
+        raise ValueError(f"the answer key statement is not signed by {log_name}")
+    name, _, pub = _note_key(lines[1])
+    if name != f"{log_name}/answers":
+        raise ValueError(f"the statement names {name!r}, not {log_name + '/answers'!r}")
+    return pub
+
+
+def _check_answer_signature(resp: httpx.Response, nonce: str, log_key: str,
+                            note: Any) -> None:
+    """The answer must carry the signature of the answer key that the log key's statement
+    names: the log key (every later checkpoint's) vouches for the answer."""
+    if not isinstance(note, str):
+        raise ConfigError("enrolment answer lacks 'answer_key_note' (a central from before "
+                          "answer keys: update it first)")
     try:
-        raw = base64.b64decode(log_key.split("+", 2)[-1], validate=True)
-        if len(raw) != 33 or raw[0] != 0x01:
-            raise ValueError("not an Ed25519 note key")
-        pub = Ed25519PublicKey.from_public_bytes(raw[1:])
+        pub = _answer_key_of(note, log_key)
+    except (ValueError, binascii.Error) as err:
+        raise ConfigError(f"enrolment answer: the answer key statement is refused: "
+                          f"{err}") from err
+    except InvalidSignature:
+        raise ConfigError("enrolment answer: the answer key statement is not signed by the "
+                          "central log key it names") from None
+    try:
         sig = base64.b64decode(resp.headers.get(H_SIGNATURE, ""), validate=True)
         pub.verify(sig, central_answer_message(nonce, resp.status_code, resp.content))
-    except (ValueError, binascii.Error) as err:
-        raise ConfigError(f"enrolment answer: the central log key is malformed: {err}") from err
-    except InvalidSignature:
-        raise ConfigError("the enrolment answer is not signed by the central log key it "
-                          "names") from None
+    except (ValueError, binascii.Error, InvalidSignature):
+        raise ConfigError("the enrolment answer is not signed by the answer key that the "
+                          "central log key names") from None
 
 
 def public_key_of(home: Path) -> str | None:

@@ -155,6 +155,10 @@ class SyncProtocolError(SyncError, ValueError):
     """A malformed request or answer."""
 
 
+class RouteMissingError(SyncProtocolError):
+    """The central service has no such route (an unsigned 404: a release from before it)."""
+
+
 class ChainMismatchError(SyncError):
     """A batch does not continue the chain: a gap, a fork or tampering.
 

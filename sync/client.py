@@ -14,6 +14,13 @@ log that rewrites its history fails the consistency check and is reported as
 small state file beside it, both written after each batch, so a crash or a power cut resumes
 exactly where it stopped: a batch the service already took is answered again, not doubled.
 
+Answers are signed by the service's answer key, never by the log key (``sync.protocol``):
+the client learns it from the log key's statement (``GET /v1/answer-key``, checked with the
+log key it was given), keeps that statement beside the ledger (``<ledger>.answer-key``) and
+checks every answer with the key it names. An answer naming another key (the service made
+a new one) has the statement fetched again, once; an answer signed by the log key, or by
+any key the log key did not name, is refused as :class:`~localpay.errors.ProofError`.
+
 Time: every answer carries the service's clock (``time_ms``, inside the signed body). The
 client keeps the last one as the ledger's clock anchor (central time + half the round trip,
 with the local wall and boot clocks when it arrived; ``offline_ledger.anchor``), which
@@ -49,6 +56,7 @@ from localpay.errors import (
     ChainMismatchError,
     LedgerError,
     ProofError,
+    RouteMissingError,
     SyncAuthError,
     SyncError,
     SyncProtocolError,
@@ -58,13 +66,16 @@ from localpay.errors import (
 from offline_ledger import ClockAnchor, Ledger, boot_now, pockets
 from offline_ledger.ledger import Entry
 from sync import merkle
+from sync.answer_keys import AnswerKeys
 from sync.checkpoint import Checkpoint, NoteVerifier
 from sync.protocol import (
+    H_ANSWER_KEY,
     H_NONCE,
     H_SIGNATURE,
     H_TERMINAL,
     H_TIME,
     BatchReceipt,
+    answer_key_name,
     b64,
     batch_body,
     get_int,
@@ -80,6 +91,8 @@ Progress = Callable[[int, int], None]
 #: what the terminal leaves beside its ledger when it refused a config bundle
 #: (``terminal.config_update.REJECTED_REPORT``); sent to ``POST /v1/config/rejected``
 REJECTED_REPORT = "config.rejected.json"
+#: the parts of a ``GET /v1/round`` answer, each its own route's answer
+ROUND_PARTS = ("deny", "balances", "points", "pockets", "config")
 
 
 @dataclass
@@ -131,7 +144,8 @@ class SyncClient:
     """Syncs one terminal's ledger with the central service.
 
     ``central_key`` is the log's verifier key (``name+id+base64``, see
-    :class:`sync.checkpoint.NoteVerifier`): it signs checkpoints and every answer.
+    :class:`sync.checkpoint.NoteVerifier`): it signs checkpoints and the statement naming
+    the key that signs every answer.
     """
 
     def __init__(
@@ -170,7 +184,13 @@ class SyncClient:
         self.on_config = on_config
         self.state_path = self.ledger_path.with_name(self.ledger_path.name + ".sync.json")
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+        #: the key answers are signed by, as the log key names it; its statement is kept
+        #: apart from the round's state (an online QR call may learn it mid-round)
+        self.answer_keys = AnswerKeys(self._http, self.verifier, self.ledger_path.with_name(
+            self.ledger_path.name + ".answer-key"))
         self._stop = threading.Event()
+        #: until when (monotonic s) the service is taken for one without ``/v1/round``
+        self._no_round_until = 0.0
         self._thread: threading.Thread | None = None
         self.last_error: SyncError | None = None
         self.last_summary: SyncSummary | None = None
@@ -268,17 +288,27 @@ class SyncClient:
         if resp.status_code in (502, 503, 504) and H_SIGNATURE not in resp.headers:
             raise SyncUnavailableError(f"{method} {path}: HTTP {resp.status_code}")
         raw = resp.content
+        if H_SIGNATURE not in resp.headers and resp.status_code == 404:
+            raise RouteMissingError(f"{method} {path}: HTTP 404, the service has no such "
+                                    "route (a release from before it)")
         if H_SIGNATURE not in resp.headers and resp.status_code in (400, 401):
             # the service signs no answer to a request it did not authenticate
             raise self._unsigned_refusal(method, path, resp, sent, received)
+        if H_SIGNATURE not in resp.headers:
+            raise ProofError(f"{method} {path}: the answer (HTTP {resp.status_code}) is not "
+                             f"signed by {answer_key_name(self.verifier.name)}")
+        key_id = resp.headers.get(H_ANSWER_KEY)
+        if key_id is None and self.answer_keys.service_has_none():
+            answers = self.verifier
+        else:
+            answers = self.answer_keys.key_for(method, path, key_id or "")
         try:
-            self.verifier.public_key.verify(
-                unb64(resp.headers.get(H_SIGNATURE, ""), "answer signature"),
-                response_message(nonce, resp.status_code, raw))
+            answers.public_key.verify(unb64(resp.headers[H_SIGNATURE], "answer signature"),
+                                      response_message(nonce, resp.status_code, raw))
         except (InvalidSignature, SyncProtocolError):
             raise ProofError(
                 f"{method} {path}: the answer (HTTP {resp.status_code}) is not signed by "
-                f"{self.verifier.name}") from None
+                f"{answers.name}") from None
         try:
             doc = json.loads(raw)
         except ValueError as err:
@@ -411,6 +441,9 @@ class SyncClient:
                 days.update(self._day(e.fields.wall_ms) for e in entries)
                 receipt = BatchReceipt.from_json(answer.result())
                 note = self._check_receipt(receipt, entries[-1], state)
+                # kept with the checkpoint: a process killed before the round's report
+                # leaves its days to the next round, which starts past their entries
+                state["days_unreported"] = sorted(set(state.get("days_unreported", ())) | days)
                 self._save_state(state)
                 # Counters restart from the unsynced entries once the backlog is in; a
                 # recount after every batch would rescan the rest of the backlog each time.
@@ -420,8 +453,9 @@ class SyncClient:
                 summary.duplicates += receipt.accepted == 0
                 if progress:
                     progress(last - (head - total), total)
+        days.update(str(d) for d in state.get("days_unreported", ()))
         if days:
-            self._report_totals(ledger, days, summary)
+            self._report_totals(ledger, days, summary, state)
 
     def _check_receipt(self, receipt: BatchReceipt, last: Entry, state: dict[str, Any]) -> str:
         if receipt.terminal_id != self.terminal_id or receipt.last_seq != last.seq:
@@ -475,15 +509,57 @@ class SyncClient:
                 slot[1] += entry.amount
         return totals
 
-    def _report_totals(self, ledger: Ledger, days: set[str], summary: SyncSummary) -> None:
-        for day, kinds in sorted(self.day_totals(ledger, days).items()):
-            body = json.dumps({"day": day, "totals": kinds}).encode()
-            self._request("POST", "/v1/totals", body)
-            summary.days_reported.append(day)
+    def _report_totals(self, ledger: Ledger, days: set[str], summary: SyncSummary,
+                       state: dict[str, Any]) -> None:
+        totals = self.day_totals(ledger, days)
+        for day in sorted(days):
+            kinds = totals.get(day)
+            if kinds:
+                body = json.dumps({"day": day, "totals": kinds}).encode()
+                self._request("POST", "/v1/totals", body)
+                summary.days_reported.append(day)
+            left = set(state.get("days_unreported", ())) - {day}
+            if left != set(state.get("days_unreported", ())):
+                state["days_unreported"] = sorted(left)
+                self._save_state(state)
+
+    def _round(self, ledger: Ledger, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The first answer of each of the round's fetches, in one request
+        (``GET /v1/round``): each part is what its own route answers for the same since."""
+        points_since, _ = ledger.points_state()
+        sinces = {"deny": f"/v1/deny?since={ledger.deny_version()}",
+                  "balances": f"/v1/balances?since={int(state.get('balances_version', 0))}",
+                  "points": f"/v1/points?since={points_since}"
+                            f"&riders_since={ledger.riders_version()}",
+                  "pockets": f"/v1/pockets?since={pockets.state(ledger).version}",
+                  "config": "/v1/config"}
+        doc: Any = None
+        if time.monotonic() >= self._no_round_until:
+            try:
+                doc = self._request(
+                    "GET", f"/v1/round?deny_since={ledger.deny_version()}"
+                    f"&balances_since={int(state.get('balances_version', 0))}"
+                    f"&points_since={points_since}&riders_since={ledger.riders_version()}"
+                    f"&pockets_since={pockets.state(ledger).version}")
+            except RouteMissingError:
+                # a service from before the route (terminals are updated before their
+                # service): each part from its own route, asked again in ten minutes
+                log.warning("central has no /v1/round: fetching its parts one by one")
+                self._no_round_until = time.monotonic() + 600.0
+        if doc is None:
+            doc = {name: self._request("GET", path) for name, path in sinces.items()}
+        parts = {}
+        for name in ROUND_PARTS:
+            part = doc.get(name) if isinstance(doc, dict) else None
+            if not isinstance(part, dict):
+                raise SyncProtocolError(f"round answer must have {name!r} {{}}")
+            parts[name] = part
+        return parts
 
     def _fetch(self, ledger: Ledger, state: dict[str, Any], summary: SyncSummary) -> None:
+        first = self._round(ledger, state)
         since = ledger.deny_version()
-        deny = self._request("GET", f"/v1/deny?since={since}")
+        deny = first["deny"]
         version = get_int(deny, "version")
         add, remove = deny.get("add", {}), deny.get("remove", [])
         if not isinstance(add, dict) or not isinstance(remove, list):
@@ -495,7 +571,8 @@ class SyncClient:
         summary.deny_version = max(version, since)
         while True:
             since_b = int(state.get("balances_version", 0))
-            doc = self._request("GET", f"/v1/balances?since={since_b}")
+            doc = first.pop("balances", None) or self._request("GET",
+                                                               f"/v1/balances?since={since_b}")
             version_b = get_int(doc, "version")
             balances = doc.get("balances", {})
             if not isinstance(balances, dict) or version_b <= since_b:
@@ -504,9 +581,9 @@ class SyncClient:
             summary.balances += len(balances)
             state["balances_version"] = version_b
             self._save_state(state)
-        self._fetch_points(ledger, summary)
-        self._fetch_pockets(ledger, summary)
-        cfg = self._request("GET", "/v1/config")
+        self._fetch_points(ledger, summary, first["points"])
+        self._fetch_pockets(ledger, summary, first["pockets"])
+        cfg = first["config"]
         version_c = get_int(cfg, "version")
         if version_c > int(state.get("config_version", 0)):
             if self.on_config is not None:
@@ -517,7 +594,8 @@ class SyncClient:
         if state.get("checkpoint"):
             summary.tree_size = Checkpoint.verify(state["checkpoint"], self.verifier).size
 
-    def _fetch_points(self, ledger: Ledger, summary: SyncSummary) -> None:
+    def _fetch_points(self, ledger: Ledger, summary: SyncSummary,
+                      first: dict[str, Any] | None = None) -> None:
         """This week's bus points per card and the rules' summary, for the validator to show
         points offline, and the riders' profile changes, for it to charge each category's
         fare (``GET /v1/points``); each from the version the ledger holds, so only changes
@@ -525,7 +603,8 @@ class SyncClient:
         while True:
             since, held_rules = ledger.points_state()
             riders_since = ledger.riders_version()
-            doc = self._request("GET", f"/v1/points?since={since}&riders_since={riders_since}")
+            doc, first = first or self._request(
+                "GET", f"/v1/points?since={since}&riders_since={riders_since}"), None
             version = get_int(doc, "version")
             rows, rules, week = doc.get("points"), doc.get("rules"), doc.get("week_start")
             if not isinstance(rows, dict) or not isinstance(rules, dict) or not isinstance(
@@ -561,14 +640,15 @@ class SyncClient:
             return
         path.unlink(missing_ok=True)
 
-    def _fetch_pockets(self, ledger: Ledger, summary: SyncSummary) -> None:
+    def _fetch_pockets(self, ledger: Ledger, summary: SyncSummary,
+                       first: dict[str, Any] | None = None) -> None:
         """Cards' pocket balances and the rules of this terminal's merchant, for splitting
         payments offline (``GET /v1/pockets``, keys in ``central.pocket_snapshot``): changes
         after the version held, until none is left. An answer for another municipality than
         the one held (the till moved, or has no merchant now) replaces everything held."""
         while True:
             held = pockets.state(ledger)
-            doc = self._request("GET", f"/v1/pockets?since={held.version}")
+            doc, first = first or self._request("GET", f"/v1/pockets?since={held.version}"), None
             version = get_int(doc, "version")
             snapshot, cards = _pocket_answer(doc, version)
             moved = snapshot.municipality != held.municipality

@@ -7,9 +7,15 @@ HTTP with JSON bodies. Every request from a terminal carries four headers::
     X-LP-Nonce      32 hex digits, never reused
     X-LP-Signature  base64 Ed25519 signature by the terminal key over request_message()
 
-and every answer from the service carries ``X-LP-Signature``: the central key's signature over
-:func:`response_message` (the request's nonce and the SHA-256 of the answer body), so neither a
-deny list nor a balance can be forged on the way down.
+and every answer to an authenticated request carries ``X-LP-Signature``: the signature of the
+service's *answer key* over :func:`response_message` (the request's nonce and the SHA-256 of
+the answer body), so neither a deny list nor a balance can be forged on the way down, and
+``X-LP-Answer-Key``: that key's ID (8 hex digits). The answer key is not the log key: the
+log key signs only the log's notes (checkpoints) and one statement naming the answer key
+(:func:`answer_key_text`, a signed note served unauthenticated at ``GET /v1/answer-key`` and
+in the enrolment answer), so no text holding a caller's nonce is ever a note of the log.
+A terminal checks the statement with the log key it trusts (:func:`open_answer_key`) and the
+answers with the key it names.
 
 Batch upload, ``POST /v1/batches``::
 
@@ -33,12 +39,18 @@ from typing import Any
 
 from localpay import encoding
 from localpay.errors import EntryEncodingError, SyncProtocolError
+from sync.checkpoint import NoteVerifier, open_note
 
 API = "/v1"
 H_TERMINAL = "X-LP-Terminal"
 H_TIME = "X-LP-Time"
 H_NONCE = "X-LP-Nonce"
 H_SIGNATURE = "X-LP-Signature"
+H_ANSWER_KEY = "X-LP-Answer-Key"
+#: the route that serves the log key's statement of the answer key (no authentication)
+ANSWER_KEY_PATH = "/v1/answer-key"
+#: the statement's first line: no checkpoint's (a log's origin has no spaces)
+ANSWER_KEY_LINE = "localpay answer key"
 #: requests older or newer than this (ms) are refused as stale
 STALE_MS = 300_000
 MAX_BATCH = 10_000
@@ -70,6 +82,36 @@ def request_message(method: str, path: str, time_ms: int, nonce: str, body: byte
 def response_message(nonce: str, status: int, body: bytes) -> bytes:
     digest = hashlib.sha256(body).hexdigest()
     return f"LPRES1\n{nonce}\n{status}\n{digest}\n".encode()
+
+
+def answer_key_name(log_name: str) -> str:
+    """The answer key's name in its verifier key and signature lines: the log's name with
+    ``/answers``, so no one mistakes the one key for the other."""
+    return f"{log_name}/answers"
+
+
+def answer_key_text(answer_key: NoteVerifier) -> str:
+    """The text of the log key's statement naming ``answer_key``, to be signed as a note::
+
+        localpay answer key
+        <answer key's verifier key>
+    """
+    return f"{ANSWER_KEY_LINE}\n{answer_key.text()}\n"
+
+
+def open_answer_key(note: str, log_key: NoteVerifier) -> NoteVerifier:
+    """The answer key a statement names, once the statement verifies with ``log_key``;
+    :class:`~localpay.errors.ProofError` or :class:`SyncProtocolError` otherwise."""
+    if not isinstance(note, str):
+        raise SyncProtocolError("the answer key statement must be text")
+    lines = open_note(note, log_key).split("\n")
+    if len(lines) != 3 or lines[0] != ANSWER_KEY_LINE or lines[2] != "":
+        raise SyncProtocolError("the note is not a statement of the answer key")
+    named = NoteVerifier.parse(lines[1])
+    if named.name != answer_key_name(log_key.name):
+        raise SyncProtocolError(f"the answer key statement names {named.name!r}, not "
+                                f"{answer_key_name(log_key.name)!r}")
+    return named
 
 
 def new_nonce() -> str:

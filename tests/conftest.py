@@ -24,9 +24,25 @@ settings.register_profile("mutation", derandomize=True, database=None)
 if os.environ.get("LOCALPAY_HYPOTHESIS_PROFILE"):
     settings.load_profile(os.environ["LOCALPAY_HYPOTHESIS_PROFILE"])
 
+# Every `central serve` a test starts answers with one process unless the test asks for
+# more (tests/test_central_workers.py does): the suite runs on several workers of its own,
+# and a second uvicorn worker per server costs each start time and a core's share.
+os.environ.setdefault("LOCALPAY_CENTRAL_WORKERS", "1")
+
 # Screens and tones render headless everywhere the suite runs.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs the suite on several workers), every test of a
+    module that drives the real PC/SC stack runs on one worker: only one ``pcscd`` can run on
+    a machine, and the recovery tests stop and restart it under the others' feet."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and any(getattr(value, "__module__", "") == "hw_fixtures"
+                                      for value in vars(module).values()):
+            item.add_marker(pytest.mark.xdist_group("pcscd"))
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,10 @@ from tests.pg_fixtures import CentralProcess, start_central
 
 
 def start_localpay_central(db: str, data: Path, *, timeout: float = 30.0) -> CentralProcess:
-    """``python -m terminal central serve`` (the ``localpay`` entry point) on a free port."""
+    """``python -m localpay central serve --init`` (the ``localpay`` entry point) on a free
+    port: its first start makes the log key and the store's schema."""
     return start_central(db, data, timeout=timeout,
-                         command=("-m", "localpay", "central", "serve"))
+                         command=("-m", "localpay", "central", "serve", "--init"))
 
 
 @contextlib.contextmanager
@@ -36,5 +37,7 @@ def issue_code(srv: CentralProcess, *args: str) -> str:
 
 
 def provision(home: Path, srv: CentralProcess, code: str, *args: str) -> Result:
+    """``localpay provision`` with the code on its standard input (never on the command
+    line, where ``ps`` shows it)."""
     return CliRunner().invoke(cli, ["--home", str(home), "provision", "--central", srv.url,
-                                    "--enroll-code", code, *args])
+                                    *args], input=code + "\n")

@@ -35,6 +35,7 @@ from terminal.clock import ClockTrust
 from terminal.core import Terminal
 from terminal.home import Home, open_terminal
 from tests.conftest import present
+from tests.receipt_tills import Till, open_till
 from tests.test_kiosk_flow import Clock, key, pump, touch
 
 PHONE = "01098765432"
@@ -43,7 +44,6 @@ BRN9 = "220811234"
 BRN = BRN9 + str(brn_check_digit(BRN9))
 BAD_BRN = BRN9 + str((brn_check_digit(BRN9) + 1) % 10)
 MINJI = bytes.fromhex("08a10001")
-NOW = 1_800_000_000.0  # 2027-01-15 17:00:00 in Seoul
 
 
 def token(kind: str, digits: str, key_: bytes = DEMO_TOKEN_KEY) -> str:
@@ -61,15 +61,9 @@ def till_config() -> Config:
 
 
 @pytest.fixture
-def till(tmp_path: Path) -> Iterator[tuple[Terminal, Ledger, VirtualReader]]:
-    ledger = Ledger(tmp_path / "till" / "ledger.sqlite", key=Ed25519PrivateKey.generate(),
-                    terminal_id="T-CR-01")
-    terminal = Terminal(till_config(), ledger, DEMO_TOKEN_KEY, clock=lambda: NOW,
-                        clock_trust=ClockTrust(ledger, wall=lambda: NOW, ntp=lambda: True))
-    reader = VirtualReader()
-    yield terminal, ledger, reader
-    reader.close()
-    ledger.close()
+def till(tmp_path: Path) -> Iterator[Till]:
+    with open_till(tmp_path / "till" / "ledger.sqlite", till_config()) as opened:
+        yield opened
 
 
 def pay(terminal: Terminal, reader: VirtualReader, amount: int) -> int:

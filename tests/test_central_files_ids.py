@@ -97,7 +97,7 @@ def test_a_new_store_in_an_existing_open_folder_is_private(tmp_path: Path,
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
     data.chmod(0o755)
-    done = localpay(tmp_path, "central", "enroll", "--data", str(data))
+    done = localpay(tmp_path, "central", "init", "--data", str(data))
     assert done.returncode == 0, done.stderr
     found = modes(data)
     assert {"central.sqlite", "log.key", "log.origin"} <= set(found)
@@ -109,7 +109,7 @@ def test_serve_tightens_what_an_older_release_left(tmp_path: Path, loose_umask: 
     0755) are 0600 and 0700 once ``central serve`` has started, and stay so while it runs
     and after the operator's commands (the keys it made, settlement and bank files)."""
     data = tmp_path / "data"
-    done = localpay(tmp_path, "central", "enroll", "--data", str(data))
+    done = localpay(tmp_path, "central", "init", "--data", str(data))
     assert done.returncode == 0, done.stderr
     (data / "central.sqlite-wal").write_bytes(b"")
     (data / "central.sqlite-shm").write_bytes(b"")
@@ -161,6 +161,7 @@ def test_the_commands_refuse_an_id_or_place_no_terminal_may_have(tmp_path: Path)
     """Reproduced on the old code: ``central enroll --place`` and ``central terminal add``
     took ``85'OR'1'='1--``, and ``provision --route`` sent it."""
     data = tmp_path / "data"
+    assert localpay(tmp_path, "central", "init", "--data", str(data)).returncode == 0
     one_line(localpay(tmp_path, "central", "enroll", "--data", str(data), "--place", ODD),
              f"Error: ConfigError: place {ODD!r} holds \"'\": a route or merchant id is "
              "letters, digits and hyphens")
@@ -177,8 +178,10 @@ def test_the_commands_refuse_an_id_or_place_no_terminal_may_have(tmp_path: Path)
              "terminal id is at most 64")
     # refused before anything is made or sent: port 9 of loopback answers nothing
     home = tmp_path / "home"
+    code = tmp_path / "code.txt"
+    code.write_text("0" * 16 + "\n")
     result = localpay(tmp_path, "--home", str(home), "provision", "--central",
-                      "http://127.0.0.1:9", "--enroll-code", "0" * 16, "--role", "validator",
+                      "http://127.0.0.1:9", "--code-file", str(code), "--role", "validator",
                       "--route", "85 OR 1=1")
     one_line(result, "Error: ConfigError: place '85 OR 1=1' holds ' ': a route or merchant id "
                      "is letters, digits and hyphens")
@@ -216,6 +219,7 @@ def test_the_service_refuses_an_enrolment_at_an_odd_place(tmp_path: Path) -> Non
     from firmware_cfg.keys import public_hex
 
     data = tmp_path / "data"
+    assert localpay(tmp_path, "central", "init", "--data", str(data)).returncode == 0
     issued = localpay(tmp_path, "central", "enroll", "--data", str(data))
     assert issued.returncode == 0, issued.stderr
     code = issued.stdout.strip().splitlines()[-1]
@@ -286,6 +290,7 @@ def test_totals_take_a_real_day_and_known_kinds_only(tmp_path: Path) -> None:
 
     data = tmp_path / "data"
     key = Ed25519PrivateKey.generate()
+    assert localpay(tmp_path, "central", "init", "--data", str(data)).returncode == 0
     added = localpay(tmp_path, "central", "terminal", "add", "--data", str(data), "TILL-M1-0001",
                      public_hex(key))
     assert added.returncode == 0, added.stderr

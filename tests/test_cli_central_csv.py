@@ -13,9 +13,10 @@ from localpay.cli import cli
 
 
 def run(tmp_path: Path, *args: str) -> tuple[int, str]:
-    out = CliRunner().invoke(cli, ["central", *args, "--db",
-                                   f"sqlite:///{tmp_path / 'c.sqlite'}", "--data",
-                                   str(tmp_path / "data")])
+    where = ["--db", f"sqlite:///{tmp_path / 'c.sqlite'}", "--data", str(tmp_path / "data")]
+    if not (tmp_path / "data" / "log.key").exists():  # the commands make nothing themselves
+        assert CliRunner().invoke(cli, ["central", "init", *where]).exit_code == 0
+    out = CliRunner().invoke(cli, ["central", *args, *where])
     return out.exit_code, out.output
 
 

@@ -32,7 +32,7 @@ WINDOW_S = 600
 
 def serve(db: str, data: Path, *extra: str) -> CentralProcess:
     return start_central(db, data, extra=extra, timeout=30,
-                         command=("-m", "localpay", "central", "serve"))
+                         command=("-m", "localpay", "central", "serve", "--init"))
 
 
 def enrol(srv: CentralProcess, *, code: str | None = None, code_id: str | None = None,

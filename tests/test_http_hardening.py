@@ -20,13 +20,16 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from central import not_initialised
 from central.http_limits import KIND_CODES, json_too_deep
 from localpay.cli import cli
 from localpay.encoding import EntryFields, encode
 from sync.protocol import b64, batch_body, new_nonce, request_message
 from tests.pg_fixtures import CentralProcess, pg_cluster, start_central, store_url  # noqa: F401
+from tests.signed_requests import signed
 
-SERVE = ("-m", "localpay", "central", "serve")
+# one worker: the connection cap and the timers are each worker's own (central.workers)
+SERVE = ("-m", "localpay", "central", "serve", "--init", "--workers", "1")
 INT64_MAX = 9_223_372_036_854_775_807   # written out: the store's BIGINT / INTEGER bound
 MARGIN_S = 2.0                            # scheduling slack on a shared 2-core machine
 CLASS_NAME = re.compile(r"[A-Z][a-z]+[A-Z]\w*|Error\b")
@@ -38,6 +41,9 @@ def serve(tmp_path: Path, *extra: str, db: str | None = None,
     db = db or f"sqlite:///{tmp_path / 'central.sqlite'}"
     data = tmp_path / "data"
     if key is not None:
+        if not_initialised(db, data):  # `terminal add` makes no store: init first
+            made = CliRunner().invoke(cli, ["central", "init", "--db", db, "--data", str(data)])
+            assert made.exit_code == 0, made.output
         pub = key.public_key().public_bytes(serialization.Encoding.Raw,
                                             serialization.PublicFormat.Raw).hex()
         added = CliRunner().invoke(cli, ["central", "terminal", "add", "--db", db, "--data",
@@ -239,11 +245,7 @@ def test_a_50_mb_body_is_refused_with_413_before_it_is_read(tmp_path: Path) -> N
 
 def _signed(server: CentralProcess, key: Ed25519PrivateKey, method: str, path: str,
             body: bytes = b"", terminal: str = "T1") -> httpx.Response:
-    now, nonce = int(time.time() * 1000), new_nonce()
-    sig = key.sign(request_message(method, path, now, nonce, body))
-    return httpx.request(method, server.url + path, content=body, timeout=30, headers={
-        "X-LP-Terminal": terminal, "X-LP-Time": str(now), "X-LP-Nonce": nonce,
-        "X-LP-Signature": b64(sig)})
+    return signed(server.url, key, terminal, method, path, body, timeout=30)
 
 
 def test_numbers_beyond_64_bits_and_backward_ranges_are_400(

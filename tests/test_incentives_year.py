@@ -286,6 +286,7 @@ def test_date_options_take_only_real_dates(tmp_path: pytest.TempPathFactory) -> 
     from localpay.cli import cli
 
     store = ["--db", f"sqlite:///{tmp_path}/c.sqlite", "--data", f"{tmp_path}/data"]
+    assert CliRunner().invoke(cli, ["central", "init", *store]).exit_code == 0
     for bad in ("2025-02-30", "20250301", "2025-W10-1", "25-03-01", ""):
         out = CliRunner().invoke(cli, ["central", "report", "--date", bad, *store])
         assert out.exit_code == 2 and "YYYY-MM-DD" in out.output, (bad, out.output)

@@ -94,9 +94,11 @@ def test_app_pays_the_shown_code_and_the_till_records_it(kiosk) -> None:
     reference = app.model.sale_ref
     sale_opened(s, reference)
     # the screen stays responsive while the kiosk long-polls
+    # a step that waited on the long-poll would take its 10 s; a step on a loaded
+    # machine takes well under a few seconds
     started = time.perf_counter()
     app.step(force=True)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5
     assert s.ledger.head.seq == 0 and app.model.screen == Screen.WAIT_QR
 
     paid = app_pay(s, reference, 3_500, "app-1")

@@ -283,8 +283,9 @@ def test_till_without_its_scanner_takes_cards_and_a_scanner_plugged_later_works(
             # no busy loop while it is missing: a few tries in a second, not thousands
             started, tries = time.monotonic(), scanner.attempts
             time.sleep(1.0)
-            assert scanner.attempts - tries <= 4, scanner.attempts - tries
-            assert time.monotonic() - started < 1.5
+            # per second actually slept: a loaded machine may oversleep
+            seconds = max(time.monotonic() - started, 1.0)
+            assert scanner.attempts - tries <= 4 * seconds, (scanner.attempts - tries, seconds)
 
             # a card payment goes through with the scanner missing
             for digit in "1000":

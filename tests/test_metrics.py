@@ -25,31 +25,12 @@ from firmware_cfg.keys import public_hex
 from localpay.cli.bench.stacks import CentralProcess, fill_ledger, signed_entries, start_central
 from localpay.pgserver import PgCluster
 from sync.client import SyncClient
-from sync.protocol import (
-    H_NONCE,
-    H_SIGNATURE,
-    H_TERMINAL,
-    H_TIME,
-    b64,
-    batch_body,
-    new_nonce,
-    request_message,
-)
+from sync.protocol import H_SIGNATURE, batch_body
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
+from tests.signed_requests import signed
 
-SERVE = ("-m", "localpay", "central", "serve")
+SERVE = ("-m", "localpay", "central", "serve", "--init")
 TOKEN = "metrics-secret-7f3a"
-
-
-def signed(url: str, key: Ed25519PrivateKey, terminal: str, method: str, path: str,
-           body: bytes = b"", request_id: str | None = None) -> httpx.Response:
-    """A request signed as a terminal signs it (sync.protocol)."""
-    nonce, now = new_nonce(), int(time.time() * 1000)
-    sig = key.sign(request_message(method, path, now, nonce, body))
-    headers = {H_TERMINAL: terminal, H_TIME: str(now), H_NONCE: nonce, H_SIGNATURE: b64(sig)}
-    if request_id:
-        headers["X-Request-ID"] = request_id
-    return httpx.request(method, url + path, content=body, headers=headers, timeout=20)
 
 
 def batch_of(terminal: str, entries: list) -> bytes:

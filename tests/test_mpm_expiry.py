@@ -99,6 +99,7 @@ def test_partner_disable_and_list_commands(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'central.sqlite'}"
     where = ["--db", db, "--data", str(tmp_path / "data")]
     run = CliRunner().invoke
+    assert run(cli, ["central", "init", *where]).exit_code == 0
     added = run(cli, ["central", "mpm", "partner-add", *where, "cityapp"])
     assert added.exit_code == 0, added.output
     key = added.stdout.strip().splitlines()[-1]

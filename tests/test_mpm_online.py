@@ -296,6 +296,7 @@ def test_app_partner_added_by_command(tmp_path: Path) -> None:
 
     db = f"sqlite:///{tmp_path / 'central.sqlite'}"
     where = ["--db", db, "--data", str(tmp_path / "data")]
+    assert CliRunner().invoke(cli, ["central", "init", *where]).exit_code == 0
     added = CliRunner().invoke(cli, ["central", "mpm", "partner-add", *where, "cityapp"])
     assert added.exit_code == 0, added.output
     key = added.stdout.strip().splitlines()[-1]

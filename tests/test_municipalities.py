@@ -41,7 +41,6 @@ from firmware_cfg.config import DEFAULT, brn_check_digit, dumps
 from firmware_cfg.keys import public_hex
 from localpay.cli import cli
 from localpay.errors import ConfigError
-from sync.checkpoint import NoteVerifier
 from sync.protocol import (
     H_NONCE,
     H_SIGNATURE,
@@ -55,6 +54,7 @@ from terminal.home import Home
 from tests.enroll_fixtures import issue_code, localpay_central, provision
 from tests.incentives_data import Chain, seoul_ms, tap_detail
 from tests.pg_fixtures import CentralProcess, central, pg_cluster, store_url  # noqa: F401
+from tests.test_answer_key import answer_verifier
 
 DAY = (2026, 11, 20)
 DAY_TEXT = "2026-11-20"
@@ -184,13 +184,13 @@ def world(store_url: str, tmp_path: Path) -> Iterator[tuple[CentralLog, Town, To
 
 class Caller:
     """Signed requests of one terminal, as the sync client makes them; every answer's
-    signature is checked against the log's key."""
+    signature is checked against the answer key the log's key names."""
 
     def __init__(self, srv: CentralProcess, terminal_id: str, key: Ed25519PrivateKey) -> None:
         self.srv = srv
         self.terminal_id = terminal_id
         self.key = key
-        self.verifier = NoteVerifier.parse(srv.verifier)
+        self.verifier = answer_verifier(srv)
 
     def call(self, method: str, path: str, body: bytes = b"") -> httpx.Response:
         when = int(time.time() * 1000)
@@ -386,6 +386,7 @@ def test_the_municipality_commands(store_url: str, tmp_path: Path) -> None:  # n
         assert result.exit_code == code, result.output
         return result.output
 
+    run("init")
     assert json.loads(run("municipality list", "--json")) == [{
         "municipality_id": "default", "name": "default", "currency": "local currency",
         "created_ms": json.loads(run("municipality list", "--json"))[0]["created_ms"]}]
@@ -460,6 +461,7 @@ def test_a_single_municipality_install_needs_no_setting(store_url: str,  # noqa:
     runner = CliRunner()
     base = ["--db", store_url, "--data", str(tmp_path / "data")]
     key = Ed25519PrivateKey.generate()
+    assert runner.invoke(cli, ["central", "init", *base]).exit_code == 0
     for args in (["terminal", "add", "BUS-1", public_hex(key)],
                  ["deny", "a1" * 16, "--reason", "stolen"]):
         result = runner.invoke(cli, ["central", args[0], *base, *args[1:]]

@@ -16,8 +16,6 @@ import pytest
 from click.testing import CliRunner
 
 from central import accounts, books
-from central.incentives import IncentiveCrediter
-from central.merchants import Registry
 from central.payouts import (
     POINTS_PROGRAMME,
     PointsBudgetShortError,
@@ -28,30 +26,20 @@ from central.payouts import (
     settlement_rows,
 )
 from central.service import CentralLog
-from central.spending import SpendingPoster
 from localpay.cli import cli
 from localpay.errors import BooksError, ConfigError
-from tests.incentives_data import chain, open_service, seoul_ms
+from tests.incentives_data import chain, seoul_ms
+from tests.payout_world import A_CARD, B_CARD, BUDGET, LOOSE, NOV_2, payout_world
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
 from tests.test_spending import LOCAL, MART, pockets_of, till
 
-A_CARD, B_CARD, LOOSE, HELD = "a1" * 32, "b2" * 32, "c3" * 32, "d4" * 32
-BUDGET = "programme:incentives:points"
-#: a time in November 2026: October has ended in Seoul
-NOV_2 = seoul_ms(2026, 11, 2, 9)
+HELD = "d4" * 32
 DEC_2 = seoul_ms(2026, 12, 2, 9)
 
 
 @pytest.fixture
 def svc(store_url: str) -> Iterator[CentralLog]:  # noqa: F811
-    service = open_service(store_url, followers=[IncentiveCrediter(), SpendingPoster()])
-    for m in (LOCAL, MART):
-        Registry(service.store).add(m)
-    yield service
-    try:
-        assert books.check(service.store).balanced
-    finally:
-        service.store.close()
+    yield from payout_world(store_url)
 
 
 def link(svc: CentralLog, account: str, card: str) -> None:
@@ -277,6 +265,7 @@ def test_the_commands(svc: CentralLog, store_url: str, tmp_path: Path) -> None: 
     october_rides(svc)
     (tmp_path / "d").mkdir()
     base = ["--db", store_url, "--data", str(tmp_path / "d")]
+    assert CliRunner().invoke(cli, ["central", "init", *base]).exit_code == 0  # the log key
     out = CliRunner().invoke(cli, ["central", "payout", *base, "--month", "2026-10"])
     assert out.exit_code == 2 and "holds 0 won" in out.output and "payout-fund" in out.output
     out = CliRunner().invoke(cli, ["central", "payout-fund", *base, "--amount", "3000",

@@ -10,31 +10,18 @@ from collections.abc import Iterator
 import pytest
 
 from central import accounts, books
-from central.incentives import IncentiveCrediter
-from central.merchants import Registry
 from central.payouts import PointsBudgetShortError, fund_points, payout
 from central.service import CentralLog
-from central.spending import SpendingPoster
 from localpay.errors import ConfigError
-from tests.incentives_data import chain, open_service, seoul_ms
+from tests.incentives_data import chain, seoul_ms
+from tests.payout_world import A_CARD, B_CARD, BUDGET, LOOSE, NOV_2, payout_world
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
-from tests.test_spending import LOCAL, MART, pockets_of, till
-
-A_CARD, B_CARD, LOOSE = "a1" * 32, "b2" * 32, "c3" * 32
-BUDGET = "programme:incentives:points"
-NOV_2 = seoul_ms(2026, 11, 2, 9)
+from tests.test_spending import LOCAL, pockets_of, till
 
 
 @pytest.fixture
 def svc(store_url: str) -> Iterator[CentralLog]:  # noqa: F811
-    service = open_service(store_url, followers=[IncentiveCrediter(), SpendingPoster()])
-    for m in (LOCAL, MART):
-        Registry(service.store).add(m)
-    yield service
-    try:
-        assert books.check(service.store).balanced
-    finally:
-        service.store.close()
+    yield from payout_world(store_url)
 
 
 def rides(svc: CentralLog, fares: dict[str, int]) -> None:

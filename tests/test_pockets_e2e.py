@@ -26,7 +26,7 @@ from central.reconcile import report
 from central.service import CentralLog
 from central.spending import load_rules
 from drivers.virtual import VirtualReader
-from firmware_cfg.config import DEFAULT, Config, brn_check_digit
+from firmware_cfg.config import DEFAULT, Config
 from firmware_cfg.keys import DEMO_TOKEN_KEY, public_hex
 from localpay.pockets import DEFAULT_RULES, MerchantFacts, parse_rules
 from localpay.types import Presentation
@@ -36,18 +36,9 @@ from sync.client import SyncClient
 from sync.protocol import decode_entry
 from terminal.cards import card_token
 from terminal.core import Terminal
+from tests.books_world import CAFE, LOCAL, balanced_world, shop_brn
 from tests.conftest import FakeClock
 from tests.pg_fixtures import central, pg_cluster, store_url  # noqa: F401
-
-
-def _brn(first9: str) -> str:
-    return f"{first9[:3]}-{first9[3:5]}-{first9[5:]}{brn_check_digit(first9)}"
-
-
-LOCAL = Merchant("M-LOCAL", "Ilsan Farm Store", _brn("134867268"), "ksic:47121",
-                 region="ilsan-dong")
-CAFE = Merchant("M-CAFE", "Hwajeong Cafe", _brn("105871111"), "ksic:56221",
-                region="hwajeong-dong")
 
 #: cash anywhere, points anywhere but large marts, the youth allowance in retail (KSIC 47)
 RULES = DEFAULT_RULES + """
@@ -122,14 +113,8 @@ def pay_refs(svc: CentralLog) -> dict[str, int]:
 def svc(store_url: str, tmp_path: Path) -> Iterator[CentralLog]:  # noqa: F811
     service = open_central(store_url, tmp_path / "data")
     service.store.init_schema()
-    Registry(service.store).add(LOCAL)
-    Registry(service.store).add(CAFE)
     load_rules(service.store, RULES)
-    yield service
-    try:
-        assert books.check(service.store).balanced
-    finally:
-        service.store.close()
+    yield from balanced_world(service, (LOCAL, CAFE))
 
 
 def register(svc: CentralLog, tid: str, merchant: Merchant | None,
@@ -150,11 +135,11 @@ def test_the_snapshot_is_the_merchants_municipality_in_deltas(svc: CentralLog) -
     open_account(svc, "B", "b2" * 32, cash=700)
     # another municipality's citizen and merchant: never in this till's answer
     municipalities.add(svc.store, "other", "Elsewhere City", "Elsewhere Pay")
-    Registry(svc.store, "other").add(Merchant("M-ELSE", "Elsewhere", _brn("220811234"),
+    Registry(svc.store, "other").add(Merchant("M-ELSE", "Elsewhere", shop_brn("220811234"),
                                               "ksic:47111", municipality_id="other"))
     open_account(svc, "Z", "c3" * 32, cash=900, municipality="other")
     register(svc, "TILL-1", LOCAL)
-    register(svc, "TILL-Z", Merchant("M-ELSE", "Elsewhere", _brn("220811234"), "ksic:47111",
+    register(svc, "TILL-Z", Merchant("M-ELSE", "Elsewhere", shop_brn("220811234"), "ksic:47111",
                                      municipality_id="other"), "other")
     register(svc, "LOOSE", None)
 
@@ -336,7 +321,7 @@ def test_the_terminals_split_is_centrals_and_never_ineligible(
     account, tid, mid = f"P{n}", f"TILL-P{n}", f"M-P{n}"
     uid = n.to_bytes(4, "big")
     card = card_token(DEMO_TOKEN_KEY, "uid", uid)
-    merchant = Merchant(mid, "Random Shop", _brn("134867268"), case["category"],
+    merchant = Merchant(mid, "Random Shop", shop_brn("134867268"), case["category"],
                         region=case["region"],
                         memberships=("large-mart",) if case["large_mart"] else ())
     Registry(svc.store).add(merchant)

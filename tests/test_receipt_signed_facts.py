@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from drivers.emulators.emv_card import EmvCard
 from drivers.printer import VirtualPrinter
 from drivers.virtual import VirtualCard, VirtualReader
-from firmware_cfg.config import DEFAULT, Config, brn_check_digit, dumps
+from firmware_cfg.config import DEFAULT, Config, brn_check_digit
 from firmware_cfg.keys import DEMO_TOKEN_KEY, public_hex
 from localpay.cli import cli
 from localpay.errors import QRFormatError
@@ -28,14 +28,13 @@ from offline_ledger import Entry, Ledger
 from offline_ledger import pockets as lp
 from terminal import receipt as rc
 from terminal.cards import card_token
-from terminal.clock import ClockTrust
 from terminal.core import Decision, Terminal
+from tests.receipt_tills import NOW, Till, open_till, till_home
 
 PAN = "9410123456789012"
 TOKEN = card_token(DEMO_TOKEN_KEY, "pan", PAN)
 AID = "D4100000030001"
 LABEL = "LOCALPAY CHECK16"  # 16 characters: the most an EMV label (tag 50) holds
-NOW = 1_800_000_000.0  # 2027-01-15 17:00:00 in Seoul, a Friday
 BRN9 = "134867268"
 BRN = f"{BRN9[:3]}-{BRN9[3:5]}-{BRN9[5:]}{brn_check_digit(BRN9)}"
 RATE_BP = 500  # 5 % of a local-food purchase
@@ -56,24 +55,18 @@ def till_config() -> Config:
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    folder = tmp_path / "home"
-    folder.mkdir()
-    (folder / "terminal.toml").write_text(dumps(till_config()), encoding="utf-8")
-    return folder
+    return till_home(tmp_path, till_config())
+
+
+def _funded(ledger: Ledger) -> None:
+    ledger.set_balances({TOKEN: BALANCE}, as_of_seq=0)
+    ledger.set_points_snapshot({}, 1, RULES)
 
 
 @pytest.fixture
-def till(home: Path) -> Iterator[tuple[Terminal, Ledger, VirtualReader]]:
-    ledger = Ledger(home / "ledger.sqlite", key=Ed25519PrivateKey.generate(),
-                    terminal_id="T-TILL-07")
-    ledger.set_balances({TOKEN: BALANCE}, as_of_seq=0)
-    ledger.set_points_snapshot({}, 1, RULES)
-    terminal = Terminal(till_config(), ledger, DEMO_TOKEN_KEY, clock=lambda: NOW,
-                        clock_trust=ClockTrust(ledger, wall=lambda: NOW, ntp=lambda: True))
-    reader = VirtualReader()
-    yield terminal, ledger, reader
-    reader.close()
-    ledger.close()
+def till(home: Path) -> Iterator[Till]:
+    with open_till(home / "ledger.sqlite", till_config(), _funded) as opened:
+        yield opened
 
 
 def pay(terminal: Terminal, reader: VirtualReader, amount: int) -> Decision:

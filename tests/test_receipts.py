@@ -53,11 +53,10 @@ from localpay.errors import (
 from offline_ledger import Ledger
 from terminal import receipt as rc
 from terminal.cards import card_token
-from terminal.clock import ClockTrust
 from terminal.core import Decision, Terminal
+from tests.receipt_tills import Till, open_till, till_home
 
 PAN = "9410123456789012"
-NOW = 1_800_000_000.0  # 2027-01-15 17:00:00 in Seoul
 BRN9 = "134867268"
 BRN = f"{BRN9[:3]}-{BRN9[3:5]}-{BRN9[5:]}{brn_check_digit(BRN9)}"
 
@@ -118,22 +117,13 @@ def till_config(printer: str = "virtual") -> Config:
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    folder = tmp_path / "home"
-    folder.mkdir()
-    (folder / "terminal.toml").write_text(dumps(till_config()), encoding="utf-8")
-    return folder
+    return till_home(tmp_path, till_config())
 
 
 @pytest.fixture
-def till(home: Path) -> Iterator[tuple[Terminal, Ledger, VirtualReader]]:
-    ledger = Ledger(home / "ledger.sqlite", key=Ed25519PrivateKey.generate(),
-                    terminal_id="T-TILL-07")
-    terminal = Terminal(till_config(), ledger, DEMO_TOKEN_KEY, clock=lambda: NOW,
-                        clock_trust=ClockTrust(ledger, wall=lambda: NOW, ntp=lambda: True))
-    reader = VirtualReader()
-    yield terminal, ledger, reader
-    reader.close()
-    ledger.close()
+def till(home: Path) -> Iterator[Till]:
+    with open_till(home / "ledger.sqlite", till_config()) as opened:
+        yield opened
 
 
 def pay(terminal: Terminal, reader: VirtualReader, amount: int) -> Decision:

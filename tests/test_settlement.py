@@ -454,6 +454,7 @@ def test_cli_run_sent_confirm_status(store: Store, bk: Books, tmp_path: Path) ->
     base = ["central", "settlement"]
     where = ["--db", store.url, "--data", str(tmp_path / "data")]
     runner = CliRunner()
+    assert runner.invoke(cli, ["central", "init", *where]).exit_code == 0  # the log key
     out = runner.invoke(cli, [*base, "run", "--date", D1, "--fees", str(fees), "--json",
                               *where])
     assert out.exit_code == 0, out.output

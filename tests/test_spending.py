@@ -31,23 +31,11 @@ from central.spending import (
     rules_versions,
     terminal_split,
 )
-from firmware_cfg.config import brn_check_digit
 from localpay.errors import ConfigError
 from localpay.pockets import DEFAULT_POCKET_RULES, DEFAULT_RULES, parse_rules
+from tests.books_world import CAFE, LOCAL, MART, balanced_world
 from tests.incentives_data import Chain, chain, open_service, seoul_ms
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
-
-
-def _brn(first9: str) -> str:
-    return f"{first9[:3]}-{first9[3:5]}-{first9[5:]}{brn_check_digit(first9)}"
-
-
-LOCAL = Merchant("M-LOCAL", "Ilsan Farm Store", _brn("134867268"), "ksic:47121",
-                 region="ilsan-dong")
-MART = Merchant("M-MART", "Goyang Big Mart", _brn("220811234"), "ksic:47111",
-                region="ilsan-dong", memberships=("large-mart",))
-CAFE = Merchant("M-CAFE", "Hwajeong Cafe", _brn("105871111"), "ksic:56221",
-                region="hwajeong-dong")
 
 #: cash anywhere; points anywhere but large marts; the youth allowance only in retail
 #: (KSIC 47), at most 3,000 won a day
@@ -66,14 +54,7 @@ A_CARD, B_CARD, LOOSE_CARD = "a1" * 32, "b2" * 32, "c3" * 32
 @pytest.fixture
 def svc(store_url: str) -> Iterator[CentralLog]:  # noqa: F811
     service = open_service(store_url, followers=[SpendingPoster()])
-    Registry(service.store).add(LOCAL)
-    Registry(service.store).add(MART)
-    Registry(service.store).add(CAFE)
-    yield service
-    try:
-        assert books.check(service.store).balanced
-    finally:
-        service.store.close()
+    yield from balanced_world(service, (LOCAL, MART, CAFE))
 
 
 def fund(svc: CentralLog, account: str, card: str | None = None, *, cash: int = 0,
@@ -248,6 +229,7 @@ def test_offline_approvals_beyond_the_books_are_owed_and_shown_by_pocket(
 
     args = ["central", "report", "--db", store_url, "--data", str(tmp_path / "d"),
             "--date", day()]
+    assert CliRunner().invoke(cli, ["central", "init", *args[2:6]]).exit_code == 0
     out = CliRunner().invoke(cli, args)
     assert out.exit_code == 1
     assert out.output.count("POCKET OVERDRAFT account A") == 3
@@ -468,6 +450,7 @@ def test_the_commands(store_url: str, tmp_path: Path) -> None:  # noqa: F811
     rules_file = tmp_path / "pockets.toml"
     rules_file.write_text(RULES, encoding="utf-8")
     run = CliRunner().invoke
+    assert run(cli, ["central", "init", *base]).exit_code == 0
     out = run(cli, ["central", "pockets", "rules", "show", *base])
     assert out.exit_code == 0 and out.output == DEFAULT_RULES
     out = run(cli, ["central", "pockets", "rules", "load", str(rules_file), *base])

@@ -26,9 +26,11 @@ def test_a_lost_connection_drops_the_idle_ones(pg_cluster: PgCluster) -> None:  
         with admin.tx() as tx:  # the server ends both, as a restart or a failover does
             for pid in pids:
                 tx.one("SELECT pg_terminate_backend(?)", (pid,))
+        idle = list(store._pool.queue)[:1]  # the one the next transaction does not take
         with pytest.raises(SyncUnavailableError, match="failed"), store.tx() as tx:
             tx.one("SELECT 1")
         assert store._made == 0 and store._pool.qsize() == 0  # the other one went with it
+        assert [conn.closed for conn in idle] == [True]  # and was closed, not left open
         with store.tx() as tx:  # and the next transaction has a new connection
             assert tx.one("SELECT 1") == (1,)
     finally:
@@ -107,7 +109,3 @@ def test_a_health_check_does_not_wait(tmp_path: Path) -> None:
     finally:
         store.close()
     assert time.monotonic() - started < 0.5
-
-
-def test_how_long_each_store_waits() -> None:
-    assert (SQLiteStore.reconnect_s, PostgresStore.reconnect_s) == (0.0, 10.0)

@@ -19,6 +19,7 @@ from offline_ledger import Ledger
 from sync.client import Backoff, SyncClient
 from sync.protocol import H_NONCE, H_SIGNATURE, H_TERMINAL, H_TIME, b64, request_message
 from tests.pg_fixtures import central, fill_ledger
+from tests.test_answer_key import answer_verifier
 
 
 def _register(tmp: Path, db: str, tid: str, key: Ed25519PrivateKey) -> None:
@@ -130,10 +131,9 @@ def test_api_refusals_store_nothing_and_only_authenticated_ones_are_signed(
     key = Ed25519PrivateKey.generate()
     _register(tmp_path, db, "T1", key)
     with central(db, tmp_path / "data") as srv:
-        from sync.checkpoint import NoteVerifier
         from sync.protocol import response_message
 
-        verifier = NoteVerifier.parse(srv.verifier)
+        verifier = answer_verifier(srv)  # the key the log key names for answers
 
         def call(tid: str, signer: Ed25519PrivateKey, nonce: str, when: int) -> httpx.Response:
             path = "/v1/deny?since=0"
@@ -173,6 +173,8 @@ def test_cli_sync_once_with_home_config(tmp_path: Path) -> None:
 
     key = generate_terminal_key(key_path)
     fill_ledger(home / "ledger.sqlite", key, "DEMO-TERMINAL-01", 250).close()
+    assert runner.invoke(cli, ["central", "init", "--db", db, "--data",
+                               str(tmp_path / "data")]).exit_code == 0
     result = runner.invoke(cli, ["central", "terminal", "add", "--db", db, "--data",
                                  str(tmp_path / "data"), "DEMO-TERMINAL-01", public_hex(key)])
     assert result.exit_code == 0, result.output

@@ -30,16 +30,7 @@ from localpay.errors import ChainMismatchError
 from offline_ledger import Ledger
 from sync import merkle
 from sync.client import Backoff, SyncClient
-from sync.protocol import (
-    H_NONCE,
-    H_SIGNATURE,
-    H_TERMINAL,
-    H_TIME,
-    b64,
-    batch_body,
-    new_nonce,
-    request_message,
-)
+from sync.protocol import batch_body
 from tests.pg_fixtures import (  # noqa: F401
     ROOT,
     PgCluster,
@@ -49,6 +40,7 @@ from tests.pg_fixtures import (  # noqa: F401
     pg_cluster,
     start_central,
 )
+from tests.signed_requests import signed
 
 FAST = Backoff(base=0.05, cap=0.5)
 
@@ -284,12 +276,39 @@ def test_terminal_killed_mid_sync_resumes(tmp_path: Path) -> None:
     assert_exactly_once(tmp_path, db, path, key)
 
 
+class _KilledBeforeTheReport(SyncClient):
+    """Stands for a process killed between its last acknowledged batch and its report of
+    the days' totals (a kill cannot be timed to that instant; the state on disk is the same)."""
+
+    def _report_totals(self, *args: Any, **kw: Any) -> None:
+        raise KeyboardInterrupt
+
+
+def test_days_of_a_round_killed_before_its_report_are_reported_by_the_next(
+        tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'central.sqlite'}"
+    key, path = _setup(tmp_path, db, 300)
+    with central(db, tmp_path / "data") as srv:
+        killed = _KilledBeforeTheReport(path, key, srv.url, srv.verifier, backoff=FAST,
+                                        timeout_s=10, batch_size=100)
+        with pytest.raises(KeyboardInterrupt):
+            killed.sync_once()
+        killed.close()
+        with Ledger(path, key=key) as led:
+            assert led.synced_upto() == 300  # every entry went up; no day was reported
+        client = _client(path, key, srv.url, srv.verifier)
+        summary = client.sync_once()  # nothing left to send, the days still to report
+        client.close()
+    assert summary.sent == 0
+    with Ledger(path, key=key) as led:
+        days = sorted({_day(e.fields.wall_ms) for e in led.entries()})
+    assert summary.days_reported == days
+    assert_exactly_once(tmp_path, db, path, key)
+
+
 def _post(url: str, key: Ed25519PrivateKey, tid: str, entries: list[Any]) -> httpx.Response:
     body = batch_body(tid, [(e.encoded(), e.signature) for e in entries])
-    nonce, now = new_nonce(), int(time.time() * 1000)
-    sig = key.sign(request_message("POST", "/v1/batches", now, nonce, body))
-    return httpx.post(url + "/v1/batches", content=body, timeout=10, headers={
-        H_TERMINAL: tid, H_TIME: str(now), H_NONCE: nonce, H_SIGNATURE: b64(sig)})
+    return signed(url, key, tid, "POST", "/v1/batches", body, timeout=10)
 
 
 def test_duplicated_and_reordered_deliveries(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from firmware_cfg.keys import DEMO_TOKEN_KEY, public_hex
 from localpay.cli import cli
 from localpay.types import Presentation
 from offline_ledger import ClockAnchor, Ledger, boot_now
-from sync.checkpoint import NoteVerifier
 from sync.client import SyncClient
 from sync.protocol import (
     H_NONCE,
@@ -44,6 +43,7 @@ from terminal.clock import RELEASED_MS, ClockTrust
 from terminal.core import Terminal
 from tests.conftest import FakeClock
 from tests.pg_fixtures import central
+from tests.test_answer_key import answer_verifier
 from tests.test_selftest import provisioned  # noqa: F401 - the provisioned home fixture
 
 DAY_MS = 86_400_000
@@ -177,7 +177,7 @@ def test_every_answer_carries_the_signed_central_time(tmp_path: Path) -> None:
             sig = key.sign(request_message(method, path, when, nonce, content))
             resp = httpx.request(method, srv.url + path, content=content, headers={
                 H_TERMINAL: "BUS-T", H_TIME: str(when), H_NONCE: nonce, H_SIGNATURE: b64(sig)})
-            answer_key = NoteVerifier.parse(srv.verifier).public_key
+            answer_key = answer_verifier(srv).public_key
             answer_key.verify(unb64(resp.headers[H_SIGNATURE], "sig"),
                               response_message(nonce, resp.status_code, resp.content))
             doc = json.loads(resp.content)

@@ -26,27 +26,11 @@ from localpay.cli import cli
 from localpay.cli.bench.stacks import CentralProcess, fill_ledger, start_central
 from localpay.encoding import EntryFields, canonical_detail, encode, entry_hash
 from sync.client import SyncClient
-from sync.protocol import (
-    H_NONCE,
-    H_SIGNATURE,
-    H_TERMINAL,
-    H_TIME,
-    b64,
-    batch_body,
-    new_nonce,
-    request_message,
-)
+from sync.protocol import batch_body
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
+from tests.signed_requests import signed
 
-SERVE = ("-m", "localpay", "central", "serve")
-
-
-def signed(url: str, key: Ed25519PrivateKey, terminal: str, method: str, path: str,
-           body: bytes = b"") -> httpx.Response:
-    nonce, now = new_nonce(), int(time.time() * 1000)
-    sig = key.sign(request_message(method, path, now, nonce, body))
-    return httpx.request(method, url + path, content=body, timeout=20, headers={
-        H_TERMINAL: terminal, H_TIME: str(now), H_NONCE: nonce, H_SIGNATURE: b64(sig)})
+SERVE = ("-m", "localpay", "central", "serve", "--init")
 
 
 def entries_with_clock(key: Ed25519PrivateKey, terminal: str, walls: list[int],

@@ -555,9 +555,13 @@ def test_http_sale_and_its_replay(served: Served) -> None:
     assert {k: v for k, v in doc.items() if k != "time_ms"} == {
         "reference": "b-1", "account": "alice", "face_value": 20_000, "price": 18_000,
         "discount": 2_000, "cash_balance": 20_000, "replayed": False}
-    # signed by the central key, as every answer of the service
-    served.api.service.signer.private_key.public_key().verify(
-        unb64(r.headers[H_SIGNATURE], "sig"), response_message("n1", 200, r.content))
+    # signed by the answer key the log key names, as every answer of the service
+    from sync.protocol import ANSWER_KEY_PATH, open_answer_key
+
+    answers = open_answer_key(httpx.get(served.api.url + ANSWER_KEY_PATH).json()["note"],
+                              served.api.service.signer.verifier)
+    answers.public_key.verify(unb64(r.headers[H_SIGNATURE], "sig"),
+                              response_message("n1", 200, r.content))
     before = dump(served.store)
     again = served.api.post(sale(), served.key).json()
     assert again["replayed"] is True and again["cash_balance"] == 20_000
@@ -682,6 +686,7 @@ def test_commands_and_the_served_route(tmp_path: Path) -> None:
     s = open_store(db)
     citizen(s)
     s.close()
+    assert run_cli("init", *where).exit_code == 0  # the log key beside the store
     added = run_cli("topup", "partner", "add", *where, "bank1")
     assert added.exit_code == 0, added.output
     key = added.stdout.strip().splitlines()[-1]

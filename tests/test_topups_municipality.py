@@ -198,6 +198,7 @@ def test_partners_over_http_and_the_commands(store_url: str, tmp_path: Path) -> 
     where = ["--db", store_url, "--data", str(data)]
     terms = tmp_path / "terms.toml"
     terms.write_text(TERMS_TOML)
+    ok("init", *where)
     for m in (A, B):
         ok("municipality", "add", m, *where, "--name", m.title(), "--currency", "Pay")
     ok("account", "link", *where, "--municipality", A, "alice", CARD_A)
@@ -305,6 +306,7 @@ def test_an_unregistered_municipality_is_refused(store_url: str, tmp_path: Path,
     terms.write_text(TERMS_TOML)
     args = [str(terms) if a == "TERMS" else a for a in command]
     where = ["--db", store_url, "--data", str(tmp_path / "data")]
+    ok("init", *where)  # the log key beside the store
     result = run_cli(*args, *where, "--municipality", "nowhere")
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [

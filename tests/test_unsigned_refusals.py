@@ -27,7 +27,6 @@ from central import open_service
 from firmware_cfg.keys import public_hex
 from localpay.errors import SyncAuthError, SyncStaleError
 from offline_ledger import Ledger
-from sync.checkpoint import NoteVerifier
 from sync.client import SyncClient
 from sync.protocol import (
     H_NONCE,
@@ -39,6 +38,7 @@ from sync.protocol import (
     response_message,
 )
 from tests.pg_fixtures import CentralProcess, central, fill_ledger
+from tests.test_answer_key import answer_verifier
 
 PATH = "/v1/deny?since=0"
 
@@ -76,7 +76,6 @@ def test_refusals_to_unauthenticated_callers_are_unsigned(
     key's signature over the caller's nonce."""
     server, key = srv
     now = int(time.time() * 1000)
-    verifier = NoteVerifier.parse(server.verifier)
     stranger = Ed25519PrivateKey.generate()
     ok = call(server, key=key, nonce="ab" * 16, when=now)
     assert ok.status_code == 200
@@ -99,11 +98,13 @@ def test_refusals_to_unauthenticated_callers_are_unsigned(
         assert doc["message"], what
     assert refused["stale"][0].json()["message"].startswith("request is stale")
     assert "replayed" in refused["replayed"][0].json()["message"]
-    # an authenticated terminal's answers, its errors included, stay signed
+    # an authenticated terminal's answers, its errors included, stay signed (by the answer
+    # key the log key names, tests/test_answer_key.py)
+    answers = answer_verifier(server)
     for resp in (ok, call(server, key=key, path="/v1/deny?since=x")):
         assert resp.status_code in (200, 400)
         nonce = resp.request.headers[H_NONCE]
-        verifier.public_key.verify(base64.b64decode(resp.headers[H_SIGNATURE]),
+        answers.public_key.verify(base64.b64decode(resp.headers[H_SIGNATURE]),
                                    response_message(nonce, resp.status_code, resp.content))
 
 
@@ -220,10 +221,10 @@ def test_partner_routes_sign_only_for_a_key_that_opened(tmp_path: Path) -> None:
             wrong = post(path, "lpk_" + "0" * 40)
             assert wrong.status_code == 401, (path, wrong.text)
             assert H_SIGNATURE not in wrong.headers, path
-        verifier = NoteVerifier.parse(server.verifier)
+        answers = answer_verifier(server)
         for path, key, status in (("/v1/topups", bank, 503), ("/v1/mpm-payments", app_key, 400)):
             opened = post(path, key)  # no top-up terms here; an empty body is malformed
             assert opened.status_code == status, (path, opened.text)
-            verifier.public_key.verify(
+            answers.public_key.verify(
                 base64.b64decode(opened.headers[H_SIGNATURE]),
                 response_message("cd" * 16, opened.status_code, opened.content))

@@ -19,17 +19,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from central import accounts, books, receivables, refund_float
+from central import books, receivables, refund_float
 from central import settlement_check as check
-from central.merchants import Merchant, Registry
 from central.reconcile import report
 from central.settlement import FeeRules, settle
 from central.settlement_file import write_bank_file
 from central.spending import SpendingPoster, post_log
 from localpay.cli import cli
-from tests.incentives_data import Chain, chain, open_service, seoul_ms
+from tests.books_world import shop_lf01
+from tests.incentives_data import Chain, open_service, seoul_ms
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
-from tests.test_settlement import brn
 
 FEES = FeeRules(50, (("ksic:47", 30),))
 BP = 30  # LF01's category, ksic:47211
@@ -68,16 +67,8 @@ def svc(store_url: str) -> Iterator[Any]:  # noqa: F811
 
 
 def _shop(svc: Any) -> Chain:
-    store = svc.store
-    registry = Registry(store)
-    registry.add(Merchant("LF01", "Shop LF01", brn(1), "ksic:47211", bank_code="011",
-                          account_no="301-0000-0001-11", account_holder="Owner LF01"))
-    till = chain(svc, "T-LF01")
-    registry.assign_terminal("T-LF01", "LF01")
-    with store.tx() as tx:
-        accounts.link(tx, "A", "card-a")
-        accounts.link(tx, "B", "card-b")
-        books.open_account(tx, books.BANK_OUTSIDE)
+    till = shop_lf01(svc)
+    with svc.store.tx() as tx:
         for account, pocket, won in (("A", "points", START["points"]),
                                      ("A", "cash", START["cash"]), ("B", "cash", 100_000)):
             books.open_account(tx, books.pocket(account, pocket))
@@ -240,6 +231,8 @@ def test_the_commands_say_what_waits_and_what_is_owed(svc: Any, store_url: str, 
                                                       tmp_path: Path) -> None:
     _waiting_refund(svc)
     svc.report_totals("T-LF01", iso(2), {"refund": (1, REFUND)})  # the day agrees
+    assert CliRunner().invoke(cli, ["central", "init", "--db", store_url, "--data",
+                                    str(tmp_path)]).exit_code == 0  # the log key
 
     def central(*args: str) -> tuple[int, str]:
         """``localpay central <command...> --db --data <options...>``."""

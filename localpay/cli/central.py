@@ -6,12 +6,12 @@ import json
 import logging
 import re
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import click
 
+from localpay.cli.central_store import init, service_options
 from localpay.cli.common import UserError
 from localpay.errors import ConfigError
 
@@ -32,16 +32,6 @@ def iso_day(text: str, name: str) -> str:
     raise UserError(f"{name}: {text!r} is not a real date written YYYY-MM-DD")
 
 
-def service_options(func: Any) -> Any:
-    func = click.option("--db", default=None, metavar="URL",
-                        help="sqlite:///PATH or postgresql://... (default: SQLite in --data)."
-                        )(func)
-    func = click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path),
-                        default=None, help="Folder of the log key and the default SQLite "
-                        "store (default: ~/.local/share/localpay/central).")(func)
-    return func
-
-
 def municipality_flag(func: Any) -> Any:
     """``--municipality ID`` (default ``default``: a single-municipality install needs none)."""
     return click.option("--municipality", default="default", show_default=True, metavar="ID",
@@ -49,98 +39,42 @@ def municipality_flag(func: Any) -> Any:
                         )(func)
 
 
-def open_central(db: str | None, data: Path | None, **kw: Any) -> Any:
+def open_central(db: str | None, data: Path | None, *, create: bool = False,
+                 **kw: Any) -> Any:
+    """The service over the store and data folder :func:`service_options` resolved; made
+    only with ``create`` (``central init``, ``central serve --init``)."""
     from central import open_service
 
-    return open_service(db, data, **kw)
+    return open_service(db, data, create=create, **kw)
 
 
 @click.group()
 def central() -> None:
     """The central service: receives batches, keeps the central chain, serves deny lists.
 
-    Every command acts on the store in --data (default ~/.local/share/localpay/central)
-    or the one --db names.
+    Every command acts on the store --db, LOCALPAY_CENTRAL_DB or central.toml in the data
+    folder names (default: SQLite in the data folder: --data, LOCALPAY_CENTRAL_DATA,
+    HOME/central for a --home, or ~/.local/share/localpay/central); `central init` makes
+    them, and every other command refuses a store or data folder it did not make.
     """
 
 
-@central.command()
-@service_options
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=8470, show_default=True)
-@click.option("--origin", default=None, help="Log name in checkpoints (first start only).")
-@click.option("--rules", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              default=None, help="Fraud rules TOML ([travel], [round_burst], [below_limit]).")
-@click.option("--verify", type=click.Choice(["every", "anchor"]), default="every",
-              show_default=True, help="every: check each entry's signature; anchor: check "
-              "each hash link and the signature of each batch's last entry.")
-@click.option("--topup-terms", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              default=None, help="TOML file with a [topup] table (programme, "
-              "discount_percent, monthly_limit): opens POST /v1/topups to partners.")
-@click.option("--log-format", type=click.Choice(["json", "text"]), default="json",
-              show_default=True, envvar="LOCALPAY_LOG_FORMAT", show_envvar=True,
-              help="Log lines as JSON objects or text; either way one access line a request.")
-@click.option("--metrics-token", default=None, envvar="LOCALPAY_METRICS_TOKEN",
-              show_envvar=True, metavar="TOKEN", help="/metrics asks for Authorization: "
-              "Bearer TOKEN (prefer the environment variable: a command line is visible "
-              "to every user).")
-@click.option("--trusted-proxy", "trusted_proxy", multiple=True, metavar="IP",
-              help="A reverse proxy (address or network) whose X-Forwarded-For names the "
-              "client, for counting failed enrolments; repeatable. Default: none, the "
-              "header is ignored.")
-@click.option("--header-timeout", type=click.FloatRange(0, min_open=True), default=10.0,
-              show_default=True, metavar="S", help="Seconds a request's line and headers "
-              "may take to arrive (also how long a new connection may stay silent).")
-@click.option("--body-timeout", type=click.FloatRange(0, min_open=True), default=30.0,
-              show_default=True, metavar="S", help="Seconds a request's body may take.")
-@click.option("--keep-alive", type=click.IntRange(1), default=5, show_default=True,
-              metavar="S", help="Seconds an idle connection is kept between requests.")
-@click.option("--max-connections", type=click.IntRange(1), default=400, show_default=True,
-              metavar="N",
-              help="Open connections at most; one more is refused at once (503).")
-@click.option("--max-body", type=click.IntRange(1), default=8 * 1024 * 1024,
-              show_default=True, metavar="BYTES", help="Largest request body read; a "
-              "larger one is refused (413) before it is read.")
-def serve(db: str | None, data: Path | None, host: str, port: int, origin: str | None,
-          rules: Path | None, verify: str, topup_terms: Path | None, log_format: str,
-          metrics_token: str | None, trusted_proxy: tuple[str, ...], header_timeout: float,
-          body_timeout: float, keep_alive: int, max_connections: int, max_body: int) -> None:
-    """Run the HTTP JSON API (FastAPI on uvicorn) until interrupted."""
-    from central.app import serve as run
-    from central.enroll import trusted_proxies
-    from central.http_limits import HttpLimits
-    from central.metrics import set_token
-    from central.observe import configure_logging
-    from central.topups import load_terms
-
-    configure_logging(log_format)
-    set_token(metrics_token)
-
-    # read before anything starts: a bad terms file stops the start, not the first sale
-    terms = load_terms(topup_terms) if topup_terms else None
-    trusted_proxies(trusted_proxy)  # a mistyped address stops the start too
-    service = open_central(db, data, origin=origin, rules=rules, policy=verify)
-    if log_format == "json":  # every line of the service's output one JSON object
-        log.warning("central log %s on http://%s:%d (%s); verifier key: %s", service.origin,
-                    host, port, service.store.kind, service.signer.verifier.text())
-    else:
-        click.echo(f"central log {service.origin} on http://{host}:{port} "
-                   f"({service.store.kind}); verifier key:\n{service.signer.verifier.text()}",
-                   err=True)
-    # Entries committed just before a stop are credited by the next batch, or here at once.
-    threading.Thread(target=service.run_followers, name="catch-up", daemon=True).start()
-    run(service, host, port, topup_terms=terms, trusted_proxies=trusted_proxy,
-        limits=HttpLimits(header_timeout, body_timeout, keep_alive, max_connections, max_body))
+central.add_command(init)
 
 
 @central.command("key")
-@service_options
-def show_key(db: str | None, data: Path | None) -> None:
-    """Print the log's verifier key, for the terminals' config (keys.central_public_key)."""
-    from central import default_data_dir
-    from central.keys import load_signer
+@service_options(check="key")
+@click.option("--answer-key", "answer", is_flag=True,
+              help="Print the verifier key of the key that signs answers instead (the log "
+                   "key names it in a signed note at GET /v1/answer-key).")
+def show_key(db: str, data: Path, answer: bool) -> None:
+    """Print the log's verifier key, for the terminals' config (keys.central_public_key).
+    Reads the key only: a data folder without one is refused, never given a new one."""
+    from central.keys import load_answer_signer, load_signer
 
-    click.echo(load_signer(data or default_data_dir()).verifier.text())
+    log_signer = load_signer(data, create=False)
+    click.echo(load_answer_signer(data, log_signer, create=False).verifier.text() if answer
+               else log_signer.verifier.text())
 
 
 @central.group()
@@ -694,8 +628,8 @@ def campaign_code(campaign_id: str, wallet_id: str, key_file: Path, points: int,
 def enroll_codes(db: str | None, data: Path | None, terminal_id: str, role: str | None,
                  place: str, template: Path | None, ttl_hours: float, count: int,
                  municipality: str) -> None:
-    """Issue single-use enrolment codes for `localpay provision --enroll-code`, each for a
-    terminal of one municipality.
+    """Issue single-use enrolment codes for `localpay provision` (which reads one on its
+    standard input or from --code-file), each for a terminal of one municipality.
 
     Each code is shown once, here; the service keeps only hashes of it.
     """
@@ -732,6 +666,8 @@ def _register_groups() -> None:
     from localpay.cli.allowances import allowance
     from localpay.cli.books import books
     from localpay.cli.cash_receipts import cash_receipts
+    from localpay.cli.central_audit import audit
+    from localpay.cli.central_serve import serve
     from localpay.cli.merchants import merchant
     from localpay.cli.mpm import mpm
     from localpay.cli.municipalities import municipality
@@ -752,6 +688,8 @@ def _register_groups() -> None:
     central.add_command(mpm)
     central.add_command(cash_receipts)
     central.add_command(terminals)  # and `central terminal revoke`
+    central.add_command(audit)
+    central.add_command(serve)
 
 
 _register_groups()

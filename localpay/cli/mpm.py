@@ -13,6 +13,7 @@ import click
 
 from localpay.cli.accounts import municipality_scope
 from localpay.cli.central import open_central, service_options
+from localpay.cli.topups import add_partner_key, disable_partner_key
 
 _municipality = municipality_scope("The municipality whose tills the app pays.")
 
@@ -33,14 +34,7 @@ def partner_add(db: str | None, data: Path | None, municipality: str, name: str)
     key cannot pay."""
     from central.mpm_payments import add_app_partner
 
-    service = open_central(db, data)
-    try:
-        key = add_app_partner(service.store, name, municipality=municipality)
-    finally:
-        service.store.close()
-    click.echo(f"app partner {name} of municipality {municipality} added; its key, shown "
-               "this once (Authorization: Bearer <key>):", err=True)
-    click.echo(key)
+    add_partner_key(db, data, "app partner", name, municipality, add_app_partner)
 
 
 @mpm.command("partner-disable")
@@ -55,14 +49,8 @@ def partner_disable(db: str | None, data: Path | None, municipality: str, reason
     payments stay. The disabling is recorded with its time and reason."""
     from central.mpm_payments import disable_app_partner
 
-    service = open_central(db, data)
-    try:
-        changed = disable_app_partner(service.store, name, reason=reason,
-                                      municipality=municipality)
-    finally:
-        service.store.close()
-    click.echo(f"app partner {name} disabled" if changed
-               else f"app partner {name} was disabled already")
+    disable_partner_key(db, data, "app partner", name, lambda store: disable_app_partner(
+        store, name, reason=reason, municipality=municipality))
 
 
 @mpm.command("partner-list")

@@ -2,7 +2,9 @@
 ``central enroll``, which issues the single-use codes ``provision`` needs.
 
 No secret is ever printed or taken on the command line: the terminal key and the token key
-go straight into their 0600 files. The enrolment code is a one-time credential, typed once.
+go straight into their 0600 files. The enrolment code is a one-time credential, typed once:
+read from standard input or a file, never from the command line (which ``ps`` shows to
+every user of the machine while the command runs).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from localpay.cli.common import UserError
 from localpay.errors import ConfigError
 from terminal.home import Home
 
@@ -48,8 +52,13 @@ def _print_rows(rows: Sequence[Check], as_json: bool) -> None:
 @click.command()
 @click.option("--central", "central_url", required=True, metavar="URL",
               help="The central service, e.g. https://central.example.")
-@click.option("--enroll-code", required=True, metavar="CODE",
-              help="The single-use code from `localpay central enroll` (XXXX-XXXX-XXXX-XXXX).")
+@click.option("--code-file", "code_file", type=click.Path(dir_okay=False, allow_dash=True,
+                                                          path_type=Path),
+              default=None, metavar="PATH", help="File holding the single-use code from "
+              "`localpay central enroll` (XXXX-XXXX-XXXX-XXXX); - for standard input. "
+              "Default: standard input when it is not a terminal, else asked for (hidden).")
+@click.option("--enroll-code", default=None, hidden=True, metavar="CODE",
+              help="Refused: a code on the command line is visible to every user (ps).")
 @click.option("--role", type=click.Choice(["validator", "till"]), required=True)
 @click.option("--route", default=None, help="Validator: the bus route, e.g. 85.")
 @click.option("--merchant", default=None, help="Till: the merchant id, e.g. M0427.")
@@ -64,7 +73,8 @@ def _print_rows(rows: Sequence[Check], as_json: bool) -> None:
               show_default=True, help="Seconds to wait for the test card and test QR.")
 @click.option("--no-selftest", is_flag=True, help="Enrol only; run `localpay selftest` later.")
 @click.pass_context
-def provision(ctx: click.Context, central_url: str, enroll_code: str, role: str,
+def provision(ctx: click.Context, central_url: str, code_file: Path | None,
+              enroll_code: str | None, role: str,
               route: str | None, merchant: str | None, reader: str, scanner: str,
               central_key: str | None, selftest_timeout: float, no_selftest: bool) -> None:
     """Make this terminal's keys, enrol it with the central service, install the signed
@@ -85,6 +95,11 @@ def provision(ctx: click.Context, central_url: str, enroll_code: str, role: str,
         raise click.UsageError(f"a {role} needs {need}")
     if other:
         raise click.UsageError("--route is for validators, --merchant for tills")
+    if enroll_code is not None:
+        raise UserError("--enroll-code puts the code on the command line, where every user "
+                        "of this machine sees it (ps): give it on standard input or with "
+                        "--code-file PATH")
+    enroll_code = read_code(code_file)
     home = _home(ctx)
     done = enroll(home.path, central_url, enroll_code, role=role, place=place, reader=reader,
                   scanner=scanner, central_key=central_key, start_check=can_start(home))
@@ -102,6 +117,26 @@ def provision(ctx: click.Context, central_url: str, enroll_code: str, role: str,
     _print_rows(rows, False)
     if not selftest.passed(rows):
         sys.exit(1)
+
+
+def read_code(path: Path | None) -> str:
+    """The enrolment code from ``path`` (``-``: standard input), or from standard input
+    when no path is given: piped, or typed at a hidden prompt on a terminal."""
+    if path is None and sys.stdin.isatty():
+        text = click.prompt("Enrolment code", hide_input=True, err=True)
+    elif path is None or str(path) == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"--code-file {path}: cannot be read: {err}") from err
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    where = "standard input" if path is None or str(path) == "-" else str(path)
+    if len(lines) != 1:
+        raise UserError(f"{where}: {'no enrolment code' if not lines else 'more than one line'};"
+                        " one code expected (XXXX-XXXX-XXXX-XXXX)")
+    return lines[0]
 
 
 def _record(home: Home, version: int, sha256: str) -> None:

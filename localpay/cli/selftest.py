@@ -238,20 +238,24 @@ def clock_check(home: Home, config: Config, key: Ed25519PrivateKey) -> Check:
 
 
 def central_check(config: Config, key: Ed25519PrivateKey, timeout: float) -> Check:
-    """A request signed by the terminal key; the answer must be signed by the log key."""
+    """A request signed by the terminal key; the answer must be signed by the answer key
+    that the log key's statement names."""
     import base64
 
     import httpx
     from cryptography.exceptions import InvalidSignature
 
+    from localpay.errors import ProofError, SyncProtocolError
     from sync.checkpoint import Checkpoint, NoteVerifier
     from sync.protocol import (
+        ANSWER_KEY_PATH,
         H_NONCE,
         H_SIGNATURE,
         H_TERMINAL,
         H_TIME,
         b64,
         new_nonce,
+        open_answer_key,
         request_message,
         response_message,
     )
@@ -284,11 +288,19 @@ def central_check(config: Config, key: Ed25519PrivateKey, timeout: float) -> Che
                                        f"{resp.status_code}, unverified: the answer is not "
                                        f"signed): {message}")
     try:
-        verifier.public_key.verify(base64.b64decode(resp.headers.get(H_SIGNATURE, "")),
-                                   response_message(nonce, resp.status_code, resp.content))
+        statement = httpx.get(url + ANSWER_KEY_PATH, timeout=timeout).json()["note"]
+        answers = open_answer_key(statement, verifier)
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, ProofError,
+            SyncProtocolError) as err:
+        return Check("central", False, f"{url} names no answer key that the configured log "
+                                       f"key signed: {type(err).__name__}: {err}")
+    try:
+        answers.public_key.verify(base64.b64decode(resp.headers.get(H_SIGNATURE, "")),
+                                  response_message(nonce, resp.status_code, resp.content))
     except (InvalidSignature, ValueError):
         return Check("central", False, f"{url} answered (HTTP {resp.status_code}) without the "
-                                       "signature of the configured log key")
+                                       "signature of the answer key the configured log key "
+                                       "names")
     if resp.status_code != 200:
         return Check("central", False, f"{url} refused {config.terminal.id} (HTTP "
                                        f"{resp.status_code}): {message}")

@@ -11,14 +11,46 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from localpay.cli.accounts import municipality_scope
 from localpay.cli.central import open_central, service_options
 
+if TYPE_CHECKING:
+    from central.store import Store
+
 _municipality = municipality_scope("The municipality whose currency this is.")
+
+
+def add_partner_key(db: str | None, data: Path | None, what: str, name: str,
+                    municipality: str, add: Callable[..., str]) -> None:
+    """Register ``what`` (a partner, an app partner) NAME through ``add(store, name,
+    municipality=...)`` and print its key, once (on stdout; what it is on stderr)."""
+    service = open_central(db, data)
+    try:
+        key = add(service.store, name, municipality=municipality)
+    finally:
+        service.store.close()
+    click.echo(f"{what} {name} of municipality {municipality} added; its key, shown this "
+               "once (Authorization: Bearer <key>):", err=True)
+    click.echo(key)
+
+
+def disable_partner_key(db: str | None, data: Path | None, what: str, name: str,
+                        disable: Callable[[Store], object]) -> None:
+    """Disable ``what`` NAME through ``disable(store)``, which answers False when it was
+    disabled already (said so) and anything else when it disabled it now."""
+    service = open_central(db, data)
+    try:
+        changed = disable(service.store)
+    finally:
+        service.store.close()
+    click.echo(f"{what} {name} was disabled already" if changed is False
+               else f"{what} {name} disabled")
 
 
 def _default_ref(kind: str) -> str:
@@ -47,14 +79,7 @@ def partner_add(db: str | None, data: Path | None, municipality: str, name: str)
     partner on the whole platform."""
     from central.topups import add_partner
 
-    service = open_central(db, data)
-    try:
-        key = add_partner(service.store, name, municipality=municipality)
-    finally:
-        service.store.close()
-    click.echo(f"partner {name} of municipality {municipality} added; its key, shown this "
-               "once (Authorization: Bearer <key>):", err=True)
-    click.echo(key)
+    add_partner_key(db, data, "partner", name, municipality, add_partner)
 
 
 @partner.command("disable")
@@ -65,12 +90,8 @@ def partner_disable(db: str | None, data: Path | None, municipality: str, name: 
     """Refuse partner NAME's key from now on (a leaked key); its top-ups stay."""
     from central.topups import disable_partner
 
-    service = open_central(db, data)
-    try:
-        disable_partner(service.store, name, municipality=municipality)
-    finally:
-        service.store.close()
-    click.echo(f"partner {name} disabled")
+    disable_partner_key(db, data, "partner", name,
+                        lambda store: disable_partner(store, name, municipality=municipality))
 
 
 @topup.command("fund")

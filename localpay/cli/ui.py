@@ -334,6 +334,9 @@ def central_in_background(folder: Path, ledger_path: Path, terminal_key: Ed25519
     env = {**os.environ, "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
     public = terminal_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
     try:
+        if not (data / "log.key").exists():  # a central command makes nothing by itself
+            subprocess.run([*base, "init", "--data", str(data)], check=True, env=env,
+                           capture_output=True, text=True)
         verifier = subprocess.run([*base, "key", "--data", str(data)], check=True, env=env,
                                   capture_output=True, text=True).stdout.strip()
         subprocess.run([*base, "terminal", "add", "--data", str(data), terminal_id, public],

@@ -7,6 +7,7 @@ part against its floor measured in the same run (raw fsync, a bare pipeline).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,23 @@ def bench_mpm_online_cmd(payments: int, runs: int) -> None:
     emit(bench_mpm_online(payments=payments, runs=runs, progress=progress))
 
 
+@bench.command("audit")
+@click.option("--stores", default="sqlite,postgresql", show_default=True,
+              help="Stores to measure, comma-separated.")
+@click.option("--entries", type=click.IntRange(min=1000), default=100_000, show_default=True,
+              help="Entries in the log audited.")
+@click.option("--terminals", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Terminals whose chains they are.")
+def bench_audit_cmd(stores: str, entries: int, terminals: int) -> None:
+    """Entries/s of `central audit` (each entry's own signature and hash link) from the
+    start of the log; PostgreSQL is a throwaway local cluster with fsync on."""
+    from localpay.cli.bench.audit import run_audit_bench
+    from localpay.cli.bench.central import store_names
+
+    emit(run_audit_bench(stores=store_names(stores), entries=entries, terminals=terminals,
+                         progress=progress))
+
+
 @bench.command("central")
 @click.option("--stores", default="sqlite,postgresql", show_default=True,
               help="Stores to measure, comma-separated.")
@@ -238,11 +256,14 @@ def bench_mpm_online_cmd(payments: int, runs: int) -> None:
               help="Terminals syncing at once.")
 @click.option("--per-terminal", type=click.IntRange(min=1), default=500, show_default=True,
               help="Entries each of those terminals sends.")
-@click.option("--verify", type=click.Choice(["every", "anchor"]), default="every",
+@click.option("--verify", type=click.Choice(["every", "anchor"]), default="anchor",
               show_default=True, help="Check every entry's signature, or each batch's last "
               "(the hash chain covers the rest).")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              show_default="the number of cores", help="Worker processes of the service "
+              "(central serve --workers) for the figures over HTTP.")
 def bench_central_cmd(stores: str, backlog: int, terminals: int, per_terminal: int,
-                      verify: str) -> None:
+                      verify: str, workers: int) -> None:
     """Entries/s verified, ingested, proven and credited; one backlog and many terminals
     over loopback.
 
@@ -254,4 +275,4 @@ def bench_central_cmd(stores: str, backlog: int, terminals: int, per_terminal: i
 
     emit(run_central_bench(stores=store_names(stores), backlog=backlog,
                            terminals=terminals, per_terminal=per_terminal, verify=verify,
-                           progress=progress))
+                           workers=workers, progress=progress))

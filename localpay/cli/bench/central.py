@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import resource
 import signal
 import tempfile
 import threading
@@ -55,6 +56,8 @@ from localpay.pgserver import PgCluster
 
 #: the stores this benchmark measures
 STORES = ("sqlite", "postgresql")
+#: the service as operators start it
+SERVE = ("-m", "localpay", "central", "serve")
 
 
 def store_names(text: str) -> tuple[str, ...]:
@@ -176,7 +179,7 @@ def _client_worker(args: tuple[str, str, list[tuple[str, str, bytes]], int]) -> 
 
 
 def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, verify: str,
-          processes: int) -> dict[str, Any]:
+          processes: int, workers: int = 1) -> dict[str, Any]:
     svc = open_service(db, folder / "data")
     ledgers = []
     for i in range(terminals):
@@ -190,9 +193,12 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
         ledgers.append((tid, str(path), pem))
     before = svc.size()
     svc.store.close()
-    server = start_central(db, folder / "data", extra=("--verify", verify))
+    # the command operators run, in as many worker processes as asked
+    server = start_central(db, folder / "data", command=SERVE, timeout=60,
+                           extra=("--verify", verify, "--workers", str(workers)))
     try:
         groups = [ledgers[i::processes] for i in range(min(processes, terminals))]
+        cpu0 = _cpu()
         t0 = time.perf_counter()
         if len(groups) == 1:
             sent = _client_worker((server.url, server.verifier, groups[0], batch))
@@ -202,16 +208,30 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
                 sent = sum(pool.map(_client_worker, [(server.url, server.verifier, g, batch)
                                                      for g in groups]))
         dt = time.perf_counter() - t0
+        # the client processes are reaped by now, the service not yet: what the clients
+        # cost, then (once it is stopped) what the service's processes cost
+        cpu1 = _cpu()
     finally:
         server.stop()
+    cpu2 = _cpu()
     svc = open_service(db, folder / "data")
     held = svc.size() - before
     credited = _credited(svc.store)
     svc.store.close()
     total = terminals * per_terminal
     return {"terminals": terminals, "entries": total, "sent": sent, "held": held,
-            "batch": batch, "seconds": round(dt, 2), "entries_per_s": round(total / dt),
-            "credited": credited}
+            "batch": batch, "workers": workers, "seconds": round(dt, 2),
+            "entries_per_s": round(total / dt),
+            "clients_cpu_s": round(cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1], 1),
+            "service_cpu_s": round(cpu2[1] - cpu1[1], 1), "credited": credited}
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user and system) of this process, and of its children reaped so far
+    (a stopped service's workers are counted in it: it reaped them)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def run_central_bench(
@@ -221,29 +241,34 @@ def run_central_bench(
     terminals: int = 200,
     per_terminal: int = 500,
     batch: int = BATCH,
-    verify: str = "every",
+    verify: str = "anchor",
     processes: int = 2,
+    workers: int = 1,
     folder: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure ``ingest``, ``one_terminal`` and ``many_terminals`` on each store; return the
     figures as a JSON-able dict. ``verify`` is the service's signature policy; ``batch``
-    the entries per batch (default: the terminal's own)."""
+    the entries per batch (default: the terminal's own); ``workers`` the service's worker
+    processes (``central serve --workers``) in the two figures over HTTP."""
     unknown = [kind for kind in stores if kind not in STORES]
+    if workers < 1:
+        raise ConfigError(f"workers: at least 1, not {workers}")
     if unknown or not stores or len(set(stores)) != len(stores):
         raise ConfigError(f"stores: expected some of {', '.join(STORES)}, each once; found "
                           f"{', '.join(stores) or 'none'}")
     with Interrupts() as interrupts:
         return _run(interrupts, stores=stores, backlog=backlog, terminals=terminals,
                     per_terminal=per_terminal, batch=batch, verify=verify,
-                    processes=processes, folder=folder, say=progress or (lambda msg: None))
+                    processes=processes, workers=workers, folder=folder,
+                    say=progress or (lambda msg: None))
 
 
 def _run(interrupts: Interrupts, *, stores: tuple[str, ...], backlog: int, terminals: int,
-         per_terminal: int, batch: int, verify: str, processes: int, folder: Path | None,
-         say: Callable[[str], None]) -> dict[str, Any]:
+         per_terminal: int, batch: int, verify: str, processes: int, workers: int,
+         folder: Path | None, say: Callable[[str], None]) -> dict[str, Any]:
     result: dict[str, Any] = {"verify": verify, "cpus": multiprocessing.cpu_count(),
-                              "batch": batch}
+                              "batch": batch, "workers": workers}
     cluster: PgCluster | None = None
     with tempfile.TemporaryDirectory(prefix="localpay-bench-central-", dir=folder) as tmp:
         # the disk's own floor (the throwaway PostgreSQL cluster lives in the same /tmp
@@ -270,11 +295,11 @@ def _run(interrupts: Interrupts, *, stores: tuple[str, ...], backlog: int, termi
                 figures["ingest"] = _ingest(db("in"), base / "in", backlog, batch, verify)
                 say(f"{kind}: one terminal, {backlog}-entry backlog over HTTP")
                 figures["one_terminal"] = _sync(db("one"), base / "one", 1, backlog, batch,
-                                                verify, 1)
+                                                verify, 1, workers)
                 say(f"{kind}: {terminals} terminals x {per_terminal} entries at once")
                 figures["many_terminals"] = _sync(db("many"), base / "many", terminals,
                                                   per_terminal, min(batch, per_terminal),
-                                                  verify, processes)
+                                                  verify, processes, workers)
                 result[kind] = figures
         finally:
             if cluster is not None:

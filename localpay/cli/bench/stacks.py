@@ -66,10 +66,11 @@ class CentralProcess:
 
 
 def start_central(db: str, data: Path, *, port: int | None = None, extra: tuple[str, ...] = (),
-                  timeout: float = 20.0,
+                  timeout: float = 60.0,
                   command: tuple[str, ...] = ("-m", "central")) -> CentralProcess:
     """``python -m central`` (or ``command``, e.g. ``-m localpay central serve``) on a free
-    loopback port; returns once it answers."""
+    loopback port; returns once it answers (``central serve`` starts a worker process a
+    core by default, each importing the service: slow on a busy machine)."""
     port = port or free_port()
     data.mkdir(parents=True, exist_ok=True)
     log_path = data / f"server-{port}.log"
