@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from central import books
+from central import books, open_service
 from central.books import (
     BANK_OUTSIDE,
     CREDITS_MUST_NOT_EXCEED_DEBITS,
@@ -31,6 +31,7 @@ from central.books import (
 )
 from central.store import Store, open_store
 from localpay.cli.books import books as books_cli
+from localpay.cli.main import cli as main_cli
 from localpay.errors import BooksError, SyncError
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
 
@@ -330,21 +331,25 @@ def test_municipalities_keep_books_of_their_own(funded: Store) -> None:
 
 def test_the_cli_summarises_and_speaks_json(funded: Store, store_url: str,  # noqa: F811
                                             tmp_path: Path) -> None:
-    run = CliRunner().invoke(books_cli, ["check", "--db", store_url])
+    data = str(tmp_path / "data")
+    open_service(store_url, tmp_path / "data").store.close()  # as `central init` does
+    run = CliRunner().invoke(books_cli, ["check", "--db", store_url, "--data", data])
     assert run.exit_code == 0, run.output
     assert "5 accounts, 1 transfers" in run.output
     assert "10,000 won" in run.output and "the books balance" in run.output
-    run = CliRunner().invoke(books_cli, ["check", "--db", store_url, "--json",
+    run = CliRunner().invoke(books_cli, ["check", "--db", store_url, "--data", data, "--json",
                                          "--municipality", "default"])
     assert run.exit_code == 0, run.output
     got = json.loads(run.output)
     assert (got["balanced"], got["accounts"], got["transfers_amount"]) == (True, 5, 10_000)
-    # --data: the default SQLite store in that folder, empty books balance
+    # --data alone: the default SQLite store in that folder, which nobody made: refused,
+    # and nothing made
     run = CliRunner().invoke(books_cli, ["check", "--data", str(tmp_path / "d"), "--json"])
-    assert run.exit_code == 0, run.output
-    assert json.loads(run.output)["transfers"] == 0
-    run = CliRunner().invoke(books_cli, ["check", "--db", "mysql://x"])
-    assert run.exit_code == 1 and "unknown store URL" in run.output
+    assert run.exit_code == 2 and "not initialised" in run.output, run.output
+    assert not (tmp_path / "d" / "central.sqlite").exists()
+    # through the whole command line, as an operator meets it: one line, exit 2
+    run = CliRunner().invoke(main_cli, ["central", "books", "check", "--db", "mysql://x"])
+    assert run.exit_code == 2 and "unknown store URL 'mysql://x'" in run.output, run.output
 
 
 # -- property: whatever is asked, the books hold what an independent tally says -------------

@@ -496,6 +496,8 @@ def test_enrolment_config_takes_the_assigned_or_the_named_merchant(reg: Registry
 
 
 def cli(url: str, tmp_path: Path, *args: str) -> Any:
+    # the store's key and schema, as `central init` makes them
+    open_service(url, tmp_path / "data").store.close()
     return CliRunner().invoke(merchant_cli, [args[0], "--db", url, "--data",
                                              str(tmp_path / "data"), *args[1:]])
 
