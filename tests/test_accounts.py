@@ -13,6 +13,7 @@ from central import accounts, books
 from central.store import Store, open_store
 from localpay.cli.accounts import account as account_cli
 from localpay.errors import ConfigError
+from tests.central_data import initialised_data
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
 
 
@@ -26,7 +27,8 @@ def store(store_url: str) -> Iterator[Store]:  # noqa: F811
 
 
 def run(store_url: str, *args: str) -> tuple[int, str, str]:  # noqa: F811
-    result = CliRunner().invoke(account_cli, [args[0], "--db", store_url, *args[1:]])
+    result = CliRunner().invoke(account_cli, [args[0], "--db", store_url, "--data",
+                                              initialised_data(), *args[1:]])
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -24,6 +24,7 @@ from central.allowances import BudgetShortError, RecipientFileError
 from central.store import Store, open_store
 from localpay.cli.allowances import allowance as allowance_cli
 from localpay.errors import BooksError, ConfigError
+from tests.central_data import initialised_data
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -399,7 +400,8 @@ def test_the_report_counts_each_month_in_seoul(store: Store) -> None:
 # -- the commands ------------------------------------------------------------------------------
 
 def cli(store_url: str, *args: str) -> tuple[int, str, str]:  # noqa: F811
-    result = CliRunner().invoke(allowance_cli, [args[0], "--db", store_url, *args[1:]])
+    result = CliRunner().invoke(allowance_cli, [args[0], "--db", store_url, "--data",
+                                                initialised_data(), *args[1:]])
     return result.exit_code, result.stdout, result.stderr
 
 

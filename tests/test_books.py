@@ -33,6 +33,7 @@ from central.store import Store, open_store
 from localpay.cli.books import books as books_cli
 from localpay.cli.main import cli as main_cli
 from localpay.errors import BooksError, SyncError
+from tests.central_data import initialised_data
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
 
 ALICE, BOB = pocket("alice"), pocket("bob")
@@ -285,7 +286,8 @@ def test_check_catches_a_tampered_posted_total(funded: Store, store_url: str  # 
     assert result.unbalanced == ("default",)
     assert result.disagreements == (
         books.Disagreement("default", ALICE, 0, 10_005, 0, 10_000),)
-    run = CliRunner().invoke(books_cli, ["check", "--db", store_url])
+    run = CliRunner().invoke(books_cli, ["check", "--db", store_url, "--data",
+                                         initialised_data()])
     assert run.exit_code == 1, run.output
     assert f"DISAGREES default {ALICE}: posted debits 0 / credits 10,005 won" in run.output
     assert "do NOT balance" in run.output

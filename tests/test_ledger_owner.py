@@ -87,14 +87,18 @@ def test_three_simulations_at_once_one_writes_the_others_are_refused(tmp_path: P
     results = [(p.wait(120), *p.communicate()) for p in runs]
     done = [json.loads(out) for code, out, _ in results if code == 0]
     assert len(done) >= 1
-    for doc in done:  # whoever wrote, wrote every tap: none declined as ledger_broken
-        assert doc["approved"] == 300 and doc["declined"] == 0, doc
+    # whoever wrote, wrote every tap: none declined as ledger_broken. On a loaded machine
+    # the runs may not overlap at all; a later one then meets the same simulated riders
+    # on the same ledger, whose taps are already paid
+    assert max(doc["approved"] for doc in done) == 300, done
+    for doc in done:
+        assert doc["declined"] == 0 and doc["approved"] + doc["already_paid"] == 300, doc
     for code, out, err in results:
         if code != 0:
             assert code == 2 and out == "" and "Traceback" not in err
             assert err.startswith(f"Error: the ledger in {home} is in use by process ")
             assert err.endswith(" (localpay simulate); stop it first\n")
-    assert count(home / "ledger.sqlite")[0] == 300 * len(done)
+    assert count(home / "ledger.sqlite")[0] == sum(doc["approved"] for doc in done)
     assert localpay(home, "ledger", "verify").returncode == 0
 
 
