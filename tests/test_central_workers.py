@@ -102,14 +102,21 @@ def _signed(key, terminal: str, path: str, nonce: str | None = None) -> dict[str
 def _connections(server: CentralProcess) -> list[httpx.Client]:
     """CONNECTIONS clients, each holding its own open connection to the service, spread
     over both workers (the test stops if the kernel gave every one to one worker)."""
-    clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(CONNECTIONS)]
-    for c in clients:
-        assert c.get("/healthz").status_code == 200  # opens, and keeps, its connection
-    held = _established_by_worker(server)
-    assert len(held) == 2, held
-    assert sum(held.values()) == CONNECTIONS, held
-    assert all(n > 0 for n in held.values()), f"one worker took every connection: {held}"
-    return clients
+    # Which worker accepts a connection is the kernel's choice: on a loaded machine one
+    # worker may take a whole run of them, so more are opened until both hold some.
+    clients: list[httpx.Client] = []
+    held: dict[int, int] = {}
+    while len(clients) < 10 * CONNECTIONS:
+        more = [httpx.Client(base_url=server.url, timeout=30) for _ in range(CONNECTIONS)]
+        for c in more:
+            assert c.get("/healthz").status_code == 200  # opens, and keeps, its connection
+        clients += more
+        held = _established_by_worker(server)
+        assert len(held) == 2, held
+        assert sum(held.values()) == len(clients), held
+        if all(n > 0 for n in held.values()):
+            return clients
+    raise AssertionError(f"one worker took every connection: {held}")
 
 
 def _counters(text: str) -> dict[str, float]:
@@ -201,11 +208,11 @@ def test_a_replayed_request_is_refused_by_either_worker(
         first = clients[0].get(path, headers=headers)
         assert first.status_code == 200, first.text
         refused = [c.get(path, headers=headers) for c in clients]
-        assert [r.status_code for r in refused] == [401] * CONNECTIONS
+        assert [r.status_code for r in refused] == [401] * len(clients)
         assert all("replayed" in r.json()["message"] for r in refused)
         # a new nonce is taken by every connection: it was the nonce that was refused
         fresh = [c.get(path, headers=_signed(key, "BUS-0", path)) for c in clients]
-        assert [r.status_code for r in fresh] == [200] * CONNECTIONS
+        assert [r.status_code for r in fresh] == [200] * len(clients)
     finally:
         for c in clients:
             c.close()
@@ -218,18 +225,18 @@ def test_a_revoke_is_seen_by_every_worker(served: tuple[CentralProcess, dict]) -
     clients = _connections(server)
     try:
         before = [c.get(path, headers=_signed(key, "BUS-1", path)) for c in clients]
-        assert [r.status_code for r in before] == [200] * CONNECTIONS
+        assert [r.status_code for r in before] == [200] * len(clients)
         svc = open_service(server.db, server.data)
         try:
             revoke(svc.store, "BUS-1", "stolen")
         finally:
             svc.store.close()
         after = [c.get(path, headers=_signed(key, "BUS-1", path)) for c in clients]
-        assert [r.status_code for r in after] == [401] * CONNECTIONS
+        assert [r.status_code for r in after] == [401] * len(clients)
         assert all("revoked" in r.json()["message"] for r in after)
         # another terminal is still answered by both
         other = [c.get(path, headers=_signed(keys["BUS-2"], "BUS-2", path)) for c in clients]
-        assert [r.status_code for r in other] == [200] * CONNECTIONS
+        assert [r.status_code for r in other] == [200] * len(clients)
     finally:
         for c in clients:
             c.close()
