@@ -56,7 +56,10 @@ def served(pg_cluster, tmp_path: Path) -> Iterator[tuple[CentralProcess, dict]]:
         fill_ledger(tmp_path / f"{tid}.sqlite", keys[tid], tid, PER_TERMINAL,
                     start_ms=1_790_000_000_000 + i * 7).close()
     svc.store.close()
-    server = start_central(db, data, command=SERVE, extra=("--workers", "2"), timeout=60)
+    # connections held open across a whole test, however slow the machine: the default
+    # idle keep-alive (5 s) would let the service close some while others are still opening
+    server = start_central(db, data, command=SERVE,
+                           extra=("--workers", "2", "--keep-alive", "600"), timeout=60)
     try:
         yield server, keys
     finally:

@@ -66,3 +66,41 @@ def test_tables_made_by_eight_processes_at_once(pg_cluster: PgCluster,  # noqa: 
         for store in stores:
             store.close()
     assert errors == []
+
+
+def _free(store: Any, key: str) -> bool:
+    """Whether another session could take ``key``'s schema lock now (and let it go)."""
+    with store.tx() as tx:
+        row = tx.one("SELECT pg_try_advisory_xact_lock(hashtext(?))", (key,))
+    return bool(row[0])
+
+
+def test_the_schema_lock_is_held_until_the_transaction_ends(pg_cluster: PgCluster,  # noqa: F811
+                                                           ) -> None:
+    url = pg_cluster.new_schema()
+    holder, other = open_store(url, 1), open_store(url, 1)
+    try:
+        with holder.tx() as tx:
+            tx.schema_lock("books")
+            # the lock is the one every process names for those tables, and only theirs
+            assert not _free(other, "localpay schema books")
+            assert _free(other, "localpay schema merchants")
+            assert _free(other, "books")
+        assert _free(other, "localpay schema books")  # let go at commit
+    finally:
+        holder.close()
+        other.close()
+
+
+def test_the_schema_lock_on_sqlite_is_its_write_lock(tmp_path: Any) -> None:
+    # SQLite has no advisory locks: the lock runs no statement (one would fail), and the
+    # writer's BEGIN IMMEDIATE already keeps a second writer out
+    store = open_store(f"sqlite:///{tmp_path / 'central.sqlite'}")
+    try:
+        with store.tx() as tx:
+            tx.schema_lock("books")
+            tx.run("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+        with store.tx(write=False) as tx:
+            assert tx.all("SELECT name FROM sqlite_master WHERE name = 't'") == [("t",)]
+    finally:
+        store.close()
