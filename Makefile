@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 EXTRAS := pcsc,nfc,serial,camera,ui,printer,central,dev
 # pcscd + vsmartcard-vpcd: the real PC/SC stack with a virtual reader; libzbar0: QR decoding;
 # fonts-nanum: Korean text on screen; postgresql: the central store's test server;
-# gcc and python3-dev: pyscard has no Linux wheel and builds from source.
-APT_PACKAGES := gcc python3-dev python3-venv libpcsclite-dev libzbar0 pcscd vsmartcard-vpcd socat fonts-nanum postgresql
+# gcc and python3-dev: pyscard has no Linux wheel and builds from source;
+# chromium and chromium-driver: the operator's console is tested in a real headless browser.
+APT_PACKAGES := gcc python3-dev python3-venv libpcsclite-dev libzbar0 pcscd vsmartcard-vpcd socat fonts-nanum postgresql chromium chromium-driver
 # The suite waits on servers, subprocesses and sockets more than it computes: on two cores
 # three workers finish it sooner than one (the PC/SC tests stay together on one of them).
 TEST_WORKERS ?= 3
