@@ -421,6 +421,19 @@ def post_payment(tx: Tx, entry: SpendEntry, *,
     return PaymentPosting(poster.result, why)
 
 
+def _links(tx: Tx, holders: set[str]) -> dict[str, dict[str, str]]:
+    """Each of ``holders`` linked anywhere -> {municipality: account}."""
+    wanted = sorted(holders)
+    out: dict[str, dict[str, str]] = {}
+    for i in range(0, len(wanted), 5000):
+        test, param = tx.any_of("holder", wanted[i:i + 5000])
+        for holder, muni, account in tx.all(
+                f"SELECT holder, municipality_id, account_id FROM account_links WHERE {test}",
+                (param,)):
+            out.setdefault(str(holder), {})[str(muni)] = str(account)
+    return out
+
+
 # named here too: a refund's payer is asked for by retry_waiting's callers (refund_float)
 Payer = waiting_refunds.Payer
 Fallback = waiting_refunds.Fallback
@@ -455,6 +468,9 @@ class _Poster:
         self.flags: list[tuple[Any, ...]] = []
         self.overdrafts: list[tuple[Any, ...]] = []
         self.fallback: Fallback | None = None
+        #: card or wallet -> {municipality: account}, read once for a chunk's payments
+        #: (None: each payment reads its own, as a single posting does)
+        self.links: dict[str, dict[str, str]] | None = None
 
     def run(self, items: Sequence[SpendEntry], start: int, end: int) -> SpendResult:
         tx, m = self.tx, self.municipality
@@ -464,6 +480,10 @@ class _Poster:
             "AND log_index >= ? AND log_index < ? UNION ALL SELECT terminal_id, seq FROM "
             "pocket_waiting_refunds WHERE municipality_id = ? AND log_index >= ? "
             "AND log_index < ?", (m, start, end, m, start, end))}
+        # one read of every paying card's links, not two per payment: a chunk of bus taps
+        # is mostly cards with no account, each of which took both reads
+        self.links = _links(tx, {e.card_token for e in items if e.kind in PAY_KINDS
+                                 and e.card_token and (e.terminal_id, e.seq) not in done})
         for e in items:
             if (e.terminal_id, e.seq) not in done:
                 if e.kind in PAY_KINDS:
@@ -546,12 +566,8 @@ class _Poster:
         if e.amount < 0:
             self.flag(e, "not_posted", {"why": f"amount {e.amount} is below zero"})
             return
-        account = accounts.account_of(self.tx, e.card_token, municipality=self.municipality) \
-            if e.card_token else None
+        account, elsewhere = self.account_of(e.card_token)
         if account is None:
-            elsewhere = municipalities.linked_elsewhere(self.tx, e.card_token,
-                                                        self.municipality) \
-                if e.card_token else []
             if elsewhere:
                 # another municipality's currency: not spendable here, not posted there
                 self.flag(e, "other_municipality", {"amount": e.amount,
@@ -611,6 +627,19 @@ class _Poster:
         self.result.payments += 1
         self.result.paid += e.amount - owed
         self.result.owed += owed
+
+    def account_of(self, holder: str) -> tuple[str | None, list[str]]:
+        """``holder``'s account here, or None and the other municipalities it is linked
+        in (as :func:`municipalities.linked_elsewhere`)."""
+        if not holder:
+            return None, []
+        if self.links is None:
+            account = accounts.account_of(self.tx, holder, municipality=self.municipality)
+            return account, [] if account is not None else municipalities.linked_elsewhere(
+                self.tx, holder, self.municipality)
+        linked = self.links.get(holder, {})
+        account = linked.get(self.municipality)
+        return account, [] if account is not None else sorted(linked)
 
     def paid_centrally(self, e: SpendEntry) -> bool:
         """A till's entry of an online QR payment (central.mpm_payments) that central

@@ -33,6 +33,7 @@ booted at 1970) is signed again once with the offset that refusal's own ``time_m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -140,6 +141,14 @@ def _b64_len(n: int) -> int:
     return 4 * ((n + 2) // 3)
 
 
+
+@functools.cache
+def _tls_context() -> Any:
+    """The system's certificates, loaded once a process: each client made its own (10 to
+    20 ms of CPU, most of a client's start), and a process syncing many ledgers, or a
+    terminal's hourly `localpay sync`, made one a round. A context is safe to share."""
+    return httpx.create_ssl_context()
+
 class SyncClient:
     """Syncs one terminal's ledger with the central service.
 
@@ -183,7 +192,8 @@ class SyncClient:
         self._days: dict[int, str] = {}
         self.on_config = on_config
         self.state_path = self.ledger_path.with_name(self.ledger_path.name + ".sync.json")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport,
+                                  verify=_tls_context())
         #: the key answers are signed by, as the log key names it; its statement is kept
         #: apart from the round's state (an online QR call may learn it mid-round)
         self.answer_keys = AnswerKeys(self._http, self.verifier, self.ledger_path.with_name(
