@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,13 +77,22 @@ _FALSE = {"0", "false", "no", "n"}
 DEFAULT_MUNICIPALITY = "default"
 
 
+#: stores whose registry tables this process has made or found: every terminal's round asks
+#: (its pockets part), and making them again is a write transaction with the schema lock
+_READY: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
 def ensure_schema(store: Store) -> None:
-    """Make the registry's tables where they are missing (safe to run again)."""
+    """Make the registry's tables where they are missing (safe to run again; once per store
+    in a process)."""
+    if store in _READY:
+        return
     with store.tx() as tx:
         tx.schema_lock("merchants")
         for statement in TABLES.split(";"):
             if statement.strip():
                 tx.run(statement)
+    _READY.add(store)
 
 
 def _now_ms() -> int:
