@@ -51,6 +51,7 @@ from starlette.concurrency import run_in_threadpool
 from central import metrics as meters
 from central import mpm_payments, observe, pocket_snapshot
 from central.config_audit import record_rejection
+from central.console.mount import mount_console
 from central.enroll import Enroller, answer_mac, client_address
 from central.enroll import trusted_proxies as enroll_proxies
 from central.http_limits import (
@@ -593,6 +594,9 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
                 payload["payment"] = err.payment
             return partner_answer(request, status, payload)
 
+    # the operator's console: its own sessions and CSRF; no terminal key opens it, and no
+    # console cookie opens a /v1 route (they authenticate by their signed headers only)
+    mount_console(app, service, trusted_proxies=trusted_proxies)
     return app
 
 

@@ -8,12 +8,12 @@ presentation reads it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# defined below terminal/ and central/, which both compute it; re-exported for card apps
+from firmware_cfg.card_tokens import card_token as card_token
 from localpay.errors import TransactionError
 from localpay.types import Presentation
 from terminal.risk import Reason
@@ -55,15 +55,6 @@ class CardIdentity:
     #: reason code here declines the payment
     verdict: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-def card_token(token_key: bytes, namespace: str, value: bytes | str) -> str:
-    """The keyed token of a card number or UID: HMAC-SHA-256, hex, first 32 characters.
-
-    ``namespace`` ("pan", "uid", "wallet") keeps a UID from ever colliding with a PAN.
-    """
-    raw = value.encode() if isinstance(value, str) else value
-    return hmac.digest(token_key, namespace.encode() + b":" + raw, hashlib.sha256).hex()[:32]
 
 
 def display_pan(pan: str) -> str:

@@ -43,6 +43,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if module is not None and any(getattr(value, "__module__", "") == "hw_fixtures"
                                       for value in vars(module).values()):
             item.add_marker(pytest.mark.xdist_group("pcscd"))
+        # chromium under Selenium (a module saying BROWSER = True): one worker runs them all
+        if getattr(module, "BROWSER", False) is True and item.config.pluginmanager.hasplugin(
+                "xdist"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @pytest.fixture(autouse=True)

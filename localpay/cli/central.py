@@ -668,6 +668,7 @@ def _register_groups() -> None:
     from localpay.cli.cash_receipts import cash_receipts
     from localpay.cli.central_audit import audit
     from localpay.cli.central_serve import serve
+    from localpay.cli.console import audit_log, operator
     from localpay.cli.merchants import merchant
     from localpay.cli.mpm import mpm
     from localpay.cli.municipalities import municipality
@@ -690,6 +691,8 @@ def _register_groups() -> None:
     central.add_command(terminals)  # and `central terminal revoke`
     central.add_command(audit)
     central.add_command(serve)
+    central.add_command(operator)  # the console's accounts
+    central.add_command(audit_log)
 
 
 _register_groups()

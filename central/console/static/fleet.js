@@ -1,0 +1,49 @@
+// The fleet table, live: every few seconds the same query as the page, as JSON, redrawn
+// with textContent only (no text from the store is ever parsed as HTML).
+(function () {
+  "use strict";
+  var table = document.getElementById("fleet");
+  if (!table) { return; }
+  var every = 5000;
+  var source = table.getAttribute("data-source");
+  var link = table.getAttribute("data-link");
+  var live = document.getElementById("live");
+  var count = document.getElementById("count");
+
+  function draw(doc) {
+    var body = document.createElement("tbody");
+    doc.rows.forEach(function (row) {
+      var tr = document.createElement("tr");
+      if (row.revoked) { tr.className = "revoked"; }
+      doc.columns.forEach(function (c) {
+        var td = document.createElement("td");
+        if (c === "terminal") {
+          var a = document.createElement("a");
+          a.href = link + encodeURIComponent(row.terminal);
+          a.textContent = row.terminal;
+          td.appendChild(a);
+        } else {
+          td.textContent = row[c];
+        }
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    table.replaceChild(body, table.tBodies[0]);
+    count.textContent = doc.count_text;
+  }
+
+  function poll() {
+    if (document.hidden) {  // a tab nobody looks at asks nothing of the service
+      window.setTimeout(poll, every);
+      return;
+    }
+    fetch(source + window.location.search, {credentials: "same-origin",
+                                            headers: {"Accept": "application/json"}})
+      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
+      .then(function (doc) { draw(doc); live.hidden = false; })
+      .catch(function () { live.hidden = true; })
+      .then(function () { window.setTimeout(poll, every); });
+  }
+  window.setTimeout(poll, every);
+}());
