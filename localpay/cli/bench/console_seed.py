@@ -1,0 +1,128 @@
+"""A fleet for the console's benchmark: ``n`` terminals with the status a city's fleet has.
+
+Registration, configs and last-seen times are written in bulk straight into the product's
+tables (``terminals``, ``configs``, ``terminal_status``: the rows
+:meth:`central.service.CentralLog.add_terminal`, :meth:`~central.service.CentralLog.
+publish_config` and :func:`central.terminal_status.seen` write, without their one
+transaction per terminal), which is why this lives with the benchmarks and not in
+``central``: a product path never writes those tables this way. Entries go through the real
+:meth:`~central.service.CentralLog.ingest` (the chain, its checkpoints and the sync lag
+stay true), for ``synced`` of the terminals.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from central import municipalities, terminal_status
+from central.service import CentralLog
+from central.store import Store
+from firmware_cfg import bundle as bundles
+from firmware_cfg.config import DEFAULT, dumps
+from offline_ledger.encoding import ZERO_HASH, EntryFields, encode, entry_hash
+from sync.protocol import WireEntry, decode_entry
+
+CLOCKS = ("ntp", "ntp", "ntp", "rtc", "unknown")
+
+
+@dataclass(frozen=True)
+class SeededFleet:
+    terminal_ids: tuple[str, ...]
+    #: of those, the ones that sent a batch through ingest
+    synced: tuple[str, ...]
+    seconds: float
+
+
+def _raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _batch(key: Ed25519PrivateKey, terminal_id: str, role: str, place: str, clock: str,
+           wall0: int, n: int) -> list[WireEntry]:
+    out = []
+    prev = ZERO_HASH
+    kind, amount = ("tap", 1500) if role == "validator" else ("payment", 8_000)
+    for i in range(n):
+        detail = f'{{"clock":"{clock}"}}'
+        wall = wall0 + i * 60_000
+        f = EntryFields(i + 1, kind, terminal_id, f"{(i * 7919) % 10**6:032x}", amount, 0,
+                        place, wall, wall, detail, prev)
+        data = encode(f)
+        prev = entry_hash(data)
+        out.append(decode_entry(data, key.sign(data)))
+    return out
+
+
+def seed_fleet(service: CentralLog, n: int, *, municipality: str = municipalities.DEFAULT,
+               prefix: str = "FLEET", synced: int | None = None, seed: int = 19,
+               operator_key: Ed25519PrivateKey | None = None,
+               progress: Callable[[str], None] | None = None) -> SeededFleet:
+    """Register ``n`` terminals ``<prefix>-00001``...: tills and validators (one in four),
+    config versions 1 to 3 signed by ``operator_key``, last seen from seconds to days ago (a
+    few never, one in a hundred revoked); the first ``synced`` (default: 500 at most) send a
+    batch of three entries, an hour to a day old, through ingest (some 10 to 40 ms each on
+    PostgreSQL with crediting and posting following: 5,000 of them take minutes)."""
+    started = time.perf_counter()
+    rnd = random.Random(seed)
+    now = int(time.time() * 1000)
+    op_key = operator_key or Ed25519PrivateKey.generate()
+    ids, keys, rows, configs, status = [], {}, [], [], []
+    roles: dict[str, tuple[str, str]] = {}
+    for i in range(1, n + 1):
+        tid = f"{prefix}-{i:05d}"
+        key = Ed25519PrivateKey.generate()
+        role = "validator" if i % 4 == 0 else "till"
+        place = f"R{100 + i % 97}" if role == "validator" else f"M{i % 1500:04d}"
+        ids.append(tid)
+        keys[tid] = key
+        roles[tid] = (role, place)
+        rows.append((tid, _raw(key), 37.6 + rnd.random() / 10, 126.8 + rnd.random() / 10, 0,
+                     ZERO_HASH, now - rnd.randint(1, 400) * 86_400_000, municipality))
+        text = dumps(DEFAULT.replace("terminal", id=tid, role=role, place=place))
+        version = rnd.choice((1, 2, 2, 3, 3, 3))
+        configs.append((tid, version, bundles.make(op_key, tid, version, text).decode("utf-8"),
+                        now))
+        if i % 50 != 7:  # a few never seen
+            revoked = now if i % 100 == 3 else None
+            status.append((tid, now - int(rnd.expovariate(1 / 600_000)), revoked,
+                           "stolen" if revoked else ""))
+    terminal_status.ensure_schema(service.store)
+    with service.store.tx() as tx:
+        municipalities.require(tx, municipality)
+        tx.bulk("terminals", ("terminal_id", "public_key", "lat", "lon", "last_seq",
+                              "last_hash", "added_ms", "municipality_id"), rows)
+        tx.bulk("configs", ("terminal_id", "version", "body", "at_ms"), configs)
+        tx.bulk("terminal_status", ("terminal_id", "last_seen_ms", "revoked_ms",
+                                    "revoked_reason"), status)
+    if progress:
+        progress(f"{n} terminals registered in {time.perf_counter() - started:.1f} s")
+    sent = ids[:min(n, 500) if synced is None else synced]
+    for k, tid in enumerate(sent, 1):
+        role, place = roles[tid]
+        wall0 = now - rnd.randint(3_600_000, 86_400_000)
+        service.ingest(tid, _batch(keys[tid], tid, role, place, rnd.choice(CLOCKS), wall0, 3))
+        if progress and k % 500 == 0:
+            progress(f"{k} of {len(sent)} terminals synced")
+    return SeededFleet(tuple(ids), tuple(sent), time.perf_counter() - started)
+
+
+def measure_fleet(store: Store, *, runs: int = 50, limit: int = 100) -> dict[str, float]:
+    """Milliseconds of :func:`central.console_data.fleet` (newest seen first, one page), as
+    the fleet page asks it: p50, p99 and the slowest of ``runs``."""
+    from central.console_data import fleet
+
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fleet(store, sort="last_seen_ms", desc=True, limit=limit)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"p50_ms": round(times[len(times) // 2], 1),
+            "p99_ms": round(times[min(len(times) - 1, (len(times) * 99) // 100)], 1),
+            "max_ms": round(times[-1], 1), "runs": runs}
