@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS terminal_status (
 """
 
 _READY: weakref.WeakSet[Store] = weakref.WeakSet()
+#: per store, (terminal id, config version) -> its role and place: a published bundle is
+#: never changed (``configs`` is keyed by both), so each is parsed once per process, not on
+#: every listing (parsing 5,000 bundles' TOML is a second; the console lists them often)
+_ROLES: weakref.WeakKeyDictionary[Store, dict[tuple[str, int], tuple[str, str]]] = (
+    weakref.WeakKeyDictionary())
 
 
 class UnknownTerminalError(ConfigError):
@@ -132,15 +137,20 @@ def terminals(store: Store, municipality: str | None = None) -> list[TerminalRow
             "LEFT JOIN entries e ON e.terminal_id = t.terminal_id AND e.seq = t.last_seq "
             f"{where} ORDER BY t.terminal_id", params)
         lags = sync_lags(tx)
-        configs = {str(t): (int(v), str(b)) for t, v, b in tx.all(
-            "SELECT c.terminal_id, c.version, c.body FROM configs c JOIN (SELECT terminal_id, "
-            "MAX(version) AS v FROM configs GROUP BY terminal_id) m "
-            "ON m.terminal_id = c.terminal_id AND m.v = c.version")}
+        roles = _ROLES.setdefault(store, {})
+        latest = {str(t): int(v) for t, v in tx.all(
+            "SELECT terminal_id, MAX(version) FROM configs GROUP BY terminal_id")}
+        if any((t, v) not in roles for t, v in latest.items()):
+            for t, v, b in tx.all(
+                    "SELECT c.terminal_id, c.version, c.body FROM configs c JOIN (SELECT "
+                    "terminal_id, MAX(version) AS v FROM configs GROUP BY terminal_id) m "
+                    "ON m.terminal_id = c.terminal_id AND m.v = c.version"):
+                roles[(str(t), int(v))] = _role_place(str(b))
     out = []
     for (tid, muni, added, last_seq, last_eff, seen_ms, revoked, reason, place,
          detail) in rows:
-        version, body = configs.get(str(tid), (0, ""))
-        role, conf_place = _role_place(body)
+        version = latest.get(str(tid), 0)
+        role, conf_place = roles.get((str(tid), version), ("", ""))
         out.append(TerminalRow(
             str(tid), str(muni), role, conf_place or str(place or ""), int(added),
             int(seen_ms or 0), int(last_seq), int(last_eff), lags.get(str(tid)),

@@ -55,6 +55,7 @@ from central.console.operators import ConsoleAuthError, LockedOutError, Lockout,
 from central.enroll import client_address
 from central.service import CentralLog
 from central.store import Store
+from localpay.errors import LocalpayError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Console:
         return self.service.store
 
 
-class Refusal(Exception):
+class Refusal(LocalpayError):
     """A console request refused: shown as a page with ``status`` and the catalogue's
     ``key`` (filled with ``values``)."""
 
@@ -107,7 +108,7 @@ class Refusal(Exception):
         self.status, self.key, self.values = status, key, values
 
 
-class LoginNeeded(Exception):
+class LoginNeeded(LocalpayError):
     """A page asked for without a session: answered by the login page."""
 
 
