@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
-from central.console import admin, cards, fleet, operators, web
+from central.console import admin, cards, day, enrol, fleet, fraud, operators, programme, web
 from central.console.operators import Lockout
 from central.console.web import (
     HERE,
@@ -34,7 +34,8 @@ from central.service import CentralLog
 log = logging.getLogger(__name__)
 
 #: every page's router, in the order their routes are tried
-ROUTERS: tuple[APIRouter, ...] = (web.router, fleet.router, cards.router, admin.router)
+ROUTERS: tuple[APIRouter, ...] = (web.router, fleet.router, cards.router, admin.router,
+                                  day.router, fraud.router, programme.router, enrol.router)
 
 
 def insecure_cookies() -> bool:

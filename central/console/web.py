@@ -207,6 +207,12 @@ AsOperator = Annotated[Ctx, Depends(require("operator"))]
 AsAdmin = Annotated[Ctx, Depends(require("admin"))]
 
 
+def download(ctx: Ctx, name: str, body: bytes, media_type: str) -> Response:
+    """A file to save (a settlement file), with every page's headers."""
+    return _harden(Response(body, media_type=media_type, headers={
+        "Content-Disposition": f'attachment; filename="{name}"'}), ctx)
+
+
 def _harden(resp: Response, ctx: Ctx | None = None) -> Response:
     for name, value in _HEADERS.items():
         resp.headers[name] = value
