@@ -49,7 +49,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from central import metrics as meters
-from central import mpm_payments, observe, pocket_snapshot
+from central import mpm_payments, observe, pocket_snapshot, terminal_reports
 from central.config_audit import record_rejection
 from central.console.mount import mount_console
 from central.enroll import Enroller, answer_mac, client_address
@@ -419,6 +419,12 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
                 "config": service.latest_config(terminal)}
 
         return await handle(request, work)
+
+    @app.post("/v1/status")
+    async def post_status(request: Request) -> Response:
+        # the terminal's software version and the faults it shows (sync.status_report)
+        return await handle(request, lambda t, b: terminal_reports.record(
+            service.store, t, service.terminal_municipality(t), b))
 
     @app.post("/v1/config/rejected")
     async def post_config_rejected(request: Request) -> Response:

@@ -66,7 +66,7 @@ from localpay.errors import (
 )
 from offline_ledger import ClockAnchor, Ledger, boot_now, pockets
 from offline_ledger.ledger import Entry
-from sync import merkle
+from sync import merkle, status_report
 from sync.answer_keys import AnswerKeys
 from sync.checkpoint import Checkpoint, NoteVerifier
 from sync.protocol import (
@@ -201,6 +201,10 @@ class SyncClient:
         self._stop = threading.Event()
         #: until when (monotonic s) the service is taken for one without ``/v1/round``
         self._no_round_until = 0.0
+        #: the faults the terminal shows now (``kiosk_ui``'s blockers as (cause, detail)),
+        #: told to central with the software version when they change (sync.status_report)
+        self.faults: Callable[[], list[tuple[str, str]]] = list
+        self._no_status_until = 0.0
         self._thread: threading.Thread | None = None
         self.last_error: SyncError | None = None
         self.last_summary: SyncSummary | None = None
@@ -404,6 +408,7 @@ class SyncClient:
                 self._upload(ledger, state, summary, progress)
                 self._fetch(ledger, state, summary)
                 self._report_rejected()
+                self._report_status(state)
             finally:
                 self._store_anchor(ledger)
             summary.synced_upto = ledger.synced_upto()
@@ -649,6 +654,19 @@ class SyncClient:
             log.warning("refused config bundle not reported: %s", err)
             return
         path.unlink(missing_ok=True)
+
+    def _report_status(self, state: dict[str, Any]) -> None:
+        body = status_report.status_body(self.faults())
+        sent = status_report.digest(body)
+        if state.get("status_sent") == sent or time.monotonic() < self._no_status_until:
+            return
+        try:
+            self._request("POST", status_report.PATH, body)
+        except RouteMissingError:  # a service from before the route: the round stands
+            self._no_status_until = time.monotonic() + 600.0
+            return
+        state["status_sent"] = sent
+        self._save_state(state)
 
     def _fetch_pockets(self, ledger: Ledger, summary: SyncSummary,
                        first: dict[str, Any] | None = None) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -125,10 +126,14 @@ def _demo_terminal(role: str, folder: Path) -> Iterator[tuple[Terminal, VirtualR
               "terminal was out of service the whole time.")
 @click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the last frame as a PNG when quitting.")
+@click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --config: append one JSON line per approval to this file, written "
+              "only once its ledger entry is durable (crash and kill tests).")
 @click.pass_context
 def run(ctx: click.Context, config_path: Path | None, demo: bool, role: str,
         readers: tuple[str, ...], windowed: bool, size: str, language: str | None,
-        no_sound: bool, seconds: float | None, screenshot: Path | None) -> None:
+        no_sound: bool, seconds: float | None, screenshot: Path | None,
+        trace: Path | None) -> None:
     """Start the terminal's screens: full screen, with the readers given.
 
     Exactly one of --config FILE or --demo. Ctrl+Q quits. A missing reader is shown and
@@ -137,6 +142,8 @@ def run(ctx: click.Context, config_path: Path | None, demo: bool, role: str,
     """
     if demo == (config_path is not None):
         raise click.UsageError("give either --config FILE or --demo")
+    if demo and trace is not None:
+        raise click.UsageError("--trace traces a configured terminal's ledger, not --demo")
     dims = _size(size)
     ui = _ui()
     options = {"size": dims, "fullscreen": not windowed, "language": language,
@@ -148,7 +155,8 @@ def run(ctx: click.Context, config_path: Path | None, demo: bool, role: str,
             app = ui.KioskApp(terminal, reader.poll, demo=True, shortcuts=keys, **options)
             blocked = _run_app(app, seconds, screenshot)
     elif config_path is not None:
-        blocked = _run_configured(ctx, config_path, readers, ui, options, seconds, screenshot)
+        blocked = _run_configured(ctx, config_path, readers, ui, options, seconds, screenshot,
+                                  trace)
     if blocked is not None:
         click.echo("localpay run: out of service for the whole run: "
                    + "; ".join(b.line() for b in blocked), err=True)
@@ -196,7 +204,7 @@ def _device(text: str, config: Config) -> Any:
 
 def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...], ui: Any,
                     options: dict[str, Any], seconds: float | None,
-                    screenshot: Path | None) -> Any:
+                    screenshot: Path | None, trace: Path | None = None) -> Any:
     from firmware_cfg.config import load
     from terminal.home import Home, default_home
 
@@ -207,6 +215,7 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
     home = getattr(obj, "home", None) or Home(default_home())
     devices = [_device(text, config) for text in specs]
     terminal, blockers = _open_terminal(home, config)
+    traced = _trace_approvals(terminal, trace) if trace is not None else None
     client = None
     printer: _Printer | None = None
     mpm = None
@@ -251,6 +260,11 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
                                    ReceiptJournal(journal_path(home.ledger_path)))
         app = ui.KioskApp(terminal, devices, link=link, idle_task=idle_task, home=home.path,
                           blockers=blockers, receipts=receipts, mpm=mpm, **options)
+        if client is not None:
+            from sync.status_report import faults_of
+
+            # what the screen shows as out of service is what the operators' Fleet shows
+            client.faults = lambda: faults_of(app.model.sync.blocked)
         return _run_app(app, seconds, screenshot)
     finally:
         if printer is not None:
@@ -263,6 +277,34 @@ def _run_configured(ctx: click.Context, config_path: Path, specs: tuple[str, ...
             device.close()
         if terminal.ledger is not None:
             terminal.ledger.close()
+        if traced is not None:
+            os.close(traced)
+
+
+def _trace_approvals(terminal: Terminal, path: Path) -> int:
+    """Append a JSON line to ``path`` for each approval, the way ``simulate --trace`` prints
+    one: the terminal's listeners hear SHOW only after the entry's commit, so a line in the
+    file is an approval the rider saw and the ledger holds. One ``write`` per line on an
+    O_APPEND descriptor: a kill leaves whole lines and at most no last one."""
+    import json
+
+    from terminal.core import State
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as err:
+        raise click.ClickException(f"cannot open the trace file {path}: {err}") from err
+
+    def on_state(state: State, decision: Any) -> None:
+        if state is State.SHOW and decision is not None and decision.approved \
+                and decision.entry is not None:
+            line = json.dumps({"seq": decision.entry.seq,
+                               "entry_hash": decision.entry.entry_hash.hex(),
+                               "amount": decision.amount, "kind": decision.entry.kind})
+            os.write(fd, (line + "\n").encode())
+
+    terminal.listeners.append(on_state)
+    return fd
 
 
 class _Printer:
@@ -318,7 +360,6 @@ def central_in_background(folder: Path, ledger_path: Path, terminal_key: Ed25519
     the service runs apart (``nice`` 10, as it would run on another machine), on a free port
     of 127.0.0.1 with its data in ``folder``.
     """
-    import os
     import socket
     import subprocess
     import sys
