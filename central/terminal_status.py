@@ -14,19 +14,31 @@ terminal whose key may have leaked must enrol again under a new id.
 :func:`terminals` is ``central terminals``: place and role (from the newest config bundle
 published for it), when it was registered, last seen, its last entry, its sync lag and
 clock state, its config version, and whether it is revoked.
+
+:func:`recent_terminals` is the same listing as the console's live fleet view reads it, kept
+a few seconds: a city's 5,000 terminals take some 40 ms to list (more on a busy machine),
+and an operator paging through them, or a table polling every few seconds, need not wait
+for that on every request. :func:`page_of` filters, sorts and pages a listing as
+:func:`central.console_data.fleet` does.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 import tomllib
 import weakref
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from central.store import Store, Tx
 from firmware_cfg import bundle as bundles
 from localpay.errors import ConfigError, SyncAuthError, SyncProtocolError
+
+log = logging.getLogger(__name__)
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS terminal_status (
@@ -123,40 +135,144 @@ class TerminalRow:
         return asdict(self)
 
 
-def terminals(store: Store, municipality: str | None = None) -> list[TerminalRow]:
-    """Every registered terminal (of ``municipality`` when given), by id."""
+def terminals(store: Store, municipality: str | None = None, *,
+              terminal_id: str | None = None) -> list[TerminalRow]:
+    """Every registered terminal (of ``municipality`` when given; only ``terminal_id`` when
+    given), by id."""
     ensure_schema(store)
-    where, params = ("WHERE t.municipality_id = ?", (municipality,)) if municipality else ("",
-                                                                                            ())
+    conds, params = [], []
+    if municipality:
+        conds.append("t.municipality_id = ?")
+        params.append(municipality)
+    if terminal_id is not None:
+        conds.append("t.terminal_id = ?")
+        params.append(terminal_id)
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
     with store.tx(write=False) as tx:
+        # the sync lag is :func:`sync_lags`'s, found per terminal through the batches'
+        # primary key (its newest batch, then that batch's first entry): the time grows with
+        # the terminals listed, not with every batch ever received (millions in a year)
         rows = tx.all(
             "SELECT t.terminal_id, t.municipality_id, t.added_ms, t.last_seq, "
             "t.last_effective_ms, s.last_seen_ms, s.revoked_ms, s.revoked_reason, e.place, "
-            "e.detail FROM terminals t "
+            "e.detail, b.received_ms, f.effective_ms FROM terminals t "
             "LEFT JOIN terminal_status s ON s.terminal_id = t.terminal_id "
             "LEFT JOIN entries e ON e.terminal_id = t.terminal_id AND e.seq = t.last_seq "
-            f"{where} ORDER BY t.terminal_id", params)
-        lags = sync_lags(tx)
+            "LEFT JOIN batches b ON b.terminal_id = t.terminal_id AND b.last_seq = "
+            "(SELECT MAX(m.last_seq) FROM batches m WHERE m.terminal_id = t.terminal_id) "
+            "LEFT JOIN entries f ON f.terminal_id = b.terminal_id AND f.seq = b.first_seq "
+            f"{where} ORDER BY t.terminal_id", tuple(params))
         roles = _ROLES.setdefault(store, {})
+        vwhere = "WHERE terminal_id = ? " if terminal_id is not None else ""
         latest = {str(t): int(v) for t, v in tx.all(
-            "SELECT terminal_id, MAX(version) FROM configs GROUP BY terminal_id")}
+            f"SELECT terminal_id, MAX(version) FROM configs {vwhere}GROUP BY terminal_id",
+            (terminal_id,) if terminal_id is not None else ())}
         if any((t, v) not in roles for t, v in latest.items()):
             for t, v, b in tx.all(
                     "SELECT c.terminal_id, c.version, c.body FROM configs c JOIN (SELECT "
-                    "terminal_id, MAX(version) AS v FROM configs GROUP BY terminal_id) m "
-                    "ON m.terminal_id = c.terminal_id AND m.v = c.version"):
+                    f"terminal_id, MAX(version) AS v FROM configs {vwhere}GROUP BY "
+                    "terminal_id) m ON m.terminal_id = c.terminal_id AND m.v = c.version",
+                    (terminal_id,) if terminal_id is not None else ()):
                 roles[(str(t), int(v))] = _role_place(str(b))
     out = []
     for (tid, muni, added, last_seq, last_eff, seen_ms, revoked, reason, place,
-         detail) in rows:
+         detail, received, first_eff) in rows:
         version = latest.get(str(tid), 0)
         role, conf_place = roles.get((str(tid), version), ("", ""))
+        lag = max(0, int(received) - int(first_eff)) if first_eff is not None else None
         out.append(TerminalRow(
             str(tid), str(muni), role, conf_place or str(place or ""), int(added),
-            int(seen_ms or 0), int(last_seq), int(last_eff), lags.get(str(tid)),
+            int(seen_ms or 0), int(last_seq), int(last_eff), lag,
             _clock_of(detail), version, int(revoked) if revoked is not None else None,
             str(reason or "")))
     return out
+
+
+_FIELDS = frozenset(TerminalRow.__dataclass_fields__)
+#: a listing of :func:`recent_terminals` younger than this is given as it is: the console's
+#: live table asks every 5 s, so it sees a listing at most one of its rounds old, and a
+#: worker lists the fleet at most once in that time however many operators look (each
+#: listing holds the worker's interpreter some 30 ms, which requests arriving meanwhile wait)
+RECENT_S = 5.0
+#: one older than this (nobody looked for a while) is not shown: a new one is taken first
+STALE_S = 10.0
+
+
+@dataclass
+class _Listing:
+    rows: list[TerminalRow]
+    taken: float  # time.monotonic() when the listing started
+    refreshing: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_RECENT: weakref.WeakKeyDictionary[Store, dict[str | None, _Listing]] = (
+    weakref.WeakKeyDictionary())
+_RECENT_LOCK = threading.Lock()
+
+
+def recent_terminals(store: Store, municipality: str | None = None, *,
+                     recent_s: float = RECENT_S,
+                     stale_s: float = STALE_S) -> tuple[list[TerminalRow], float]:
+    """:func:`terminals` as kept for the console, and its age in seconds: a listing
+    younger than ``recent_s`` is given as it is; an older one is given too while a thread
+    takes the next (the request after gets it), so no request but the first after a pause
+    waits for a whole listing; one older than ``stale_s`` is replaced before it is given.
+    Reads only."""
+    with _RECENT_LOCK:
+        kept = _RECENT.setdefault(store, {})
+        listing = kept.get(municipality)
+    now = time.monotonic()
+    if listing is None or now - listing.taken > stale_s:
+        started = time.monotonic()
+        listing = _Listing(terminals(store, municipality), started)
+        with _RECENT_LOCK:
+            kept[municipality] = listing
+        return listing.rows, time.monotonic() - started
+    if now - listing.taken > recent_s:
+        with listing.lock:
+            start = not listing.refreshing
+            listing.refreshing = True
+        if start:
+            threading.Thread(target=_refresh, args=(store, municipality, kept, listing),
+                             name="fleet-listing", daemon=True).start()
+    return listing.rows, now - listing.taken
+
+
+def _refresh(store: Store, municipality: str | None, kept: dict[str | None, _Listing],
+             old: _Listing) -> None:
+    started = time.monotonic()
+    try:
+        rows = terminals(store, municipality)
+    except Exception as err:  # in a thread of its own: the next request tries again
+        log.warning("the fleet's listing was not renewed: %s", err)
+        with old.lock:
+            old.refreshing = False
+        return
+    with _RECENT_LOCK:
+        kept[municipality] = _Listing(rows, started)
+
+
+def page_of(rows: Sequence[TerminalRow], filter_text: str | None = None,
+            role: str | None = None, sort: str = "terminal_id", desc: bool = False,
+            offset: int = 0, limit: int = 100) -> tuple[list[TerminalRow], int]:
+    """Of ``rows``, those whose id, place or municipality holds ``filter_text`` (any case)
+    and of ``role`` when given, sorted by the field ``sort`` (a missing lag or revocation
+    first, as the smallest; ties by id), ``limit`` from ``offset``; and how many passed.
+    As :func:`central.console_data.fleet` pages :func:`terminals` (a test holds them equal)."""
+    if sort not in _FIELDS:
+        raise ConfigError(f"sort: a field of TerminalRow, not {sort!r}")
+    needle = (filter_text or "").strip().lower()
+    out = [r for r in rows
+           if (not needle or needle in f"{r.terminal_id}\n{r.place}\n{r.municipality}".lower())
+           and (not role or r.role == role)]
+
+    def key(r: TerminalRow) -> tuple[Any, ...]:
+        value = getattr(r, sort)
+        return (value is not None, value if value is not None else 0, r.terminal_id)
+
+    out.sort(key=key, reverse=desc)
+    return out[offset:offset + limit], len(out)
 
 
 def sync_lags(tx: Tx) -> dict[str, int]:

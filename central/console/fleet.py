@@ -1,39 +1,50 @@
-"""The Fleet page (every terminal of the operator's municipality, filtered and sorted), its
-JSON for the live table, and one terminal's page.
+"""The Fleet page (the terminals of the operator's municipality, filtered, sorted and shown a
+page at a time), its JSON for the live table, and one terminal's page.
 
-The rows are :func:`central.terminal_status.terminals`, what ``central terminals`` prints.
-Filtering and sorting happen on the server, so the page works without its script; the
-script (``static/fleet.js``) asks ``fleet.json`` with the same query every few seconds and
-redraws the table's body.
+The rows are :func:`central.terminal_status.terminals`, what ``central terminals`` prints,
+as :func:`~central.terminal_status.recent_terminals` keeps them (never more than 10 s old:
+a city's 5,000 terminals take tens of milliseconds to list), filtered, sorted and paged as
+:func:`central.console_data.fleet` does. A city has thousands of terminals: the page shows
+:data:`PER_PAGE` of them, with the total and links to the other pages. Filter text, role,
+sort and page are all in the query string, so any page is a link to share, and the page
+works without its script; the script (``static/fleet.js``) asks ``fleet.json`` with the
+same query every few seconds and redraws the table's body, the count and the page links.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from central.console.web import AsViewer, Ctx, Refusal, json_answer, render
-from central.terminal_status import TerminalRow, terminals
+from central.console_data import FleetPage
+from central.terminal_status import TerminalRow, page_of, recent_terminals, terminals
 
 router = APIRouter()
 
-#: sortable columns: name in the query -> the row's value
-SORTS: dict[str, Any] = {
-    "terminal": lambda r: r.terminal_id,
-    "place": lambda r: r.place,
-    "role": lambda r: r.role,
-    "municipality": lambda r: r.municipality,
-    "enrolled": lambda r: r.enrolled_ms,
-    "last_seen": lambda r: r.last_seen_ms,
-    "sync_lag": lambda r: -1 if r.sync_lag_ms is None else r.sync_lag_ms,
-    "clock": lambda r: r.clock,
-    "config": lambda r: r.config_version,
-    "state": lambda r: r.revoked_ms or 0,
+#: sortable columns: name in the query -> the field of
+#: :class:`~central.terminal_status.TerminalRow` sorted by
+SORTS: dict[str, str] = {
+    "terminal": "terminal_id",
+    "place": "place",
+    "role": "role",
+    "municipality": "municipality",
+    "enrolled": "enrolled_ms",
+    "last_seen": "last_seen_ms",
+    "sync_lag": "sync_lag_ms",
+    "clock": "clock",
+    "config": "config_version",
+    "state": "revoked_ms",
 }
 COLUMNS = tuple(SORTS)
 ROLES = ("validator", "till")
+#: rows a page (a city's 5,000 terminals are 50 pages)
+PER_PAGE = 100
+#: page links shown either side of the current page (first and last are always shown)
+AROUND = 2
 
 
 def span(ms: int | None) -> str:
@@ -48,18 +59,6 @@ def span(ms: int | None) -> str:
     return f"{seconds // 3600}h"
 
 
-def pick_rows(rows: list[TerminalRow], q: str, role: str, sort: str,
-              desc: bool) -> list[TerminalRow]:
-    """``rows`` whose id, place or municipality holds ``q`` (any case), of ``role`` when
-    given, sorted by column ``sort``."""
-    needle = q.strip().lower()
-    out = [r for r in rows
-           if (not needle or needle in f"{r.terminal_id} {r.place} {r.municipality}".lower())
-           and (not role or r.role == role)]
-    key = SORTS.get(sort, SORTS["terminal"])
-    return sorted(out, key=lambda r: (key(r), r.terminal_id), reverse=desc)
-
-
 def cells(ctx: Ctx, r: TerminalRow) -> dict[str, str]:
     """One row as the page shows it (the same text in the HTML and in the JSON)."""
     state = (ctx.t("state.revoked", when=ctx.when(r.revoked_ms))
@@ -72,32 +71,88 @@ def cells(ctx: Ctx, r: TerminalRow) -> dict[str, str]:
             "revoked": "1" if r.revoked_ms is not None else ""}
 
 
-def _query(ctx: Ctx) -> tuple[str, str, str, bool]:
+def _query(ctx: Ctx) -> tuple[str, str, str, bool, int]:
+    """Filter text, role, sort column, descending, page (from 1) of the request; anything
+    unknown falls back to the default rather than refusing a shared link."""
     q = ctx.request.query_params
     sort = q.get("sort", "terminal")
+    try:
+        page = max(1, min(int(q.get("page", "1")), 10**6))
+    except ValueError:
+        page = 1
     return (q.get("q", "")[:100], q.get("role", "") if q.get("role") in ROLES else "",
-            sort if sort in SORTS else "terminal", q.get("dir") == "desc")
+            sort if sort in SORTS else "terminal", q.get("dir") == "desc", page)
 
 
-async def _rows(ctx: Ctx) -> list[dict[str, str]]:
-    q, role, sort, desc = _query(ctx)
-    rows = await run_in_threadpool(terminals, ctx.store, ctx.municipality)
-    return [cells(ctx, r) for r in pick_rows(rows, q, role, sort, desc)]
+def _read(ctx: Ctx, q: str, role: str, sort: str, desc: bool, page: int) -> FleetPage:
+    listing, _ = recent_terminals(ctx.store, ctx.municipality)
+
+    def one(number: int) -> FleetPage:
+        offset = (number - 1) * PER_PAGE
+        rows, total = page_of(listing, q or None, role or None, SORTS[sort], desc, offset,
+                              PER_PAGE)
+        return FleetPage(tuple(rows), total, offset, PER_PAGE)
+
+    got = one(page)
+    last = max(1, -(-got.total // PER_PAGE))
+    # a link to page 7 of a fleet that shrank to 5 pages shows page 5
+    return one(last) if page > last else got
+
+
+def _href(q: str, role: str, sort: str, desc: bool, page: int) -> str:
+    return "?" + urlencode({"q": q, "role": role, "sort": sort,
+                            "dir": "desc" if desc else "asc", "page": page})
+
+
+def pager(ctx: Ctx, got: FleetPage, q: str, role: str, sort: str,
+          desc: bool) -> dict[str, Any]:
+    """The page's place in the whole: its number, the number of pages, the rows shown
+    ("101-200 of 5,000") and the links (first, last, and :data:`AROUND` either side of
+    this one; ``gap`` where numbers are left out)."""
+    pages = max(1, -(-got.total // PER_PAGE))
+    page = got.offset // PER_PAGE + 1
+    numbers = sorted({1, pages, *range(max(1, page - AROUND), min(pages, page + AROUND) + 1)})
+    links: list[dict[str, Any]] = []
+    if page > 1:
+        links.append({"label": ctx.t("fleet.prev"), "href": _href(q, role, sort, desc,
+                                                                  page - 1), "rel": "prev"})
+    for k, n in enumerate(numbers):
+        if k and n - numbers[k - 1] > 1:
+            links.append({"label": "…", "href": "", "rel": "gap"})
+        links.append({"label": str(n), "href": "" if n == page else _href(q, role, sort,
+                                                                           desc, n),
+                      "rel": "current" if n == page else ""})
+    if page < pages:
+        links.append({"label": ctx.t("fleet.next"), "href": _href(q, role, sort, desc,
+                                                                  page + 1), "rel": "next"})
+    first = got.offset + 1 if got.rows else 0
+    return {"page": page, "pages": pages, "links": links,
+            "count_text": ctx.t("fleet.count", n=f"{got.total:,}"),
+            "range_text": ctx.t("fleet.showing", first=f"{first:,}",
+                                last=f"{got.offset + len(got.rows):,}",
+                                total=f"{got.total:,}", page=page, pages=pages)}
+
+
+async def _page(ctx: Ctx) -> tuple[FleetPage, list[dict[str, str]], dict[str, Any]]:
+    q, role, sort, desc, page = _query(ctx)
+    got = await run_in_threadpool(_read, ctx, q, role, sort, desc, page)
+    return got, [cells(ctx, r) for r in got.rows], pager(ctx, got, q, role, sort, desc)
 
 
 @router.get("/fleet")
 async def fleet(ctx: AsViewer) -> Response:
-    q, role, sort, desc = _query(ctx)
-    return render(ctx, "fleet.html", rows=await _rows(ctx), q=q, role=role, sort=sort,
-                  desc=desc, columns=COLUMNS, roles=ROLES)
+    q, role, sort, desc, _ = _query(ctx)
+    got, rows, place = await _page(ctx)
+    return render(ctx, "fleet.html", rows=rows, total=got.total, pager=place, q=q,
+                  role=role, sort=sort, desc=desc, columns=COLUMNS, roles=ROLES)
 
 
 @router.get("/fleet.json")
 async def fleet_json(ctx: AsViewer) -> Response:
-    rows = await _rows(ctx)
-    return json_answer(ctx, {"count": len(rows), "count_text": ctx.t("fleet.count",
-                                                                    n=len(rows)),
-                             "columns": list(COLUMNS), "rows": rows})
+    got, rows, place = await _page(ctx)
+    return json_answer(ctx, {"count": got.total, "total": got.total, "offset": got.offset,
+                             "limit": got.limit, "columns": list(COLUMNS), "rows": rows,
+                             **place})
 
 
 def terminal_detail(ctx: Ctx, terminal_id: str) -> dict[str, Any] | None:
@@ -106,10 +161,10 @@ def terminal_detail(ctx: Ctx, terminal_id: str) -> dict[str, Any] | None:
     days it reported."""
     from central.reconcile import report
 
-    row = next((r for r in terminals(ctx.store, ctx.municipality)
-                if r.terminal_id == terminal_id), None)
-    if row is None:
+    found = terminals(ctx.store, ctx.municipality, terminal_id=terminal_id)
+    if not found:
         return None
+    row = found[0]
     with ctx.store.tx(write=False) as tx:
         batches = tx.all("SELECT first_seq, last_seq, tree_size, received_ms FROM batches "
                          "WHERE terminal_id = ? ORDER BY last_seq DESC LIMIT 20",

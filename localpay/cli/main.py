@@ -16,6 +16,7 @@ from localpay import __version__
 from localpay.cli import (
     central,
     clerk,
+    console_screenshots,
     demo,
     ledger,
     provision,
@@ -56,7 +57,7 @@ def cli(ctx: click.Context, home: Path | None, verbose: int, debug: bool) -> Non
 
 
 for _module in (demo, ledger, simulate, replay, provision, qr, readers, central, sync, ui,
-                clerk, receipt):
+                clerk, receipt, console_screenshots):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 cli.add_command(bench)

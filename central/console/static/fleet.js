@@ -1,5 +1,6 @@
-// The fleet table, live: every few seconds the same query as the page, as JSON, redrawn
-// with textContent only (no text from the store is ever parsed as HTML).
+// The fleet table, live: every few seconds the same query as the page (filter, sort and
+// page number included), as JSON, redrawn with textContent only (no text from the store is
+// ever parsed as HTML): the rows, the count, the range shown and the page links.
 (function () {
   "use strict";
   var table = document.getElementById("fleet");
@@ -9,6 +10,28 @@
   var link = table.getAttribute("data-link");
   var live = document.getElementById("live");
   var count = document.getElementById("count");
+  var range = document.getElementById("range");
+  var pager = document.getElementById("pager");
+
+  function drawPager(links) {
+    while (pager.firstChild) { pager.removeChild(pager.firstChild); }
+    links.forEach(function (l) {
+      var el;
+      if (l.href) {
+        el = document.createElement("a");
+        el.href = l.href;
+        if (l.rel === "prev" || l.rel === "next") { el.rel = l.rel; }
+      } else if (l.rel === "current") {
+        el = document.createElement("strong");
+        el.setAttribute("aria-current", "page");
+      } else {
+        el = document.createElement("span");
+      }
+      el.textContent = l.label;
+      pager.appendChild(el);
+      pager.appendChild(document.createTextNode("\n"));
+    });
+  }
 
   function draw(doc) {
     var body = document.createElement("tbody");
@@ -31,6 +54,8 @@
     });
     table.replaceChild(body, table.tBodies[0]);
     count.textContent = doc.count_text;
+    if (range) { range.textContent = doc.range_text; }
+    if (pager) { drawPager(doc.links); }
   }
 
   function poll() {

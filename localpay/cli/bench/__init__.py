@@ -230,6 +230,30 @@ def bench_mpm_online_cmd(payments: int, runs: int) -> None:
     emit(bench_mpm_online(payments=payments, runs=runs, progress=progress))
 
 
+@bench.command("console")
+@click.option("--terminals", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Terminals in the fleet (the first 500 sync through the real ingest).")
+@click.option("--runs", type=click.IntRange(min=10), default=200, show_default=True,
+              help="GETs timed of each page.")
+@store_options
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes of the service (default: central serve's, a core each).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_console_cmd(terminals: int, runs: int, store_url: str | None, store: str,
+                      workers: int | None, as_json: bool) -> None:
+    """The console's Fleet page for a city's fleet over HTTP from a real central serve:
+    p50/p99 of the first page, a filtered sorted page and the live table's JSON, beside
+    /healthz and the page's data read in process (target: p99 under 200 ms)."""
+    from localpay.cli.bench.console import bench_console, render
+
+    result = bench_console(terminals=terminals, runs=runs, store=store, store_url=store_url,
+                           workers=workers, progress=progress)
+    if as_json:
+        emit(result)
+    else:
+        click.echo(render(result))
+
+
 @bench.command("audit")
 @click.option("--stores", default="sqlite,postgresql", show_default=True,
               help="Stores to measure, comma-separated.")
