@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
 from central import open_service, terminal_status
 from central.console import operators
@@ -130,6 +129,8 @@ def one_run(db: str, folder: Path, *, terminals: int, runs: int, workers: int | 
              f"{seeded.seconds:.1f} s")
     operators.add_operator(svc.store, OPERATOR, "viewer", PASSWORD, by="bench")
     if svc.store.kind == "postgresql":
+        import psycopg  # the central extra's, as every command's import of it
+
         # as a store in service is (autovacuum's work on the bulk load not left to the
         # timed part)
         with psycopg.connect(db, autocommit=True) as conn:
