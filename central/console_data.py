@@ -36,7 +36,7 @@ from central.merchants import Registry
 from central.rules import FraudConfig
 from central.service import CentralLog
 from central.store import Store, Tx
-from central.terminal_status import TerminalRow, terminals
+from central.terminal_status import TerminalRow, page_of, terminals
 from firmware_cfg import bundle as bundles
 from firmware_cfg import provision
 from localpay.errors import ConfigError, TransactionError
@@ -559,8 +559,10 @@ def config_versions(store: Store, municipality: str | None = None) -> list[Confi
 # -- the fleet ---------------------------------------------------------------------------------
 
 #: sort keys of :func:`fleet`: a column of :class:`central.terminal_status.TerminalRow`
-FLEET_SORTS = ("terminal_id", "municipality", "role", "place", "enrolled_ms", "last_seen_ms",
-               "last_seq", "last_entry_ms", "sync_lag_ms", "clock", "config_version",
+#: (faults by their number)
+FLEET_SORTS = ("terminal_id", "municipality", "role", "place", "merchant_id",
+               "merchant_name", "enrolled_ms", "last_seen_ms", "last_seq", "last_entry_ms",
+               "sync_lag_ms", "clock", "config_version", "software", "faults", "reported_ms",
                "revoked_ms")
 
 
@@ -575,26 +577,20 @@ class FleetPage(_Data):
 
 def fleet(store: Store, filter_text: str | None = None, role: str | None = None,
           sort: str = "terminal_id", desc: bool = False, offset: int = 0, limit: int = 100,
-          *, municipality: str | None = None) -> FleetPage:
-    """One page of ``central terminals``: those whose id, place or municipality holds
-    ``filter_text`` (any case), of ``role`` when given, sorted by ``sort`` (one of
-    :data:`FLEET_SORTS`; ties by id), ``limit`` rows from ``offset``."""
+          *, municipality: str | None = None, software: str | None = None,
+          faulty: bool = False) -> FleetPage:
+    """One page of ``central terminals``: those whose id, place, municipality, merchant or
+    software holds ``filter_text`` (any case), of ``role``, running ``software`` and
+    showing a fault (``faulty``) when given, sorted by ``sort`` (one of
+    :data:`FLEET_SORTS`; ties by id), ``limit`` rows from ``offset``
+    (:func:`central.terminal_status.page_of` of a fresh listing)."""
     if sort not in FLEET_SORTS:
         raise ConfigError(f"sort: one of {', '.join(FLEET_SORTS)}, not {sort!r}")
     if offset < 0 or not 1 <= limit <= 5000:
         raise ConfigError("offset from 0, limit 1 to 5000")
-    needle = (filter_text or "").strip().lower()
-    rows = [r for r in terminals(store, municipality)
-            if (not needle or needle in f"{r.terminal_id}\n{r.place}\n{r.municipality}".lower())
-            and (not role or r.role == role)]
-
-    def key(r: TerminalRow) -> tuple[Any, ...]:
-        value = getattr(r, sort)
-        # a missing lag or revocation sorts first, as the smallest
-        return (value is not None, value if value is not None else 0, r.terminal_id)
-
-    rows.sort(key=key, reverse=desc)
-    return FleetPage(tuple(rows[offset:offset + limit]), len(rows), offset, limit)
+    rows, total = page_of(terminals(store, municipality), filter_text, role, sort, desc,
+                          offset, limit, software=software, faulty=faulty)
+    return FleetPage(tuple(rows), total, offset, limit)
 
 
 __all__ = ["CONFIRMED", "DISMISSED", "FLEET_SORTS", "FRAUD_RULES", "ConfigVersion",

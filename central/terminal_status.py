@@ -12,14 +12,17 @@ stay there (nothing appended is removed); revocation is not undone by a command,
 terminal whose key may have leaked must enrol again under a new id.
 
 :func:`terminals` is ``central terminals``: place and role (from the newest config bundle
-published for it), when it was registered, last seen, its last entry, its sync lag and
-clock state, its config version, and whether it is revoked.
+published for it), the merchant it is assigned to, when it was registered, last seen, its
+last entry, its sync lag and clock state, its config version, the software version and
+faults it last reported (:mod:`central.terminal_reports`), and whether it is revoked; all in
+one query. :func:`row_text` is one row as text, the same in ``central terminals`` and in the
+console's Fleet.
 
 :func:`recent_terminals` is the same listing as the console's live fleet view reads it, kept
 a few seconds: a city's 5,000 terminals take some 40 ms to list (more on a busy machine),
 and an operator paging through them, or a table polling every few seconds, need not wait
-for that on every request. :func:`page_of` filters, sorts and pages a listing as
-:func:`central.console_data.fleet` does.
+for that on every request. :func:`page_of` filters, sorts and pages a listing: the console's
+page pages the kept one, :func:`central.console_data.fleet` a fresh one.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import threading
 import time
 import tomllib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from central import terminal_reports
 from central.store import Store, Tx
 from firmware_cfg import bundle as bundles
 from localpay.errors import ConfigError, SyncAuthError, SyncProtocolError
@@ -130,6 +134,14 @@ class TerminalRow:
     config_version: int
     revoked_ms: int | None
     revoked_reason: str
+    #: the merchant it is assigned to ('' when none) and that merchant's name
+    merchant_id: str = ""
+    merchant_name: str = ""
+    #: what it last reported of itself ('' and 0: it never did): its software version, and
+    #: the faults it shows as (cause, detail), the one to fix first first
+    software: str = ""
+    faults: tuple[tuple[str, str], ...] = ()
+    reported_ms: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -140,6 +152,7 @@ def terminals(store: Store, municipality: str | None = None, *,
     """Every registered terminal (of ``municipality`` when given; only ``terminal_id`` when
     given), by id."""
     ensure_schema(store)
+    terminal_reports.ensure_schema(store)
     conds, params = [], []
     if municipality:
         conds.append("t.municipality_id = ?")
@@ -155,8 +168,14 @@ def terminals(store: Store, municipality: str | None = None, *,
         rows = tx.all(
             "SELECT t.terminal_id, t.municipality_id, t.added_ms, t.last_seq, "
             "t.last_effective_ms, s.last_seen_ms, s.revoked_ms, s.revoked_reason, e.place, "
-            "e.detail, b.received_ms, f.effective_ms FROM terminals t "
+            "e.detail, b.received_ms, f.effective_ms, mt.merchant_id, m.name, r.software, "
+            "r.faults, r.reported_ms FROM terminals t "
             "LEFT JOIN terminal_status s ON s.terminal_id = t.terminal_id "
+            "LEFT JOIN merchant_terminals mt ON mt.municipality_id = t.municipality_id "
+            "AND mt.terminal_id = t.terminal_id "
+            "LEFT JOIN merchants m ON m.municipality_id = mt.municipality_id "
+            "AND m.merchant_id = mt.merchant_id "
+            "LEFT JOIN terminal_reports r ON r.terminal_id = t.terminal_id "
             "LEFT JOIN entries e ON e.terminal_id = t.terminal_id AND e.seq = t.last_seq "
             "LEFT JOIN batches b ON b.terminal_id = t.terminal_id AND b.last_seq = "
             "(SELECT MAX(m.last_seq) FROM batches m WHERE m.terminal_id = t.terminal_id) "
@@ -176,7 +195,7 @@ def terminals(store: Store, municipality: str | None = None, *,
                 roles[(str(t), int(v))] = _role_place(str(b))
     out = []
     for (tid, muni, added, last_seq, last_eff, seen_ms, revoked, reason, place,
-         detail, received, first_eff) in rows:
+         detail, received, first_eff, merchant, name, software, faults, reported) in rows:
         version = latest.get(str(tid), 0)
         role, conf_place = roles.get((str(tid), version), ("", ""))
         lag = max(0, int(received) - int(first_eff)) if first_eff is not None else None
@@ -184,7 +203,8 @@ def terminals(store: Store, municipality: str | None = None, *,
             str(tid), str(muni), role, conf_place or str(place or ""), int(added),
             int(seen_ms or 0), int(last_seq), int(last_eff), lag,
             _clock_of(detail), version, int(revoked) if revoked is not None else None,
-            str(reason or "")))
+            str(reason or ""), str(merchant or ""), str(name or ""), str(software or ""),
+            terminal_reports.faults_of(faults) if faults else (), int(reported or 0)))
     return out
 
 
@@ -255,24 +275,63 @@ def _refresh(store: Store, municipality: str | None, kept: dict[str | None, _Lis
 
 def page_of(rows: Sequence[TerminalRow], filter_text: str | None = None,
             role: str | None = None, sort: str = "terminal_id", desc: bool = False,
-            offset: int = 0, limit: int = 100) -> tuple[list[TerminalRow], int]:
-    """Of ``rows``, those whose id, place or municipality holds ``filter_text`` (any case)
-    and of ``role`` when given, sorted by the field ``sort`` (a missing lag or revocation
-    first, as the smallest; ties by id), ``limit`` from ``offset``; and how many passed.
-    As :func:`central.console_data.fleet` pages :func:`terminals` (a test holds them equal)."""
+            offset: int = 0, limit: int = 100, *, software: str | None = None,
+            faulty: bool = False) -> tuple[list[TerminalRow], int]:
+    """Of ``rows``, those whose id, place, municipality, merchant (id or name) or software
+    holds ``filter_text`` (any case), of ``role`` and running ``software`` (exactly) when
+    given, showing a fault when ``faulty``; sorted by the field ``sort`` (a missing lag or
+    revocation first, as the smallest; faults by their number; ties by id), ``limit`` from
+    ``offset``; and how many passed. :func:`central.console_data.fleet` is this over
+    :func:`terminals`, the console's page this over :func:`recent_terminals`."""
     if sort not in _FIELDS:
         raise ConfigError(f"sort: a field of TerminalRow, not {sort!r}")
     needle = (filter_text or "").strip().lower()
     out = [r for r in rows
-           if (not needle or needle in f"{r.terminal_id}\n{r.place}\n{r.municipality}".lower())
-           and (not role or r.role == role)]
+           if (not needle or needle in _haystack(r))
+           and (not role or r.role == role) and (not software or r.software == software)
+           and (not faulty or r.faults)]
 
     def key(r: TerminalRow) -> tuple[Any, ...]:
         value = getattr(r, sort)
+        if isinstance(value, tuple):
+            value = len(value)
         return (value is not None, value if value is not None else 0, r.terminal_id)
 
     out.sort(key=key, reverse=desc)
     return out[offset:offset + limit], len(out)
+
+
+def _haystack(r: TerminalRow) -> str:
+    return (f"{r.terminal_id}\n{r.place}\n{r.municipality}\n{r.merchant_id}\n"
+            f"{r.merchant_name}\n{r.software}").lower()
+
+
+def lag_text(ms: int | None) -> str:
+    """A sync lag in its largest whole unit: ``45s``, ``12m``, ``3h`` (``-``: none)."""
+    if ms is None:
+        return "-"
+    seconds = ms // 1000
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def row_text(r: TerminalRow, when: Callable[[int | None], str]) -> dict[str, str]:
+    """``r``'s figures as ``central terminals`` and the console's Fleet show them, times by
+    ``when`` (each caller its own: UTC in the command, the service's zone on the page);
+    ``-`` where there is nothing. The words around them (revoked or active) are each
+    caller's, in its language."""
+    merchant = (f"{r.merchant_id} ({r.merchant_name})" if r.merchant_name else r.merchant_id)
+    return {"terminal": r.terminal_id, "municipality": r.municipality,
+            "place": r.place or "-", "role": r.role or "-", "merchant": merchant or "-",
+            "enrolled": when(r.enrolled_ms), "last_seen": when(r.last_seen_ms),
+            "last_entry": when(r.last_entry_ms), "sync_lag": lag_text(r.sync_lag_ms),
+            "clock": r.clock or "-", "config": f"v{r.config_version}",
+            "software": r.software or "-",
+            "faults": ", ".join(cause for cause, _ in r.faults) or "-",
+            "reported": when(r.reported_ms)}
 
 
 def sync_lags(tx: Tx) -> dict[str, int]:

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,23 @@ def svc(store_url: str) -> Iterator[CentralLog]:  # noqa: F811
 # -- a day -------------------------------------------------------------------------------------
 
 
-def test_a_day_totals_differences_and_problems_link_to_their_entries(svc: CentralLog) -> None:
+@dataclass(frozen=True)
+class SampleDay:
+    """What :func:`sample_day` sent, and its figures summed here."""
+
+    sent: list[Any]
+    taps: list[Any]
+    #: kind -> [count, amount] of every entry sent
+    kinds: dict[str, list[int]]
+    #: what the cash pocket paid of the two payments, and what no pocket covered
+    paid_cash: int
+    owed: int
+
+
+def sample_day(svc: CentralLog) -> SampleDay:
+    """On :data:`DAY`: shop LF01's till pays 12,000 and 10,000 from card A (20,000 in its
+    cash pocket) and refunds the first; bus BUS-7 taps card Z (1,000 held: an overdraft)
+    and card Y; the till reports its totals right, the bus one tap short."""
     Registry(svc.store).add(SHOP)
     shop = till(svc, "T-LF01", SHOP)
     bus = chain(svc, "BUS-7")
@@ -90,9 +107,8 @@ def test_a_day_totals_differences_and_problems_link_to_their_entries(svc: Centra
     svc.report_totals("BUS-7", DAY, {"tap": (1, 1_500)})  # one tap short
 
     # what was sent, summed here
-    every = sent + taps
     kinds: dict[str, list[int]] = {}
-    for e in every:
+    for e in sent + taps:
         kinds.setdefault(e.kind, [0, 0])
         kinds[e.kind][0] += 1
         kinds[e.kind][1] += e.amount
@@ -103,6 +119,12 @@ def test_a_day_totals_differences_and_problems_link_to_their_entries(svc: Centra
         cash -= take
         paid_cash += take
         owed += amount - take
+    return SampleDay(sent, taps, kinds, paid_cash, owed)
+
+
+def test_a_day_totals_differences_and_problems_link_to_their_entries(svc: CentralLog) -> None:
+    sample = sample_day(svc)
+    kinds, paid_cash, owed = sample.kinds, sample.paid_cash, sample.owed
 
     day = day_overview(svc, DAY)
     assert not day.clean
@@ -227,7 +249,10 @@ def weekday_points(rides: list[tuple[int, str]]) -> dict[str, int]:
 HELD = "d4" * 32
 
 
-def test_points_per_month_payouts_and_their_file(svc: CentralLog, tmp_path: Path) -> None:
+def october_rides(svc: CentralLog) -> list[tuple[int, str]]:
+    """October on bus BUS-1: card A (account A) and card HELD (no account) ride three
+    weekdays of one week; card B (account B) rides a Monday twice and a Saturday once. The
+    rides (time, card), as ingested."""
     with svc.store.tx() as tx:
         accounts.link(tx, "A", A_CARD)
         accounts.link(tx, "B", B_CARD)
@@ -237,6 +262,11 @@ def test_points_per_month_payouts_and_their_file(svc: CentralLog, tmp_path: Path
     rides += [(seoul_ms(2026, 10, 19, 8), B_CARD), (seoul_ms(2026, 10, 19, 18), B_CARD),
               (seoul_ms(2026, 10, 24, 9), B_CARD)]
     svc.ingest("BUS-1", [bus.tap(card, ms) for ms, card in sorted(rides)])
+    return rides
+
+
+def test_points_per_month_payouts_and_their_file(svc: CentralLog, tmp_path: Path) -> None:
+    rides = october_rides(svc)
     earned = weekday_points(rides)
     assert earned == {A_CARD: 2_900, HELD: 2_900, B_CARD: 1_500}  # the rule, read by hand
 

@@ -15,20 +15,18 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi.testclient import TestClient
 
 from central import municipalities, open_service, terminal_status
-from central.app import create_app
-from central.console import operators
 from central.console.fleet import PER_PAGE
 from central.console_data import fleet
 from central.service import CentralLog
+from central.terminal_reports import reports
 from firmware_cfg.keys import public_hex
 from localpay.cli.bench.console_seed import seed_fleet
 from localpay.errors import ConfigError
+from tests.console_fixtures import add_staff, logged_in
 from tests.pg_fixtures import pg_cluster, signed_entries, store_url  # noqa: F401 - fixtures
 
-PASSWORD = "correct horse battery staple"
 SEEDED = 260
 OWN = ("OWN-1", "OWN-2", "OWN-3")
 
@@ -49,7 +47,7 @@ def svc(store_url: str, tmp_path: Path) -> Iterator[CentralLog]:  # noqa: F811
     terminal_status.revoke(service.store, "OWN-2", "lost on the bus")
     municipalities.add(service.store, "elsewhere", "Elsewhere", "KRW")
     seed_fleet(service, 5, municipality="elsewhere", prefix="AWAY", synced=0)
-    operators.add_operator(service.store, "vera", "viewer", PASSWORD)
+    add_staff(service.store, "vera")
     yield service
     service.store.close()
 
@@ -80,8 +78,28 @@ def test_terminals_figures_match_the_tables(svc: CentralLog) -> None:
         assert terminal_status.sync_lags(tx) == lags
     # the newest batch's first entry, not the first batch's: about 2 h less 4 minutes
     own1 = next(r for r in rows if r.terminal_id == "OWN-1")
+    assert own1.sync_lag_ms is not None
     assert 7_200_000 - 240_000 - 60_000 < own1.sync_lag_ms < 7_200_000 - 240_000 + 60_000
     assert own1.last_seq == 6 and own1.revoked_ms is None
+    # the newest report of each terminal, as terminal_reports keeps it; each seeded till
+    # assigned to the merchant its place names; our own terminals neither reported nor
+    # assigned
+    kept = reports(svc.store)
+    assert {r.terminal_id: (r.software, r.faults, r.reported_ms) for r in rows
+            if r.software} == {t: (k.software, k.faults, k.reported_ms)
+                               for t, k in kept.items()}
+    assert any(r.faults for r in rows)
+    with svc.store.tx(write=False) as tx:
+        merchants = {(str(m), str(t)): str(n) for m, t, n in tx.all(
+            "SELECT a.municipality_id, a.terminal_id, m.name FROM merchant_terminals a JOIN "
+            "merchants m ON m.municipality_id = a.municipality_id AND m.merchant_id = "
+            "a.merchant_id")}
+    for r in rows:
+        if r.role == "till" and not r.terminal_id.startswith("OWN"):
+            assert (r.merchant_id, r.merchant_name) == (
+                r.place, merchants[(r.municipality, r.terminal_id)]), r
+        else:
+            assert (r.merchant_id, r.merchant_name) == ("", ""), r
     assert next(r for r in rows if r.terminal_id == "OWN-2").revoked_reason == "lost on the bus"
     # one terminal asked for alone is the same row as in the whole list
     for tid in ("OWN-2", "FLEET-00003", "FLEET-00250", "AWAY-00001"):
@@ -92,36 +110,50 @@ def test_terminals_figures_match_the_tables(svc: CentralLog) -> None:
 
 
 def order(r: Any, field: str) -> tuple[Any, ...]:
-    """Missing values (no lag, not revoked) first, then by value, ties by id."""
-    value = getattr(r, field)
+    """Missing values (no lag, not revoked) first, then by value (faults: how many), ties
+    by id."""
+    value = len(r.faults) if field == "faults" else getattr(r, field)
     return (0, 0, r.terminal_id) if value is None else (1, value, r.terminal_id)
 
 
 def test_pages_are_the_whole_list_filtered_and_sorted(svc: CentralLog) -> None:
     whole = terminal_status.terminals(svc.store, "default")
-    cases: list[tuple[str | None, str | None, str, bool]] = [
-        (None, None, "terminal_id", False), (None, None, "last_seen_ms", True),
-        ("r1", "validator", "place", False), (None, "till", "sync_lag_ms", True),
-        ("own", None, "revoked_ms", True), (None, None, "clock", False)]
-    for text, role, sort, desc in cases:
+    # (filter text, role, software, faulty, sort, descending)
+    cases: list[tuple[str | None, str | None, str | None, bool, str, bool]] = [
+        (None, None, None, False, "terminal_id", False),
+        (None, None, None, False, "last_seen_ms", True),
+        ("r1", "validator", None, False, "place", False),
+        (None, "till", None, False, "sync_lag_ms", True),
+        ("own", None, None, False, "revoked_ms", True), (None, None, None, False, "clock", False),
+        ("shop 01", None, None, False, "merchant_id", True),
+        (None, None, "localpay 0.2.0", False, "software", False),
+        (None, None, None, True, "faults", True),
+        ("0.3.0", "till", None, True, "software", True)]
+    for text, role, software, faulty, sort, desc in cases:
         wanted = [r for r in whole
-                  if (not text or text in f"{r.terminal_id} {r.place} {r.municipality}".lower())
-                  and (not role or r.role == role)]
+                  if (not text or text in " ".join((r.terminal_id, r.place, r.municipality,
+                                                    r.merchant_id, r.merchant_name,
+                                                    r.software)).lower())
+                  and (not role or r.role == role)
+                  and (not software or r.software == software)
+                  and (not faulty or len(r.faults) > 0)]
+        assert wanted, (text, role, software, faulty)  # each case shows something
         wanted.sort(key=lambda r: order(r, sort), reverse=desc)
         got: list[Any] = []
         offset = 0
         while True:
             page = fleet(svc.store, text, role, sort, desc, offset, 100,
-                         municipality="default")
+                         municipality="default", software=software, faulty=faulty)
             assert page.total == len(wanted)
             # the console page's own paging of a kept listing: the same page
-            assert terminal_status.page_of(whole, text, role, sort, desc, offset, 100) == (
+            assert terminal_status.page_of(whole, text, role, sort, desc, offset, 100,
+                                           software=software, faulty=faulty) == (
                 list(page.rows), page.total)
             got.extend(page.rows)
             offset += 100
             if offset >= page.total:
                 break
-        assert got == wanted, (text, role, sort, desc)
+        assert got == wanted, (text, role, software, faulty, sort, desc)
 
 
 def test_the_kept_listing_is_renewed_without_waiting(svc: CentralLog) -> None:
@@ -150,17 +182,6 @@ def test_the_kept_listing_is_renewed_without_waiting(svc: CentralLog) -> None:
         terminal_status.page_of(now, sort="password")
 
 
-def _client(svc: CentralLog) -> TestClient:
-    c = TestClient(create_app(svc), base_url="https://testserver")
-    page = c.get("/console/login")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert csrf
-    done = c.post("/console/login", data={"csrf": csrf.group(1), "name": "vera",
-                                          "password": PASSWORD, "next": "/console/fleet"})
-    assert done.status_code == 200
-    return c
-
-
 def _ids(html: str) -> list[str]:
     return re.findall(r'<tr[^>]*><td><a href="/console/terminals/([^"]+)">', html)
 
@@ -170,7 +191,7 @@ def test_fleet_page_is_paged_and_its_json_is_the_same_page(svc: CentralLog) -> N
     by_id = [r.terminal_id for r in whole]
     total = len(by_id)
     assert total == SEEDED + len(OWN) and total > 2 * PER_PAGE
-    with _client(svc) as c:
+    with logged_in(svc, "vera") as c:
         first = c.get("/console/fleet?lang=en")
         assert first.status_code == 200
         assert _ids(first.text) == by_id[:PER_PAGE]
@@ -179,6 +200,17 @@ def test_fleet_page_is_paged_and_its_json_is_the_same_page(svc: CentralLog) -> N
         assert 'href="?q=&amp;role=&amp;sort=terminal&amp;dir=asc&amp;page=2" rel="next"' \
             in first.text
         assert "AWAY-" not in first.text  # another municipality's terminals
+        # merchant, software and faults: each row's own, in the page and its JSON
+        by_row = {r.terminal_id: r for r in whole}
+        doc = c.get("/console/fleet.json").json()
+        for row in doc["rows"]:
+            r = by_row[row["terminal"]]
+            assert row["software"] == (r.software or "-")
+            assert row["faults"] == (", ".join(cause for cause, _ in r.faults) or "-")
+            assert row["merchant"] == (f"{r.merchant_id} ({r.merchant_name})"
+                                       if r.merchant_id else "-")
+            assert f"<td>{row['merchant']}</td><td>default</td>" in first.text
+        assert {row["faulty"] for row in doc["rows"]} == {"", "1"}
 
         third = c.get("/console/fleet?lang=en&page=3")
         assert _ids(third.text) == by_id[2 * PER_PAGE:]

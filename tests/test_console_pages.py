@@ -25,10 +25,8 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central import accounts, allowances, municipalities
-from central import open_service as open_central
 from central.console import fraud, i18n, operators
 from central.enroll import load_operator_key
-from central.merchants import Registry
 from central.payouts import fund_points, payout
 from central.service import CentralLog
 from central.settlement import settle
@@ -37,14 +35,19 @@ from firmware_cfg import provision
 from firmware_cfg.config import DEFAULT, dumps
 from firmware_cfg.keys import public_hex
 from localpay.cli import cli
-from tests.incentives_data import chain, seoul_ms
+from tests.console_fixtures import (  # noqa: F401 - console_svc: a fixture
+    add_staff,
+    client,
+    console_svc,
+    csrf_of,
+    log_in,
+    table,
+)
 from tests.payout_world import A_CARD, B_CARD, NOV_2, payout_world
 from tests.pg_fixtures import pg_cluster  # noqa: F401 - fixture
 from tests.test_allowances import spend as spend_allowance
-from tests.test_console_auth import PASSWORD, client, csrf_of, log_in
-from tests.test_console_data import CARD_A, CARD_Y, CARD_Z, DAY, HELD, SHOP, round_burst
+from tests.test_console_data import DAY, HELD, october_rides, round_burst, sample_day
 from tests.test_settlement import LATER
-from tests.test_spending import back, fund, pay, till
 
 #: the shipped rules' yearly points budget (central/incentive_rules.toml)
 SHIPPED_BUDGET = 2_000_000_000
@@ -55,8 +58,7 @@ def svc(pg_cluster: Any) -> Iterator[CentralLog]:  # noqa: F811
     """A service crediting and posting to the books as batches arrive (books checked to
     balance afterwards), with a viewer, a call centre and an operator."""
     for service in payout_world(pg_cluster.new_schema()):
-        for name, role in (("vera", "viewer"), ("carl", "callcentre"), ("opal", "operator")):
-            operators.add_operator(service.store, name, role, PASSWORD)
+        add_staff(service.store, "vera", "carl", "opal")
         yield service
 
 
@@ -69,21 +71,6 @@ def won(n: int, lang: str) -> str:
 
 def pts(n: int, lang: str) -> str:
     return f"{n:,}포인트" if lang == "ko" else f"{n:,} points"
-
-
-def _text(cell: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", cell)).split())
-
-
-def table(page: str, table_id: str) -> list[list[str]]:
-    """The body rows of the table ``table_id`` (or of the first table in ``page`` when
-    ``table_id`` is empty), each a list of its cells' text."""
-    start = rf'<table id="{table_id}"[^>]*>' if table_id else r"<table[^>]*>"
-    found = re.search(start + r"(.*?)</table>", page, re.S)
-    assert found, (table_id, page[:2000])
-    body = found.group(1).split("<tbody>", 1)[1]
-    return [[_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
-            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
 
 
 def hrefs(fragment: str, cls: str) -> list[str]:
@@ -105,30 +92,9 @@ def audit(svc: CentralLog, action: str) -> list[operators.AuditRow]:
 
 
 def test_day_page_totals_differences_and_problems_link_to_entries(svc: CentralLog) -> None:
-    Registry(svc.store).add(SHOP)
-    shop = till(svc, "T-LF01", SHOP)
-    bus = chain(svc, "BUS-7")
-    fund(svc, "A", CARD_A, cash=20_000)
-    svc.set_balances({CARD_Z: 1_000})
-    sent = [pay(shop, CARD_A, 12_000, 10), pay(shop, CARD_A, 10_000, 11),
-            back(shop, CARD_A, 12_000, 1, hour=12)]
-    svc.ingest("T-LF01", sent)
-    taps = [bus.tap(CARD_Z, seoul_ms(2026, 11, 20, 8)), bus.tap(CARD_Y, seoul_ms(2026, 11, 20, 9))]
-    svc.ingest("BUS-7", taps)
-    svc.report_totals("T-LF01", DAY, {"payment": (2, 22_000), "refund": (1, 12_000)})
-    svc.report_totals("BUS-7", DAY, {"tap": (1, 1_500)})  # one tap short of what it sent
-
-    # what was sent, summed here
-    kinds: dict[str, list[int]] = {}
-    for e in sent + taps:
-        kinds.setdefault(e.kind, [0, 0])
-        kinds[e.kind][0] += 1
-        kinds[e.kind][1] += e.amount
-    # the cash pocket pays while it holds, the rest is owed; the refund gives back 12,000
-    cash, paid_cash, owed = 20_000, 0, 0
-    for amount in (12_000, 10_000):
-        take = min(cash, amount)
-        cash, paid_cash, owed = cash - take, paid_cash + take, owed + amount - take
+    sample = sample_day(svc)
+    taps, kinds = sample.taps, sample.kinds
+    paid_cash, owed = sample.paid_cash, sample.owed
     tap_sum = sum(e.amount for e in taps)
 
     assert i18n.missing() == {}
@@ -303,17 +269,7 @@ def test_fraud_page_confirm_denies_dismiss_does_not_and_once_only(
 
 
 def test_programme_page_points_payouts_and_allowances(svc: CentralLog) -> None:
-    with svc.store.tx() as tx:
-        accounts.link(tx, "A", A_CARD)
-        accounts.link(tx, "B", B_CARD)
-    bus = chain(svc, "BUS-1")
-    # October: A and a card without an account ride three weekdays of one week, B rides
-    # Monday twice and Saturday once
-    rides = [(seoul_ms(2026, 10, d, 8, n), card) for d in (12, 13, 15)
-             for n, card in enumerate((A_CARD, HELD))]
-    rides += [(seoul_ms(2026, 10, 19, 8), B_CARD), (seoul_ms(2026, 10, 19, 18), B_CARD),
-              (seoul_ms(2026, 10, 24, 9), B_CARD)]
-    svc.ingest("BUS-1", [bus.tap(card, ms) for ms, card in sorted(rides)])
+    october_rides(svc)
     # the bus rule by hand: a weekday's first ride gives its fare (1,500) back, at most
     # 2,900 points a week: A three weekdays -> 2,900; HELD the same; B one weekday -> 1,500
     earned = {A_CARD: 2_900, HELD: 2_900, B_CARD: 1_500}
@@ -384,16 +340,12 @@ def test_programme_page_points_payouts_and_allowances(svc: CentralLog) -> None:
 
 
 @pytest.fixture
-def data_svc(pg_cluster: Any, tmp_path: Path) -> Iterator[CentralLog]:  # noqa: F811
-    """A service with a data folder (its operator key signs configs), two terminals, a
-    viewer and an operator."""
-    service = open_central(pg_cluster.new_schema(), tmp_path / "data")
+def data_svc(console_svc: CentralLog) -> CentralLog:  # noqa: F811
+    """The console's service (its data folder's operator key signs configs) with two
+    terminals."""
     for tid in ("T-1", "T-2"):
-        service.add_terminal(tid, bytes.fromhex(public_hex(Ed25519PrivateKey.generate())))
-    for name, role in (("vera", "viewer"), ("opal", "operator")):
-        operators.add_operator(service.store, name, role, PASSWORD)
-    yield service
-    service.store.close()
+        console_svc.add_terminal(tid, bytes.fromhex(public_hex(Ed25519PrivateKey.generate())))
+    return console_svc
 
 
 def test_enrolment_code_shown_once_and_config_published(

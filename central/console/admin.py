@@ -11,8 +11,8 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from central.console import operators
-from central.console.operators import ConsoleError, check_reason
-from central.console.web import PREFIX, AsAdmin, Refusal, render, see_other
+from central.console.operators import ConsoleError
+from central.console.web import PREFIX, AsAdmin, Refusal, form_and_reason, render, see_other
 
 router = APIRouter()
 
@@ -28,9 +28,8 @@ async def operators_page(ctx: AsAdmin) -> Response:
 
 @router.post("/operators/{name}/disable")
 async def disable(name: str, ctx: AsAdmin) -> Response:
-    form = await ctx.request.form()
+    _, reason = await form_and_reason(ctx)
     try:
-        reason = check_reason(str(form.get("reason", "")))
         if name == ctx.operator.name:
             raise ConsoleError("an admin does not disable itself here (use the command)")
         await run_in_threadpool(lambda: operators.disable_operator(

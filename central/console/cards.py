@@ -19,13 +19,13 @@ from typing import Any
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from central.console.operators import ConsoleError, check_reason
 from central.console.web import (
     PREFIX,
     AsCallCentre,
     AsViewer,
     Ctx,
     Refusal,
+    form_and_reason,
     record_change,
     render,
     see_other,
@@ -137,12 +137,8 @@ async def card_page(token: str, ctx: AsViewer) -> Response:
 @router.post("/cards/{token}/deny")
 async def deny(token: str, ctx: AsCallCentre) -> Response:
     token = _token(token)
-    form = await ctx.request.form()
+    form, reason = await form_and_reason(ctx)
     remove = form.get("action") == "undeny"
-    try:
-        reason = check_reason(str(form.get("reason", "")))
-    except ConsoleError as err:
-        raise Refusal(400, "error.invalid", detail=str(err)) from err
 
     def change() -> int:
         before = deny_state(ctx, token)

@@ -18,13 +18,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from central.console.day import terminal_is_mine
-from central.console.operators import ConsoleError, check_reason
 from central.console.web import (
     PREFIX,
     AsOperator,
     AsViewer,
     Ctx,
     Refusal,
+    form_and_reason,
     record_change,
     render,
     see_other,
@@ -53,16 +53,9 @@ async def enrol_page(ctx: AsViewer) -> Response:
                   published=published)
 
 
-def _reason(text: object) -> str:
-    try:
-        return check_reason(str(text or ""), required=False)
-    except ConsoleError as err:
-        raise Refusal(400, "error.invalid", detail=str(err)) from err
-
-
 @router.post("/enrol/code")
 async def issue_code(ctx: AsOperator) -> Response:
-    form = await ctx.request.form()
+    form, reason = await form_and_reason(ctx, required=False)
     tid, role = str(form.get("terminal_id", "")).strip(), str(form.get("role", ""))
     place = str(form.get("place", "")).strip()
     hours = str(form.get("ttl_hours", "24"))
@@ -70,7 +63,6 @@ async def issue_code(ctx: AsOperator) -> Response:
         raise Refusal(400, "error.invalid", detail="role: till or validator")
     if not hours.isdigit() or not 1 <= int(hours) <= 720:
         raise Refusal(400, "error.invalid", detail="expiry: 1 to 720 hours")
-    reason = _reason(form.get("reason"))
 
     def issue() -> tuple[str, int]:
         got = issue_enrolment_code(ctx.service, terminal_id=tid, role=role, place=place,
@@ -107,7 +99,7 @@ async def _config_text(ctx: Ctx) -> tuple[str, str]:
 @router.post("/enrol/config")
 async def publish(ctx: AsOperator) -> Response:
     text, sign_for = await _config_text(ctx)
-    reason = _reason((await ctx.request.form()).get("reason"))
+    _, reason = await form_and_reason(ctx, required=False)
 
     def change() -> tuple[str, int]:
         tid = sign_for or bundles.peek(text.encode("utf-8"))[0]

@@ -16,13 +16,13 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from central.console.cards import deny_state
-from central.console.operators import ConsoleError, check_reason
 from central.console.web import (
     PREFIX,
     AsOperator,
     AsViewer,
     Ctx,
     Refusal,
+    form_and_reason,
     record_change,
     render,
     see_other,
@@ -82,11 +82,7 @@ def _card_of(ctx: Ctx, flag: str) -> str:
 
 
 async def _decide(ctx: Ctx, flag: str, confirm: bool) -> Response:
-    form = await ctx.request.form()
-    try:
-        reason = check_reason(str(form.get("reason", "")))
-    except ConsoleError as err:
-        raise Refusal(400, "error.invalid", detail=str(err)) from err
+    _, reason = await form_and_reason(ctx)
     who = ctx.operator.name
 
     def change() -> None:

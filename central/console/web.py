@@ -12,7 +12,7 @@ Adding a page (see ``fleet.py`` and ``cards.py``)::
 
     @router.post("/things/{id}/close")
     async def close(id: str, ctx: AsOperator) -> Response:
-        form = await ctx.request.form()   # its CSRF token was checked by require()
+        form, reason = await form_and_reason(ctx)   # CSRF checked by require()
         ...change through the service function the CLI uses...
         await run_in_threadpool(record_change, ctx, "thing.close", f"thing:{id}", before,
                                 after, reason)
@@ -49,9 +49,17 @@ import jinja2
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from central.console import i18n, operators
-from central.console.operators import ConsoleAuthError, LockedOutError, Lockout, Operator, Session
+from central.console.operators import (
+    ConsoleAuthError,
+    ConsoleError,
+    LockedOutError,
+    Lockout,
+    Operator,
+    Session,
+)
 from central.enroll import client_address
 from central.service import CentralLog
 from central.store import Store
@@ -205,6 +213,18 @@ AsViewer = Annotated[Ctx, Depends(require("viewer"))]
 AsCallCentre = Annotated[Ctx, Depends(require("callcentre"))]
 AsOperator = Annotated[Ctx, Depends(require("operator"))]
 AsAdmin = Annotated[Ctx, Depends(require("admin"))]
+
+
+async def form_and_reason(ctx: Ctx, *, required: bool = True) -> tuple[FormData, str]:
+    """A change's form (its session, CSRF token and role checked by :func:`require`) and
+    its ``reason`` as the audit log keeps it (:func:`operators.check_reason`); a reason
+    missing (when ``required``) or too long is refused with a 400 page saying so."""
+    form = await ctx.request.form()
+    try:
+        return form, operators.check_reason(str(form.get("reason", "") or ""),
+                                            required=required)
+    except ConsoleError as err:
+        raise Refusal(400, "error.invalid", detail=str(err)) from err
 
 
 def download(ctx: Ctx, name: str, body: bytes, media_type: str) -> Response:

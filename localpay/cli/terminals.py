@@ -25,17 +25,6 @@ def _when(ms: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
 
 
-def _span(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    seconds = ms // 1000
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
-
-
 @click.command("terminals")
 @service_options
 @click.option("--municipality", default=None, metavar="ID",
@@ -45,11 +34,13 @@ def _span(ms: int | None) -> str:
 def terminals(db: str | None, data: Path | None, municipality: str | None,
               as_json: bool) -> None:
     """List every registered terminal: municipality, role and place (from its newest
-    config bundle, else the place of its last entry), when it was registered, last seen
-    (its last authenticated request), its last entry (seq, effective time), sync lag (at
-    its last batch, how long the oldest new entry had waited), the clock state its last
-    entry stated, the config version published for it, and REVOKED with when and why."""
+    config bundle, else the place of its last entry), the merchant it is assigned to, when
+    it was registered, last seen (its last authenticated request), its last entry (seq,
+    effective time), sync lag (at its last batch, how long the oldest new entry had
+    waited), the clock state its last entry stated, the config version published for it,
+    the software version and faults it last reported, and REVOKED with when and why."""
     from central import municipalities
+    from central.terminal_status import row_text
     from central.terminal_status import terminals as rows_of
 
     service = open_central(db, data)
@@ -66,14 +57,15 @@ def terminals(db: str | None, data: Path | None, municipality: str | None,
     click.echo(f"{len(rows)} terminal(s)"
                + (f" of municipality {municipality}" if municipality else ""))
     for r in rows:
+        t = row_text(r, _when)
         state = (f"REVOKED {_when(r.revoked_ms)}"
                  + (f" ({r.revoked_reason})" if r.revoked_reason else "")
                  if r.revoked_ms is not None else "active")
-        click.echo(f"  {r.terminal_id}  {r.municipality}  {r.role or '-'} {r.place or '-'}  "
-                   f"enrolled {_when(r.enrolled_ms)}  seen {_when(r.last_seen_ms)}  "
-                   f"last entry {r.last_seq} at {_when(r.last_entry_ms)}  "
-                   f"sync lag {_span(r.sync_lag_ms)}  clock {r.clock or '-'}  "
-                   f"config v{r.config_version}  {state}")
+        click.echo(f"  {t['terminal']}  {t['municipality']}  {t['role']} {t['place']}  "
+                   f"merchant {t['merchant']}  enrolled {t['enrolled']}  "
+                   f"seen {t['last_seen']}  last entry {r.last_seq} at {t['last_entry']}  "
+                   f"sync lag {t['sync_lag']}  clock {t['clock']}  config {t['config']}  "
+                   f"software {t['software']}  faults {t['faults']}  {state}")
 
 
 @terminal_group.command("revoke")

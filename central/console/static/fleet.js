@@ -47,6 +47,7 @@
           td.appendChild(a);
         } else {
           td.textContent = row[c];
+          if (c === "faults" && row.faulty) { td.className = "fault"; }
         }
         tr.appendChild(td);
       });

@@ -13,12 +13,12 @@ over plain HTTP by a client's cookie jar).
 after a few untimed requests that warm it: its first listing reads every config bundle),
 ``runs`` rounds of one GET each, in turn (a moment the machine is busy slows every series
 alike), of: the Fleet page's first page in its default sort; a filtered, sorted later page
-(tills of places ``M01..``, newest seen first, page 2); the live table's JSON for the first
-page; and ``/healthz``, the **floor** (HTTP and the service's own overhead on the same
-connection). A second floor, before the service starts: :func:`central.console_data.fleet`
-alone in this process for the same two pages (the data read fresh, without HTTP, session or
-HTML). On PostgreSQL the store is vacuumed and analysed after the bulk load, as a store in
-service is.
+(tills of places ``M01..``, newest seen first, page 2); the terminals reporting faults, by
+software version; the live table's JSON for the first page; and ``/healthz``, the
+**floor** (HTTP and the service's own overhead on the same connection). A second floor,
+before the service starts: :func:`central.console_data.fleet` alone in this process for the
+same pages (the data read fresh, without HTTP, session or HTML). On PostgreSQL the store
+is vacuumed and analysed after the bulk load, as a store in service is.
 
 Target (issue #19): the Fleet page under 200 ms p99 for 5,000 terminals on a 2-core machine.
 """
@@ -54,6 +54,8 @@ PAGES: dict[str, tuple[str, dict[str, Any]]] = {
     "fleet_page_filtered": ("/console/fleet?q=M01&role=till&sort=last_seen&dir=desc&page=2",
                             {"filter_text": "M01", "role": "till", "sort": "last_seen_ms",
                              "desc": True, "offset": 100}),
+    "fleet_page_faults": ("/console/fleet?faults=1&sort=software&dir=desc",
+                          {"faulty": True, "sort": "software", "desc": True}),
     "fleet_json": ("/console/fleet.json", {"sort": "terminal_id", "desc": False}),
 }
 WARM = 5

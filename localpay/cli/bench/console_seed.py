@@ -1,17 +1,20 @@
 """A fleet for the console's benchmark: ``n`` terminals with the status a city's fleet has.
 
-Registration, configs and last-seen times are written in bulk straight into the product's
-tables (``terminals``, ``configs``, ``terminal_status``: the rows
+Registration, configs, last-seen times, status reports and merchants are written in bulk
+straight into the product's tables (``terminals``, ``configs``, ``terminal_status``,
+``terminal_reports``, ``merchants``, ``merchant_terminals``: the rows
 :meth:`central.service.CentralLog.add_terminal`, :meth:`~central.service.CentralLog.
-publish_config` and :func:`central.terminal_status.seen` write, without their one
-transaction per terminal), which is why this lives with the benchmarks and not in
-``central``: a product path never writes those tables this way. Entries go through the real
+publish_config`, :func:`central.terminal_status.seen`, :func:`central.terminal_reports.
+record` and the merchant registry write, without their one transaction per terminal),
+which is why this lives with the benchmarks and not in ``central``: a product path never
+writes those tables this way. Entries go through the real
 :meth:`~central.service.CentralLog.ingest` (the chain, its checkpoints and the sync lag
 stay true), for ``synced`` of the terminals.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -20,15 +23,21 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from central import municipalities, terminal_status
+from central import municipalities, terminal_reports, terminal_status
 from central.service import CentralLog
 from central.store import Store
 from firmware_cfg import bundle as bundles
-from firmware_cfg.config import DEFAULT, dumps
+from firmware_cfg.config import DEFAULT, brn_check_digit, dumps
 from offline_ledger.encoding import ZERO_HASH, EntryFields, encode, entry_hash
 from sync.protocol import WireEntry, decode_entry
 
 CLOCKS = ("ntp", "ntp", "ntp", "rtc", "unknown")
+#: what the seeded terminals report running, the newest most often
+SOFTWARE = ("localpay 0.1.0", "localpay 0.2.0", "localpay 0.2.0", "localpay 0.3.0",
+            "localpay 0.3.0", "localpay 0.3.0")
+#: the faults one terminal in twenty shows (the kiosk's out-of-service causes)
+FAULTS = (("no_reader", "pcsc: no reader"), ("clock_unknown", "clock not set since boot"),
+          ("home_read_only", "/home is read-only"), ("exposure_reached", "offline limit"))
 
 
 @dataclass(frozen=True)
@@ -65,14 +74,17 @@ def seed_fleet(service: CentralLog, n: int, *, municipality: str = municipalitie
                progress: Callable[[str], None] | None = None) -> SeededFleet:
     """Register ``n`` terminals ``<prefix>-00001``...: tills and validators (one in four),
     config versions 1 to 3 signed by ``operator_key``, last seen from seconds to days ago (a
-    few never, one in a hundred revoked); the first ``synced`` (default: 500 at most) send a
-    batch of three entries, an hour to a day old, through ingest (some 10 to 40 ms each on
-    PostgreSQL with crediting and posting following: 5,000 of them take minutes)."""
+    few never, one in a hundred revoked); each seen one has reported a software version of
+    :data:`SOFTWARE` (one in twenty with faults of :data:`FAULTS`); each till's place
+    ``M0123`` names its merchant (``Shop 0123``), to which it is assigned; the first
+    ``synced`` (default: 500 at most) send a batch of three entries, an hour to a day old,
+    through ingest (some 10 to 40 ms each on PostgreSQL with crediting and posting
+    following: 5,000 of them take minutes); their tills are assigned after it."""
     started = time.perf_counter()
     rnd = random.Random(seed)
     now = int(time.time() * 1000)
     op_key = operator_key or Ed25519PrivateKey.generate()
-    ids, keys, rows, configs, status = [], {}, [], [], []
+    ids, keys, rows, configs, status, reports = [], {}, [], [], [], []
     roles: dict[str, tuple[str, str]] = {}
     for i in range(1, n + 1):
         tid = f"{prefix}-{i:05d}"
@@ -90,9 +102,13 @@ def seed_fleet(service: CentralLog, n: int, *, municipality: str = municipalitie
                         now))
         if i % 50 != 7:  # a few never seen
             revoked = now if i % 100 == 3 else None
-            status.append((tid, now - int(rnd.expovariate(1 / 600_000)), revoked,
-                           "stolen" if revoked else ""))
+            seen = now - int(rnd.expovariate(1 / 600_000))
+            status.append((tid, seen, revoked, "stolen" if revoked else ""))
+            faults = rnd.sample(FAULTS, rnd.randint(1, 2)) if i % 20 == 11 else []
+            reports.append((tid, municipality, rnd.choice(SOFTWARE), json.dumps(
+                [{"cause": c, "detail": d} for c, d in faults]), seen))
     terminal_status.ensure_schema(service.store)
+    terminal_reports.ensure_schema(service.store)
     with service.store.tx() as tx:
         municipalities.require(tx, municipality)
         tx.bulk("terminals", ("terminal_id", "public_key", "lat", "lon", "last_seq",
@@ -100,6 +116,8 @@ def seed_fleet(service: CentralLog, n: int, *, municipality: str = municipalitie
         tx.bulk("configs", ("terminal_id", "version", "body", "at_ms"), configs)
         tx.bulk("terminal_status", ("terminal_id", "last_seen_ms", "revoked_ms",
                                     "revoked_reason"), status)
+        tx.bulk("terminal_reports", ("terminal_id", "municipality_id", "software", "faults",
+                                     "reported_ms"), reports)
     if progress:
         progress(f"{n} terminals registered in {time.perf_counter() - started:.1f} s")
     sent = ids[:min(n, 500) if synced is None else synced]
@@ -109,13 +127,38 @@ def seed_fleet(service: CentralLog, n: int, *, municipality: str = municipalitie
         service.ingest(tid, _batch(keys[tid], tid, role, place, rnd.choice(CLOCKS), wall0, 3))
         if progress and k % 500 == 0:
             progress(f"{k} of {len(sent)} terminals synced")
+    _assign_merchants(service.store, municipality, roles, now)
     return SeededFleet(tuple(ids), tuple(sent), time.perf_counter() - started)
+
+
+def _assign_merchants(store: Store, municipality: str, roles: dict[str, tuple[str, str]],
+                      now: int) -> None:
+    """Each till to the merchant its place names, made where the municipality has none."""
+    tills = {tid: place for tid, (role, place) in roles.items() if role == "till"}
+    with store.tx() as tx:
+        known = {str(m) for (m,) in tx.all("SELECT merchant_id FROM merchants WHERE "
+                                           "municipality_id = ?", (municipality,))}
+        new = sorted(set(tills.values()) - known)
+        tx.bulk("merchants", ("municipality_id", "merchant_id", "name", "brn", "category",
+                              "version", "updated_ms"),
+                [(municipality, m, f"Shop {m[1:]}", _brn(k), "ksic:47211", 1, now)
+                 for k, m in enumerate(new, len(known))])
+        tx.bulk("merchant_terminals", ("municipality_id", "terminal_id", "merchant_id",
+                                       "assigned_ms"),
+                [(municipality, tid, place, now) for tid, place in sorted(tills.items())])
+
+
+def _brn(n: int) -> str:
+    """A business registration number with a right check digit, unique per ``n``."""
+    first9 = f"{130_000_000 + n:09d}"
+    return f"{first9}{brn_check_digit(first9)}"
 
 
 def measure_fleet(store: Store, *, runs: int = 50, limit: int = 100,
                   filter_text: str | None = None, role: str | None = None,
                   sort: str = "last_seen_ms", desc: bool = True, offset: int = 0,
-                  municipality: str | None = None) -> dict[str, float]:
+                  municipality: str | None = None, software: str | None = None,
+                  faulty: bool = False) -> dict[str, float]:
     """Milliseconds of :func:`central.console_data.fleet` for one page (by default the
     newest seen first, as an operator looking for silent terminals asks it): p50, p99 and
     the slowest of ``runs``."""
@@ -124,7 +167,8 @@ def measure_fleet(store: Store, *, runs: int = 50, limit: int = 100,
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        fleet(store, filter_text, role, sort, desc, offset, limit, municipality=municipality)
+        fleet(store, filter_text, role, sort, desc, offset, limit, municipality=municipality,
+              software=software, faulty=faulty)
         times.append((time.perf_counter() - start) * 1000)
     return percentiles(times)
 
