@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from offline_ledger import Ledger
 from sync import merkle
 from sync.client import Backoff, SyncClient
 from sync.protocol import batch_body
+from tests.faultproxy import CuttingProxy
 from tests.pg_fixtures import (  # noqa: F401
     ROOT,
     PgCluster,
@@ -92,74 +92,6 @@ def _day(wall_ms: int) -> str:
 def _client(path: Path, key: Ed25519PrivateKey, url: str, verifier: str, **kw: Any) -> SyncClient:
     kw.setdefault("max_retries", 200)
     return SyncClient(path, key, url, verifier, backoff=FAST, timeout_s=10, **kw)
-
-
-# -- a TCP proxy that cuts connections -----------------------------------------------------------
-
-
-class CuttingProxy:
-    """Forwards loopback TCP and cuts every connection after a random number of bytes:
-    odd connections while the client sends (mid-request), even ones while the service
-    answers (mid-answer). Seeded, so a run can be repeated."""
-
-    def __init__(self, upstream_port: int, seed: int = 7) -> None:
-        import random
-
-        self.upstream = upstream_port
-        self.rng = random.Random(seed)
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.count = 0
-        self.cuts = 0
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.count += 1
-            up_budget = self.rng.randint(20_000, 250_000) if self.count % 2 else None
-            down_budget = None if self.count % 2 else self.rng.randint(500, 6000)
-            try:
-                up = socket.create_connection(("127.0.0.1", self.upstream))
-            except OSError:
-                conn.close()
-                continue
-            pair = (conn, up)
-            threading.Thread(target=self._pipe, args=(conn, up, up_budget, pair),
-                             daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, conn, down_budget, pair),
-                             daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, budget: int | None,
-              pair: tuple[socket.socket, socket.socket]) -> None:
-        sent = 0
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if budget is not None and sent + len(data) > budget:
-                    dst.sendall(data[: max(budget - sent, 1)])
-                    self.cuts += 1
-                    break
-                dst.sendall(data)
-                sent += len(data)
-        except OSError:
-            pass
-        for s in pair:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self.sock.close()
 
 
 def test_connections_cut_mid_request_and_mid_answer(tmp_path: Path) -> None:
