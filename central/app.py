@@ -41,8 +41,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request, Response
@@ -65,9 +65,10 @@ from central.http_limits import (
 )
 from central.incentives import points_delta
 from central.keys import load_answer_signer
-from central.municipalities import scope_points
+from central.municipalities import of_terminal, scope_points
 from central.profiles import profiles_delta
 from central.service import CentralLog
+from central.store import Store, Tx
 from central.topups import (
     MonthlyLimitError,
     PaidMismatchError,
@@ -88,6 +89,7 @@ from localpay.errors import (
     SyncAuthError,
     SyncProtocolError,
     SyncUnavailableError,
+    TransactionError,
 )
 from sync.checkpoint import NoteSigner
 from sync.protocol import (
@@ -401,22 +403,28 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
         # the same since (deny, balances, points with riders, pockets, config), so a round
         # authenticates once instead of five times. A part that has more to tell is asked
         # for again on its own route.
+        # The parts that only read are read in one transaction (they were seven, each a
+        # pool checkout and two more round trips); the pockets' part may refresh its
+        # snapshot, a write, and keeps its own.
         def work(terminal: str, body: bytes) -> Any:
-            municipality = service.terminal_municipality(terminal)
-            points = points_delta(service.store, query_int(request, "points_since", 0),
-                                  municipality=municipality)
-            points["riders"] = profiles_delta(service.store,
-                                              query_int(request, "riders_since", 0),
-                                              municipality=municipality)
-            return {
-                "deny": service.deny_delta(query_int(request, "deny_since", 0),
-                                           terminal=terminal),
-                "balances": service.balances_delta(query_int(request, "balances_since", 0),
-                                                   terminal=terminal),
-                "points": scope_points(service.store, terminal, points),
-                "pockets": pocket_snapshot.delta(service.store, terminal,
-                                                 query_int(request, "pockets_since", 0)),
-                "config": service.latest_config(terminal)}
+            with service.store.tx(write=False) as tx:
+                reads = _OneRead.of(service.store, tx)
+                municipality = of_terminal(tx, terminal)
+                if municipality is None:
+                    raise SyncAuthError(f"unknown terminal {terminal!r}")
+                points = points_delta(reads, query_int(request, "points_since", 0),
+                                      municipality=municipality)
+                points["riders"] = profiles_delta(reads, query_int(request, "riders_since", 0),
+                                                  municipality=municipality)
+                doc = {"deny": service.deny_delta_in(
+                           tx, query_int(request, "deny_since", 0), municipality),
+                       "balances": service.balances_delta_in(
+                           tx, query_int(request, "balances_since", 0), municipality),
+                       "points": scope_points(reads, terminal, points),
+                       "config": service.latest_config_in(tx, terminal)}
+            doc["pockets"] = pocket_snapshot.delta(service.store, terminal,
+                                                   query_int(request, "pockets_since", 0))
+            return doc
 
         return await handle(request, work)
 
@@ -604,6 +612,26 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
     # console cookie opens a /v1 route (they authenticate by their signed headers only)
     mount_console(app, service, trusted_proxies=trusted_proxies)
     return app
+
+
+class _OneRead:
+    """A store whose every read transaction is one already open: the parts of a round,
+    each written as a function of a store, read together. Nothing in a round writes; a
+    part that asked to would be refused rather than write outside the round's reads."""
+
+    def __init__(self, store: Store, tx: Tx) -> None:
+        self.kind = store.kind
+        self._tx = tx
+
+    @classmethod
+    def of(cls, store: Store, tx: Tx) -> Store:
+        return cast(Store, cls(store, tx))
+
+    @contextlib.contextmanager
+    def tx(self, write: bool = True, **_: Any) -> Iterator[Tx]:
+        if write:
+            raise TransactionError("a round's reads cannot write")
+        yield self._tx
 
 
 _MPM_OPEN_FIELDS: dict[str, type] = {"reference": str, "amount": int}

@@ -196,6 +196,8 @@ class CentralLog:
         self._following = False
         #: folder of the service's key files (log, operator, token key), when it has one
         self.data_dir: Path | None = None
+        #: registered terminals' public keys as read (:meth:`terminal_key`)
+        self._keys: dict[str, Ed25519PublicKey] = {}
 
     def day_of(self, wall_ms: int) -> str:
         return datetime.fromtimestamp(wall_ms / 1000, self.tz).strftime("%Y-%m-%d")
@@ -238,11 +240,18 @@ class CentralLog:
         return found
 
     def terminal_key(self, terminal_id: str) -> Ed25519PublicKey:
+        # A registered terminal's key never changes (add_terminal refuses another, nothing
+        # deletes a terminal), so each process reads it once: every request and every batch
+        # asked the store for it, a transaction each.
+        key = self._keys.get(terminal_id)
+        if key is not None:
+            return key
         with self.store.tx(write=False) as tx:
             row = tx.one("SELECT public_key FROM terminals WHERE terminal_id = ?", (terminal_id,))
         if row is None:
             raise SyncAuthError(f"unknown terminal {terminal_id!r}")
-        return Ed25519PublicKey.from_public_bytes(bytes(row[0]))
+        key = self._keys[terminal_id] = Ed25519PublicKey.from_public_bytes(bytes(row[0]))
+        return key
 
     def authenticate(self, terminal_id: str, time_ms: int, nonce: str, signature: bytes,
                      message: bytes) -> None:
@@ -260,6 +269,12 @@ class CentralLog:
         check_nonce(nonce)
         terminal_status.ensure_schema(self.store)
         with self.store.tx() as tx:
+            if tx.store.kind == "postgresql":
+                # Not waiting for this commit's flush is safe: WAL is flushed in order, so
+                # a request that changes anything makes its nonce durable (on the standby
+                # too) with its own commit, before its answer; a crash can lose only the
+                # nonce of a request that changed nothing, whose replay changes nothing.
+                tx.run("SET LOCAL synchronous_commit = off")
             # a revoked terminal is refused here, by every worker, at its next request
             terminal_status.seen(tx, terminal_id, now)
             if self._nonce_checks % 500 == 0:
@@ -527,13 +542,18 @@ class CentralLog:
         with self.store.tx(write=False) as tx:
             if terminal is not None:
                 municipality = municipalities.of_terminal(tx, terminal) or municipality
-            rows = tx.all("SELECT version, card_token, action, reason FROM deny_changes "
-                          "WHERE municipality_id = ? AND version > ? ORDER BY version",
-                          (municipality, since))
-            top = tx.one("SELECT COALESCE(MAX(version), 0) FROM deny_changes "
-                         "WHERE municipality_id = ?", (municipality,))
-            shown = None if municipalities.only_one(tx) else municipalities.visible_cards(
-                tx, municipality, {str(r[1]) for r in rows})
+            return self.deny_delta_in(tx, since, municipality)
+
+    @staticmethod
+    def deny_delta_in(tx: Tx, since: int, municipality: str) -> dict[str, Any]:
+        """:meth:`deny_delta` of ``municipality``, read in ``tx``."""
+        rows = tx.all("SELECT version, card_token, action, reason FROM deny_changes "
+                      "WHERE municipality_id = ? AND version > ? ORDER BY version",
+                      (municipality, since))
+        top = tx.one("SELECT COALESCE(MAX(version), 0) FROM deny_changes "
+                     "WHERE municipality_id = ?", (municipality,))
+        shown = None if municipalities.only_one(tx) else municipalities.visible_cards(
+            tx, municipality, {str(r[1]) for r in rows})
         add: dict[str, str] = {}
         remove: set[str] = set()
         for _, token, action, reason in rows:
@@ -587,16 +607,22 @@ class CentralLog:
         with self.store.tx(write=False) as tx:
             if terminal is not None:
                 municipality = municipalities.of_terminal(tx, terminal) or municipality
-            rows = tx.all("SELECT card_token, balance, version FROM balances WHERE "
-                          "municipality_id = ? AND version > ? ORDER BY version LIMIT ?",
-                          (municipality, since, limit))
-            top = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances "
-                         "WHERE municipality_id = ?", (municipality,))
-            rows, cut = whole_versions(rows, limit, 2, lambda v: tx.all(
-                "SELECT card_token, balance, version FROM balances WHERE municipality_id = ? "
-                "AND version = ?", (municipality, v)))
-            shown = None if municipalities.only_one(tx) else municipalities.visible_cards(
-                tx, municipality, {str(r[0]) for r in rows})
+            return self.balances_delta_in(tx, since, municipality, limit)
+
+    @staticmethod
+    def balances_delta_in(tx: Tx, since: int, municipality: str,
+                          limit: int = 50_000) -> dict[str, Any]:
+        """:meth:`balances_delta` of ``municipality``, read in ``tx``."""
+        rows = tx.all("SELECT card_token, balance, version FROM balances WHERE "
+                      "municipality_id = ? AND version > ? ORDER BY version LIMIT ?",
+                      (municipality, since, limit))
+        top = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances "
+                     "WHERE municipality_id = ?", (municipality,))
+        rows, cut = whole_versions(rows, limit, 2, lambda v: tx.all(
+            "SELECT card_token, balance, version FROM balances WHERE municipality_id = ? "
+            "AND version = ?", (municipality, v)))
+        shown = None if municipalities.only_one(tx) else municipalities.visible_cards(
+            tx, municipality, {str(r[0]) for r in rows})
         version = max(int(top[0]) if top else 0, since) if cut is None else cut
         return {"version": version, "balances": {str(t): int(b) for t, b, _ in rows
                                                  if shown is None or str(t) in shown}}
@@ -625,8 +651,13 @@ class CentralLog:
     def latest_config(self, terminal_id: str) -> dict[str, Any]:
         """The newest bundle published for ``terminal_id`` (version 0 and no body: none)."""
         with self.store.tx(write=False) as tx:
-            row = tx.one("SELECT version, body FROM configs WHERE terminal_id = ? "
-                         "ORDER BY version DESC LIMIT 1", (terminal_id,))
+            return self.latest_config_in(tx, terminal_id)
+
+    @staticmethod
+    def latest_config_in(tx: Tx, terminal_id: str) -> dict[str, Any]:
+        """:meth:`latest_config`, read in ``tx``."""
+        row = tx.one("SELECT version, body FROM configs WHERE terminal_id = ? "
+                     "ORDER BY version DESC LIMIT 1", (terminal_id,))
         return {"version": int(row[0]), "body": str(row[1])} if row else {"version": 0,
                                                                            "body": ""}
 
