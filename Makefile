@@ -9,14 +9,15 @@ EXTRAS := pcsc,nfc,serial,camera,ui,printer,central,dev
 # pcscd + vsmartcard-vpcd: the real PC/SC stack with a virtual reader; libzbar0: QR decoding;
 # fonts-nanum: Korean text on screen; postgresql: the central store's test server;
 # gcc and python3-dev: pyscard has no Linux wheel and builds from source;
-# chromium and chromium-driver: the operator's console is tested in a real headless browser.
-APT_PACKAGES := gcc python3-dev python3-venv libpcsclite-dev libzbar0 pcscd vsmartcard-vpcd socat fonts-nanum postgresql chromium chromium-driver
+# chromium and chromium-driver: the operator's console is tested in a real headless browser;
+# fuse3: the power-cut tests serve the ledger through a FUSE file system (mfusepy loads libfuse3).
+APT_PACKAGES := gcc python3-dev python3-venv libpcsclite-dev libzbar0 pcscd vsmartcard-vpcd socat fonts-nanum postgresql chromium chromium-driver fuse3
 # The suite waits on servers, subprocesses and sockets more than it computes: on two cores
 # three workers finish it sooner than one (the PC/SC tests stay together on one of them).
 TEST_WORKERS ?= 3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test apt venv lint bench fuzz mutation clean
+.PHONY: demo test apt venv lint bench fuzz mutation soak clean
 
 demo: $(STAMP)
 	$(BIN)/localpay demo
@@ -67,6 +68,18 @@ bench: $(STAMP)
 # Longer fuzzing than the suite's bounded runs: a minute per parser.
 fuzz: $(STAMP)
 	for h in tlv mpm cpm wallet pocket_rules; do $(BIN)/python tools/fuzz_$$h.py -max_total_time=60 || exit 1; done
+
+# Power cuts through a FUSE file system (tests/powercut): 1,000 cuts of the real ledger, 40
+# of first boots, the controls that must be caught (synchronous=NORMAL/OFF, no directory
+# fsync), 100 cuts mid config install and 50 while the sync state is saved; then 1,000
+# kill -9s of localpay run and central serve; then a simulated week of a city (50 validators,
+# 20 tills, central on PostgreSQL, faults from a seed; report and plot in the folder it
+# prints). Each prints its seed: SOAK_ARGS="--seed S" replays the cuts, KILLS_ARGS="--seed S"
+# the kills, CITY_ARGS="--seed S" the week.
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak_power_cuts $(SOAK_ARGS)
+	$(BIN)/python -m tests.soak_kills $(KILLS_ARGS)
+	$(BIN)/python -m tests.soak_city $(CITY_ARGS)
 
 # Mutation testing of the money paths (mutation/areas.toml): slow, so not part of `make test`.
 # Fails when a module's score falls below mutation/scores.toml; survivors in build/mutation/.

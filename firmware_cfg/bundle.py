@@ -52,6 +52,7 @@ from firmware_cfg.config import (
     loads,
     with_local,
 )
+from localpay.durable import replace_durably
 from localpay.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -183,12 +184,7 @@ def _write_atomic_bytes(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_durably(tmp, path)
 
 
 def apply(home: Path, bundle: Bundle, start_check: Callable[[Config], None]) -> Config:

@@ -21,14 +21,17 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from localpay.durable import make_dirs, replace_durably
 from localpay.errors import KeyFileError
 
 log = logging.getLogger(__name__)
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    """Write a secret file: mode 0600 from creation, synced, and swapped in atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Write a secret file: mode 0600 from creation, synced, and swapped in atomically; on
+    the disk, name included, when this returns (a first boot's key must outlive a power cut
+    that keeps the ledger it signed)."""
+    make_dirs(path.parent, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -36,7 +39,7 @@ def write_secret(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def _read_secret(path: Path, what: str) -> bytes:

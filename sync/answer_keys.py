@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from localpay.durable import replace_durably
 from localpay.errors import ProofError, SyncProtocolError, SyncUnavailableError
 from sync.checkpoint import NoteVerifier
 from sync.protocol import ANSWER_KEY_PATH, open_answer_key
@@ -128,5 +129,5 @@ class AnswerKeys:
             fh.write(note)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        replace_durably(tmp, self.path)
         return named
