@@ -53,6 +53,7 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from localpay.durable import replace_durably
 from localpay.errors import (
     ChainMismatchError,
     LedgerError,
@@ -239,7 +240,9 @@ class SyncClient:
             json.dump(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.state_path)
+        # the kept checkpoint is what proves central never rewrote its log: a cut must
+        # leave this state or the one before, not lose the name
+        replace_durably(tmp, self.state_path)
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -290,14 +293,17 @@ class SyncClient:
     def _request_once(self, method: str, path: str, body: bytes) -> Any:
         nonce = new_nonce()
         now = self.now_ms()
-        sent = self.clock()
         sig = self.key.sign(request_message(method, path, now, nonce, body))
         headers = {H_TERMINAL: self.terminal_id, H_TIME: str(now), H_NONCE: nonce,
                    H_SIGNATURE: b64(sig), "Content-Type": "application/json"}
+        # the round trip on the monotonic clock: NTP may step the wall clock while the
+        # request is out, and half that step would then be taken as central's time
+        started = time.monotonic()
         try:
             resp = self._http.request(method, path, content=body, headers=headers)
         except httpx.HTTPError as err:
             raise SyncUnavailableError(f"{method} {path}: {type(err).__name__}: {err}") from err
+        rtt = max(0, int((time.monotonic() - started) * 1000))
         received = self.clock()
         if resp.status_code in (502, 503, 504) and H_SIGNATURE not in resp.headers:
             raise SyncUnavailableError(f"{method} {path}: HTTP {resp.status_code}")
@@ -307,7 +313,7 @@ class SyncClient:
                                     "route (a release from before it)")
         if H_SIGNATURE not in resp.headers and resp.status_code in (400, 401):
             # the service signs no answer to a request it did not authenticate
-            raise self._unsigned_refusal(method, path, resp, sent, received)
+            raise self._unsigned_refusal(method, path, resp, rtt, received)
         if H_SIGNATURE not in resp.headers:
             raise ProofError(f"{method} {path}: the answer (HTTP {resp.status_code}) is not "
                              f"signed by {answer_key_name(self.verifier.name)}")
@@ -327,7 +333,7 @@ class SyncClient:
             doc = json.loads(raw)
         except ValueError as err:
             raise SyncProtocolError(f"{method} {path}: answer is not JSON") from err
-        self._take_time(doc, sent, received)
+        self._take_time(doc, rtt, received)
         if resp.status_code == 200:
             return doc
         message = str(doc.get("message", "")) if isinstance(doc, dict) else ""
@@ -344,7 +350,7 @@ class SyncClient:
             raise SyncUnavailableError(f"central failed: {message}")
         raise SyncProtocolError(f"central says HTTP {resp.status_code}: {message}")
 
-    def _unsigned_refusal(self, method: str, path: str, resp: httpx.Response, sent: float,
+    def _unsigned_refusal(self, method: str, path: str, resp: httpx.Response, rtt: int,
                           received: float) -> SyncAuthError:
         """The error for an unsigned refusal (HTTP 400 or 401 without a signature): the
         service's words, shown as unverified, since anyone on the way could have written
@@ -361,19 +367,17 @@ class SyncClient:
         central = doc.get("time_ms") if isinstance(doc, dict) else None
         if resp.status_code == 401 and message.startswith("request is stale") and \
                 type(central) is int:
-            rtt = max(0, int((received - sent) * 1000))
             self._stale_hint_ms = central + rtt // 2 - int(received * 1000)
             return SyncStaleError(f"{where}: {message}")
         return SyncAuthError(f"{where}: {message}")
 
-    def _take_time(self, doc: Any, sent: float, received: float) -> None:
+    def _take_time(self, doc: Any, rtt: int, received: float) -> None:
         """Keep the service's time from a verified answer as the anchor (in memory; stored in
         the ledger by :meth:`sync_once`)."""
         central = doc.get("time_ms") if isinstance(doc, dict) else None
         if type(central) is not int:
             return  # a service from before time_ms
         self._stale_hint_ms = None
-        rtt = max(0, int((received - sent) * 1000))
         boot_id, boot_ms = boot_now()
         self.anchor = ClockAnchor(central + rtt // 2, int(received * 1000), boot_id, boot_ms,
                                   rtt)
@@ -739,7 +743,9 @@ class SyncClient:
                 self.sync_once()
                 failures = 0
                 wait = self.interval_s
-            except SyncUnavailableError as err:
+            except (SyncUnavailableError, SyncStaleError) as err:
+                # a stale refusal after its own retry is a clock still moving (NTP stepping
+                # it under the request): the next round's time is better, not a person's job
                 self.last_error = err
                 wait = self.backoff.delay(failures)
                 failures += 1

@@ -241,6 +241,45 @@ def test_a_1970_clock_syncs_after_one_stale_refusal(tmp_path: Path,
     assert [f["problem"] for f in flags] == [BEFORE_EARLIEST] * 4
 
 
+def test_ntp_stepping_the_clock_under_a_request_does_not_skew_the_anchor(
+        tmp_path: Path) -> None:
+    """The wall clock reads three hours behind, and NTP steps it right while the first
+    request is out. The round trip is the monotonic clock's: the stale refusal's time signs
+    the retry, and the anchor is central's time, not off by half the step (which made the
+    retry stale too, and the sync thread then waited 5 minutes)."""
+    import time
+
+    db, data = f"sqlite:///{tmp_path / 'central.sqlite'}", tmp_path / "data"
+    key = Ed25519PrivateKey.generate()
+    _register(db, data, "BUS-STEP", key)
+    path = tmp_path / "ledger.sqlite"
+    step_s = 3 * 3600
+    clock = FakeClock(time.time() - step_s)
+    stepped: list[float] = []
+
+    def ntp_steps(_: httpx.Response) -> None:
+        if not stepped:  # once: the first answer arrives after the step
+            stepped.append(step_s)
+            clock.advance(step_s)
+
+    with Ledger(path, key=key, terminal_id="BUS-STEP") as led:
+        led.append("tap", card_token="c" * 64, amount=1500, place="85",
+                   wall_ms=int(clock() * 1000), detail={"clock": "unknown"})
+    with central(db, data) as srv:
+        client = SyncClient(path, key, srv.url, srv.verifier, clock=clock)
+        client._http.event_hooks["response"].append(ntp_steps)  # the step, mid-request
+        try:
+            summary = client.sync_once()
+            anchor = client.anchor
+        finally:
+            client.close()
+    assert stepped == [step_s] and summary.sent == 1
+    assert anchor is not None
+    # central and this process share the machine's clock: the offset is the rounding only
+    assert abs(anchor.offset_ms) < 60_000, anchor
+    assert anchor.rtt_ms < 60_000, anchor
+
+
 def test_an_unknown_clock_with_a_plausible_time_is_flagged(tmp_path: Path) -> None:
     import time
 
