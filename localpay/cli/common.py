@@ -6,6 +6,7 @@ Errors a user can cause become a one-line message and a non-zero exit, never a t
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,24 @@ class LocalpayGroup(click.Group):
             if getattr(err, "sentence", False):
                 raise UserError(str(err)) from err
             raise UserError(f"{type(err).__name__}: {err}") from err
+
+
+class LazyGroup(LocalpayGroup):
+    """A group whose commands are imported when first asked for: ``lazy`` maps a command's
+    name to the module whose ``COMMANDS`` list holds it."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            for command in importlib.import_module(self.lazy[cmd_name]).COMMANDS:
+                self.add_command(command)
+        return self.commands.get(cmd_name)
 
 
 def scratch_only(ctx: Context, db: Path | None, command: str) -> None:

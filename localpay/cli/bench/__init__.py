@@ -300,3 +300,6 @@ def bench_central_cmd(stores: str, backlog: int, terminals: int, per_terminal: i
     emit(run_central_bench(stores=store_names(stores), backlog=backlog,
                            terminals=terminals, per_terminal=per_terminal, verify=verify,
                            workers=workers, progress=progress))
+
+
+COMMANDS = [bench]
