@@ -213,9 +213,10 @@ def test_reads_never_wait_for_a_writer(svc: CentralLog) -> None:
     c = chain(svc, "T-1")
     svc.ingest("T-1", [c.tap(A, seoul_ms(2025, 3, 10, 7))])
     got: list[Any] = []
+    fresh = CentralLog(svc.store, svc.signer)  # its keys not yet read: the store is asked
     with svc.store.tx():
         reader = threading.Thread(target=lambda: got.extend(
-            [svc.terminal_key("T-1"), svc.inclusion_proof(0, 1)]))
+            [fresh.terminal_key("T-1"), fresh.inclusion_proof(0, 1)]))
         reader.start()
         reader.join(5)
         finished = not reader.is_alive()
