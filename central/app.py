@@ -41,8 +41,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request, Response
@@ -63,12 +63,11 @@ from central.http_limits import (
     protocol_class,
     public_message,
 )
-from central.incentives import points_delta
+from central.incentives import points_delta, points_delta_in
 from central.keys import load_answer_signer
-from central.municipalities import of_terminal, scope_points
-from central.profiles import profiles_delta
+from central.municipalities import of_terminal, scope_points, scope_points_in
+from central.profiles import profiles_delta, profiles_delta_in
 from central.service import CentralLog
-from central.store import Store, Tx
 from central.topups import (
     MonthlyLimitError,
     PaidMismatchError,
@@ -89,7 +88,6 @@ from localpay.errors import (
     SyncAuthError,
     SyncProtocolError,
     SyncUnavailableError,
-    TransactionError,
 )
 from sync.checkpoint import NoteSigner
 from sync.protocol import (
@@ -408,19 +406,18 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
         # snapshot, a write, and keeps its own.
         def work(terminal: str, body: bytes) -> Any:
             with service.store.tx(write=False) as tx:
-                reads = _OneRead.of(service.store, tx)
                 municipality = of_terminal(tx, terminal)
                 if municipality is None:
                     raise SyncAuthError(f"unknown terminal {terminal!r}")
-                points = points_delta(reads, query_int(request, "points_since", 0),
-                                      municipality=municipality)
-                points["riders"] = profiles_delta(reads, query_int(request, "riders_since", 0),
-                                                  municipality=municipality)
+                points = points_delta_in(tx, query_int(request, "points_since", 0),
+                                         municipality=municipality)
+                points["riders"] = profiles_delta_in(
+                    tx, query_int(request, "riders_since", 0), municipality=municipality)
                 doc = {"deny": service.deny_delta_in(
                            tx, query_int(request, "deny_since", 0), municipality),
                        "balances": service.balances_delta_in(
                            tx, query_int(request, "balances_since", 0), municipality),
-                       "points": scope_points(reads, terminal, points),
+                       "points": scope_points_in(tx, terminal, points),
                        "config": service.latest_config_in(tx, terminal)}
             doc["pockets"] = pocket_snapshot.delta(service.store, terminal,
                                                    query_int(request, "pockets_since", 0))
@@ -612,26 +609,6 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
     # console cookie opens a /v1 route (they authenticate by their signed headers only)
     mount_console(app, service, trusted_proxies=trusted_proxies)
     return app
-
-
-class _OneRead:
-    """A store whose every read transaction is one already open: the parts of a round,
-    each written as a function of a store, read together. Nothing in a round writes; a
-    part that asked to would be refused rather than write outside the round's reads."""
-
-    def __init__(self, store: Store, tx: Tx) -> None:
-        self.kind = store.kind
-        self._tx = tx
-
-    @classmethod
-    def of(cls, store: Store, tx: Tx) -> Store:
-        return cast(Store, cls(store, tx))
-
-    @contextlib.contextmanager
-    def tx(self, write: bool = True, **_: Any) -> Iterator[Tx]:
-        if write:
-            raise TransactionError("a round's reads cannot write")
-        yield self._tx
 
 
 _MPM_OPEN_FIELDS: dict[str, type] = {"reference": str, "amount": int}

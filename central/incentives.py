@@ -706,25 +706,31 @@ def points_delta(store: Store, since: int, now_ms: int | None = None,
     ``municipality``'s programme, and its rules' summary, for its terminals to show points
     offline (``GET /v1/points``). A municipality with no programme yet sends the shipped
     summary with nothing earning (version 0): its terminals promise no points."""
-    now = epoch_ms() if now_ms is None else now_ms
     with store.tx(write=False) as tx:
-        held = held_rules(tx, store_default=False, municipality=municipality)
-        rules = held[-1] if held else Rules.default()
-        week = week_start(rules.calendar().today(now))
-        rows = tx.all(
-            "SELECT w.card_token, w.points, w.days_mask, w.version, p.rider FROM incentive_weeks "
-            "w LEFT JOIN incentive_profiles p ON p.card_token = w.card_token AND "
-            "p.municipality_id = w.municipality_id WHERE w.municipality_id = ? AND "
-            "w.week_start = ? AND w.version > ? ORDER BY w.version LIMIT ?",
-            (municipality, week.isoformat(), since, limit))
-        top = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_weeks "
-                     "WHERE municipality_id = ? AND week_start = ?",
-                     (municipality, week.isoformat()))
-        rows, cut = whole_versions(rows, limit, 3, lambda v: tx.all(
-            "SELECT w.card_token, w.points, w.days_mask, w.version, p.rider FROM "
-            "incentive_weeks w LEFT JOIN incentive_profiles p ON p.card_token = w.card_token "
-            "AND p.municipality_id = w.municipality_id WHERE w.municipality_id = ? AND "
-            "w.week_start = ? AND w.version = ?", (municipality, week.isoformat(), v)))
+        return points_delta_in(tx, since, now_ms, limit, municipality=municipality)
+
+
+def points_delta_in(tx: Tx, since: int, now_ms: int | None = None, limit: int = 50_000, *,
+                    municipality: str = DEFAULT) -> dict[str, Any]:
+    """:func:`points_delta`, read in ``tx`` (a round reads its parts together)."""
+    now = epoch_ms() if now_ms is None else now_ms
+    held = held_rules(tx, store_default=False, municipality=municipality)
+    rules = held[-1] if held else Rules.default()
+    week = week_start(rules.calendar().today(now))
+    rows = tx.all(
+        "SELECT w.card_token, w.points, w.days_mask, w.version, p.rider FROM incentive_weeks "
+        "w LEFT JOIN incentive_profiles p ON p.card_token = w.card_token AND "
+        "p.municipality_id = w.municipality_id WHERE w.municipality_id = ? AND "
+        "w.week_start = ? AND w.version > ? ORDER BY w.version LIMIT ?",
+        (municipality, week.isoformat(), since, limit))
+    top = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_weeks "
+                 "WHERE municipality_id = ? AND week_start = ?",
+                 (municipality, week.isoformat()))
+    rows, cut = whole_versions(rows, limit, 3, lambda v: tx.all(
+        "SELECT w.card_token, w.points, w.days_mask, w.version, p.rider FROM "
+        "incentive_weeks w LEFT JOIN incentive_profiles p ON p.card_token = w.card_token "
+        "AND p.municipality_id = w.municipality_id WHERE w.municipality_id = ? AND "
+        "w.week_start = ? AND w.version = ?", (municipality, week.isoformat(), v)))
     version = max(int(top[0]) if top else 0, since) if cut is None else cut
     # the holidays sent are those of the request's year and the next
     summary = rules.summary(rules.calendar().today(now))

@@ -272,8 +272,13 @@ def scope_points(store: Store, terminal_id: str, doc: dict[str, Any]) -> dict[st
     or linked to none and credited at one of its terminals; riders of every card not
     linked to another municipality's accounts only."""
     with store.tx(write=False) as tx:
-        if only_one(tx):
-            return doc
+        return scope_points_in(tx, terminal_id, doc)
+
+
+def scope_points_in(tx: Tx, terminal_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """:func:`scope_points`, read in ``tx`` (a round reads its parts together)."""
+    if only_one(tx):
+        return doc
         municipality = of_terminal(tx, terminal_id) or DEFAULT
         points = doc.get("points") or {}
         if points:

@@ -114,16 +114,22 @@ def profiles_delta(store: Store, since: int, limit: int = 50_000, *,
     again from it gets the rest. Versions are one sequence over every municipality.
     """
     with store.tx(write=False) as tx:
-        # The top first, and only rows up to it: a change committed between the two reads
-        # waits for the next ask instead of being skipped by a version read after it.
-        top_row = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_profiles")
-        top = int(top_row[0]) if top_row else 0
-        rows = tx.all("SELECT card_token, rider, version FROM incentive_profiles "
-                      "WHERE municipality_id = ? AND version > ? AND version <= ? "
-                      "ORDER BY version LIMIT ?", (municipality, since, top, limit))
-        legacy = tx.all("SELECT card_token, rider FROM incentive_profiles WHERE "
-                        "municipality_id = ? AND version = 0 AND rider <> ''",
-                        (municipality,)) if since == 0 else []
+        return profiles_delta_in(tx, since, limit, municipality=municipality)
+
+
+def profiles_delta_in(tx: Tx, since: int, limit: int = 50_000, *,
+                      municipality: str = DEFAULT) -> dict[str, Any]:
+    """:func:`profiles_delta`, read in ``tx`` (a round reads its parts together)."""
+    # The top first, and only rows up to it: a change committed between the two reads
+    # waits for the next ask instead of being skipped by a version read after it.
+    top_row = tx.one("SELECT COALESCE(MAX(version), 0) FROM incentive_profiles")
+    top = int(top_row[0]) if top_row else 0
+    rows = tx.all("SELECT card_token, rider, version FROM incentive_profiles "
+                  "WHERE municipality_id = ? AND version > ? AND version <= ? "
+                  "ORDER BY version LIMIT ?", (municipality, since, top, limit))
+    legacy = tx.all("SELECT card_token, rider FROM incentive_profiles WHERE "
+                    "municipality_id = ? AND version = 0 AND rider <> ''",
+                    (municipality,)) if since == 0 else []
     version = max(top, since)
     if len(rows) == limit:
         version = int(rows[-1][2])   # one version per card: no version is split
