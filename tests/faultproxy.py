@@ -15,6 +15,7 @@ Two ways of use:
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import socket
 import threading
@@ -54,11 +55,17 @@ class CuttingProxy:
             _close(s)
         return len(open_now) // 2
 
-    def down(self, seconds: float) -> int:
-        """Cut every open connection and refuse new ones for ``seconds``."""
+    def down(self, seconds: float = math.inf) -> int:
+        """Cut every open connection and refuse new ones for ``seconds`` (until :meth:`up`
+        when not given); how many were open."""
         with self._lock:
             self._down_until = max(self._down_until, time.monotonic() + seconds)
         return self.cut()
+
+    def up(self) -> None:
+        """The network is back: new connections pass again."""
+        with self._lock:
+            self._down_until = 0.0
 
     def delay(self, seconds: float, per_chunk_s: float) -> None:
         """Hold every chunk ``per_chunk_s`` before forwarding it, for ``seconds``."""
@@ -99,7 +106,15 @@ class CuttingProxy:
                 continue
             pair = (conn, up)
             with self._lock:
-                self._open.update(pair)
+                # accepted as the network went down: cut too, as down() would have
+                refused = time.monotonic() < self._down_until
+                if not refused:
+                    self._open.update(pair)
+            if refused:
+                self.refused += 1
+                _close(conn)
+                _close(up)
+                continue
             threading.Thread(target=self._pipe, args=(conn, up, up_budget, pair),
                              daemon=True).start()
             threading.Thread(target=self._pipe, args=(up, conn, down_budget, pair),

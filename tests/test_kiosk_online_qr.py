@@ -9,10 +9,7 @@ still pays; a cancelled sale is closed at central, so no app pays it afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,11 +31,11 @@ from sync.client import SyncClient
 from sync.mpm import MpmLink
 from terminal.clock import ClockTrust
 from terminal.core import Terminal
+from tests.faultproxy import CuttingProxy
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
 from tests.test_kiosk_flow import MINJI, Clock, pump, touch
 from tests.test_mpm_online import CASH, Stack, app_pay, balance, moved, stack  # noqa: F401
 from tests.test_pockets_e2e import LOCAL
-from tests.test_sync_faults import CuttingProxy
 
 
 def make_kiosk(terminal: Terminal, link: MpmLink) -> tuple[KioskApp, VirtualReader]:
@@ -338,57 +335,9 @@ def test_the_wait_ends_unpaid_the_code_goes_and_says_so(kiosk) -> None:
     pump(app, lambda: code_pixels(app) > 1_000, "the next sale's code")
 
 
-class Network(CuttingProxy):
-    """The tests' TCP proxy as the till's network: while ``down`` every connection is cut,
-    the long-poll in flight too, and new ones are dropped; while up, bytes pass whole."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.down = False
-        self.live: list[tuple[socket.socket, socket.socket]] = []
-        self.lock = threading.Lock()  # a connection accepted as the cut starts is cut too
-        super().__init__(upstream_port)
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.count += 1
-            if self.down:
-                conn.close()
-                continue
-            try:
-                up = socket.create_connection(("127.0.0.1", self.upstream))
-            except OSError:
-                conn.close()
-                continue
-            pair = (conn, up)
-            with self.lock:
-                if self.down:
-                    conn.close()
-                    up.close()
-                    continue
-                self.live.append(pair)
-            threading.Thread(target=self._pipe, args=(conn, up, None, pair),
-                             daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, conn, None, pair),
-                             daemon=True).start()
-
-    def cut(self) -> None:
-        with self.lock:
-            self.down = True
-            for pair in self.live:
-                for sock in pair:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
-                self.cuts += 1
-            self.live.clear()
-
-
 def test_network_lost_after_the_app_paid_is_asked_again(stack: Stack) -> None:  # noqa: F811
     s = stack
-    net = Network(s.srv.port)
+    net = CuttingProxy(s.srv.port, cut_connections=False)  # the till's network
     client = SyncClient(s.client.ledger_path, s.client.key, f"http://127.0.0.1:{net.port}",
                         s.srv.verifier, timeout_s=5)
     app, reader = make_kiosk(s.till, MpmLink(client, "TILL-1"))
@@ -400,7 +349,7 @@ def test_network_lost_after_the_app_paid_is_asked_again(stack: Stack) -> None:  
         sale_opened(s, reference)
         pump(app, lambda: code_pixels(app) > 1_000, "the code")
         # the till's network goes; the app, on its own network, pays
-        net.cut()
+        cut = net.down()  # the long-poll in flight is cut, new connections dropped
         paid = app_pay(s, reference, 3_000, "app-net")
         assert paid.status_code == 200, paid.text
         pump(app, lambda: app.model.qr_notice == "qr_checking", "the checking notice")
@@ -417,7 +366,7 @@ def test_network_lost_after_the_app_paid_is_asked_again(stack: Stack) -> None:  
         assert app.model.screen == Screen.WAIT_QR and s.ledger.head.seq == 0
         assert app.model.qr_notice == "qr_checking"
         # the network comes back: the till hears of the payment and records it, once
-        net.down = False
+        net.up()
         pump(app, lambda: app.model.screen == Screen.RESULT, "the approval")
         view = app.model.result
         assert view is not None and (view.outcome, view.amount) == ("approved", 3_000)
@@ -429,7 +378,7 @@ def test_network_lost_after_the_app_paid_is_asked_again(stack: Stack) -> None:  
         assert s.ledger.head.seq == 1
         assert list(moved(s).values()) == [3_000]
         assert balance(s, books.pocket("A")) == CASH - 3_000
-        assert net.cuts >= 1
+        assert cut >= 1
     finally:
         app.close()
         reader.close()
