@@ -24,6 +24,7 @@ from drivers.virtual import VirtualReader
 from firmware_cfg.config import DEFAULT
 from firmware_cfg.keys import DEMO_TOKEN_KEY, public_hex
 from localpay.cli import cli
+from localpay.errors import SyncStaleError
 from localpay.types import Presentation
 from offline_ledger import ClockAnchor, Ledger, boot_now
 from sync.client import SyncClient
@@ -279,6 +280,43 @@ def test_ntp_stepping_the_clock_under_a_request_does_not_skew_the_anchor(
     assert abs(anchor.offset_ms) < 60_000, anchor
     assert anchor.rtt_ms < 60_000, anchor
 
+
+def test_the_sync_thread_tries_again_soon_after_a_stale_refusal(tmp_path: Path) -> None:
+    """A wall clock that jumps three hours at every reading (NTP fighting a bad RTC): every
+    round ends in a stale refusal even after its retry. That is a clock still moving, not a
+    refusal for a person, so the thread tries again on its backoff, not after the 5-minute
+    wait a real refusal earns."""
+    import time
+
+    from sync.client import Backoff
+
+    db, data = f"sqlite:///{tmp_path / 'central.sqlite'}", tmp_path / "data"
+    key = Ed25519PrivateKey.generate()
+    _register(db, data, "BUS-DRIFT", key)
+    path = tmp_path / "ledger.sqlite"
+    start = time.time()
+    with Ledger(path, key=key, terminal_id="BUS-DRIFT") as led:
+        led.append("tap", card_token="c" * 64, amount=1500, place="85",
+                   wall_ms=int(start * 1000), detail={"clock": "unknown"})
+    readings = iter(range(1, 1_000_000))
+
+    def jumping() -> float:
+        return start + 3 * 3600 * next(readings)
+
+    answers: list[int] = []
+    with central(db, data) as srv:
+        client = SyncClient(path, key, srv.url, srv.verifier, clock=jumping,
+                            backoff=Backoff(base=0.05, cap=300.0))
+        client._http.event_hooks["response"].append(lambda r: answers.append(r.status_code))
+        client.start()
+        deadline = time.monotonic() + 20
+        while len(answers) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.stop()
+        client.close()
+    # three rounds (a request and its one retry each) within seconds: the cap allows one
+    assert len(answers) >= 6 and set(answers) == {401}, answers
+    assert isinstance(client.last_error, SyncStaleError)
 
 def test_an_unknown_clock_with_a_plausible_time_is_flagged(tmp_path: Path) -> None:
     import time
