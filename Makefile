@@ -36,7 +36,7 @@ test: $(STAMP)
 	  done; \
 	fi; \
 	$(BIN)/ruff check . && $(BIN)/mypy && \
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup; rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=15; rc=$$?; \
 	for u in $$stopped; do echo "starting $$u again"; $(SUDO) systemctl start $$u; done; \
 	exit $$rc
 
