@@ -34,14 +34,20 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 
+def drives_pcsc(module: object) -> bool:
+    """Whether a test module uses the PC/SC fixtures, however it imported them: as
+    ``tests.hw_fixtures`` (the modules' own imports) or ``hw_fixtures`` (the rootdir's)."""
+    return any(getattr(value, "__module__", "").rsplit(".", 1)[-1] == "hw_fixtures"
+               for value in vars(module).values())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``make test`` runs the suite on several workers), every test of a
     module that drives the real PC/SC stack runs on one worker: only one ``pcscd`` can run on
     a machine, and the recovery tests stop and restart it under the others' feet."""
     for item in items:
         module = getattr(item, "module", None)
-        if module is not None and any(getattr(value, "__module__", "") == "hw_fixtures"
-                                      for value in vars(module).values()):
+        if module is not None and drives_pcsc(module):
             item.add_marker(pytest.mark.xdist_group("pcscd"))
         # chromium under Selenium (a module saying BROWSER = True): one worker runs them all
         if getattr(module, "BROWSER", False) is True and item.config.pluginmanager.hasplugin(

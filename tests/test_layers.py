@@ -310,3 +310,21 @@ def test_each_package_imports_on_its_own(module: str) -> None:
     out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_every_module_driving_pcscd_runs_on_one_worker() -> None:
+    """Only one pcscd runs on a machine, and a worker keeps its stack (and the lock beside
+    it) to the end of its session: a PC/SC module missed by the grouping waits on another
+    worker for the whole suite and fails (it did, on CI, after 900 s)."""
+    import importlib
+
+    from tests.conftest import drives_pcsc
+
+    tests_dir = Path(__file__).parent
+    users = sorted(p.stem for p in tests_dir.glob("test_*.py")
+                   if "hw_fixtures import" in p.read_text() and p.stem != "test_layers")
+    assert len(users) >= 8, users
+    missed = [name for name in users
+              if not drives_pcsc(importlib.import_module(f"tests.{name}"))]
+    assert missed == [], f"PC/SC modules the grouping misses: {missed}"
+    assert not drives_pcsc(importlib.import_module("tests.test_ledger"))

@@ -163,7 +163,10 @@ def test_primary_killed_mid_ingest_standby_promoted(
     # mid-ingest: some batches acknowledged by the old primary, most of them still to send
     acked_before = sum(a[-1].last_seq for a in before.values() if a)
     assert 0 < acked_before < len(terminals) * n // 2
-    assert sum(outs[t][0].retries for t in terminals) > 0  # the rest was sent again
+    # the rest was acknowledged after the kill, by the new primary: whether a terminal had to
+    # send a batch again (a retry) or central's reconnect held it until the promotion depends
+    # on where the kill fell, and on a loaded machine it often fell between requests
+    assert all(len(clients[t].acks) > len(before[t]) for t in terminals)
 
     store = open_store(standby.url())  # the new primary alone, not through the multi-host URL
     try:
