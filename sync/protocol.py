@@ -142,13 +142,13 @@ def decode_entry(data: bytes, signature: bytes) -> WireEntry:
     """Parse an ``LPE1`` entry encoding (:mod:`localpay.encoding`, the one definition);
     raise :class:`SyncProtocolError` on any defect."""
     try:
-        f = encoding.decode(data)
+        values = encoding.decode_values(data)
     except EntryEncodingError as err:
         raise SyncProtocolError(str(err)) from err
     if len(signature) != 64:
-        raise SyncProtocolError(f"entry {f.seq}: signature is {len(signature)} bytes, not 64")
-    return WireEntry(f.seq, f.kind, f.terminal_id, f.card_token, f.amount, f.ref_seq, f.place,
-                     f.wall_ms, f.mono, f.detail, f.prev_hash, data, signature)
+        raise SyncProtocolError(f"entry {values[0]}: signature is {len(signature)} bytes, "
+                                "not 64")
+    return WireEntry(*values, data, signature)
 
 
 def batch_body(terminal_id: str, entries: list[tuple[bytes, bytes]]) -> bytes:

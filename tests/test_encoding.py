@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from localpay import encoding as shared_encoding
 from localpay.errors import EntryEncodingError
 from offline_ledger import encoding
 from offline_ledger.encoding import KINDS, EntryFields
@@ -93,3 +94,37 @@ def test_canonical_detail_is_sorted_and_typed() -> None:
     assert encoding.canonical_detail(None) == "{}"
     with pytest.raises(EntryEncodingError, match="only str, int and bool"):
         encoding.canonical_detail({"amount": 1.5})
+
+
+def _careful_or_error(data: bytes) -> object:
+    try:
+        return shared_encoding._decode_careful(data)
+    except EntryEncodingError as err:
+        return ("error", str(err))
+
+
+def _fast_or_error(data: bytes) -> object:
+    try:
+        return shared_encoding.decode_values(data)
+    except EntryEncodingError as err:
+        return ("error", str(err))
+
+
+@given(fields_strategy, st.data())
+def test_the_fast_reading_agrees_with_the_careful_one(fields: EntryFields,
+                                                      data: st.DataObject) -> None:
+    """Central reads entries through a fast path that hands anything odd to the careful,
+    byte-by-byte reading: on an entry with a few bytes changed, cut or grown, both give the
+    same fields or the same error."""
+    raw = bytearray(encoding.encode(fields))
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw) + 3))
+    mangled = bytes(raw[:cut]) + bytes(max(0, cut - len(raw)))
+    assert _fast_or_error(mangled) == _careful_or_error(mangled)
+
+
+@given(st.binary(max_size=200))
+def test_the_fast_reading_agrees_on_any_bytes(data: bytes) -> None:
+    assert _fast_or_error(b"LPE1" + data) == _careful_or_error(b"LPE1" + data)
