@@ -461,15 +461,21 @@ class CentralLog:
 
     def _source(self, tx: Tx) -> merkle.NodeSource:
         def source(wanted: list[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-            out: dict[merkle.NodeId, bytes] = {}
-            for level in {lv for lv, _ in wanted}:
-                idxs = [i for lv, i in wanted if lv == level]
-                marks, params = tx.in_list(idxs)
-                for lv, i, h in tx.all(
-                    f"SELECT level, idx, hash FROM nodes WHERE level = ? AND idx IN {marks}",
-                    [level, *params]):
-                    out[(int(lv), int(i))] = bytes(h)
-            return out
+            # one query for every level (a proof wants a node or two of each of ~20 levels,
+            # and a round trip each was a third of the proof's time)
+            by_level: dict[int, list[int]] = {}
+            for lv, i in wanted:
+                by_level.setdefault(lv, []).append(i)
+            where: list[str] = []
+            params: list[int] = []
+            for level, idxs in sorted(by_level.items()):
+                marks, values = tx.in_list(idxs)
+                where.append(f"(level = ? AND idx IN {marks})")
+                params.extend([level, *values])
+            if not where:
+                return {}
+            return {(int(lv), int(i)): bytes(h) for lv, i, h in tx.all(
+                f"SELECT level, idx, hash FROM nodes WHERE {' OR '.join(where)}", params)}
 
         return source
 
