@@ -151,9 +151,9 @@ class BalanceHook:
         tokens = sorted({i.entry.card_token for i in moves})
         balances: dict[str, int] = {}
         for chunk in _chunks(tokens, 500):
-            marks, params = tx.in_list(chunk)
+            cond, params = tx.among("card_token", chunk)
             for token, balance in tx.all(
-                f"SELECT card_token, balance FROM balances WHERE card_token IN {marks} "
+                f"SELECT card_token, balance FROM balances WHERE {cond} "
                 "AND municipality_id = ?", [*params, ctx.municipality]
             ):
                 balances[str(token)] = int(balance)
@@ -308,11 +308,11 @@ class FraudHook:
         window = 24 * 3_600_000
         lo = min(seen.values()) - window
         for chunk in _chunks(tokens, 500):
-            marks, params = tx.in_list(chunk)
+            cond, params = tx.among("e.card_token", chunk)
             rows = tx.all(
                 "SELECT e.card_token, e.wall_ms, e.terminal_id, t.lat, t.lon FROM entries e "
                 "JOIN terminals t ON t.terminal_id = e.terminal_id "
-                f"WHERE e.card_token IN {marks} AND e.wall_ms >= ? AND e.terminal_id <> ? "
+                f"WHERE {cond} AND e.wall_ms >= ? AND e.terminal_id <> ? "
                 "AND t.lat IS NOT NULL", [*params, lo, terminal_id])
             other: dict[str, list[tuple[int, str, float, float]]] = defaultdict(list)
             for token, wall, tid, olat, olon in rows:

@@ -217,6 +217,16 @@ class Tx:
         the same whatever the number of values, so the server prepares it once."""
         return self.store.any_of(column), self.store.any_param(values)
 
+    def among(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column`` is one of ``values``, for a hot query: one array parameter on
+        PostgreSQL (the text stays the same, so it is planned once, not at every batch), a
+        literal ``IN (?, ...)`` on SQLite (whose planner, without statistics, would rather
+        scan another index than search through ``json_each``)."""
+        if self.store.kind == "postgresql":
+            return self.store.any_of(column), [list(values)]
+        marks, params = self.in_list(values)
+        return f"{column} IN {marks}", params
+
     def values_table(self, alias: str, columns: Sequence[str],
                      rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
         """``rows`` as a table named ``alias`` for ``FROM``/``JOIN``, in parameters whose
