@@ -27,6 +27,8 @@ def test_every_page_in_both_languages(tmp_path: Path) -> None:
     written = sorted(out.glob("*.png"))
     assert sorted(str(p) for p in written) == sorted(
         line for line in run.output.splitlines() if line.endswith(".png"))
+    # every page fits the window: nothing hidden behind a sideways scroll on a tablet
+    assert "wider than the window" not in run.output, run.output
     names = {p.stem.rsplit("-", 1)[0] for p in written}
     assert PAGES <= names
     assert {p.name for p in written} == {f"{n}-{lang}.png" for n in names

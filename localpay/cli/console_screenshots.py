@@ -128,6 +128,14 @@ def shoot(driver: Any, base: str, out: Path, extra: dict[str, str],
             raise UserError(f"chromium saved no screenshot of {driver.current_url}")
         saved.append(target)
         say(f"{target.name}: {driver.current_url}")
+        # a table that needs a sideways scroll at this width hides columns on a tablet
+        wide = driver.execute_script(
+            "return Math.max(document.documentElement.scrollWidth, ...Array.from("
+            "document.querySelectorAll('.scroll'), e => e.scrollWidth - e.clientWidth "
+            "+ document.documentElement.clientWidth));")
+        if int(wide) > WIDTH:
+            say(f"{target.name}: {int(wide):,} px wide, wider than the window "
+                f"({WIDTH:,} px): it needs a sideways scroll")
 
     for lang in LANGS:
         driver.get(_with_lang(f"{base}/console/login", lang))

@@ -46,7 +46,18 @@
           a.textContent = row.terminal;
           td.appendChild(a);
         } else {
-          td.textContent = row[c];
+          if (c === "enrolled" || c === "last_seen") {
+            // the date and the time each kept whole, as the page draws them
+            td.className = "stamp";
+            String(row[c]).split(" ").forEach(function (w, i) {
+              if (i) { td.appendChild(document.createTextNode(" ")); }
+              var span = document.createElement("span");
+              span.textContent = w;
+              td.appendChild(span);
+            });
+          } else {
+            td.textContent = row[c];
+          }
           if (c === "faults" && row.faulty) { td.className = "fault"; }
         }
         tr.appendChild(td);
