@@ -41,6 +41,10 @@ def drives_pcsc(module: object) -> bool:
                for value in vars(module).values())
 
 
+# tryfirst: pytest-xdist's worker reads the xdist_group marks in its own hook of this name
+# (to put the group in the test's id), and that hook, registered after this file, runs first
+# unless told otherwise; marks added after it are never seen, and the groups did not exist
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``make test`` runs the suite on several workers), every test of a
     module that drives the real PC/SC stack runs on one worker: only one ``pcscd`` can run on

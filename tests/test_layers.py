@@ -328,3 +328,34 @@ def test_every_module_driving_pcscd_runs_on_one_worker() -> None:
               if not drives_pcsc(importlib.import_module(f"tests.{name}"))]
     assert missed == [], f"PC/SC modules the grouping misses: {missed}"
     assert not drives_pcsc(importlib.import_module("tests.test_ledger"))
+
+
+def test_the_installed_pytest_xdist_keeps_a_group_on_one_worker(tmp_path: Path) -> None:
+    """The grouping above is only as good as pytest-xdist's ``--dist loadgroup`` with the
+    pytest installed: pytest 9.2 made it a silent no-op (tests spread over every worker), and
+    the PC/SC tests then failed after waiting 900 s for each other. A small suite of two
+    modules, grouped by a conftest as ours is, run on three workers: one worker runs them."""
+    (tmp_path / "conftest.py").write_text(textwrap.dedent('''
+        import pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                item.add_marker(pytest.mark.xdist_group("one"))
+    '''))
+    for name in ("a", "b"):
+        (tmp_path / f"test_{name}.py").write_text(textwrap.dedent('''
+            import pytest
+
+            @pytest.mark.parametrize("i", range(6))
+            def test_it(i):
+                pass
+        '''))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "3", "--dist",
+         "loadgroup", "-v", "-o", "addopts=", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    workers = re.findall(r"^\[(gw\d+)\] .*PASSED", run.stdout, re.MULTILINE)
+    assert len(workers) == 12, run.stdout
+    assert len(set(workers)) == 1, f"one group ran on {sorted(set(workers))}:\n{run.stdout}"
