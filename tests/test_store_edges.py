@@ -208,3 +208,31 @@ def test_a_locking_read_of_one_table_of_an_outer_join(pg_url: str) -> None:
             assert row == (0, None)
     finally:
         store.close()
+
+
+def test_among_finds_the_rows_and_keeps_one_text_on_postgresql(
+        store_url: str) -> None:  # noqa: F811
+    """``Tx.among`` is a hot query's ``IN``: the rows whose column is one of the values, on
+    both stores; on PostgreSQL one array parameter, so the text (and the plan the server
+    keeps for it) is the same for 2 values as for 500; on SQLite a literal list of
+    placeholders, which its planner searches by the key."""
+    store = open_store(store_url)
+    try:
+        with store.tx() as tx:
+            tx.run("CREATE TABLE among_t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
+            tx.many("INSERT INTO among_t VALUES (?, ?)", [(f"k{i}", i) for i in range(10)])
+        with store.tx(write=False) as tx:
+            two_sql, two = tx.among("k", ["k1", "k7"])
+            three_sql, three = tx.among("k", ["k2", "k3", "nope"])
+            got = {r[0]: r[1] for r in tx.all(
+                f"SELECT k, v FROM among_t WHERE {three_sql}", three)}
+            assert got == {"k2": 2, "k3": 3}
+            assert sorted(r[0] for r in tx.all(
+                f"SELECT v FROM among_t WHERE {two_sql} ORDER BY v", two)) == [1, 7]
+    finally:
+        store.close()
+    if store.kind == "postgresql":
+        assert two_sql == three_sql and two == [["k1", "k7"]]
+    else:
+        assert (two_sql, three_sql) == ("k IN (?,?)", "k IN (?,?,?)")
+        assert three == ["k2", "k3", "nope"]
