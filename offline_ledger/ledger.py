@@ -148,18 +148,29 @@ class Ledger:
         assert self._key is not None
         pub = _public_hex(self._key.public_key())
         existing = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        if not existing:
+        if not existing or ("public_key" not in existing and self._holds_nothing()):
+            # A new ledger; or one whose first boot was cut while its meta was written
+            # (before these rows went in one transaction, each was committed alone): it
+            # holds no entry, so it is made again rather than refused for ever.
             if not terminal_id:
                 raise LedgerStateError("a new ledger needs a terminal_id")
-            self._conn.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [
-                    ("format", FORMAT),
-                    ("terminal_id", terminal_id),
-                    ("public_key", pub),
-                    ("created_ms", str(int(time.time() * 1000))),
-                ],
-            )
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM meta")
+                conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ("format", FORMAT),
+                        ("terminal_id", terminal_id),
+                        ("public_key", pub),
+                        ("created_ms", str(int(time.time() * 1000))),
+                    ],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             return
         if existing.get("public_key") != pub:
             raise LedgerStateError(
@@ -171,6 +182,11 @@ class Ledger:
                 f"this ledger belongs to terminal {existing.get('terminal_id')!r}, "
                 f"not {terminal_id!r}"
             )
+
+    def _holds_nothing(self) -> bool:
+        """No entry and no prune: a ledger nothing was ever written to."""
+        return not any(self._conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                       for table in ("entries", "prunes"))
 
     def meta(self, key: str) -> str:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

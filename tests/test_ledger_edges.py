@@ -253,7 +253,9 @@ def test_the_wrong_key_is_named_in_the_refusal(path: Path, key: Ed25519PrivateKe
 
 
 def test_a_ledger_that_lost_its_key_is_refused_clearly(path: Path, key: Ed25519PrivateKey) -> None:
-    Ledger(path, key=key, terminal_id="T1").close()
+    # one entry: an empty ledger without its key is made again (a first boot cut short)
+    with Ledger(path, key=key, terminal_id="T1") as led:
+        led.append(kind="tap", card_token="c" * 64, amount=1450, place="R1")
     conn = raw(path)
     conn.execute("DELETE FROM meta WHERE key = 'public_key'")
     conn.close()
@@ -744,3 +746,66 @@ def test_writing_a_read_only_ledger_is_a_write_error(path: Path, key: Ed25519Pri
     with Ledger(path) as ro, pytest.raises(LedgerWriteError) as err:
         ro.set_balances({"x": 1}, 0)
     assert str(err.value) == "balances not stored: attempt to write a readonly database"
+
+
+def _ledger_file_with_meta(path: Path, rows: list[tuple[str, str]]) -> None:
+    """A ledger file as a first boot cut short leaves it: the schema, and these meta rows."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        migrate(conn)
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", rows)
+    finally:
+        conn.close()
+
+
+def test_a_first_boot_cut_while_meta_was_written_boots_next_time(tmp_path: Path) -> None:
+    """The power-cut soak found it (seed 2106104621, first-boot cut 28): each meta row was
+    committed alone, a cut after the first two left a ledger without its key, and every
+    later boot was refused with "the key given does not match this ledger". A ledger that
+    holds nothing is made again; one that holds entries is still refused."""
+    path = tmp_path / "ledger.sqlite"
+    _ledger_file_with_meta(path, [("format", "1"), ("terminal_id", "BUS-7")])
+    key = Ed25519PrivateKey.generate()
+    with Ledger(path, key=key, terminal_id="BUS-7") as led:
+        assert led.meta("public_key") == key.public_key().public_bytes(
+            Encoding.Raw, PublicFormat.Raw).hex()
+        led.append(kind="tap", card_token="c" * 64, amount=1450, place="R7")
+    with Ledger(path, key=key, terminal_id="BUS-7") as led:  # and it stays booted
+        assert led.head.seq == 1
+
+    # with entries in it, a meta without a key is not silently made again
+    other = tmp_path / "other.sqlite"
+    with Ledger(other, key=Ed25519PrivateKey.generate(), terminal_id="BUS-8") as led:
+        led.append(kind="tap", card_token="d" * 64, amount=1450, place="R8")
+    conn = sqlite3.connect(str(other), isolation_level=None)
+    conn.execute("DELETE FROM meta WHERE key = 'public_key'")
+    conn.close()
+    with pytest.raises(LedgerStateError, match="does not match this ledger"):
+        Ledger(other, key=Ed25519PrivateKey.generate(), terminal_id="BUS-8")
+    # nor is one whose entries were all pruned after their sync: the prune holds its head
+    pruned = tmp_path / "pruned.sqlite"
+    _ledger_file_with_meta(pruned, [("format", "1"), ("terminal_id", "BUS-9")])
+    conn = sqlite3.connect(str(pruned), isolation_level=None)
+    conn.execute("INSERT INTO prunes (upto_seq, anchor_hash, anchor_mono, checkpoint, "
+                 "pruned_at) VALUES (40, ?, 9, 'note', 1)", (bytes(32),))
+    conn.close()
+    with pytest.raises(LedgerStateError, match="does not match this ledger"):
+        Ledger(pruned, key=Ed25519PrivateKey.generate(), terminal_id="BUS-9")
+
+
+def test_a_new_ledgers_meta_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    """The four meta rows go in one transaction: a failure at the third (a trigger stands
+    in for the power cut, which a test cannot make at that exact write) leaves none."""
+    path = tmp_path / "ledger.sqlite"
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    migrate(conn)
+    conn.execute("CREATE TRIGGER cut BEFORE INSERT ON meta WHEN NEW.key = 'public_key' "
+                 "BEGIN SELECT RAISE(ABORT, 'power cut'); END")
+    conn.close()
+    with pytest.raises(LedgerError, match="power cut"):
+        Ledger(path, key=Ed25519PrivateKey.generate(), terminal_id="BUS-7")
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        assert conn.execute("SELECT key FROM meta").fetchall() == []
+    finally:
+        conn.close()
