@@ -42,8 +42,8 @@ def drives_pcsc(module: object) -> bool:
 
 
 # tryfirst: pytest-xdist's worker reads the xdist_group marks in its own hook of this name
-# (to put the group in the test's id), and that hook, registered after this file, runs first
-# unless told otherwise; marks added after it are never seen, and the groups did not exist
+# (to put the group in the test's id); marks added after it are never seen, so this hook must
+# not depend on the order in which plugins and conftests happen to be registered
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``make test`` runs the suite on several workers), every test of a
