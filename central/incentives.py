@@ -53,7 +53,7 @@ from central.incentive_rules import (
     verify_campaign_code,
     week_start,
 )
-from central.service import CentralLog, Ingested, whole_versions
+from central.service import PAGE, CentralLog, Ingested, whole_versions
 from central.store import NOT_CONFIG_REFUSED, Rows, Store, Tx
 from localpay.errors import ConfigError, TransactionError
 
@@ -701,7 +701,7 @@ def _campaign(tx: Tx, rules: Rules, e: CreditEntry, day: date, detail: dict[str,
 
 
 def points_delta(store: Store, since: int, now_ms: int | None = None,
-                 limit: int = 50_000, *, municipality: str = DEFAULT) -> dict[str, Any]:
+                 limit: int = PAGE, *, municipality: str = DEFAULT) -> dict[str, Any]:
     """This week's bus points of cards changed after version ``since`` in
     ``municipality``'s programme, and its rules' summary, for its terminals to show points
     offline (``GET /v1/points``). A municipality with no programme yet sends the shipped
@@ -710,7 +710,7 @@ def points_delta(store: Store, since: int, now_ms: int | None = None,
         return points_delta_in(tx, since, now_ms, limit, municipality=municipality)
 
 
-def points_delta_in(tx: Tx, since: int, now_ms: int | None = None, limit: int = 50_000, *,
+def points_delta_in(tx: Tx, since: int, now_ms: int | None = None, limit: int = PAGE, *,
                     municipality: str = DEFAULT) -> dict[str, Any]:
     """:func:`points_delta`, read in ``tx`` (a round reads its parts together)."""
     now = epoch_ms() if now_ms is None else now_ms

@@ -30,6 +30,7 @@ from typing import Any
 
 from central.incentive_rules import RIDERS
 from central.rules import read_card_file
+from central.service import PAGE
 from central.store import Store, Tx
 from localpay.errors import ConfigError
 
@@ -106,7 +107,7 @@ def remove_profile(store: Store, token: str, *, municipality: str = DEFAULT) -> 
         return True
 
 
-def profiles_delta(store: Store, since: int, limit: int = 50_000, *,
+def profiles_delta(store: Store, since: int, limit: int = PAGE, *,
                    municipality: str = DEFAULT) -> dict[str, Any]:
     """Profiles of ``municipality`` changed after version ``since``, for its terminals:
     ``{"version": N, "changes": {token: category}}``, where category ``""`` is a removed
@@ -117,7 +118,7 @@ def profiles_delta(store: Store, since: int, limit: int = 50_000, *,
         return profiles_delta_in(tx, since, limit, municipality=municipality)
 
 
-def profiles_delta_in(tx: Tx, since: int, limit: int = 50_000, *,
+def profiles_delta_in(tx: Tx, since: int, limit: int = PAGE, *,
                       municipality: str = DEFAULT) -> dict[str, Any]:
     """:func:`profiles_delta`, read in ``tx`` (a round reads its parts together)."""
     # The top first, and only rows up to it: a change committed between the two reads

@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 VerifyPolicy = Literal["every", "anchor"]
 DEFAULT_TZ = "Asia/Seoul"
+#: the most rows of one kind an answer of changes holds (balances, weeks of points, riders);
+#: the terminal asks again from the version it was told for the rest (:func:`whole_versions`)
+PAGE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,48 @@ def check_batch(
                 f"entry {e.seq} does not link to entry {e.seq - 1}", e.seq)
 
 
+class SharedRuns:
+    """The bookkeeping of runs shared by callers that each need one run to start after they
+    ask (:meth:`CentralLog.follow_committed`), kept apart from the threads so that every
+    order in which they can meet is a plain sequence of calls in a test.
+
+    Each caller takes a ticket (1, 2, 3, ... in the order asked). A run covers every ticket
+    taken before it started. A caller whose ticket a finished run covers has what it
+    needs; one that asked while a run was going waits for it to finish, then either is
+    covered or starts the next run itself. Runs never overlap (the caller holds the
+    condition that guards this), so what a run covers never falls.
+    """
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.covered = 0
+        self.running = False
+
+    def take(self) -> int:
+        """A new ticket, one above the last."""
+        self.taken += 1
+        return self.taken
+
+    def waits(self, ticket: int) -> bool:
+        """Whether the caller of ``ticket`` must wait: a run is going and none finished
+        covers the ticket yet."""
+        return self.running and self.covered < ticket
+
+    def done(self, ticket: int) -> bool:
+        """Whether a finished run covers ``ticket``."""
+        return self.covered >= ticket
+
+    def start(self) -> int:
+        """Start a run; return the last ticket it covers."""
+        self.running = True
+        return self.taken
+
+    def finish(self, covers: int) -> None:
+        """The run that covers up to ``covers`` is over."""
+        self.running = False
+        self.covered = covers
+
+
 class CentralLog:
     """The central chain: terminals, batches, proofs, deny list, balances and config."""
 
@@ -189,11 +234,9 @@ class CentralLog:
         #: transaction: before it a stated time is implausible too
         self.programme_start = programme_start
         self._nonce_checks = 0
-        # group following (follow_committed): asks numbered in order, the highest covered
+        # group following (follow_committed)
         self._follow = threading.Condition()
-        self._follow_asked = 0
-        self._follow_done = 0
-        self._following = False
+        self._runs = SharedRuns()
         #: folder of the service's key files (log, operator, token key), when it has one
         self.data_dir: Path | None = None
         #: registered terminals' public keys as read (:meth:`terminal_key`)
@@ -355,20 +398,17 @@ class CentralLog:
         transaction) rather than 200 runs queued on the cursor's row lock, and every
         batch is still credited before its answer."""
         with self._follow:
-            self._follow_asked += 1
-            mine = self._follow_asked
-            while self._follow_done < mine and self._following:
+            ticket = self._runs.take()
+            while self._runs.waits(ticket):
                 self._follow.wait()
-            if self._follow_done >= mine:
+            if self._runs.done(ticket):
                 return  # a run that started after this batch committed has covered it
-            self._following = True
-            covers = self._follow_asked  # every ask so far committed before this run
+            covers = self._runs.start()  # every ticket so far committed before this run
         try:
             self.run_followers()
         finally:
             with self._follow:
-                self._following = False
-                self._follow_done = max(self._follow_done, covers)
+                self._runs.finish(covers)
                 self._follow.notify_all()
 
     def run_followers(self) -> None:
@@ -604,7 +644,7 @@ class CentralLog:
         row = tx.one("SELECT COALESCE(MAX(version), 0) FROM balances")
         return int(row[0] if row else 0) + 1
 
-    def balances_delta(self, since: int, limit: int = 50_000, *, terminal: str | None = None,
+    def balances_delta(self, since: int, limit: int = PAGE, *, terminal: str | None = None,
                        municipality: str = municipalities.DEFAULT) -> dict[str, Any]:
         """Balance snapshots of ``municipality`` (``terminal``'s, when given) changed after
         version ``since``. Every card of a municipality may tap any of its terminals, so
@@ -617,7 +657,7 @@ class CentralLog:
 
     @staticmethod
     def balances_delta_in(tx: Tx, since: int, municipality: str,
-                          limit: int = 50_000) -> dict[str, Any]:
+                          limit: int = PAGE) -> dict[str, Any]:
         """:meth:`balances_delta` of ``municipality``, read in ``tx``."""
         rows = tx.all("SELECT card_token, balance, version FROM balances WHERE "
                       "municipality_id = ? AND version > ? ORDER BY version LIMIT ?",
