@@ -63,6 +63,16 @@ def new_schema(admin_url: str) -> str:
     return f"{admin_url}?options=-csearch_path%3D{name}"
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command's name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
 class PgCluster:
     """A PostgreSQL server of our own in a temporary folder."""
 
@@ -105,6 +115,29 @@ class PgCluster:
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds (user and system) the server's processes have used so far: the
+        postmaster, its live processes (backends, WAL writer, checkpointer) and those it has
+        reaped. None where ``/proc`` cannot tell (not Linux, or the server is not running).
+        A backend reaped between the two reads is counted twice, so it is good to a
+        backend's worth: what a benchmark needs to say where its CPU went."""
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for name in os.listdir("/proc"):
+            if name.isdigit() and name != str(postmaster):
+                fields = _proc_stat(int(name))
+                if fields is not None and int(fields[1]) == postmaster:
+                    total += int(fields[11]) + int(fields[12])  # utime, stime
+        fields = _proc_stat(postmaster)  # read last: a child reaped meanwhile is in cutime
+        if fields is None:
+            return None
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        return total / tick
 
     def new_database(self) -> str:
         import psycopg

@@ -84,6 +84,57 @@ def test_bench_central_entries_carry_details_and_earn_credits() -> None:
         assert credited["credits"] > 0 and credited["points"] > 0, name
     # the fourth terminal is a local-food store: its purchases earn points too
     assert figures["many_terminals"]["credited"]["by_rule"]["local_food"] > 0
+    # SQLite runs inside the service: no server of its own whose CPU could be told apart
+    assert figures["one_terminal"]["store_cpu_s"] is None
+    assert figures["many_terminals"]["store_cpu_s"] is None
+
+
+def test_bench_central_counts_the_store_servers_cpu_over_the_timed_part(tmp_path: Path) -> None:
+    """The store server's CPU is read just before the clients start and after the service
+    stops, not around the set-up (ledgers filled, terminals registered). The reader here
+    stands in for PostgreSQL's processes (``PgCluster.cpu_seconds``, tested with a real
+    server below) so that the figure can be checked exactly."""
+    from localpay.cli.bench import central as bench
+
+    readings = iter([40.0, 43.25])
+    reads: list[float] = []
+
+    def reader() -> float:
+        reads.append(next(readings))
+        return reads[-1]
+
+    figure = bench._sync(f"sqlite:///{tmp_path / 'central.sqlite'}", tmp_path / "run", 2, 40,
+                         20, "anchor", 1, 1, reader)
+    assert figure["held"] == 80 and len(reads) == 2
+    assert figure["store_cpu_s"] == 3.2  # 43.25 - 40.0, rounded to a tenth as the others
+
+
+def test_a_postgresql_servers_cpu_seconds_follow_its_work() -> None:
+    """``PgCluster.cpu_seconds`` sums the server's processes: a query that keeps a backend
+    busy for a measured time adds at least most of that time (the backend is on a core for
+    all of it, less what the machine takes for itself)."""
+    import time
+
+    import psycopg
+
+    from localpay.pgserver import PgCluster
+
+    cluster = PgCluster()
+    try:
+        before = cluster.cpu_seconds()
+        assert before is not None and before >= 0
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            started = time.perf_counter()
+            conn.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()
+            busy = time.perf_counter() - started
+            during = cluster.cpu_seconds()
+        after = cluster.cpu_seconds()  # the backend exited and was reaped: still counted
+        assert during is not None and after is not None
+        assert during - before >= 0.5 * busy, (before, during, busy)
+        assert after >= during - 0.05
+    finally:
+        cluster.destroy()
+    assert cluster.cpu_seconds() is None  # no server running, nothing to tell
 
 
 def test_bench_central_traffic_earns_bus_and_local_food_points() -> None:

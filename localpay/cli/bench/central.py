@@ -179,7 +179,10 @@ def _client_worker(args: tuple[str, str, list[tuple[str, str, bytes]], int]) -> 
 
 
 def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, verify: str,
-          processes: int, workers: int = 1) -> dict[str, Any]:
+          processes: int, workers: int = 1,
+          store_cpu: Callable[[], float | None] = lambda: None) -> dict[str, Any]:
+    """``store_cpu``: the CPU seconds the store's server has used so far (PostgreSQL's
+    processes), read around the timed part; None for SQLite, which runs in the service."""
     svc = open_service(db, folder / "data")
     ledgers = []
     for i in range(terminals):
@@ -198,6 +201,7 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
                            extra=("--verify", verify, "--workers", str(workers)))
     try:
         groups = [ledgers[i::processes] for i in range(min(processes, terminals))]
+        store0 = store_cpu()
         cpu0 = _cpu()
         t0 = time.perf_counter()
         if len(groups) == 1:
@@ -214,6 +218,7 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
     finally:
         server.stop()
     cpu2 = _cpu()
+    store1 = store_cpu()
     svc = open_service(db, folder / "data")
     held = svc.size() - before
     credited = _credited(svc.store)
@@ -223,7 +228,9 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
             "batch": batch, "workers": workers, "seconds": round(dt, 2),
             "entries_per_s": round(total / dt),
             "clients_cpu_s": round(cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1], 1),
-            "service_cpu_s": round(cpu2[1] - cpu1[1], 1), "credited": credited}
+            "service_cpu_s": round(cpu2[1] - cpu1[1], 1),
+            "store_cpu_s": None if store0 is None or store1 is None else round(
+                store1 - store0, 1), "credited": credited}
 
 
 def _cpu() -> tuple[float, float]:
@@ -290,16 +297,19 @@ def _run(interrupts: Interrupts, *, stores: tuple[str, ...], backlog: int, termi
                             f"{cluster.dir}")
                     return cluster.new_database()
 
+                def store_cpu(kind: str = kind) -> float | None:
+                    return cluster.cpu_seconds() if kind != "sqlite" and cluster else None
+
                 base = Path(tmp) / kind
                 say(f"{kind}: ingest {backlog} entries in process")
                 figures["ingest"] = _ingest(db("in"), base / "in", backlog, batch, verify)
                 say(f"{kind}: one terminal, {backlog}-entry backlog over HTTP")
                 figures["one_terminal"] = _sync(db("one"), base / "one", 1, backlog, batch,
-                                                verify, 1, workers)
+                                                verify, 1, workers, store_cpu)
                 say(f"{kind}: {terminals} terminals x {per_terminal} entries at once")
                 figures["many_terminals"] = _sync(db("many"), base / "many", terminals,
                                                   per_terminal, min(batch, per_terminal),
-                                                  verify, processes, workers)
+                                                  verify, processes, workers, store_cpu)
                 result[kind] = figures
         finally:
             if cluster is not None:
