@@ -10,6 +10,7 @@ none: a terminal's first key, made on its first boot, lost with the ledger it si
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 
@@ -27,6 +28,25 @@ def replace_durably(src: str | Path, dst: str | Path) -> None:
     written and fsynced already, and in the same directory as ``dst``."""
     os.replace(src, dst)
     fsync_dir(Path(dst).parent)
+
+
+def write_durably(path: str | Path, text: str) -> None:
+    """Put ``text`` at ``path`` whole, durably: written and fsynced under a name of this
+    writer's own, then renamed over ``path``. Two processes saving the same file at once (a
+    running terminal's sync and a ``localpay sync`` beside it) each rename their own
+    whole file, and the last rename wins; with one shared temporary name, one would rename
+    the other's half-written file, or find its own gone."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        replace_durably(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def make_dirs(folder: str | Path, mode: int = 0o777) -> None:

@@ -12,14 +12,13 @@ forged answer costs one fetch and is refused.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from localpay.durable import replace_durably
+from localpay.durable import write_durably
 from localpay.errors import ProofError, SyncProtocolError, SyncUnavailableError
 from sync.checkpoint import NoteVerifier
 from sync.protocol import ANSWER_KEY_PATH, open_answer_key
@@ -124,10 +123,5 @@ class AnswerKeys:
             named = open_answer_key(note, self.log_key)
         except (ProofError, SyncProtocolError) as err:
             raise ProofError(f"GET {ANSWER_KEY_PATH}: {err}") from None
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(note)
-            fh.flush()
-            os.fsync(fh.fileno())
-        replace_durably(tmp, self.path)
+        write_durably(self.path, note)
         return named

@@ -36,7 +36,6 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -53,7 +52,7 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from localpay.durable import replace_durably
+from localpay.durable import write_durably
 from localpay.errors import (
     ChainMismatchError,
     LedgerError,
@@ -235,14 +234,9 @@ class SyncClient:
         return data if isinstance(data, dict) else {}
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
         # the kept checkpoint is what proves central never rewrote its log: a cut must
         # leave this state or the one before, not lose the name
-        replace_durably(tmp, self.state_path)
+        write_durably(self.state_path, json.dumps(state))
 
     # -- requests -----------------------------------------------------------------------------
 
