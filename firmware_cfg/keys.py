@@ -7,7 +7,6 @@ The terminal key file is PEM PKCS#8; the token key file holds 32 random bytes as
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import stat
 from pathlib import Path
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from localpay.durable import make_dirs, replace_durably
+from localpay.durable import make_dirs, write_durably
 from localpay.errors import KeyFileError
 
 log = logging.getLogger(__name__)
@@ -32,14 +31,7 @@ def write_secret(path: Path, data: bytes) -> None:
     the disk, name included, when this returns (a first boot's key must outlive a power cut
     that keeps the ledger it signed)."""
     make_dirs(path.parent, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    replace_durably(tmp, path)
+    write_durably(path, data, mode=0o600)
 
 
 def _read_secret(path: Path, what: str) -> bytes:

@@ -30,19 +30,26 @@ def replace_durably(src: str | Path, dst: str | Path) -> None:
     fsync_dir(Path(dst).parent)
 
 
-def write_durably(path: str | Path, text: str) -> None:
-    """Put ``text`` at ``path`` whole, durably: written and fsynced under a name of this
-    writer's own, then renamed over ``path``. Two processes saving the same file at once (a
-    running terminal's sync and a ``localpay sync`` beside it) each rename their own
-    whole file, and the last rename wins; with one shared temporary name, one would rename
-    the other's half-written file, or find its own gone."""
+def write_durably(path: str | Path, data: str | bytes, *, mode: int = 0o666) -> None:
+    """Put ``data`` (text is written as UTF-8) at ``path`` whole, durably: written and
+    fsynced under a name of this writer's own, created with ``mode`` (less the umask; 0600
+    for a secret, never wider even for a moment), then renamed over ``path``. Two processes
+    saving the same file at once (a running terminal's sync and a ``localpay sync`` beside
+    it) each rename their own whole file, and the last rename wins; with one shared
+    temporary name, one would rename the other's half-written file, or find its own gone.
+    A failed write leaves no temporary file."""
     path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         replace_durably(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
