@@ -11,8 +11,11 @@ loopback (SQLite and PostgreSQL stores) and the terminal's real core, ledger and
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -20,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central import open_service
 from central.config_audit import contradictions
+from central.incentive_rules import Rules
 from drivers.virtual import VirtualReader
 from firmware_cfg import bundle as bundles
 from firmware_cfg.config import DEFAULT, LOCAL_FIELDS, SIGNED_FILE, Config, dumps, load
@@ -34,6 +38,7 @@ from terminal import config_update
 from terminal.config_update import PENDING, apply_pending, install
 from terminal.core import Decision, Terminal
 from terminal.home import Home, open_terminal
+from localpay.cli.bench.stacks import central
 from tests.enroll_fixtures import issue_code, localpay_central, provision
 from tests.pg_fixtures import CentralProcess, pg_cluster, store_url  # noqa: F401
 
@@ -81,9 +86,22 @@ def _run_anyway(home: Home, config: Config, work: list[tuple[str, int]],
     return out
 
 
-def _sync(home: Home, srv: CentralProcess, config: Config) -> None:
-    with SyncClient(home.ledger_path, home.terminal_key(config), srv.url, srv.verifier) as c:
+def _sync(home: Home, srv: CentralProcess, config: Config, offset_s: float = 0.0) -> None:
+    with SyncClient(home.ledger_path, home.terminal_key(config), srv.url, srv.verifier,
+                    clock=lambda: time.time() + offset_s) as c:
         c.sync_once()
+
+
+def _back_to_an_earning_day() -> float:
+    """Seconds to move a clock back (0 or whole days) to the latest day on which a bus tap
+    earns under the default programme: none earns on a weekend or a public holiday, and
+    the test below ran at 00:05 on a Saturday in Seoul once (when CI may run it)."""
+    rules = Rules.default()
+    now = datetime.now(ZoneInfo("Asia/Seoul"))
+    for back in range(15):
+        if rules.bus.earns_on((now - timedelta(days=back)).date()):
+            return -back * 86_400.0
+    raise AssertionError("no day of the last two weeks earns")
 
 
 def _report(srv: CentralProcess, day: str) -> tuple[int, str]:
@@ -354,14 +372,23 @@ def test_the_report_file_is_named_alike_on_both_sides() -> None:
 
 
 def test_entries_against_the_signed_config_earn_no_points(
-        tmp_path: Path, srv: CentralProcess, reader: VirtualReader) -> None:
+        tmp_path: Path, store_url: str, reader: VirtualReader) -> None:  # noqa: F811
     """A flagged entry stays in the log but must not become money: the crediting follower
-    credits the tap made at the signed fare and nothing for the one at a hand-edited fare."""
-    home = _provisioned(tmp_path, srv)
-    signed = home.config()
-    _run_anyway(home, signed, [("08c10001", 0)], reader)
-    _run_anyway(home, signed.replace("fares", adult=100), [("08c10002", 0)], reader)
-    _sync(home, srv, signed)
+    credits the tap made at the signed fare and nothing for the one at a hand-edited fare.
+
+    The taps are the terminal's first entries (its clock not yet vouched for), so central
+    dates them at their arrival. The service and the sync client run on a clock moved
+    back to a day on which taps earn, or the honest tap would earn nothing either."""
+    offset = _back_to_an_earning_day()
+    server = ("-c", "import time; real = time.time; "
+              f"time.time = lambda: real() + {offset!r}; "
+              "from localpay.cli.main import main; main()", "central", "serve", "--init")
+    with central(store_url, tmp_path / "central", command=server) as srv:
+        home = _provisioned(tmp_path, srv)
+        signed = home.config()
+        _run_anyway(home, signed, [("08c10001", 0)], reader)
+        _run_anyway(home, signed.replace("fares", adult=100), [("08c10002", 0)], reader)
+        _sync(home, srv, signed, offset)
     svc = open_service(srv.db, srv.data)
     try:
         with svc.store.tx(write=False) as tx:
