@@ -50,6 +50,7 @@ from starlette.concurrency import run_in_threadpool
 
 from central import metrics as meters
 from central import mpm_payments, observe, pocket_snapshot, terminal_reports
+from central.batch_gate import BATCH_SLOTS, BatchGate
 from central.config_audit import record_rejection
 from central.console.mount import mount_console
 from central.enroll import Enroller, answer_mac, client_address
@@ -202,11 +203,13 @@ def _bearer(request: Request, missing: LocalpayError) -> str:
 
 def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
                trusted_proxies: Sequence[str] = (),
-               limits: HttpLimits | None = None) -> FastAPI:
+               limits: HttpLimits | None = None,
+               batch_slots: int = BATCH_SLOTS) -> FastAPI:
     """The API over one :class:`CentralLog`; ``topup_terms`` opens ``POST /v1/topups``
     (without them it answers 503); ``trusted_proxies`` (addresses or networks) are the
     reverse proxies whose ``X-Forwarded-For`` names an enrolling client; ``limits`` bound
-    every request's body before any route reads it (:mod:`central.http_limits`)."""
+    every request's body before any route reads it (:mod:`central.http_limits`);
+    ``batch_slots``: batches decoded and appended at once (:mod:`central.batch_gate`)."""
     # no API description served: it would map every route for whoever asks
     app = FastAPI(title="localpay central", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimits, limits=limits or HttpLimits())
@@ -220,6 +223,7 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
     # request ids and access lines (central.observe); /metrics, /healthz, /readyz below
     app.add_middleware(observe.AccessLog)
     meter = meters.Metrics(service)
+    gate = BatchGate(service, batch_slots)
     ready = meters.Readiness()
     app.router.lifespan_context = ready.wrap(app.router.lifespan_context)
     metrics_token = meters.configured_token()
@@ -323,15 +327,20 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
     async def post_batch(request: Request) -> Response:
         seen = meters.BatchSeen()
 
-        def work(terminal: str, body: bytes) -> Any:
+        def take(terminal: str, body: bytes) -> Any:
             terminal_id, entries = parse_batch(body)
             check_entry_ranges(entries)
             seen.entries = len(entries)
             if terminal_id != terminal:
                 raise SyncAuthError(f"terminal {terminal!r} cannot send {terminal_id!r}'s batch")
-            receipt = service.ingest(terminal_id, entries)
+            receipt = service.ingest(terminal_id, entries, follow=False)
             seen.new = receipt.accepted
             return receipt.to_json()
+
+        async def work(terminal: str, body: bytes) -> Any:
+            done = await gate.take(take, terminal, body)
+            await gate.follow()  # credited before its answer, as ever
+            return done
 
         started = time.perf_counter()
         resp = await handle(request, work)

@@ -330,8 +330,11 @@ class CentralLog:
 
     # -- ingest -------------------------------------------------------------------------------
 
-    def ingest(self, terminal_id: str, entries: Sequence[WireEntry]) -> BatchReceipt:
-        """Append a batch (idempotent); return the signed checkpoint and inclusion proof."""
+    def ingest(self, terminal_id: str, entries: Sequence[WireEntry], *,
+               follow: bool = True) -> BatchReceipt:
+        """Append a batch (idempotent); return the signed checkpoint and inclusion proof.
+        ``follow=False``: the caller lets the followers catch up before it answers
+        (:class:`central.batch_gate.BatchGate`), rather than this thread."""
         if not entries:
             raise SyncProtocolError("batch has no entries")
         key = self.terminal_key(terminal_id)
@@ -384,7 +387,8 @@ class CentralLog:
                     batch[-1].effective_ms, terminal_id))
             tx.run("INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
                    (terminal_id, entries[0].seq, entries[-1].seq, size, _now()))
-        self.follow_committed()
+        if follow:
+            self.follow_committed()
         last_index = batch[-1].log_index
         proof = self.inclusion_proof(last_index, size)
         return BatchReceipt(terminal_id, entries[0].seq, entries[-1].seq, len(entries),
