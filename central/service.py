@@ -340,10 +340,19 @@ class CentralLog:
         key = self.terminal_key(terminal_id)
         check_batch(terminal_id, key, entries, self.policy)
         with self.store.tx() as tx:
-            tx.lock_log()
-            row = tx.one("SELECT last_seq, last_hash, lat, lon, last_mono, last_effective_ms, "
-                         "municipality_id FROM terminals WHERE terminal_id = ?", (terminal_id,))
+            # Read before the log's lock, which one batch at a time holds: every round trip
+            # under it stretches each batch's turn. The programme's start changes only when
+            # rules are loaded, which a batch may as well have seen before that load.
+            start = self.programme_start(tx) if self.programme_start is not None else None
+            # the log's lock (its state row) and the terminal's chain, in one round trip
+            row = tx.one_for_update(
+                "SELECT t.last_seq, t.last_hash, t.lat, t.lon, t.last_mono, "
+                "t.last_effective_ms, t.municipality_id, s.size, s.frontier FROM log_state s "
+                "LEFT JOIN terminals t ON t.terminal_id = ? WHERE s.id = 1", (terminal_id,),
+                of="s")
             if row is None:
+                raise ProofError("the store has no log state")
+            if row[0] is None:
                 raise SyncAuthError(f"unknown terminal {terminal_id!r}")
             last_seq, last_hash = int(row[0]), bytes(row[1])
             first, last = entries[0].seq, entries[-1].seq
@@ -376,17 +385,27 @@ class CentralLog:
                     f"entry {new_first.seq} does not link to entry {last_seq}: its monotonic "
                     f"stamp {new_first.mono} is not after {last_mono}", new_first.seq)
             arrival = _now()
-            size, note, batch = self._append(tx, terminal_id, entries, last_effective, arrival)
+            frontier = merkle.Frontier.from_blob(int(row[7]), bytes(row[8]))
+            batch = self._append(tx, terminal_id, entries, frontier, last_effective, arrival,
+                                 start)
             ctx = HookContext(self, terminal_id, row[2], row[3], arrival,
                               municipality=str(row[6]))
             for hook in self.hooks:
                 hook(tx, batch, ctx)
-            tx.run("UPDATE terminals SET last_seq = ?, last_hash = ?, last_mono = ?, "
-                   "last_effective_ms = ? WHERE terminal_id = ?",
-                   (entries[-1].seq, entries[-1].entry_hash, entries[-1].mono,
-                    batch[-1].effective_ms, terminal_id))
-            tx.run("INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
-                   (terminal_id, entries[0].seq, entries[-1].seq, size, _now()))
+            size, root = frontier.size, frontier.root()
+            note = Checkpoint(self.origin, size, root).sign(self.signer)
+            # the writes whose answers nothing waits for go together (one round trip)
+            tx.run_all([
+                ("UPDATE log_state SET size = ?, frontier = ? WHERE id = 1",
+                 (size, frontier.blob())),
+                ("INSERT INTO checkpoints VALUES (?, ?, ?)", (size, root, note)),
+                ("UPDATE terminals SET last_seq = ?, last_hash = ?, last_mono = ?, "
+                 "last_effective_ms = ? WHERE terminal_id = ?",
+                 (entries[-1].seq, entries[-1].entry_hash, entries[-1].mono,
+                  batch[-1].effective_ms, terminal_id)),
+                ("INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
+                 (terminal_id, entries[0].seq, entries[-1].seq, size, _now())),
+            ])
         if follow:
             self.follow_committed()
         last_index = batch[-1].log_index
@@ -452,11 +471,10 @@ class CentralLog:
         return BatchReceipt(terminal_id, first, last.seq, 0, index, note, proof)
 
     def _append(self, tx: Tx, terminal_id: str, entries: Sequence[WireEntry],
-                previous_ms: int, arrival_ms: int) -> tuple[int, str, list[Ingested]]:
-        state = tx.one("SELECT size, frontier FROM log_state WHERE id = 1")
-        if state is None:
-            raise ProofError("the store has no log state")
-        frontier = merkle.Frontier.from_blob(int(state[0]), bytes(state[1]))
+                frontier: merkle.Frontier, previous_ms: int, arrival_ms: int,
+                start: int | None) -> list[Ingested]:
+        """Write ``entries`` and their tree nodes at the end of ``frontier`` (moved on
+        past them); ``start``: the programme's start (ms), if known."""
         rows: list[tuple[Any, ...]] = []
         nodes: list[tuple[int, int, bytes]] = []
         batch: list[Ingested] = []
@@ -465,7 +483,6 @@ class CentralLog:
         # The detail is canonical JSON (keys sorted, no spaces, quotes inside strings
         # escaped), so this text occurs only as the clock's own key and value.
         trusted = ['"clock":"unknown"' not in e.detail for e in entries]
-        start = self.programme_start(tx) if self.programme_start is not None else None
         earliest = max(self.earliest_ms, start or 0)
         timed = effective_times([e.wall_ms for e in entries], previous_ms, arrival_ms,
                                 earliest_ms=earliest, trusted=trusted)
@@ -493,13 +510,7 @@ class CentralLog:
             tx.bulk("flags", ("log_index", "rule", "card_token", "terminal_id", "seq", "day",
                               "detail"), flags)
         tx.bulk("nodes", NODE_COLUMNS, nodes)
-        size = frontier.size
-        root = frontier.root()
-        tx.run("UPDATE log_state SET size = ?, frontier = ? WHERE id = 1",
-               (size, frontier.blob()))
-        note = Checkpoint(self.origin, size, root).sign(self.signer)
-        tx.run("INSERT INTO checkpoints VALUES (?, ?, ?)", (size, root, note))
-        return size, note, batch
+        return batch
 
     # -- proofs -------------------------------------------------------------------------------
 

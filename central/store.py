@@ -185,6 +185,11 @@ class Tx:
         if rows:
             self.store.executemany(self.conn, self._sql(sql), rows)
 
+    def run_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Statements whose answers nothing needs, in this order: sent together, one round
+        trip, on PostgreSQL (a pipeline); an error in any fails the call."""
+        self.store.run_all(self.conn, [(self._sql(sql), params) for sql, params in statements])
+
     def bulk(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Insert many rows fast (COPY on PostgreSQL)."""
         if rows:
@@ -276,6 +281,10 @@ class Store:
 
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         conn.executemany(sql, rows)
+
+    def run_all(self, conn: Any, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        for sql, params in statements:
+            conn.execute(sql, params)
 
     def translate(self, sql: str) -> str:
         return sql
@@ -570,6 +579,11 @@ class PostgresStore(Store):
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with conn.cursor() as cur:
             cur.executemany(sql, rows)
+
+    def run_all(self, conn: Any, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        with conn.pipeline():
+            for sql, params in statements:
+                conn.execute(sql, params)
 
     def any_of(self, column: str) -> str:
         return f"{column} = ANY(CAST(?# AS TEXT[]))"
