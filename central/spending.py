@@ -302,6 +302,20 @@ class SpendResult:
         return dict(self.__dict__)
 
 
+_FIELDS = ", ".join(SpendEntry._fields)
+#: A chunk's payments and refunds of one municipality's terminals, in log order. The log's
+#: range is read first, whatever the planner thinks of the terminals table: with its
+#: statistics taken before a city's terminals were enrolled (2 rows, not 200), PostgreSQL
+#: looped over the terminals and read each one's entries, 18 ms a 500-entry chunk against
+#: 0.2 ms, until autovacuum analysed the table again.
+CHUNK_READ = (
+    f"WITH chunk AS MATERIALIZED (SELECT {_FIELDS} FROM entries WHERE log_index >= ? "
+    f"AND log_index < ? AND kind IN "
+    f"({', '.join(repr(k) for k in (*PAY_KINDS, *BACK_KINDS))}) {NOT_CONFIG_REFUSED}) "
+    f"SELECT {_FIELDS} FROM chunk WHERE terminal_id IN (SELECT terminal_id FROM terminals "
+    "WHERE municipality_id = ?) ORDER BY log_index")
+
+
 def post_log(store: Store, *, chunk: int = 2000, municipality: str = DEFAULT_MUNICIPALITY,
              progress: Callable[[int, int], None] | None = None,
              on_entry: Callable[[SpendEntry], None] | None = None) -> SpendResult:
@@ -317,7 +331,6 @@ def post_log(store: Store, *, chunk: int = 2000, municipality: str = DEFAULT_MUN
         raise ValueError("the posting chunk must be at least 1 entry")
     ensure_schema(store, municipality)
     total = SpendResult()
-    kinds = ", ".join(f"'{k}'" for k in (*PAY_KINDS, *BACK_KINDS))
     end = size = 0
     while end == 0 or end < size:
         with store.tx() as tx:
@@ -325,12 +338,7 @@ def post_log(store: Store, *, chunk: int = 2000, municipality: str = DEFAULT_MUN
             if start >= size:
                 break
             end = min(start + chunk, size)
-            items = [SpendEntry(*row) for row in tx.all(
-                f"SELECT {', '.join(SpendEntry._fields)} FROM entries WHERE log_index >= ? "
-                f"AND log_index < ? AND kind IN ({kinds}) AND terminal_id IN (SELECT "
-                f"terminal_id FROM terminals WHERE municipality_id = ?) {NOT_CONFIG_REFUSED}"
-                "ORDER BY log_index",
-                (start, end, municipality))]
+            items = [SpendEntry(*row) for row in tx.all(CHUNK_READ, (start, end, municipality))]
             result = _Poster(tx, municipality, on_entry).run(items, start, end)
             tx.run("UPDATE spending_cursor SET next_index = ? WHERE municipality_id = ?",
                    (end, municipality))
