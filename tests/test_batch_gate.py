@@ -162,14 +162,35 @@ def test_a_run_whose_request_is_cancelled_still_ends_before_its_waiters_go() -> 
 
 
 def test_one_gate_serves_one_event_loop_after_another() -> None:
-    # a test client, or a restarted server, runs the same app on a new loop
+    # A test client, or a restarted server, runs the same app on a new loop. asyncio's
+    # locks belong to the loop of their first wait, so each loop here waits on them: a
+    # second caller on the run's condition, a second taker on the one slot.
     held = HeldRuns()
-    gate = BatchGate(held)  # type: ignore[arg-type]
-    for _ in range(2):
+    gate = BatchGate(held, 1)  # type: ignore[arg-type]
+    slot = threading.Event()
+
+    async def one_loop() -> tuple[int, int]:
+        runner = asyncio.create_task(gate.follow())
+        await _until(held.started.is_set)
+        waiter = asyncio.create_task(gate.follow())
+        first = asyncio.create_task(gate.take(lambda: slot.wait(10) and 1))
+        second = asyncio.create_task(gate.take(lambda: 2))
+        await asyncio.sleep(0.1)
+        assert not waiter.done() and not second.done()
+        slot.set()
+        held.started.clear()
         held.release.release()
-        asyncio.run(gate.follow())
-        assert asyncio.run(gate.take(lambda: 7)) == 7
-    assert held.log == ["start", "end", "start", "end"]
+        await _until(held.started.is_set)  # the waiter's own run
+        held.started.clear()
+        held.release.release()
+        await asyncio.gather(runner, waiter)
+        return await first, await second
+
+    for _ in range(2):
+        slot.clear()
+        assert asyncio.run(one_loop()) == (1, 2)
+    assert held.log == ["start", "end"] * 4
+    assert held.most == 1
 
 
 class BlockingFollower:
