@@ -29,6 +29,7 @@ from firmware_cfg import bundle as bundles
 from firmware_cfg.config import DEFAULT, LOCAL_FIELDS, SIGNED_FILE, Config, dumps, load
 from firmware_cfg.keys import public_from_hex, public_hex
 from localpay.cli import cli
+from localpay.cli.bench.stacks import central
 from localpay.errors import ConfigError
 from localpay.types import Presentation
 from offline_ledger import Ledger
@@ -38,7 +39,6 @@ from terminal import config_update
 from terminal.config_update import PENDING, apply_pending, install
 from terminal.core import Decision, Terminal
 from terminal.home import Home, open_terminal
-from localpay.cli.bench.stacks import central
 from tests.enroll_fixtures import issue_code, localpay_central, provision
 from tests.pg_fixtures import CentralProcess, pg_cluster, store_url  # noqa: F401
 
