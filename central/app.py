@@ -50,7 +50,7 @@ from starlette.concurrency import run_in_threadpool
 
 from central import metrics as meters
 from central import mpm_payments, observe, pocket_snapshot, terminal_reports
-from central.batch_gate import BATCH_SLOTS, BatchGate
+from central.batch_gate import BatchGate
 from central.config_audit import record_rejection
 from central.console.mount import mount_console
 from central.enroll import Enroller, answer_mac, client_address
@@ -203,13 +203,11 @@ def _bearer(request: Request, missing: LocalpayError) -> str:
 
 def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
                trusted_proxies: Sequence[str] = (),
-               limits: HttpLimits | None = None,
-               batch_slots: int = BATCH_SLOTS) -> FastAPI:
+               limits: HttpLimits | None = None) -> FastAPI:
     """The API over one :class:`CentralLog`; ``topup_terms`` opens ``POST /v1/topups``
     (without them it answers 503); ``trusted_proxies`` (addresses or networks) are the
     reverse proxies whose ``X-Forwarded-For`` names an enrolling client; ``limits`` bound
-    every request's body before any route reads it (:mod:`central.http_limits`);
-    ``batch_slots``: batches decoded and appended at once (:mod:`central.batch_gate`)."""
+    every request's body before any route reads it (:mod:`central.http_limits`)."""
     # no API description served: it would map every route for whoever asks
     app = FastAPI(title="localpay central", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimits, limits=limits or HttpLimits())
@@ -223,7 +221,7 @@ def create_app(service: CentralLog, *, topup_terms: TopupTerms | None = None,
     # request ids and access lines (central.observe); /metrics, /healthz, /readyz below
     app.add_middleware(observe.AccessLog)
     meter = meters.Metrics(service)
-    gate = BatchGate(service, batch_slots)
+    gate = BatchGate(service)
     ready = meters.Readiness()
     app.router.lifespan_context = ready.wrap(app.router.lifespan_context)
     metrics_token = meters.configured_token()

@@ -38,8 +38,9 @@ class BatchGate:
             raise ValueError("a worker needs at least one batch slot")
         self.service = service
         self.slots = slots
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._prims: tuple[asyncio.Semaphore, asyncio.Condition, SharedRuns] | None = None
+        #: the loop these belong to, and its slots, its runs' condition and their bookkeeping
+        self._prims: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore, asyncio.Condition,
+                           SharedRuns] | None = None
         #: runs under way (a task is kept only as long as something refers to it)
         self._running: set[asyncio.Future[None]] = set()
 
@@ -47,10 +48,10 @@ class BatchGate:
         # asyncio's locks belong to the loop that first waits on them; an app can be served
         # by one loop after another (a test client each), never by two at once
         loop = asyncio.get_running_loop()
-        if self._prims is None or self._loop is not loop:
-            self._loop = loop
-            self._prims = (asyncio.Semaphore(self.slots), asyncio.Condition(), SharedRuns())
-        return self._prims
+        if self._prims is None or self._prims[0] is not loop:
+            self._prims = (loop, asyncio.Semaphore(self.slots), asyncio.Condition(),
+                           SharedRuns())
+        return self._prims[1:]
 
     async def take(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a thread of the pool once a slot is free."""

@@ -4,6 +4,8 @@ times computed independently of zoneinfo (Korea has kept UTC+9 without DST since
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +22,19 @@ from sync.checkpoint import NoteSigner
 from sync.protocol import WireEntry, decode_entry
 
 KST = timedelta(hours=9)
+
+
+def moved_clock(offset_s: float, *command: str) -> tuple[Callable[[], float], tuple[str, ...]]:
+    """A wall clock ``offset_s`` seconds from the real one, for a sync client, and the
+    ``python`` arguments that run ``localpay COMMAND...`` (say ``central serve``) on the
+    same clock, for :func:`localpay.cli.bench.stacks.start_central`."""
+
+    def clock() -> float:
+        return time.time() + offset_s
+
+    return clock, ("-c", "import time; real = time.time; "
+                         f"time.time = lambda: real() + {offset_s!r}; "
+                         "from localpay.cli.main import main; main()", *command)
 
 
 def seoul_ms(y: int, mo: int, d: int, h: int = 8, mi: int = 0, s: int = 0) -> int:

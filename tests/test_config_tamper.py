@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -40,6 +40,7 @@ from terminal.config_update import PENDING, apply_pending, install
 from terminal.core import Decision, Terminal
 from terminal.home import Home, open_terminal
 from tests.enroll_fixtures import issue_code, localpay_central, provision
+from tests.incentives_data import moved_clock
 from tests.pg_fixtures import CentralProcess, pg_cluster, store_url  # noqa: F401
 
 
@@ -86,9 +87,10 @@ def _run_anyway(home: Home, config: Config, work: list[tuple[str, int]],
     return out
 
 
-def _sync(home: Home, srv: CentralProcess, config: Config, offset_s: float = 0.0) -> None:
+def _sync(home: Home, srv: CentralProcess, config: Config,
+          clock: Callable[[], float] = time.time) -> None:
     with SyncClient(home.ledger_path, home.terminal_key(config), srv.url, srv.verifier,
-                    clock=lambda: time.time() + offset_s) as c:
+                    clock=clock) as c:
         c.sync_once()
 
 
@@ -379,16 +381,13 @@ def test_entries_against_the_signed_config_earn_no_points(
     The taps are the terminal's first entries (its clock not yet vouched for), so central
     dates them at their arrival. The service and the sync client run on a clock moved
     back to a day on which taps earn, or the honest tap would earn nothing either."""
-    offset = _back_to_an_earning_day()
-    server = ("-c", "import time; real = time.time; "
-              f"time.time = lambda: real() + {offset!r}; "
-              "from localpay.cli.main import main; main()", "central", "serve", "--init")
+    clock, server = moved_clock(_back_to_an_earning_day(), "central", "serve", "--init")
     with central(store_url, tmp_path / "central", command=server) as srv:
         home = _provisioned(tmp_path, srv)
         signed = home.config()
         _run_anyway(home, signed, [("08c10001", 0)], reader)
         _run_anyway(home, signed.replace("fares", adult=100), [("08c10002", 0)], reader)
-        _sync(home, srv, signed, offset)
+        _sync(home, srv, signed, clock)
     svc = open_service(srv.db, srv.data)
     try:
         with svc.store.tx(write=False) as tx:

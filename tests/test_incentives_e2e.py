@@ -27,7 +27,7 @@ from sync.client import SyncClient
 from terminal.cards import card_token
 from terminal.core import Terminal
 from tests.conftest import FakeClock
-from tests.incentives_data import Chain, seoul_ms
+from tests.incentives_data import Chain, moved_clock, seoul_ms
 from tests.pg_fixtures import central
 
 ADULT, YOUTH = bytes.fromhex("08000011"), bytes.fromhex("08000012")
@@ -43,15 +43,7 @@ PAID_MONTH = "2025-02"               # a month that ended before that week
 def fixed_now(now_ms: int) -> tuple[Callable[[], float], tuple[str, ...]]:
     """A wall clock that reads ``now_ms`` at this call and then runs on, for the sync client,
     and the ``python`` arguments that start the central service on the same clock."""
-    offset = now_ms / 1000 - time.time()
-
-    def clock() -> float:
-        return time.time() + offset
-
-    server = ("-c", "import time; real = time.time; "
-              f"time.time = lambda: real() + {offset!r}; "
-              "from central.__main__ import main; main()")
-    return clock, server
+    return moved_clock(now_ms / 1000 - time.time(), "central", "serve")
 
 
 def tap(t: Terminal, reader: VirtualReader, uid: bytes) -> tuple[int | None, int | None]:
