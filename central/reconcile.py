@@ -40,7 +40,7 @@ from typing import Any
 from central import municipalities, refund_float
 from central.config_audit import rejections
 from central.service import CentralLog
-from central.spending import day_problems
+from central.store import Tx
 
 
 @dataclass(frozen=True)
@@ -225,3 +225,22 @@ def _z_said(detail: dict[str, Any]) -> dict[str, int]:
             if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], int):
                 out[f"{prefix}.{pair[0]}"] = out.get(f"{prefix}.{pair[0]}", 0) + pair[1]
     return {k: v for k, v in out.items() if v}
+
+
+def day_problems(tx: Tx, day: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The overdrafts by pocket and the pocket flags of ``day`` (every municipality), for
+    ``central report``; none in a store that never posted."""
+    if not tx.store.columns(tx, "pocket_flags"):
+        return [], []
+    overdrafts = [
+        {"municipality": str(r[0]), "terminal_id": str(r[1]), "seq": int(r[2]),
+         "account": str(r[3]), "pocket": str(r[4]), "amount": int(r[5])}
+        for r in tx.all("SELECT municipality_id, terminal_id, seq, account_id, pocket, amount "
+                        "FROM pocket_overdrafts WHERE day = ? ORDER BY log_index, pocket",
+                        (day,))]
+    flags = [
+        {"municipality": str(r[0]), "reason": str(r[1]), "terminal_id": str(r[2]),
+         "seq": int(r[3]), "card_token": str(r[4]), "detail": str(r[5])}
+        for r in tx.all("SELECT municipality_id, reason, terminal_id, seq, card_token, detail "
+                        "FROM pocket_flags WHERE day = ? ORDER BY log_index, reason", (day,))]
+    return overdrafts, flags

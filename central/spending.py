@@ -78,7 +78,7 @@ from zoneinfo import ZoneInfo
 from central import accounts, books, municipalities, waiting_refunds
 from central.merchants import Merchant, Registry
 from central.service import DEFAULT_TZ, CentralLog
-from central.store import NOT_CONFIG_REFUSED, Store, Tx
+from central.store import NOT_CONFIG_REFUSED, Rows, Store, Tx
 from localpay import pockets
 from localpay.errors import BooksError, TransactionError
 
@@ -126,6 +126,11 @@ CREATE TABLE IF NOT EXISTS pocket_waiting_refunds (
     merchant_id TEXT NOT NULL, PRIMARY KEY (municipality_id, terminal_id, seq))
 """
 
+FLAG_COLUMNS = ("municipality_id", "log_index", "reason", "terminal_id", "seq", "card_token",
+                "day", "detail")
+OVERDRAFT_COLUMNS = ("municipality_id", "log_index", "terminal_id", "seq", "account_id",
+                     "pocket", "amount", "day")
+_KEEP_FIRST = "ON CONFLICT DO NOTHING"
 #: why an entry was flagged (``pocket_flags.reason``)
 REASONS = ("no_account", "no_merchant", "split_differs", "split_invalid", "unknown_payment",
            "refund_exceeds", "not_posted", "other_municipality")
@@ -380,30 +385,6 @@ def _day_span(day: date) -> tuple[int, int]:
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 
-def terminal_split(detail: str) -> tuple[tuple[str, int], ...] | str | None:
-    """The terminal's own split from an entry's detail: None when it carries none, the
-    parts, or why they cannot be read."""
-    try:
-        doc = json.loads(detail) if detail else {}
-    except ValueError:
-        return None
-    if not isinstance(doc, dict) or "split" not in doc:
-        return None
-    raw = doc["split"]
-    if not isinstance(raw, list) or not raw:
-        return "split is not a non-empty list of [pocket, won]"
-    parts: list[tuple[str, int]] = []
-    for part in raw:
-        if not (isinstance(part, list) and len(part) == 2 and isinstance(part[0], str)
-                and isinstance(part[1], int) and not isinstance(part[1], bool)
-                and part[1] > 0):
-            return f"split part {part!r} is not [pocket, won above zero]"
-        parts.append((part[0], part[1]))
-    if len({p for p, _ in parts}) != len(parts):
-        return "split names a pocket twice"
-    return tuple(parts)
-
-
 @dataclass(frozen=True)
 class PaymentPosting:
     """What :func:`post_payment` did with one payment: ``result`` counts it (``payments``
@@ -454,8 +435,7 @@ def retry_waiting(tx: Tx, fallback: Fallback, *,
     poster = _Poster(tx, municipality, None)
     poster.fallback = fallback
     poster.retry_waiting()
-    tx.many("INSERT INTO pocket_flags VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING", poster.flags)
+    poster.write_problems()
     return poster.result
 
 
@@ -501,11 +481,16 @@ class _Poster:
             if self.on_entry is not None:
                 self.on_entry(e)
         self.retry_waiting()
-        tx.many("INSERT INTO pocket_flags VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING", self.flags)
-        tx.many("INSERT INTO pocket_overdrafts VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING", self.overdrafts)
+        self.write_problems()
         return self.result
+
+    def write_problems(self) -> None:
+        """The chunk's flags and overdrafts, in one statement on PostgreSQL: a chunk of
+        payments by cards with no account is a flag an entry, and a round trip each was
+        most of the poster's time."""
+        self.tx.insert_all([Rows("pocket_flags", FLAG_COLUMNS, self.flags, _KEEP_FIRST),
+                            Rows("pocket_overdrafts", OVERDRAFT_COLUMNS, self.overdrafts,
+                                 _KEEP_FIRST)])
 
     # -- what is read ---------------------------------------------------------------------
 
@@ -602,7 +587,7 @@ class _Poster:
             # all the pockets can give here, in the contract's order
             parts = pockets.split(split.available, held, self.rules, facts, day, spent).parts
         owed = e.amount - sum(w for _, w in parts)
-        theirs = terminal_split(e.detail)
+        theirs = pockets.terminal_split(e.detail)
         if isinstance(theirs, str):
             self.flag(e, "split_invalid", {"why": theirs})
             theirs = None
@@ -791,29 +776,7 @@ class _Poster:
         return True
 
 
-# -- what the report shows ----------------------------------------------------------------------
-
-
-def day_problems(tx: Tx, day: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The overdrafts by pocket and the pocket flags of ``day`` (every municipality), for
-    ``central report``; none in a store that never posted."""
-    if not tx.store.columns(tx, "pocket_flags"):
-        return [], []
-    overdrafts = [
-        {"municipality": str(r[0]), "terminal_id": str(r[1]), "seq": int(r[2]),
-         "account": str(r[3]), "pocket": str(r[4]), "amount": int(r[5])}
-        for r in tx.all("SELECT municipality_id, terminal_id, seq, account_id, pocket, amount "
-                        "FROM pocket_overdrafts WHERE day = ? ORDER BY log_index, pocket",
-                        (day,))]
-    flags = [
-        {"municipality": str(r[0]), "reason": str(r[1]), "terminal_id": str(r[2]),
-         "seq": int(r[3]), "card_token": str(r[4]), "detail": str(r[5])}
-        for r in tx.all("SELECT municipality_id, reason, terminal_id, seq, card_token, detail "
-                        "FROM pocket_flags WHERE day = ? ORDER BY log_index, reason", (day,))]
-    return overdrafts, flags
-
-
 __all__ = ["REASONS", "TABLES", "PaymentPosting", "RulesVersion", "SpendEntry", "SpendResult",
-           "SpendingPoster", "active_rules", "day_problems", "ensure_schema", "load_rules",
+           "SpendingPoster", "active_rules", "ensure_schema", "load_rules",
            "lock_spending", "post_log", "post_payment", "retry_waiting", "rules_text",
-           "rules_versions", "terminal_split"]
+           "rules_versions"]

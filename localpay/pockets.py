@@ -71,6 +71,7 @@ handle, so it has no place in the error tree.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
@@ -404,6 +405,30 @@ exclude_memberships = ["large-mart"]
 """
 
 DEFAULT_POCKET_RULES = parse_rules(DEFAULT_RULES, "<default pocket rules>")
+
+
+def terminal_split(detail: str) -> tuple[tuple[str, int], ...] | str | None:
+    """The terminal's own split from an entry's detail: None when it carries none, the
+    parts, or why they cannot be read."""
+    try:
+        doc = json.loads(detail) if detail else {}
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or "split" not in doc:
+        return None
+    raw = doc["split"]
+    if not isinstance(raw, list) or not raw:
+        return "split is not a non-empty list of [pocket, won]"
+    parts: list[tuple[str, int]] = []
+    for part in raw:
+        if not (isinstance(part, list) and len(part) == 2 and isinstance(part[0], str)
+                and isinstance(part[1], int) and not isinstance(part[1], bool)
+                and part[1] > 0):
+            return f"split part {part!r} is not [pocket, won above zero]"
+        parts.append((part[0], part[1]))
+    if len({p for p, _ in parts}) != len(parts):
+        return "split names a pocket twice"
+    return tuple(parts)
 
 
 # -- splitting a payment ----------------------------------------------------------------------

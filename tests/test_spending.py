@@ -29,10 +29,9 @@ from central.spending import (
     post_log,
     rules_text,
     rules_versions,
-    terminal_split,
 )
 from localpay.errors import ConfigError
-from localpay.pockets import DEFAULT_POCKET_RULES, DEFAULT_RULES, parse_rules
+from localpay.pockets import DEFAULT_POCKET_RULES, DEFAULT_RULES, parse_rules, terminal_split
 from tests.books_world import CAFE, LOCAL, MART, balanced_world
 from tests.incentives_data import Chain, chain, open_service, seoul_ms
 from tests.pg_fixtures import pg_cluster, store_url  # noqa: F401
