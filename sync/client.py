@@ -423,15 +423,14 @@ class SyncClient:
         # A batch of unusually large entries is cut to the byte cap: the service refuses a
         # body over its limit before reading it, and the same batch sent again would be
         # refused for ever. One entry always goes (none is near the service's limit).
-        size, keep = 0, 0
+        size, pairs = 0, list[tuple[bytes, bytes]]()
         for e in entries:
-            size += _b64_len(len(e.encoded())) + _b64_len(len(e.signature)) + _ENTRY_JSON
-            if keep and size > self.max_batch_bytes:
+            data = e.encoded()
+            size += _b64_len(len(data)) + _b64_len(len(e.signature)) + _ENTRY_JSON
+            if pairs and size > self.max_batch_bytes:
                 break
-            keep += 1
-        entries = entries[:keep]
-        return entries, batch_body(self.terminal_id,
-                                   [(e.encoded(), e.signature) for e in entries])
+            pairs.append((data, e.signature))
+        return entries[:len(pairs)], batch_body(self.terminal_id, pairs)
 
     def _upload(self, ledger: Ledger, state: dict[str, Any], summary: SyncSummary,
                 progress: Progress | None) -> None:
@@ -514,12 +513,12 @@ class SyncClient:
     def day_totals(self, ledger: Ledger, days: set[str]) -> dict[str, dict[str, list[int]]]:
         """The terminal's own totals (kind -> [count, amount]) for each of ``days``."""
         totals: dict[str, dict[str, list[int]]] = defaultdict(dict)
-        for entry in ledger.entries(ledger.first_seq()):
-            day = self._day(entry.fields.wall_ms)
+        for wall_ms, kind, amount in ledger.kind_amounts():
+            day = self._day(wall_ms)
             if day in days:
-                slot = totals[day].setdefault(entry.kind, [0, 0])
+                slot = totals[day].setdefault(kind, [0, 0])
                 slot[0] += 1
-                slot[1] += entry.amount
+                slot[1] += amount
         return totals
 
     def _report_totals(self, ledger: Ledger, days: set[str], summary: SyncSummary,
