@@ -6,12 +6,13 @@ turned into ``%s`` for psycopg) and differ only in connecting, schema types, the
 append lock and bulk loading (``executemany`` for SQLite, ``COPY`` for PostgreSQL).
 
 Tables: ``terminals`` (key, chain head), ``log_state`` (tree size and the frontier: the
-O(log n) right-edge hashes), ``nodes`` (every complete subtree hash, for proofs in O(log n)
-reads), ``entries``, ``batches`` and ``checkpoints`` (so a batch sent again is answered the
-same way), ``nonces``, ``deny_changes``, ``balances``, ``overdrafts``, ``flags``,
-``configs`` and ``terminal_totals``; the ``incentive_*`` tables belong to
-:mod:`central.incentives` (made and migrated by :mod:`central.incentive_schema`),
-``municipalities`` to :mod:`central.municipalities`.
+O(log n) right-edge hashes), ``nodes`` (every complete subtree hash above the leaves, for
+proofs in O(log n) reads; a leaf's hash is its entry's, from ``entries.data``), ``entries``,
+``batches`` and ``checkpoints`` (so a batch sent again is answered the same way),
+``nonces``, ``deny_changes``, ``balances``, ``overdrafts``, ``flags``, ``configs`` and
+``terminal_totals``; the ``incentive_*`` tables belong to :mod:`central.incentives` (made
+and migrated by :mod:`central.incentive_schema`), ``municipalities`` to
+:mod:`central.municipalities`.
 
 Each terminal, deny change, balance snapshot and enrolment code names its municipality
 (``municipality_id``, ``default`` unless said otherwise). Stores from before that get the

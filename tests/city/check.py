@@ -86,6 +86,8 @@ def read_central(world: CityWorld, verifier: NoteVerifier, *, proofs: bool = Tru
                           "data, detail, effective_ms FROM entries ORDER BY log_index")
             nodes = {(int(lv), int(i)): bytes(h)
                      for lv, i, h in tx.all("SELECT level, idx, hash FROM nodes")}
+            # the leaves, which the store does not keep as nodes: hashed here from the bytes
+            nodes.update({(0, int(r[0])): merkle.leaf_hash(bytes(r[7])) for r in rows})
             reported = {(str(t), str(d), str(k)): (int(c), int(a)) for t, d, k, c, a in tx.all(
                 "SELECT terminal_id, day, kind, count, amount FROM terminal_totals")}
             flags = {(str(t), int(s)) for t, s in tx.all(
