@@ -84,6 +84,15 @@ def test_bench_central_entries_carry_details_and_earn_credits() -> None:
         assert credited["credits"] > 0 and credited["points"] > 0, name
     # the fourth terminal is a local-food store: its purchases earn points too
     assert figures["many_terminals"]["credited"]["by_rule"]["local_food"] > 0
+    # each route's requests, from the service's access log: 4 terminals of 150 entries send
+    # one batch each, and each reports its status and totals once and fetches one round
+    routes = figures["many_terminals"]["routes"]
+    batches = 4 * -(-150 // BATCH)
+    assert routes["POST /v1/batches"]["n"] == batches == 4
+    for route in ("POST /v1/status", "POST /v1/totals", "GET /v1/round"):
+        assert routes[route]["n"] == 4, route
+    for route, t in routes.items():
+        assert 0 < t["mean_ms"] <= t["max_ms"], route
     # SQLite runs inside the service: no server of its own whose CPU could be told apart
     assert figures["one_terminal"]["store_cpu_s"] is None
     assert figures["many_terminals"]["store_cpu_s"] is None

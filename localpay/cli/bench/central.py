@@ -8,7 +8,9 @@ Three figures per store (SQLite and a throwaway PostgreSQL cluster with fsync on
 - ``one_terminal``: a validator's whole backlog synced end to end through HTTP on loopback by
   :class:`sync.client.SyncClient` (proofs verified on the terminal's side too);
 - ``many_terminals``: that many terminals syncing at once, each with its own ledger and client,
-  from several client processes: three validators to one till.
+  from several client processes: three validators to one till. Its ``routes`` are each
+  route's requests from the service's access log (how many, mean and slowest ms): under the
+  burst of batches, status reports, totals and rounds must still be answered at once.
 
 Entries carry what terminals really write (:mod:`localpay.cli.bench.traffic`): bus taps with
 their bus type and rider, purchases with their merchant category, on a weekday, so crediting
@@ -26,6 +28,7 @@ and while it stops.
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import resource
 import signal
@@ -217,6 +220,7 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
         cpu1 = _cpu()
     finally:
         server.stop()
+    routes = route_times(server.log_path)
     cpu2 = _cpu()
     store1 = store_cpu()
     svc = open_service(db, folder / "data")
@@ -230,7 +234,24 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
             "clients_cpu_s": round(cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1], 1),
             "service_cpu_s": round(cpu2[1] - cpu1[1], 1),
             "store_cpu_s": None if store0 is None or store1 is None else round(
-                store1 - store0, 1), "credited": credited}
+                store1 - store0, 1), "credited": credited, "routes": routes}
+
+
+def route_times(log_path: Path) -> dict[str, dict[str, float]]:
+    """Each route's requests in the service's access log (``METHOD /path``, the query cut):
+    how many, and their mean and slowest time in ms. Under a burst of batches the other
+    routes must still be answered in milliseconds, not wait behind the batches."""
+    times: dict[str, list[float]] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue  # not an access line (the server's start-up text)
+        if isinstance(doc, dict) and doc.get("event") == "access" and "ms" in doc:
+            route = f"{doc.get('method')} {str(doc.get('path')).split('?', 1)[0]}"
+            times.setdefault(route, []).append(float(doc["ms"]))
+    return {route: {"n": len(ms), "mean_ms": round(sum(ms) / len(ms), 1),
+                    "max_ms": round(max(ms), 1)} for route, ms in sorted(times.items())}
 
 
 def _cpu() -> tuple[float, float]:
