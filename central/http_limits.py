@@ -184,9 +184,14 @@ def check_store_range(name: str, value: int) -> int:
 def check_entry_ranges(entries: Iterable[Any]) -> None:
     """Refuse a batch whose entries hold numbers the store cannot (the wire's unsigned fields
     go up to 2^64 - 1, the store's columns to 2^63 - 1)."""
+    low = -INT64_MAX - 1
     for entry in entries:
-        for name in ("seq", "ref_seq", "mono", "wall_ms", "amount"):
-            check_store_range(f"entry {name}", getattr(entry, name))
+        # one test an entry (every entry of every batch passes here), the named one on a fault
+        if not (low <= entry.seq <= INT64_MAX and low <= entry.ref_seq <= INT64_MAX
+                and low <= entry.mono <= INT64_MAX and low <= entry.wall_ms <= INT64_MAX
+                and low <= entry.amount <= INT64_MAX):
+            for name in ("seq", "ref_seq", "mono", "wall_ms", "amount"):
+                check_store_range(f"entry {name}", getattr(entry, name))
 
 
 class BodyLimits:

@@ -185,13 +185,16 @@ def programme_start_ms(tx: Tx) -> int:
     (:class:`central.service.CentralLog`, ``programme_start``)."""
     row = tx.one("SELECT version, sha256 FROM incentive_rules WHERE municipality_id = ? "
                  "ORDER BY version DESC LIMIT 1", (DEFAULT,))
-    rules = Rules.default()
+    rules = None
     if row is not None:
-        cached = _PARSED.get(str(row[1]))
-        body = None if cached else tx.one(
+        rules = _PARSED.get(str(row[1]))
+        body = None if rules else tx.one(
             "SELECT body FROM incentive_rules WHERE municipality_id = ? AND version = ?",
             (DEFAULT, int(row[0])))
-        rules = cached or (_parsed(str(row[1]), str(body[0])) if body else rules)
+        rules = rules or (_parsed(str(row[1]), str(body[0])) if body else None)
+    if rules is None:
+        # parsed only when no version is held: every batch asks, and parsing is most of it
+        rules = Rules.default()
     start = datetime.combine(rules.programme.start, datetime.min.time(), rules.calendar().tz)
     return int(start.timestamp() * 1000)
 

@@ -433,9 +433,9 @@ class Ledger:
         """Each entry's wall time, kind and amount, in order: what a day's totals count,
         read without making an :class:`Entry` of every entry of the ledger."""
         try:
-            cursor = self._conn.execute("SELECT wall_ms, kind, amount FROM entries ORDER BY seq")
-            while rows := cursor.fetchmany(5000):
-                yield from rows
+            # the cursor steps through the rows as they are asked for: none held at once
+            yield from self._conn.execute("SELECT wall_ms, kind, amount FROM entries "
+                                          "ORDER BY seq")
         except sqlite3.Error as err:
             raise _wrap(err, "cannot read entries") from err
 

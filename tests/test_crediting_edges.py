@@ -155,6 +155,33 @@ def test_the_programme_start_follows_a_new_version(svc: CentralLog) -> None:
         assert programme_start_ms(tx) == seoul_ms(2024, 7, 1, 0)
 
 
+def test_the_programme_start_parses_the_shipped_rules_only_when_none_is_held(
+        svc: CentralLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch asks for the start: the shipped defaults are parsed only for a store that
+    holds no version of its own, whose start they give."""
+    parsed: list[int] = []
+    shipped = incentives.Rules.default
+
+    def counted() -> incentives.Rules:
+        parsed.append(1)
+        return shipped()
+
+    monkeypatch.setattr(incentives.Rules, "default", staticmethod(counted))
+    with svc.store.tx(write=False) as tx:
+        assert tx.one("SELECT COUNT(*) FROM incentive_rules")[0] == 0  # type: ignore[index]
+        assert programme_start_ms(tx) == seoul_ms(2025, 1, 1, 0)
+    assert parsed == [1]
+    load_rules(svc.store, future_version(2).replace("start = 2025-01-01",
+                                                    "start = 2024-09-01"))
+    parsed.clear()  # loading may read the shipped rules; asking for the start may not
+    for cached in (True, False):
+        if not cached:
+            incentives._PARSED.clear()
+        with svc.store.tx(write=False) as tx:
+            assert programme_start_ms(tx) == seoul_ms(2024, 9, 1, 0)
+    assert parsed == []
+
+
 def test_rules_versions_say_when_each_was_loaded(svc: CentralLog,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(incentives, "epoch_ms", lambda: 1_700_000_000_000)

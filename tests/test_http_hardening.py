@@ -13,17 +13,20 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central import not_initialised
-from central.http_limits import KIND_CODES, json_too_deep
+from central.http_limits import KIND_CODES, check_entry_ranges, json_too_deep
 from localpay.cli import cli
 from localpay.encoding import EntryFields, encode
+from localpay.errors import SyncProtocolError
 from sync.protocol import b64, batch_body, new_nonce, request_message
 from tests.pg_fixtures import CentralProcess, pg_cluster, start_central, store_url  # noqa: F401
 from tests.signed_requests import signed
@@ -376,3 +379,18 @@ def test_every_error_class_answers_a_snake_case_code() -> None:
     assert kind_of(errors.SyncStaleError("x")) == "stale_request"
     assert kind_of(mpm_payments.MpmExpiredError("x")) == "sale_expired"
     assert kind_of("NoSuchError") == "error"
+
+
+@pytest.mark.parametrize("name", ["seq", "ref_seq", "mono", "wall_ms", "amount"])
+def test_each_entry_number_is_held_to_the_stores_range(name: str) -> None:
+    """The store's columns are signed 64-bit: each of an entry's numbers at either bound is
+    taken, one past either is refused by name, whichever entry of the batch holds it."""
+    def entry(value: int) -> SimpleNamespace:
+        fields = dict.fromkeys(("seq", "ref_seq", "mono", "wall_ms", "amount"), 1)
+        return SimpleNamespace(**{**fields, name: value})
+
+    check_entry_ranges([entry(INT64_MAX), entry(-INT64_MAX - 1), entry(0)])
+    for bad in (INT64_MAX + 1, -INT64_MAX - 2):
+        with pytest.raises(SyncProtocolError) as err:
+            check_entry_ranges([entry(0), entry(bad)])
+        assert str(err.value) == f"entry {name} is out of range: at most {INT64_MAX}"

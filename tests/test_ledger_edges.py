@@ -648,6 +648,8 @@ def _prepare_prune(led: Ledger) -> None:
          "cannot read the card's entries: no such table: entries"),
         ("entries", _prepare_sync, lambda led: list(led.entries()),
          "cannot read entries from 1: no such table: entries"),
+        ("entries", _prepare_sync, lambda led: list(led.kind_amounts()),
+         "cannot read entries: no such table: entries"),
         ("points_snapshot", None, lambda led: led.points_snapshot("x"),
          "cannot read points: no such table: points_snapshot"),
         ("rider_categories", None, lambda led: led.rider_of("x"),
@@ -809,3 +811,21 @@ def test_a_new_ledgers_meta_is_written_whole_or_not_at_all(tmp_path: Path) -> No
         assert conn.execute("SELECT key FROM meta").fetchall() == []
     finally:
         conn.close()
+
+
+def test_kind_amounts_are_every_entry_held_in_order(led: Ledger) -> None:
+    """What a day's totals count: each entry's wall time, kind and amount, read apart from
+    the entries; after a prune, only the entries still held."""
+    assert list(led.kind_amounts()) == []
+    for i, (kind, amount) in enumerate([("tap", 1500), ("payment", 8000), ("tap", 0),
+                                        ("refund", 3000)]):
+        led.append(kind, card_token="card-a", amount=amount, place="85",
+                   wall_ms=2_000_000 - 7 * i, offline_delta=0, tap=kind == "tap",
+                   ref_seq=2 if kind == "refund" else 0)
+    expected = [(e.fields.wall_ms, e.kind, e.amount) for e in led.entries()]
+    assert expected == [(2_000_000, "tap", 1500), (1_999_993, "payment", 8000),
+                        (1_999_986, "tap", 0), (1_999_979, "refund", 3000)]
+    assert list(led.kind_amounts()) == expected
+    led.mark_synced(2, "cp-2")
+    led.prune(2, "cp-2")
+    assert list(led.kind_amounts()) == expected[2:]
