@@ -4,40 +4,28 @@ here from the entries' bytes (RFC 9162), not against the service's own nodes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central.rules import default_hooks
 from central.service import CentralLog
-from central.store import open_store
 from firmware_cfg.keys import public_hex
 from localpay.errors import ProofError
 from sync import merkle
-from sync.checkpoint import Checkpoint, NoteSigner
+from sync.checkpoint import Checkpoint
 from tests.pg_fixtures import pg_cluster, signed_entries, store_url  # noqa: F401
+from tests.test_central_store import log  # noqa: F401
 
 
-@pytest.fixture
-def log(store_url: str) -> Iterator[CentralLog]:  # noqa: F811
-    svc = CentralLog(open_store(store_url), NoteSigner("test.example/log",
-                                                       Ed25519PrivateKey.generate()),
-                     hooks=default_hooks())
-    yield svc
-    svc.store.close()
-
-
-def _filled(log: CentralLog, n: int) -> list[bytes]:
+def _filled(svc: CentralLog, n: int) -> list[bytes]:
     """``n`` entries of two terminals in uneven batches; the entries' bytes in log order."""
     keys = {t: Ed25519PrivateKey.generate() for t in ("T1", "T2")}
     for t, k in keys.items():
-        log.add_terminal(t, bytes.fromhex(public_hex(k)))
+        svc.add_terminal(t, bytes.fromhex(public_hex(k)))
     a, b = signed_entries(keys["T1"], "T1", n // 2), signed_entries(keys["T2"], "T2", n - n // 2)
     cut = len(b) // 3
     for tid, chunk in (("T1", a[:7]), ("T2", b[:cut]), ("T1", a[7:]), ("T2", b[cut:])):
-        log.ingest(tid, chunk)
-    with log.store.tx(write=False) as tx:
+        svc.ingest(tid, chunk)
+    with svc.store.tx(write=False) as tx:
         return [bytes(d) for (d,) in tx.all("SELECT data FROM entries ORDER BY log_index")]
 
 
@@ -53,7 +41,7 @@ def _rfc9162_root(leaves: list[bytes]) -> bytes:
                           + _rfc9162_root(leaves[k:])).digest()
 
 
-def test_no_leaf_is_kept_as_a_node_and_every_proof_holds(log: CentralLog) -> None:
+def test_no_leaf_is_kept_as_a_node_and_every_proof_holds(log: CentralLog) -> None:  # noqa: F811
     data = _filled(log, 101)
     with log.store.tx(write=False) as tx:
         levels = {int(lv): int(c) for lv, c in tx.all(
@@ -71,7 +59,7 @@ def test_no_leaf_is_kept_as_a_node_and_every_proof_holds(log: CentralLog) -> Non
                                   log.consistency_proof(m, 101))
 
 
-def test_leaf_rows_of_an_older_store_are_not_read(log: CentralLog) -> None:
+def test_leaf_rows_of_an_older_store_are_not_read(log: CentralLog) -> None:  # noqa: F811
     """A store from before kept a row for every leaf. Rows there are not read: planted
     wrong, every proof still holds."""
     data = _filled(log, 40)
@@ -85,7 +73,7 @@ def test_leaf_rows_of_an_older_store_are_not_read(log: CentralLog) -> None:
                               log.consistency_proof(13, 40))
 
 
-def test_a_changed_entry_breaks_its_proof(log: CentralLog) -> None:
+def test_a_changed_entry_breaks_its_proof(log: CentralLog) -> None:  # noqa: F811
     """The leaf is hashed from the entry's bytes as stored: bytes changed in the store give
     a proof that no longer leads to the signed root."""
     data = _filled(log, 20)
