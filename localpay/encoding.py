@@ -121,7 +121,7 @@ def encode(fields: EntryFields) -> bytes:
         if fields.kind not in KINDS or len(fields.prev_hash) != 32:
             raise _Defective
         return b"".join((
-            _HEAD.pack(MAGIC, fields.seq, len(kind)), kind,
+            MAGIC, _SEQ_LEN.pack(fields.seq, len(kind)), kind,
             _LEN.pack(len(terminal_id)), terminal_id,
             _LEN.pack(len(card_token)), card_token,
             _AMOUNT_REF_LEN.pack(fields.amount, fields.ref_seq, len(place)), place,
@@ -159,7 +159,6 @@ def _encode_careful(fields: EntryFields) -> bytes:
 
 
 _LEN = struct.Struct(">H")
-_HEAD = struct.Struct(">4sQH")
 _SEQ_LEN = struct.Struct(">QH")
 _AMOUNT_REF_LEN = struct.Struct(">qQH")
 _WALL_MONO_LEN = struct.Struct(">qQH")

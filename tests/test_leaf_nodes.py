@@ -1,6 +1,7 @@
 """The central tree keeps no row for a leaf: each leaf's hash is its entry's, hashed from
 ``entries.data`` when a proof needs it. Both stores; proofs are checked against roots computed
-here from the entries' bytes (RFC 9162), not against the service's own nodes."""
+here from the entries' bytes (RFC 9162's MTH, written out naively in ``tests/test_merkle.py``),
+not against the service's own nodes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sync import merkle
 from sync.checkpoint import Checkpoint
 from tests.pg_fixtures import pg_cluster, signed_entries, store_url  # noqa: F401
 from tests.test_central_store import log  # noqa: F401
+from tests.test_merkle import mth
 
 
 def _filled(svc: CentralLog, n: int) -> list[bytes]:
@@ -29,16 +31,10 @@ def _filled(svc: CentralLog, n: int) -> list[bytes]:
         return [bytes(d) for (d,) in tx.all("SELECT data FROM entries ORDER BY log_index")]
 
 
-def _rfc9162_root(leaves: list[bytes]) -> bytes:
-    """MTH of RFC 9162 §2.1.1, written out here: the split is the largest power of two
-    below the number of leaves."""
-    import hashlib
-
-    if len(leaves) == 1:
-        return hashlib.sha256(b"\x00" + leaves[0]).digest()
-    k = 1 << ((len(leaves) - 1).bit_length() - 1)
-    return hashlib.sha256(b"\x01" + _rfc9162_root(leaves[:k])
-                          + _rfc9162_root(leaves[k:])).digest()
+def _rfc9162_root(data: list[bytes]) -> bytes:
+    """MTH of RFC 9162 §2.1.1 over the entries' bytes (the naive transcription of
+    ``tests/test_merkle.py``, apart from the service's tree)."""
+    return mth([merkle.leaf_hash(d) for d in data])
 
 
 def test_no_leaf_is_kept_as_a_node_and_every_proof_holds(log: CentralLog) -> None:  # noqa: F811

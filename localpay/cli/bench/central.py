@@ -8,9 +8,11 @@ Three figures per store (SQLite and a throwaway PostgreSQL cluster with fsync on
 - ``one_terminal``: a validator's whole backlog synced end to end through HTTP on loopback by
   :class:`sync.client.SyncClient` (proofs verified on the terminal's side too);
 - ``many_terminals``: that many terminals syncing at once, each with its own ledger and client,
-  from several client processes: three validators to one till. Its ``routes`` are each
-  route's requests from the service's access log (how many, mean and slowest ms): under the
-  burst of batches, status reports, totals and rounds must still be answered at once.
+  from several client processes: three validators to one till.
+
+Both figures over HTTP carry ``routes``: each route's requests from the service's access log
+(how many, mean and slowest ms). Under the burst of batches, status reports, totals and
+rounds must still be answered at once.
 
 Entries carry what terminals really write (:mod:`localpay.cli.bench.traffic`): bus taps with
 their bus type and rider, purchases with their merchant category, on a weekday, so crediting
