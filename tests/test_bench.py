@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from localpay.cli import cli
@@ -93,9 +94,49 @@ def test_bench_central_entries_carry_details_and_earn_credits() -> None:
         assert routes[route]["n"] == 4, route
     for route, t in routes.items():
         assert 0 < t["mean_ms"] <= t["max_ms"], route
+    assert figures["many_terminals"]["store_alone_per_s"] > 0
     # SQLite runs inside the service: no server of its own whose CPU could be told apart
     assert figures["one_terminal"]["store_cpu_s"] is None
     assert figures["many_terminals"]["store_cpu_s"] is None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_bench_central_store_floor_writes_the_same_rows_again(tmp_path: Path,
+                                                              kind: str) -> None:
+    """The floor under the 200-terminal figure writes what the service wrote (every entry and
+    tree node, same bytes) into an empty store, and only then gives a rate."""
+    from central.store import ENTRY_COLUMNS, open_store
+    from localpay.cli.bench import central as bench
+    from localpay.pgserver import PgCluster
+
+    cluster = PgCluster() if kind == "postgresql" else None
+    try:
+        def db(name: str) -> str:
+            if cluster is not None:
+                return cluster.new_database()
+            return f"sqlite:///{tmp_path / name / 'central.sqlite'}"
+
+        source, target = db("source"), db("target")
+        assert bench._ingest(source, tmp_path / "in", 300, 100, "anchor")["entries"] == 300
+        assert bench._store_alone(source, target, 120) > 0
+
+        def rows(url: str) -> tuple[list[Any], list[Any]]:
+            store = open_store(url)
+            try:
+                with store.tx(write=False) as tx:
+                    return ([tuple(r) for r in tx.all(
+                        f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries ORDER BY log_index")],
+                        [tuple(r) for r in tx.all(
+                            "SELECT level, idx, hash FROM nodes ORDER BY level, idx")])
+            finally:
+                store.close()
+
+        entries, nodes = rows(source)
+        assert len(entries) == 300 and len(nodes) > 0
+        assert rows(target) == (entries, nodes)
+    finally:
+        if cluster is not None:
+            cluster.destroy()
 
 
 def test_bench_central_counts_the_store_servers_cpu_over_the_timed_part(tmp_path: Path) -> None:

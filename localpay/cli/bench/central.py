@@ -50,9 +50,9 @@ from cryptography.hazmat.primitives.serialization import (
 
 from central import open_service
 from central.service import check_batch
-from central.store import Store
+from central.store import ENTRY_COLUMNS, Store, open_store
 from firmware_cfg.keys import public_hex
-from localpay.cli.bench.stacks import fill_ledger, signed_entries, start_central
+from localpay.cli.bench.stacks import BenchError, fill_ledger, signed_entries, start_central
 from localpay.cli.bench.traffic import BATCH, WEEKDAY_MS, terminal_traffic, validator_traffic
 from localpay.cli.bench.validator import raw_fsync_rate
 from localpay.cli.common import UserError
@@ -239,6 +239,40 @@ def _sync(db: str, folder: Path, terminals: int, per_terminal: int, batch: int, 
                 store1 - store0, 1), "credited": credited, "routes": routes}
 
 
+def _store_alone(source: str, target: str, batch: int) -> int:
+    """The store's floor under a figure: the entries and tree nodes the service wrote to
+    ``source``, written again into the empty store ``target`` (same schema and indexes) by the
+    store's bulk path, ``batch`` entries and their share of the nodes a commit, fsync on, and
+    nothing else (no checks, crediting, proofs, HTTP or clients). Entries/s."""
+    src = open_store(source)
+    try:
+        with src.tx(write=False) as tx:
+            entries = tx.all(f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries "
+                             "ORDER BY log_index")
+            nodes = tx.all("SELECT level, idx, hash FROM nodes ORDER BY level, idx")
+    finally:
+        src.close()
+    dst = open_store(target)
+    try:
+        commits = max(1, -(-len(entries) // batch))
+        t0 = time.perf_counter()
+        for i in range(commits):
+            with dst.tx() as tx:
+                tx.bulk("entries", ENTRY_COLUMNS, entries[i * batch:(i + 1) * batch])
+                part = nodes[len(nodes) * i // commits:len(nodes) * (i + 1) // commits]
+                if part:
+                    tx.bulk("nodes", ("level", "idx", "hash"), part)
+        dt = time.perf_counter() - t0
+        with dst.tx(write=False) as tx:
+            row = tx.one("SELECT COUNT(*) FROM entries")
+    finally:
+        dst.close()
+    if row is None or int(row[0]) != len(entries):
+        raise BenchError(f"the store's floor wrote {row[0] if row else 0} entries of "
+                         f"{len(entries)}")
+    return round(len(entries) / dt)
+
+
 def route_times(log_path: Path) -> dict[str, dict[str, float]]:
     """Each route's requests in the service's access log (``METHOD /path``, the query cut):
     how many, and their mean and slowest time in ms. Under a burst of batches the other
@@ -330,9 +364,13 @@ def _run(interrupts: Interrupts, *, stores: tuple[str, ...], backlog: int, termi
                 figures["one_terminal"] = _sync(db("one"), base / "one", 1, backlog, batch,
                                                 verify, 1, workers, store_cpu)
                 say(f"{kind}: {terminals} terminals x {per_terminal} entries at once")
-                figures["many_terminals"] = _sync(db("many"), base / "many", terminals,
+                many = db("many")
+                figures["many_terminals"] = _sync(many, base / "many", terminals,
                                                   per_terminal, min(batch, per_terminal),
                                                   verify, processes, workers, store_cpu)
+                say(f"{kind}: floor: the same entries and nodes written alone")
+                figures["many_terminals"]["store_alone_per_s"] = _store_alone(
+                    many, db("alone"), min(batch, per_terminal))
                 result[kind] = figures
         finally:
             if cluster is not None:

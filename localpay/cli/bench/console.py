@@ -40,8 +40,7 @@ from central import open_service, terminal_status
 from central.console import operators
 from localpay.cli.bench.central import Interrupts
 from localpay.cli.bench.console_seed import measure_fleet, percentiles, seed_fleet
-from localpay.cli.bench.stacks import start_central
-from localpay.errors import LocalpayError
+from localpay.cli.bench.stacks import BenchError, start_central
 from localpay.pgserver import PgCluster
 
 Progress = Callable[[str], None]
@@ -59,10 +58,6 @@ PAGES: dict[str, tuple[str, dict[str, Any]]] = {
     "fleet_json": ("/console/fleet.json", {"sort": "terminal_id", "desc": False}),
 }
 WARM = 5
-
-
-class BenchError(LocalpayError):
-    """The benchmark's service did not answer as the console should."""
 
 
 def _cookie_of(resp: httpx.Response, prefix: str) -> tuple[str, str]:

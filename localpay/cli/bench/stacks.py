@@ -24,6 +24,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from localpay.cli.bench.traffic import Traffic
+from localpay.errors import LocalpayError
 from localpay.pgserver import PgCluster, free_port  # noqa: F401 - re-exported for the tests
 from offline_ledger import Ledger
 from offline_ledger.encoding import EntryFields, encode, entry_hash
@@ -34,6 +35,11 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 # -- the central service in its own process ------------------------------------------------------
+
+
+class BenchError(LocalpayError):
+    """What a benchmark measured did not happen as it should (an answer the service should
+    not give, rows a floor did not write): the figure would mean nothing."""
 
 
 @dataclass
