@@ -293,7 +293,9 @@ def bench_central_cmd(stores: str, backlog: int, terminals: int, per_terminal: i
 
     Entries are bus taps and purchases as terminals write them, in batches of the
     terminal's default size; crediting runs after each batch, within the request.
-    PostgreSQL is a throwaway local cluster with fsync on, as in production.
+    PostgreSQL is a throwaway local cluster with fsync on, as in production. Floors of
+    the same run: the disk's fsync rate, the checks alone, and the store's writes alone
+    (what the many terminals wrote, written again into an empty store).
     """
     from localpay.cli.bench.central import run_central_bench, store_names
 

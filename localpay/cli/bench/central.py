@@ -18,8 +18,10 @@ Entries carry what terminals really write (:mod:`localpay.cli.bench.traffic`): b
 their bus type and rider, purchases with their merchant category, on a weekday, so crediting
 does its real work; each figure says how many credits and points it granted. Batches are the
 terminal's default size (``[central] batch_size``). Beside the figures, the floors measured in
-the same run: the disk's raw ``write``+``fsync`` rate, and the service's checks alone (chain
-and signatures, ``check_batch``) over the same batches.
+the same run: the disk's raw ``write``+``fsync`` rate, the service's checks alone (chain
+and signatures, ``check_batch``) over the same batches, and under ``many_terminals`` the
+store's writes alone (``store_alone_per_s``: what the service wrote, written again into an
+empty store by the bulk path, a batch a commit).
 
 ``localpay bench central``; ``run_central_bench()`` is the same as a function. Its throwaway
 PostgreSQL cluster is stopped and removed however the run ends: SIGINT (Ctrl-C) and SIGTERM
