@@ -344,16 +344,20 @@ class CentralLog:
             # under it stretches each batch's turn. The programme's start changes only when
             # rules are loaded, which a batch may as well have seen before that load.
             start = self.programme_start(tx) if self.programme_start is not None else None
-            # the log's lock (its state row) and the terminal's chain, in one round trip
-            row = tx.one_for_update(
-                "SELECT t.last_seq, t.last_hash, t.lat, t.lon, t.last_mono, "
-                "t.last_effective_ms, t.municipality_id, s.size, s.frontier FROM log_state s "
-                "LEFT JOIN terminals t ON t.terminal_id = ? WHERE s.id = 1", (terminal_id,),
-                of="s")
-            if row is None:
+            state = tx.one_for_update("SELECT size, frontier FROM log_state WHERE id = 1")
+            if state is None:
                 raise ProofError("the store has no log state")
-            if row[0] is None:
+            # The terminal's chain is read once the lock is held, in a statement of its own:
+            # read with the lock in one statement, a batch that waited for the lock would see
+            # the terminal as it was before the batch ahead of it committed (PostgreSQL reads
+            # the locked row again, not the others), so a resend waiting behind its own first
+            # copy was appended twice and refused by the unique key (an error, not its receipt).
+            chain = tx.one("SELECT last_seq, last_hash, lat, lon, last_mono, last_effective_ms, "
+                           "municipality_id FROM terminals WHERE terminal_id = ?",
+                           (terminal_id,))
+            if chain is None:
                 raise SyncAuthError(f"unknown terminal {terminal_id!r}")
+            row = (*chain, *state)
             last_seq, last_hash = int(row[0]), bytes(row[1])
             first, last = entries[0].seq, entries[-1].seq
             if first <= last_seq:
