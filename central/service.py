@@ -55,6 +55,8 @@ DEFAULT_TZ = "Asia/Seoul"
 #: the most rows of one kind an answer of changes holds (balances, weeks of points, riders);
 #: the terminal asks again from the version it was told for the rest (:func:`whole_versions`)
 PAGE = 50_000
+#: seconds between the catch-up thread's runs of the followers (:meth:`CentralLog.keep_following`)
+CATCH_UP_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +425,9 @@ class CentralLog:
         the batches committed meanwhile wait for the next run, which covers them all. So
         200 batches arriving at once are credited in a few runs (each a chunk per
         transaction) rather than 200 runs queued on the cursor's row lock, and every
-        batch is still credited before its answer."""
+        batch is credited before its answer, unless a follower fails: the batch is held and
+        answered all the same, and the follower catches up at the next batch or the next
+        run of :meth:`keep_following`."""
         with self._follow:
             ticket = self._runs.take()
             while self._runs.waits(ticket):
@@ -437,6 +441,18 @@ class CentralLog:
             with self._follow:
                 self._runs.finish(covers)
                 self._follow.notify_all()
+
+    def keep_following(self, every_s: float = CATCH_UP_S,
+                       stop: threading.Event | None = None) -> None:
+        """Run the followers at once, then every ``every_s`` seconds until ``stop`` is set:
+        ``central serve``'s catch-up thread. Batches run them anyway; this covers the
+        entries committed just before the service stopped, and a follower that failed
+        (the store away mid-run) when no batch comes after it, as at night."""
+        stop = stop or threading.Event()
+        while True:
+            self.run_followers()
+            if stop.wait(every_s):
+                return
 
     def run_followers(self) -> None:
         """Let every follower catch up with the log (see :class:`Follower`)."""

@@ -101,7 +101,7 @@ def build_app() -> Any:
     if opts.stale_ms is not None:
         service.stale_ms = opts.stale_ms
     # safe in every worker at once: the cursors are taken under a row lock (module docstring)
-    threading.Thread(target=service.run_followers, name="catch-up", daemon=True).start()
+    threading.Thread(target=service.keep_following, name="catch-up", daemon=True).start()
     return create_app(service, topup_terms=terms, trusted_proxies=opts.trusted_proxies,
                       limits=opts.http_limits())
 

@@ -105,8 +105,9 @@ def serve(db: str, data: Path, make: bool, host: str, port: int, origin: str | N
                        log_format=log_format, metrics_token=metrics_token,
                        trusted_proxy=trusted_proxy)
         return
-    # Entries committed just before a stop are credited by the next batch, or here at once.
-    threading.Thread(target=service.run_followers, name="catch-up", daemon=True).start()
+    # Entries committed just before a stop, or left by a follower that failed, are credited
+    # by the next batch, or here: at once, then every minute.
+    threading.Thread(target=service.keep_following, name="catch-up", daemon=True).start()
     run(service, host, port, topup_terms=terms, trusted_proxies=trusted_proxy, limits=limits)
 
 
