@@ -188,10 +188,11 @@ def programme_start_ms(tx: Tx) -> int:
     rules = None
     if row is not None:
         rules = _PARSED.get(str(row[1]))
-        body = None if rules else tx.one(
-            "SELECT body FROM incentive_rules WHERE municipality_id = ? AND version = ?",
-            (DEFAULT, int(row[0])))
-        rules = rules or (_parsed(str(row[1]), str(body[0])) if body else None)
+        if rules is None:
+            body = tx.one("SELECT body FROM incentive_rules WHERE municipality_id = ? AND "
+                          "version = ?", (DEFAULT, int(row[0])))
+            if body is not None:
+                rules = _parsed(str(row[1]), str(body[0]))
     if rules is None:
         # parsed only when no version is held: every batch asks, and parsing is most of it
         rules = Rules.default()
