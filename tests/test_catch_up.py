@@ -5,6 +5,10 @@ mid-run): the crediting cursor stays behind. It used to move again only with the
 batch or a restart of the service, so a failure in the evening left the day's last riders
 uncredited until the first batch of the morning. ``central serve`` now runs the followers
 at once and then every minute (:meth:`CentralLog.keep_following`).
+
+What is due is the same batch credited by a service whose crediting never failed: the claim
+here is that nothing is left out or credited twice by the failure, not the rules' amounts,
+which the crediting tests compute on their own.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import itertools
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,18 +59,25 @@ def _credits(svc: CentralLog) -> tuple[int, list[tuple[int, str, int]]]:
     return (int(cursor[0]) if cursor else 0), [(int(s), str(r), int(p)) for s, r, p in rows]
 
 
-def test_a_failed_crediting_run_is_caught_up_without_another_batch(tmp_path: Path) -> None:
+def _batch_and_due(folder: Path) -> tuple[Any, list[Any], tuple[int, list[Any]]]:
+    """A terminal's key, a batch of its taps, and what crediting it earns: the batch through
+    a service whose crediting never fails (cursor and credits)."""
     key = new_terminal_key()
     wire = signed_entries(key, "T-1", N, wall0=WEEKDAY_MS,
                           traffic=validator_traffic(N, bus_type="city"))
-    # the same batch through a service whose crediting never fails: what is due
-    reference = _service(tmp_path / "reference")
-    reference.add_terminal("T-1", bytes.fromhex(public_hex(key)))
-    reference.ingest("T-1", wire)
-    due_cursor, due = _credits(reference)
-    reference.store.close()
-    assert due_cursor == N and len(due) > 0
+    reference = _service(folder / "reference")
+    try:
+        reference.add_terminal("T-1", bytes.fromhex(public_hex(key)))
+        reference.ingest("T-1", wire)
+        due = _credits(reference)
+    finally:
+        reference.store.close()
+    assert due[0] == N and len(due[1]) > 0
+    return key, wire, due
 
+
+def test_a_failed_crediting_run_is_caught_up_without_another_batch(tmp_path: Path) -> None:
+    key, wire, due = _batch_and_due(tmp_path)
     svc = _service(tmp_path / "failing")
     try:
         svc.add_terminal("T-1", bytes.fromhex(public_hex(key)))
@@ -86,7 +98,7 @@ def test_a_failed_crediting_run_is_caught_up_without_another_batch(tmp_path: Pat
             stop.set()
             thread.join(timeout=10)
         assert not thread.is_alive(), "keep_following did not end when told to stop"
-        assert _credits(svc) == (N, due)
+        assert _credits(svc) == due
     finally:
         svc.store.close()
 
@@ -121,15 +133,7 @@ def test_keep_following_runs_at_once_then_every_period_until_stopped(tmp_path: P
 def test_central_serve_credits_what_was_left_uncredited(tmp_path: Path, workers: int) -> None:
     """The command operators run starts the catch-up thread (in each worker): entries held
     but not credited when the service stopped are credited with no batch sent."""
-    key = new_terminal_key()
-    wire = signed_entries(key, "T-1", N, wall0=WEEKDAY_MS,
-                          traffic=validator_traffic(N, bus_type="city"))
-    reference = _service(tmp_path / "reference")
-    reference.add_terminal("T-1", bytes.fromhex(public_hex(key)))
-    reference.ingest("T-1", wire)
-    due = _credits(reference)
-    reference.store.close()
-
+    key, wire, due = _batch_and_due(tmp_path)
     svc = _service(tmp_path / "left")
     svc.add_terminal("T-1", bytes.fromhex(public_hex(key)))
     svc.ingest("T-1", wire, follow=False)  # held; its crediting never ran (a stop)
