@@ -21,7 +21,7 @@ import httpx
 from localpay.durable import write_durably
 from localpay.errors import ProofError, SyncProtocolError, SyncUnavailableError
 from sync.checkpoint import NoteVerifier
-from sync.protocol import ANSWER_KEY_PATH, open_answer_key
+from sync.protocol import ANSWER_KEY_PATH, UNAVAILABLE, open_answer_key
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class AnswerKeys:
         except httpx.HTTPError as err:
             raise SyncUnavailableError(f"GET {ANSWER_KEY_PATH}: {type(err).__name__}: "
                                        f"{err}") from err
-        if resp.status_code in (502, 503, 504):
+        if resp.status_code in UNAVAILABLE:
             raise SyncUnavailableError(f"GET {ANSWER_KEY_PATH}: HTTP {resp.status_code}")
         try:
             note = resp.json()["note"] if resp.status_code == 200 else None

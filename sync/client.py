@@ -75,6 +75,7 @@ from sync.protocol import (
     H_SIGNATURE,
     H_TERMINAL,
     H_TIME,
+    UNAVAILABLE,
     BatchReceipt,
     answer_key_name,
     b64,
@@ -299,7 +300,7 @@ class SyncClient:
             raise SyncUnavailableError(f"{method} {path}: {type(err).__name__}: {err}") from err
         rtt = max(0, int((time.monotonic() - started) * 1000))
         received = self.clock()
-        if resp.status_code in (502, 503, 504) and H_SIGNATURE not in resp.headers:
+        if resp.status_code in UNAVAILABLE and H_SIGNATURE not in resp.headers:
             raise SyncUnavailableError(f"{method} {path}: HTTP {resp.status_code}")
         raw = resp.content
         if H_SIGNATURE not in resp.headers and resp.status_code == 404:

@@ -49,6 +49,10 @@ H_SIGNATURE = "X-LP-Signature"
 H_ANSWER_KEY = "X-LP-Answer-Key"
 #: the route that serves the log key's statement of the answer key (no authentication)
 ANSWER_KEY_PATH = "/v1/answer-key"
+#: HTTP statuses that, unsigned, say the service is away for now (a proxy in front of it, or
+#: a server failing before the service could answer): retried, never taken for a forgery.
+#: A forger gains nothing from them, as it could as well drop the connection.
+UNAVAILABLE = frozenset({500, 502, 503, 504})
 #: the statement's first line: no checkpoint's (a log's origin has no spaces)
 ANSWER_KEY_LINE = "localpay answer key"
 #: requests older or newer than this (ms) are refused as stale
