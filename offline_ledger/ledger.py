@@ -37,6 +37,8 @@ from offline_ledger.schema import migrate
 log = logging.getLogger(__name__)
 
 FORMAT = "1"
+#: the bucket of :meth:`Ledger.pruned_sums`: a quarter hour, in which no day begins anywhere
+QUARTER_MS = 900_000
 _COLUMNS = (
     "seq, kind, terminal_id, card_token, amount, ref_seq, place, wall_ms, mono, detail, "
     "prev_hash, entry_hash, signature"
@@ -439,6 +441,18 @@ class Ledger:
         except sqlite3.Error as err:
             raise _wrap(err, "cannot read entries") from err
 
+    def pruned_sums(self) -> Iterator[tuple[int, str, int, int]]:
+        """What pruning removed, by quarter hour of wall time (``wall_ms // QUARTER_MS``) and
+        kind: ``(quarter, kind, count, amount)``. With :meth:`kind_amounts`, every entry the
+        ledger ever held. Prunes of a release before migration 0007 were not summed."""
+        try:
+            yield from self._conn.execute("SELECT quarter, kind, count, amount FROM "
+                                          "pruned_sums ORDER BY quarter, kind")
+        except sqlite3.Error as err:
+            if "no such table" in str(err):  # a read-only ledger from before migration 0007
+                return
+            raise _wrap(err, "cannot read the pruned sums") from err
+
     def refunded_total(self, seq: int) -> int:
         """Won already given back (refunds and voids) against payment ``seq``."""
         row = self._conn.execute(
@@ -636,6 +650,15 @@ class Ledger:
                     "pruned_at) VALUES (?, ?, ?, ?, ?)",
                     (upto_seq, anchor.entry_hash, anchor.fields.mono, checkpoint,
                      int(time.time() * 1000)),
+                ),
+                # summed in the same transaction: a day's totals stay whole (pruned_sums)
+                (
+                    "INSERT INTO pruned_sums (quarter, kind, count, amount) "
+                    f"SELECT wall_ms / {QUARTER_MS}, kind, COUNT(*), SUM(amount) FROM entries "
+                    f"WHERE seq <= ? GROUP BY wall_ms / {QUARTER_MS}, kind "
+                    "ON CONFLICT (quarter, kind) DO UPDATE SET count = count + excluded.count, "
+                    "amount = amount + excluded.amount",
+                    (upto_seq,),
                 ),
                 ("DELETE FROM entries WHERE seq <= ?", (upto_seq,)),
             ],

@@ -152,6 +152,21 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     POCKETS_MIGRATION,
+    (
+        "0007_pruned_sums",
+        """
+        -- What pruning removed, summed by quarter hour of the entries' wall time and by kind:
+        -- every UTC offset in use is whole quarter hours, so a day's totals, which the
+        -- terminal reports to central, stay whole after some of its entries are pruned.
+        CREATE TABLE pruned_sums (
+            quarter INTEGER NOT NULL,
+            kind    TEXT    NOT NULL,
+            count   INTEGER NOT NULL,
+            amount  INTEGER NOT NULL,
+            PRIMARY KEY (quarter, kind)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

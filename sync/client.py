@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import random
@@ -65,7 +66,7 @@ from localpay.errors import (
     SyncUnavailableError,
 )
 from offline_ledger import ClockAnchor, Ledger, boot_now, pockets
-from offline_ledger.ledger import Entry
+from offline_ledger.ledger import QUARTER_MS, Entry
 from sync import merkle, status_report
 from sync.answer_keys import AnswerKeys
 from sync.checkpoint import Checkpoint, NoteVerifier
@@ -504,7 +505,7 @@ class SyncClient:
     def _day(self, wall_ms: int) -> str:
         # Every UTC offset in use is a whole number of quarter hours, so a day never
         # changes inside a quarter hour and one answer serves all of it.
-        quarter = wall_ms // 900_000
+        quarter = wall_ms // QUARTER_MS
         day = self._days.get(quarter)
         if day is None:
             day = datetime.fromtimestamp(quarter * 900, self.tz).strftime("%Y-%m-%d")
@@ -512,13 +513,17 @@ class SyncClient:
         return day
 
     def day_totals(self, ledger: Ledger, days: set[str]) -> dict[str, dict[str, list[int]]]:
-        """The terminal's own totals (kind -> [count, amount]) for each of ``days``."""
+        """The terminal's own totals (kind -> [count, amount]) for each of ``days``: its
+        entries and what pruning removed of them."""
         totals: dict[str, dict[str, list[int]]] = defaultdict(dict)
-        for wall_ms, kind, amount in ledger.kind_amounts():
+        held = ((wall_ms, kind, 1, amount) for wall_ms, kind, amount in ledger.kind_amounts())
+        pruned = ((quarter * QUARTER_MS, kind, count, amount)
+                  for quarter, kind, count, amount in ledger.pruned_sums())
+        for wall_ms, kind, count, amount in itertools.chain(held, pruned):
             day = self._day(wall_ms)
             if day in days:
                 slot = totals[day].setdefault(kind, [0, 0])
-                slot[0] += 1
+                slot[0] += count
                 slot[1] += amount
         return totals
 

@@ -14,11 +14,14 @@ stopped or restarted from here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from localpay.cli.bench.stacks import (  # noqa: F401 - re-exported for the tests
     ROOT,
@@ -86,3 +89,20 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'central.sqlite'}"
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
     return cluster.new_schema()
+
+
+@contextlib.contextmanager
+def central_with_terminal(folder: Path, terminal_id: str) -> Iterator[
+        tuple[CentralProcess, Ed25519PrivateKey, str, Path]]:
+    """A real ``central serve`` on a SQLite store in ``folder`` where ``terminal_id`` is
+    registered with a new key: (server, key, store URL, data folder)."""
+    from central import open_service
+    from firmware_cfg.keys import public_hex
+
+    db, data = f"sqlite:///{folder / 'central.sqlite'}", folder / "data"
+    key = new_terminal_key()
+    svc = open_service(db, data)
+    svc.add_terminal(terminal_id, bytes.fromhex(public_hex(key)))
+    svc.store.close()
+    with central(db, data) as server:
+        yield server, key, db, data

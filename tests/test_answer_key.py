@@ -47,7 +47,7 @@ from sync.protocol import (
     request_message,
     response_message,
 )
-from tests.pg_fixtures import CentralProcess, central, fill_ledger
+from tests.pg_fixtures import CentralProcess, central, central_with_terminal, fill_ledger
 
 TID = "BUS-1"
 
@@ -79,12 +79,7 @@ def signed_get(server: CentralProcess, key: Ed25519PrivateKey, path: str
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[CentralProcess, Ed25519PrivateKey]]:
-    db, data = f"sqlite:///{tmp_path / 'central.sqlite'}", tmp_path / "data"
-    key = Ed25519PrivateKey.generate()
-    svc = open_service(db, data)
-    svc.add_terminal(TID, bytes.fromhex(public_hex(key)))
-    svc.store.close()
-    with central(db, data) as server:
+    with central_with_terminal(tmp_path, TID) as (server, key, _, _):
         yield server, key
 
 

@@ -65,7 +65,7 @@ def test_wal_and_full_sync(ledger: Ledger) -> None:
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     names = [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY name")]
     assert names == ["0001_entries", "0002_side_tables", "0003_points", "0004_riders",
-                     "0005_clock_anchor", "0006_pockets"]
+                     "0005_clock_anchor", "0006_pockets", "0007_pruned_sums"]
 
 
 def test_update_and_delete_refused_by_triggers(ledger: Ledger) -> None:

@@ -23,7 +23,7 @@ from localpay.errors import (
 )
 from offline_ledger import ClockAnchor, Ledger, anchor, boot_now, encoding
 from offline_ledger.encoding import ZERO_HASH, EntryFields
-from offline_ledger.ledger import Head, VerifyReport, _wrap
+from offline_ledger.ledger import QUARTER_MS, Head, VerifyReport, _wrap
 from offline_ledger.schema import MIGRATIONS, _statements, migrate
 
 
@@ -155,22 +155,24 @@ def test_an_older_ledger_gets_the_migrations_it_lacks(path: Path, key: Ed25519Pr
     Ledger(path, key=key, terminal_id="T1").close()
     conn = raw(path)
     for table in ("points_snapshot", "points_state", "rider_categories", "riders_state",
-                  "clock_anchor", "pocket_balances", "pocket_counters", "pocket_state"):
+                  "clock_anchor", "pocket_balances", "pocket_counters", "pocket_state",
+                  "pruned_sums"):
         conn.execute(f"DROP TABLE {table}")
     conn.execute("DELETE FROM migrations WHERE name >= '0003'")
     before = now_ms()
     assert migrate(conn) == ["0003_points", "0004_riders", "0005_clock_anchor",
-                             "0006_pockets"]
+                             "0006_pockets", "0007_pruned_sums"]
     after = now_ms()
     stamps = dict(conn.execute("SELECT name, applied_at FROM migrations WHERE name >= '0003'"))
     assert sorted(stamps) == ["0003_points", "0004_riders", "0005_clock_anchor",
-                              "0006_pockets"]
+                              "0006_pockets", "0007_pruned_sums"]
     assert all(before <= ms <= after for ms in stamps.values())
     assert migrate(conn) == []
     conn.close()
     with Ledger(path, key=key, terminal_id="T1") as led:
         assert led.points_state() == (0, "") and led.riders_version() == 0
         assert led.clock_anchor() is None
+        assert list(led.pruned_sums()) == []
 
 
 def test_a_failing_migration_leaves_nothing_behind(path: Path, key: Ed25519PrivateKey) -> None:
@@ -662,6 +664,8 @@ def _prepare_prune(led: Ledger) -> None:
          "sync state not stored: no such table: card_counters"),
         ("prunes", _prepare_prune, lambda led: led.prune(1, "cp-1"),
          "prune not done: no such table: prunes"),
+        ("pruned_sums", _prepare_prune, lambda led: led.prune(1, "cp-1"),
+         "prune not done: no such table: pruned_sums"),
         ("points_state", None,
          lambda led: led.set_points_snapshot({"x": ("2026-11-23", 1, 1, "")}, 1, ""),
          "points not stored: no such table: points_state"),
@@ -829,3 +833,50 @@ def test_kind_amounts_are_every_entry_held_in_order(led: Ledger) -> None:
     led.mark_synced(2, "cp-2")
     led.prune(2, "cp-2")
     assert list(led.kind_amounts()) == expected[2:]
+
+
+def test_pruning_keeps_what_it_removed_summed_by_quarter_hour_and_kind(led: Ledger) -> None:
+    """A day's totals stay whole after its entries are pruned: what a prune removes is
+    summed by quarter hour of wall time and kind, in the prune's own transaction, and a later
+    prune adds to the same sums. Held entries and sums together are every entry ever held."""
+    q = QUARTER_MS
+    written = [("tap", 1500, 5 * q), ("tap", 1250, 5 * q + q - 1), ("payment", 8000, 5 * q + 7),
+               ("tap", 1500, 6 * q), ("refund", 3000, 6 * q + 1), ("tap", 1500, 5 * q + 9),
+               ("payment", 2000, 6 * q + 2), ("tap", 900, 7 * q)]
+    for kind, amount, wall in written:
+        led.append(kind, card_token="card-a", amount=amount, place="85", wall_ms=wall,
+                   offline_delta=0, tap=kind == "tap", ref_seq=3 if kind == "refund" else 0)
+    assert list(led.pruned_sums()) == []
+    led.mark_synced(8, "cp-8")
+
+    def expected(upto: int) -> list[tuple[int, str, int, int]]:
+        sums: dict[tuple[int, str], list[int]] = {}
+        for kind, amount, wall in written[:upto]:
+            slot = sums.setdefault((wall // q, kind), [0, 0])
+            slot[0] += 1
+            slot[1] += amount
+        return sorted((quarter, kind, n, a) for (quarter, kind), (n, a) in sums.items())
+
+    assert led.prune(3, "cp-8") == 3
+    assert list(led.pruned_sums()) == expected(3) == [(5, "payment", 1, 8000),
+                                                       (5, "tap", 2, 2750)]
+    assert led.prune(7, "cp-8") == 4
+    assert list(led.pruned_sums()) == expected(7) == [
+        (5, "payment", 1, 8000), (5, "tap", 3, 4250), (6, "payment", 1, 2000),
+        (6, "refund", 1, 3000), (6, "tap", 1, 1500)]
+    assert list(led.kind_amounts()) == [(7 * q, "tap", 900)]
+
+
+def test_pruned_sums_of_a_ledger_from_before_them(path: Path, led: Ledger) -> None:
+    """A read-only ledger from before migration 0007 has no sums: none, not an error; a
+    table of another shape is reported with what failed."""
+    conn = raw(path)
+    conn.execute("DROP TABLE pruned_sums")
+    conn.close()
+    assert list(led.pruned_sums()) == []
+    conn = raw(path)
+    conn.execute("CREATE TABLE pruned_sums (x INTEGER)")
+    conn.close()
+    with pytest.raises(LedgerWriteError,
+                       match=r"^cannot read the pruned sums: no such column: quarter$"):
+        list(led.pruned_sums())

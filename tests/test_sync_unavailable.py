@@ -20,13 +20,11 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central import open_service
-from firmware_cfg.keys import public_hex
 from localpay.errors import SyncUnavailableError
 from offline_ledger import Ledger
 from sync.client import Backoff, SyncClient
 from sync.protocol import ANSWER_KEY_PATH
-from tests.pg_fixtures import CentralProcess, central, fill_ledger
+from tests.pg_fixtures import CentralProcess, central_with_terminal, fill_ledger
 
 TID = "BUS-500"
 N = 30
@@ -34,12 +32,7 @@ N = 30
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[CentralProcess, Ed25519PrivateKey]]:
-    db, data = f"sqlite:///{tmp_path / 'central.sqlite'}", tmp_path / "data"
-    key = Ed25519PrivateKey.generate()
-    svc = open_service(db, data)
-    svc.add_terminal(TID, bytes.fromhex(public_hex(key)))
-    svc.store.close()
-    with central(db, data) as server:
+    with central_with_terminal(tmp_path, TID) as (server, key, _, _):
         yield server, key
 
 
