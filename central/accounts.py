@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -149,6 +150,16 @@ def pockets(tx: Tx, account_id: str, *,
                   "WHERE municipality_id = ? AND account_id LIKE ? ORDER BY account_id",
                   (municipality, prefix + "%"))
     return [Pocket(str(a)[len(prefix):], int(b)) for a, b in rows]
+
+
+def lock(tx: Tx, account_ids: Sequence[str], *,
+         municipality: str = books.DEFAULT_MUNICIPALITY) -> None:
+    """Hold the book rows of ``account_ids`` (those that exist) until the transaction ends,
+    in the order :func:`central.books.transfer` takes them (sorted), so that two workers never
+    wait on each other: balances read after this are what the transfers will find."""
+    for account_id in sorted(set(account_ids)):
+        tx.one_for_update("SELECT 1 FROM book_accounts WHERE municipality_id = ? AND "
+                          "account_id = ?", (municipality, account_id))
 
 
 def ensure_schema(store: Store) -> None:

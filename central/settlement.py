@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from central import books, receivables
+from central import accounts, books, receivables
 from firmware_cfg.config import check_category
 from localpay.errors import ConfigError, TransactionError
 
@@ -622,8 +622,11 @@ def _post_pending(store: Store, day: str, municipality: str, now: int) -> None:
                 "ORDER BY merchant_id LIMIT ?", (municipality, day, PENDING, POST_CHUNK))]
             if not rows:
                 return
-            test, param = tx.any_of("account_id",
-                                    [books.merchant_payable(s.merchant_id) for s in rows])
+            payables = [books.merchant_payable(s.merchant_id) for s in rows]
+            # held before they are read: a refund posted by another worker in between made
+            # the books refuse the settlement's transfer and the whole run fail
+            accounts.lock(tx, payables, municipality=municipality)
+            test, param = tx.any_of("account_id", payables)
             holds = {str(a): int(b) for a, b in tx.all(
                 "SELECT account_id, credits_posted - debits_posted FROM book_accounts "
                 f"WHERE municipality_id = ? AND {test}", (municipality, param))}

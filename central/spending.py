@@ -580,6 +580,15 @@ class _Poster:
             return
         day = seoul_day(e.when_ms)
         held = self.balances(account, day)
+        # An online payment of another worker may draw on the same pockets between this read
+        # and the transfers: the books would refuse the stale split, and the till's approved
+        # payment would be flagged, never posted. Held first, read again: the transfers find
+        # what the split was made of.
+        accounts.lock(self.tx, [books.merchant_payable(merchant.merchant_id),
+                                books.receivable(account),
+                                *(books.pocket(account, b.pocket) for b in held)],
+                      municipality=self.municipality)
+        held = self.balances(account, day)
         spent = self.spent_on([books.pocket(account, b.pocket) for b in held], day)
         split = pockets.split(e.amount, held, self.rules, facts, day, spent)
         parts = split.parts

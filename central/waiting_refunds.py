@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from central import books
+from central import accounts, books
 from central.store import Tx
 
 if TYPE_CHECKING:
@@ -49,6 +49,9 @@ def payer(tx: Tx, municipality: str, e: SpendEntry, merchant: str, want: int,
     """The account refund ``e`` is paid from, with any transfers besides the reversal: the
     merchant's payable, else what ``fallback`` answers (None: it waits)."""
     payable = books.merchant_payable(merchant)
+    # held until the refund is posted: a settlement of another worker would otherwise drain
+    # the payable after this read, the books refuse the refund, and it was dropped
+    accounts.lock(tx, [payable], municipality=municipality)
     held = books.find_account(tx, payable, municipality=municipality)
     if held is not None and held.balance >= want:
         return payable, []
