@@ -53,10 +53,10 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from localpay.durable import write_durably
 from localpay.errors import (
     ChainMismatchError,
     LedgerError,
+    LedgerStateError,
     ProofError,
     RouteMissingError,
     SyncAuthError,
@@ -67,7 +67,7 @@ from localpay.errors import (
 )
 from offline_ledger import ClockAnchor, Ledger, boot_now, pockets
 from offline_ledger.ledger import QUARTER_MS, Entry
-from sync import merkle, status_report
+from sync import merkle, status_report, sync_state
 from sync.answer_keys import AnswerKeys
 from sync.checkpoint import Checkpoint, NoteVerifier
 from sync.protocol import (
@@ -227,18 +227,20 @@ class SyncClient:
     # -- state kept beside the ledger ---------------------------------------------------------
 
     def _load_state(self) -> dict[str, Any]:
+        return sync_state.load(self.state_path)
+
+    def _kept_checkpoint(self, state: dict[str, Any]) -> Checkpoint:
         try:
-            data = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as err:
-            raise SyncProtocolError(f"sync state {self.state_path} unreadable: {err}") from err
-        return data if isinstance(data, dict) else {}
+            return Checkpoint.verify(state["checkpoint"], self.verifier)
+        except ProofError as err:
+            raise ProofError(
+                f"the checkpoint kept in {self.state_path} is not this log's ({err}): the "
+                "file was written for another central service, or the log's key changed. "
+                "Restore the right file, or move it aside and sync again (sync then starts "
+                "from central's next checkpoint)") from err
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        # the kept checkpoint is what proves central never rewrote its log: a cut must
-        # leave this state or the one before, not lose the name
-        write_durably(self.state_path, json.dumps(state))
+        sync_state.save(self.state_path, state)
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -461,7 +463,13 @@ class SyncClient:
                 self._save_state(state)
                 # Counters restart from the unsynced entries once the backlog is in; a
                 # recount after every batch would rescan the rest of the backlog each time.
-                ledger.mark_synced(last, note, recount=last >= head)
+                try:
+                    ledger.mark_synced(last, note, recount=last >= head)
+                except LedgerStateError:
+                    # another sync of this ledger (one run by hand beside the terminal's
+                    # own) marked past this batch: central holds it all the same
+                    if ledger.synced_upto() < last:
+                        raise
                 summary.sent += receipt.accepted
                 summary.batches += 1
                 summary.duplicates += receipt.accepted == 0
@@ -488,7 +496,7 @@ class SyncClient:
         if not kept_note:
             state["checkpoint"] = note
             return
-        kept = Checkpoint.verify(kept_note, self.verifier)
+        kept = self._kept_checkpoint(state)
         old, new = (kept, cp) if kept.size <= cp.size else (cp, kept)
         if old.size != new.size or old.root != new.root:
             doc = self._request("GET", f"/v1/consistency?from={old.size}&to={new.size}")
@@ -610,7 +618,7 @@ class SyncClient:
             self._save_state(state)
         summary.config_version = int(state.get("config_version", 0))
         if state.get("checkpoint"):
-            summary.tree_size = Checkpoint.verify(state["checkpoint"], self.verifier).size
+            summary.tree_size = self._kept_checkpoint(state).size
 
     def _fetch_points(self, ledger: Ledger, summary: SyncSummary,
                       first: dict[str, Any] | None = None) -> None:
