@@ -398,6 +398,13 @@ def pay(store: Store, partner: AppPartner, reference: str, amount: int, payer: s
     spending.ensure_schema(store, partner.municipality)
     m = partner.municipality
     with store.tx() as tx:
+        if tx.store.kind == "postgresql":
+            # Two requests of one app reference for different sales meet here, the second
+            # reading the first's payment once it is committed (and refused as a reference
+            # reused), not at the unique key, which answered it with an error of the store.
+            # SQLite's one write lock orders them already.
+            tx.one("SELECT pg_advisory_xact_lock(hashtext(?))",
+                   (f"localpay mpm {m} {partner.name} {app_reference}",))
         first = _first(tx, m, partner.name, app_reference)
         if first is not None:
             return _replay(first, reference, amount, payer)

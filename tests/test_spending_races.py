@@ -1,4 +1,5 @@
-"""The spending poster against another worker moving the same money (PostgreSQL).
+"""The spending poster, and online payments, against another worker moving the same money
+(PostgreSQL).
 
 The poster read an account's pockets, split a till's offline payment over them, and only
 then transferred; the books re-check each balance under a row lock and refuse a transfer
@@ -146,4 +147,54 @@ def test_a_settlement_between_the_read_and_the_transfer_drops_no_refund(
         assert books.check(svc.store).balanced
     finally:
         settle_store.close()
+        svc.store.close()
+
+
+def test_one_app_reference_for_two_sales_at_once_is_refused_as_reused(
+        pg_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Not money (the unique key held it), an answer: the second request of one app
+    reference, for another sale, failed at the unique key with an error of the store (HTTP
+    500) instead of being refused as a reference reused (409)."""
+    url = pg_cluster.new_schema()
+    svc = open_service(url, followers=[])
+    shop_lf01(svc)
+    partner = mp.authenticate(svc.store, mp.add_app_partner(svc.store, "app1"))
+    with svc.store.tx() as tx:
+        books.open_account(tx, books.pocket("A", "cash"))
+        books.transfer(tx, [books.Transfer(books.BANK_OUTSIDE, books.pocket("A", "cash"),
+                                           50_000, "topup", "seed-a")])
+    sales = [base64.b32encode(secrets.token_bytes(15)).decode() for _ in range(2)]
+    for sale in sales:
+        mp.open_sale(svc.store, "T-LF01", sale, 4_000)
+    second_store = open_store(url)
+    # that worker has made its tables already (as after its first request): nothing of the
+    # schema orders the two
+    mp.ensure_schema(second_store)
+    spending.ensure_schema(second_store, partner.municipality)
+    second: list[BaseException] = []
+
+    def other() -> None:  # the app's same reference for the other sale, another worker
+        try:
+            mp.pay(second_store, partner, sales[1], 4_000, "card-a", "app-ref-1")
+        except BaseException as err:  # reported by the test below
+            second.append(err)
+
+    # the gap: the first request has posted its payment and not yet committed
+    other_run = _in_the_gap(monkeypatch, mp, "_post", other)
+    first_store = open_store(url)
+    try:
+        paid = mp.pay(first_store, partner, sales[0], 4_000, "card-a", "app-ref-1")
+        for t in other_run:
+            t.join(timeout=30)
+        assert paid.reference == sales[0]
+        assert len(second) == 1 and isinstance(second[0], mp.MpmAppReferenceReusedError)
+        with svc.store.tx(write=False) as tx:
+            payments = tx.all("SELECT reference FROM mpm_payments WHERE app_ref = 'app-ref-1'")
+            cash = books.balance(tx, books.pocket("A", "cash"))
+        assert payments == [(sales[0],)]
+        assert cash == 50_000 - 4_000
+        assert books.check(svc.store).balanced
+    finally:
+        first_store.close()
+        second_store.close()
         svc.store.close()
