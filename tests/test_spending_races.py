@@ -198,3 +198,48 @@ def test_one_app_reference_for_two_sales_at_once_is_refused_as_reused(
         first_store.close()
         second_store.close()
         svc.store.close()
+
+
+def test_an_online_payment_whose_pockets_were_drained_in_the_gap_is_refused_for_funds(
+        pg_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """An online payment is posted through the till's own path: another payment drawing the
+    same pockets between its read and its transfers made the books refuse it, answered as
+    an unknown sale (404); held first, read again, it is refused for want of funds (422)."""
+    url = pg_cluster.new_schema()
+    svc = open_service(url, followers=[])
+    shop_lf01(svc)
+    partner = mp.authenticate(svc.store, mp.add_app_partner(svc.store, "app1"))
+    with svc.store.tx() as tx:
+        books.open_account(tx, books.pocket("A", "cash"))
+        books.transfer(tx, [books.Transfer(books.BANK_OUTSIDE, books.pocket("A", "cash"),
+                                           10_000, "topup", "seed-a")])
+    sales = [base64.b32encode(secrets.token_bytes(15)).decode() for _ in range(2)]
+    for sale in sales:
+        mp.open_sale(svc.store, "T-LF01", sale, 6_000)
+    stores = [open_store(url), open_store(url)]
+    for store in stores:  # both workers have made their tables (as after a first request)
+        mp.ensure_schema(store)
+        spending.ensure_schema(store, partner.municipality)
+    drained: list[str] = []
+
+    def other() -> None:  # the same citizen's other payment, through another worker
+        drained.append(mp.pay(stores[1], partner, sales[1], 6_000, "card-a", "app-2").reference)
+
+    other_run = _in_the_gap(monkeypatch, spending._Poster, "balances", other)
+    try:
+        with pytest.raises(mp.MpmFundsError, match=r"hold 4,000 won usable here; the sale "
+                                                   r"is 6,000 won$"):
+            mp.pay(stores[0], partner, sales[0], 6_000, "card-a", "app-1")
+        for t in other_run:
+            t.join(timeout=30)
+        assert drained == [sales[1]]
+        with svc.store.tx(write=False) as tx:
+            cash = books.balance(tx, books.pocket("A", "cash"))
+            paid = tx.all("SELECT reference FROM mpm_payments")
+        # worked out here: 10,000, the other payment's 6,000 taken, 4,000 left and untouched
+        assert paid == [(sales[1],)] and cash == 10_000 - 6_000
+        assert books.check(svc.store).balanced
+    finally:
+        for store in stores:
+            store.close()
+        svc.store.close()
