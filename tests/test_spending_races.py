@@ -28,10 +28,11 @@ import pytest
 
 from central import books, spending, waiting_refunds
 from central import mpm_payments as mp
+from central.service import CentralLog
 from central.settlement import FeeRules, settle
-from central.store import open_store
+from central.store import Store, open_store
 from tests.books_world import shop_lf01
-from tests.incentives_data import open_service, seoul_ms
+from tests.incentives_data import Chain, open_service, seoul_ms
 from tests.pg_fixtures import pg_cluster  # noqa: F401
 
 NOON = seoul_ms(2026, 6, 1, 12)
@@ -56,19 +57,41 @@ def _in_the_gap(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str,
     return started
 
 
-def test_an_online_payment_between_the_read_and_the_transfer_loses_no_till_payment(
-        pg_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    url = pg_cluster.new_schema()
+def _shop(url: str, cash: int) -> tuple[CentralLog, Chain, mp.AppPartner]:
+    """Shop LF01 and its till, an app partner, and citizen A (``card-a``) with ``cash``."""
     svc = open_service(url, followers=[])
     till = shop_lf01(svc)
     partner = mp.authenticate(svc.store, mp.add_app_partner(svc.store, "app1"))
     with svc.store.tx() as tx:
         books.open_account(tx, books.pocket("A", "cash"))
         books.transfer(tx, [books.Transfer(books.BANK_OUTSIDE, books.pocket("A", "cash"),
-                                           10_000, "topup", "seed-a")])
+                                           cash, "topup", "seed-a")])
+    return svc, till, partner
+
+
+def _sales(svc: CentralLog, amount: int, n: int) -> list[str]:
+    """``n`` sales of ``amount`` opened at the till (references: 24 characters A-Z, 2-7)."""
+    sales = [base64.b32encode(secrets.token_bytes(15)).decode() for _ in range(n)]
+    for sale in sales:
+        mp.open_sale(svc.store, "T-LF01", sale, amount)
+    return sales
+
+
+def _worker(url: str, partner: mp.AppPartner) -> Store:
+    """Another worker's store, its tables made already (as after its first request): nothing
+    of the schema orders it against the first."""
+    store = open_store(url)
+    mp.ensure_schema(store)
+    spending.ensure_schema(store, partner.municipality)
+    return store
+
+
+def test_an_online_payment_between_the_read_and_the_transfer_loses_no_till_payment(
+        pg_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    url = pg_cluster.new_schema()
+    svc, till, partner = _shop(url, 10_000)
     svc.ingest("T-LF01", [till.pay("card-a", 8_000, NOON, "general")])
-    sale = base64.b32encode(secrets.token_bytes(15)).decode()  # 24 characters A-Z, 2-7
-    mp.open_sale(svc.store, "T-LF01", sale, 7_000)
+    sale, = _sales(svc, 7_000, 1)
     app_store = open_store(url)
     paid: list[str] = []
 
@@ -102,12 +125,7 @@ def test_an_online_payment_between_the_read_and_the_transfer_loses_no_till_payme
 def test_a_settlement_between_the_read_and_the_transfer_drops_no_refund(
         pg_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     url = pg_cluster.new_schema()
-    svc = open_service(url, followers=[])
-    till = shop_lf01(svc)
-    with svc.store.tx() as tx:
-        books.open_account(tx, books.pocket("A", "cash"))
-        books.transfer(tx, [books.Transfer(books.BANK_OUTSIDE, books.pocket("A", "cash"),
-                                           100_000, "topup", "seed-a")])
+    svc, till, _ = _shop(url, 100_000)
     svc.ingest("T-LF01", [till.pay("card-a", 20_000, NOON, "general")])
     spending.post_log(svc.store)
     svc.ingest("T-LF01", [till.refund("card-a", 5_000, 1, NOON + 3_600_000)])
@@ -156,21 +174,9 @@ def test_one_app_reference_for_two_sales_at_once_is_refused_as_reused(
     reference, for another sale, failed at the unique key with an error of the store (HTTP
     500) instead of being refused as a reference reused (409)."""
     url = pg_cluster.new_schema()
-    svc = open_service(url, followers=[])
-    shop_lf01(svc)
-    partner = mp.authenticate(svc.store, mp.add_app_partner(svc.store, "app1"))
-    with svc.store.tx() as tx:
-        books.open_account(tx, books.pocket("A", "cash"))
-        books.transfer(tx, [books.Transfer(books.BANK_OUTSIDE, books.pocket("A", "cash"),
-                                           50_000, "topup", "seed-a")])
-    sales = [base64.b32encode(secrets.token_bytes(15)).decode() for _ in range(2)]
-    for sale in sales:
-        mp.open_sale(svc.store, "T-LF01", sale, 4_000)
-    second_store = open_store(url)
-    # that worker has made its tables already (as after its first request): nothing of the
-    # schema orders the two
-    mp.ensure_schema(second_store)
-    spending.ensure_schema(second_store, partner.municipality)
+    svc, _, partner = _shop(url, 50_000)
+    sales = _sales(svc, 4_000, 2)
+    second_store = _worker(url, partner)
     second: list[BaseException] = []
 
     def other() -> None:  # the app's same reference for the other sale, another worker
@@ -206,20 +212,9 @@ def test_an_online_payment_whose_pockets_were_drained_in_the_gap_is_refused_for_
     same pockets between its read and its transfers made the books refuse it, answered as
     an unknown sale (404); held first, read again, it is refused for want of funds (422)."""
     url = pg_cluster.new_schema()
-    svc = open_service(url, followers=[])
-    shop_lf01(svc)
-    partner = mp.authenticate(svc.store, mp.add_app_partner(svc.store, "app1"))
-    with svc.store.tx() as tx:
-        books.open_account(tx, books.pocket("A", "cash"))
-        books.transfer(tx, [books.Transfer(books.BANK_OUTSIDE, books.pocket("A", "cash"),
-                                           10_000, "topup", "seed-a")])
-    sales = [base64.b32encode(secrets.token_bytes(15)).decode() for _ in range(2)]
-    for sale in sales:
-        mp.open_sale(svc.store, "T-LF01", sale, 6_000)
-    stores = [open_store(url), open_store(url)]
-    for store in stores:  # both workers have made their tables (as after a first request)
-        mp.ensure_schema(store)
-        spending.ensure_schema(store, partner.municipality)
+    svc, _, partner = _shop(url, 10_000)
+    sales = _sales(svc, 6_000, 2)
+    stores = [_worker(url, partner), _worker(url, partner)]
     drained: list[str] = []
 
     def other() -> None:  # the same citizen's other payment, through another worker
